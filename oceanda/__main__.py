@@ -1,0 +1,3 @@
+from oceanda.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""Datasets <-> arrays/tensors without losing coordinates or attributes.
+
+Gridded fields become arrays ``[sample, channel, y, x]``: each variable -- and each level of a
+variable with a ``layer``/``depth`` dimension -- is one channel. NaN (land, unobserved) is kept in
+the values and can be split off as a separate 0/1 mask channel for encoders. Standardisation
+statistics are stored (plain JSON-able dicts) so training and inference use the same ones, and a
+grid fingerprint lets a model refuse data on another grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import xarray as xr
+
+from oceanda.errors import DataValidationError, GridMismatchError
+
+LEVEL_DIMS = ("layer", "depth")
+SPATIAL_PAIRS = (("y", "x"), ("lat", "lon"))
+
+
+def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:
+    """The (row, column) dimension names of a gridded Dataset: ('y', 'x') or ('lat', 'lon')."""
+    for pair in SPATIAL_PAIRS:
+        if all(d in ds.dims for d in pair):
+            return pair
+    raise DataValidationError(f"no spatial dimensions in {tuple(ds.dims)}; expected (y, x) or (lat, lon)")
+
+
+@dataclass
+class FieldLayout:
+    """How channels map back to variables and levels; enough to rebuild a Dataset."""
+
+    variables: list[str]
+    channels: list[tuple[str, int | None]]  # (variable, level index or None)
+    level_dim: str | None
+    spatial: tuple[str, str]
+    sample_dim: str
+    attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "variables": self.variables,
+            "channels": [[v, lev] for v, lev in self.channels],
+            "level_dim": self.level_dim,
+            "spatial": list(self.spatial),
+            "sample_dim": self.sample_dim,
+            "attrs": self.attrs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FieldLayout":
+        return cls(
+            variables=list(d["variables"]),
+            channels=[(v, lev) for v, lev in d["channels"]],
+            level_dim=d["level_dim"],
+            spatial=tuple(d["spatial"]),  # type: ignore[arg-type]
+            sample_dim=d["sample_dim"],
+            attrs=dict(d.get("attrs", {})),
+        )
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+def _attrs_jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in attrs.items():
+        if isinstance(v, (str, int, float, bool)):
+            out[k] = v
+        elif isinstance(v, np.generic):
+            out[k] = v.item()
+    return out
+
+
+def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim: str = "time") -> FieldLayout:
+    """Describe the channels of ``variables`` in ``ds`` (all non-error data variables by default)."""
+    if variables is None:
+        variables = [str(v) for v in ds.data_vars if not str(v).endswith("_error") and sample_dim in ds[v].dims]
+    if not variables:
+        raise DataValidationError(f"no gridded variables with dimension '{sample_dim}' to stack")
+    sp = spatial_dims(ds)
+    level_dim = next((d for d in LEVEL_DIMS if d in ds.dims), None)
+    channels: list[tuple[str, int | None]] = []
+    for v in variables:
+        if v not in ds:
+            raise DataValidationError(f"missing variable '{v}'; expected one of {sorted(map(str, ds.data_vars))}")
+        da = ds[v]
+        allowed = {sample_dim, *sp, *( [level_dim] if level_dim else [])}
+        extra = [d for d in da.dims if d not in allowed]
+        if extra:
+            raise DataValidationError(f"variable '{v}' has dimension(s) {extra}; expected only {sorted(allowed)}")
+        if level_dim and level_dim in da.dims:
+            channels.extend((v, i) for i in range(da.sizes[level_dim]))
+        else:
+            channels.append((v, None))
+    return FieldLayout(
+        variables=list(variables),
+        channels=channels,
+        level_dim=level_dim,
+        spatial=sp,
+        sample_dim=sample_dim,
+        attrs={v: _attrs_jsonable(dict(ds[v].attrs)) for v in variables},
+    )
+
+
+def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.float32) -> tuple[np.ndarray, FieldLayout]:
+    """Stack ``ds`` into ``[sample, channel, y, x]`` (NaN kept). Loads the data."""
+    if layout is None:
+        layout = layout_of(ds)
+    planes = []
+    for v, lev in layout.channels:
+        da = ds[v]
+        if lev is not None:
+            da = da.isel({layout.level_dim: lev})
+        if layout.sample_dim not in da.dims:
+            da = da.expand_dims(layout.sample_dim)
+        planes.append(np.asarray(da.transpose(layout.sample_dim, *layout.spatial).values, dtype=dtype))
+    return np.stack(planes, axis=1), layout
+
+
+def from_array(array: np.ndarray, layout: FieldLayout, like: xr.Dataset, sample_coord: Any = None,
+               sample_dim: str | None = None) -> xr.Dataset:
+    """Rebuild a Dataset from ``[sample, channel, y, x]`` using the grid coordinates of ``like``.
+
+    ``sample_coord`` gives the values of the sample dimension (default: those of ``like`` when the
+    sizes agree, else 0..N-1). Attributes stored in ``layout`` are restored.
+    """
+    array = np.asarray(array)
+    if array.ndim != 4 or array.shape[1] != layout.n_channels:
+        raise DataValidationError(
+            f"array of shape {array.shape}; expected [sample, {layout.n_channels} channels, y, x]"
+        )
+    sdim = sample_dim or layout.sample_dim
+    ydim, xdim = layout.spatial
+    n = array.shape[0]
+    if sample_coord is None and sdim in like.coords and like.sizes.get(sdim) == n:
+        sample_coord = like[sdim].values
+    data_vars = {}
+    for v in layout.variables:
+        idx = [i for i, (name, _) in enumerate(layout.channels) if name == v]
+        levels = [layout.channels[i][1] for i in idx]
+        if levels == [None]:
+            data = array[:, idx[0]]
+            dims = (sdim, ydim, xdim)
+        else:
+            data = array[:, idx]
+            dims = (sdim, layout.level_dim, ydim, xdim)
+        data_vars[v] = xr.DataArray(data, dims=dims, attrs=dict(layout.attrs.get(v, {})))
+    coords = {}
+    for name, c in like.coords.items():
+        if set(c.dims) <= {ydim, xdim, *( [layout.level_dim] if layout.level_dim else [])}:
+            coords[name] = c
+    if sample_coord is not None:
+        coords[sdim] = (sdim, np.asarray(sample_coord))
+    ds = xr.Dataset(data_vars, coords=coords)
+    if sdim in like.coords and sdim in ds.coords:
+        ds[sdim].attrs.update(like[sdim].attrs)
+    return ds
+
+
+def split_mask(array: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(values with NaN replaced by fill, mask)``; mask is 1 where finite, 0 where NaN."""
+    mask = np.isfinite(array)
+    return np.where(mask, array, fill).astype(array.dtype, copy=False), mask.astype(array.dtype)
+
+
+def with_mask_channels(array: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """``[N, C, Y, X]`` -> ``[N, 2C, Y, X]``: filled values, then their 0/1 masks (the encoder's input)."""
+    values, mask = split_mask(array, fill)
+    return np.concatenate([values, mask], axis=1)
+
+
+@dataclass
+class Standardizer:
+    """Per-channel mean and standard deviation (NaN-aware), stored and reused.
+
+    Statistics are per channel (variable and level), pooled over samples and grid points.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, array: np.ndarray, min_std: float = 1e-12) -> "Standardizer":
+        a = np.asarray(array, dtype=np.float64)
+        axes = tuple(i for i in range(a.ndim) if i != 1)
+        with np.errstate(invalid="ignore"):
+            mean = np.nanmean(a, axis=axes)
+            std = np.nanstd(a, axis=axes)
+        if not np.all(np.isfinite(mean)):
+            bad = int(np.flatnonzero(~np.isfinite(mean))[0])
+            raise DataValidationError(f"channel {bad} has no finite value; cannot standardise an all-NaN field")
+        std = np.where(std > min_std, std, 1.0)
+        return cls(mean=mean, std=std)
+
+    def _shape(self, ndim: int) -> tuple[int, ...]:
+        return (1, -1) + (1,) * (ndim - 2)
+
+    def transform(self, array: np.ndarray) -> np.ndarray:
+        a = np.asarray(array)
+        out = (a - self.mean.reshape(self._shape(a.ndim))) / self.std.reshape(self._shape(a.ndim))
+        return out.astype(a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64, copy=False)
+
+    def inverse(self, array: np.ndarray) -> np.ndarray:
+        a = np.asarray(array)
+        out = a * self.std.reshape(self._shape(a.ndim)) + self.mean.reshape(self._shape(a.ndim))
+        return out.astype(a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64, copy=False)
+
+    def inverse_scale(self, array: np.ndarray) -> np.ndarray:
+        """Undo the scaling only (for spreads and errors, which have no offset)."""
+        a = np.asarray(array)
+        return (a * self.std.reshape(self._shape(a.ndim))).astype(a.dtype, copy=False)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in self.std]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Sequence[float]]) -> "Standardizer":
+        return cls(mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64))
+
+
+def grid_fingerprint(ds: xr.Dataset, variables: Sequence[str] | None = None) -> str:
+    """A short hash of the grid: spatial/level dimensions, their coordinates and the variable names.
+
+    Time and member are excluded, so states and observations on one grid share a fingerprint.
+    """
+    if variables is None:
+        variables = sorted(str(v) for v in ds.data_vars if not str(v).endswith("_error"))
+    h = hashlib.sha256()
+    sp = spatial_dims(ds)
+    dims = [d for d in (*LEVEL_DIMS, *sp) if d in ds.dims]
+    for d in dims:
+        h.update(f"{d}={ds.sizes[d]};".encode())
+        if d in ds.coords:
+            h.update(np.round(np.asarray(ds[d].values, dtype=np.float64), 6).astype(np.float32).tobytes())
+    for c in ("lat", "lon"):
+        if c in ds.coords and c not in dims:
+            h.update(np.round(np.asarray(ds[c].values, dtype=np.float64), 6).astype(np.float32).tobytes())
+    h.update(("vars=" + ",".join(sorted(variables))).encode())
+    return h.hexdigest()[:16]
+
+
+def check_fingerprint(expected: str, ds: xr.Dataset, variables: Sequence[str], what: str) -> None:
+    """Raise :class:`GridMismatchError` if ``ds`` is not on the grid a model was trained on."""
+    got = grid_fingerprint(ds, variables)
+    if got != expected:
+        raise GridMismatchError(
+            f"{what}: grid fingerprint {got} differs from the model's {expected}; the model was trained on another "
+            f"grid or other variables ({list(variables)}); retrain it on this grid"
+        )
