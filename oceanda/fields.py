@@ -253,3 +253,52 @@ def check_fingerprint(expected: str, ds: xr.Dataset, variables: Sequence[str], w
             f"{what}: grid fingerprint {got} differs from the model's {expected}; the model was trained on another "
             f"grid or other variables ({list(variables)}); retrain it on this grid"
         )
+
+
+def analysis_dataset(
+    members: np.ndarray,
+    layout: FieldLayout,
+    like: xr.Dataset,
+    times: Any,
+    *,
+    attrs: dict[str, Any] | None = None,
+    keep_members: bool = True,
+) -> xr.Dataset:
+    """The common analysis layout written by ``oceanda assimilate`` and ``oceanda enkf``.
+
+    ``members`` is ``[time, member, channel, y, x]`` in physical units. For every state variable
+    ``v`` the result holds ``v_mean`` and ``v_spread`` (ensemble standard deviation, ddof=1) with dims
+    ``(time, [level,] y, x)`` and, if ``keep_members``, the ensemble ``v`` with dims
+    ``(time, member, [level,] y, x)``. Grid coordinates come from ``like``.
+    """
+    members = np.asarray(members)
+    if members.ndim != 5 or members.shape[2] != layout.n_channels:
+        raise DataValidationError(
+            f"ensemble of shape {members.shape}; expected [time, member, {layout.n_channels} channels, y, x]"
+        )
+    nt, m = members.shape[:2]
+    mean = members.mean(axis=1)
+    spread = members.std(axis=1, ddof=1) if m > 1 else np.zeros_like(mean)
+    out = xr.Dataset()
+    for name, arr in (("mean", mean), ("spread", spread)):
+        ds = from_array(arr, layout, like, sample_coord=np.asarray(times), sample_dim="time")
+        for v in layout.variables:
+            da = ds[v]
+            da.attrs = dict(layout.attrs.get(v, {}))
+            da.attrs["long_name"] = f"analysis ensemble {'mean' if name == 'mean' else 'standard deviation'} of {v}"
+            da.attrs.pop("standard_name", None) if name == "spread" else None
+            out[f"{v}_{name}"] = da
+    if keep_members:
+        flat = members.reshape(nt * m, *members.shape[2:])
+        ds = from_array(flat, layout, like, sample_coord=np.arange(nt * m), sample_dim="sample")
+        for v in layout.variables:
+            da = ds[v]
+            full = da.values.reshape(nt, m, *da.shape[1:])
+            out[v] = xr.DataArray(full, dims=("time", "member", *da.dims[1:]), attrs=dict(layout.attrs.get(v, {})))
+            out[v].attrs["long_name"] = f"analysis ensemble of {v}"
+        out = out.assign_coords(member=np.arange(m))
+    out = out.assign_coords({c: v for c, v in like.coords.items() if c not in out.coords and set(v.dims) <= set(out.dims) and "time" not in v.dims})
+    if "time" in like.coords:
+        out["time"].attrs.update(like["time"].attrs)
+    out.attrs.update(attrs or {})
+    return out
