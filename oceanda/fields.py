@@ -10,6 +10,7 @@ grid fingerprint lets a model refuse data on another grid.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -189,7 +190,8 @@ class Standardizer:
     def fit(cls, array: np.ndarray, min_std: float = 1e-12) -> "Standardizer":
         a = np.asarray(array, dtype=np.float64)
         axes = tuple(i for i in range(a.ndim) if i != 1)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(a, axis=axes)
             std = np.nanstd(a, axis=axes)
         if not np.all(np.isfinite(mean)):

@@ -35,9 +35,7 @@ def _no_cartopy_download(monkeypatch):
 def make_state_dataset(nt=4, ny=6, nx=8, layers=True, seed=0, nan_frac=0.0):
     """A small CF-like gridded state Dataset (time, [layer,] y, x) with 2-D lat/lon."""
     rng = np.random.default_rng(seed)
-    time = np.arange("2021-01-01", nt, dtype="datetime64[D]") if False else (
-        np.datetime64("2021-01-01") + np.arange(nt) * np.timedelta64(1, "D")
-    )
+    time = np.datetime64("2021-01-01T00:00:00", "ns") + np.arange(nt) * np.timedelta64(1, "D")
     y = np.arange(ny) * 15.0 + 7.5
     x = np.arange(nx) * 15.0 + 7.5
     lat = 38.0 + (y[:, None] - y.mean()) / 111.0 + 0 * x[None, :]
