@@ -183,3 +183,14 @@ def test_units_parser():
         assert io.units_are_known(ok), ok
     for bad in ["", "furlongs", "unknown", "m parsecs"]:
         assert not io.units_are_known(bad), bad
+
+
+def test_open_states_reads_zarr(tmp_path):
+    ds = make_state_dataset()
+    ds.to_zarr(tmp_path / "s.zarr", consolidated=False)
+    back = io.open_states(tmp_path / "s.zarr")
+    np.testing.assert_allclose(back.ssh.values, ds.ssh.values)
+    bad = ds.assign(ssh=ds.ssh.assign_attrs(units="furlongs"))
+    bad.to_zarr(tmp_path / "bad.zarr", consolidated=False)
+    with pytest.raises(DataValidationError, match="bad.zarr.*'ssh'"):
+        io.open_states(tmp_path / "bad.zarr")
