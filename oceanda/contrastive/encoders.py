@@ -1,0 +1,250 @@
+"""Encoders g_state, g_obs: R^{input shape} -> R^ne, each rebuildable from a JSON-able config.
+
+Every encoder checks its input shape (``[N, *in_shape]``) and says what it expected. ``config()``
+returns ``{"type": ..., **constructor kwargs}``; :func:`build_encoder` inverts it (used by
+``ContrastiveModel.load``: no pickling).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from oceanda.errors import OceandaError
+
+
+def _shape(s: int | Sequence[int]) -> tuple[int, ...]:
+    return (int(s),) if isinstance(s, (int, np.integer)) else tuple(int(v) for v in s)
+
+
+class Encoder(nn.Module):
+    """Base class: shape check, ``out_dim`` and ``config``."""
+
+    kind = "base"
+
+    def __init__(self, in_shape: int | Sequence[int], out_dim: int):
+        super().__init__()
+        self.in_shape = _shape(in_shape)
+        self.out_dim = int(out_dim)
+        self._kwargs: dict[str, Any] = {}
+
+    def check(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        if x.ndim != len(self.in_shape) + 1 or tuple(x.shape[1:]) != self.in_shape:
+            raise OceandaError(
+                f"{type(self).__name__}: input of shape {tuple(x.shape)}; expected [N, {', '.join(map(str, self.in_shape))}]"
+                " (the shape this encoder was built for)"
+            )
+        return x
+
+    def config(self) -> dict[str, Any]:
+        return {"type": self.kind, "in_shape": list(self.in_shape), "out_dim": self.out_dim, **self._kwargs}
+
+
+class LinearEncoder(Encoder):
+    """g(x) = W x (+ b with ``bias``): the paper's linear encoders; x flattened."""
+
+    kind = "linear"
+
+    def __init__(self, in_shape, out_dim: int, bias: bool = False):
+        super().__init__(in_shape, out_dim)
+        self._kwargs = {"bias": bool(bias)}
+        self.linear = nn.Linear(int(np.prod(self.in_shape)), self.out_dim, bias=bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight
+
+    def forward(self, x):
+        x = self.check(x)
+        return self.linear(x.reshape(x.shape[0], -1))
+
+
+_ACT = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+
+
+class MLPEncoder(Encoder):
+    """Flattened input -> hidden layers (activation, optional LayerNorm) -> ``out_dim``."""
+
+    kind = "mlp"
+
+    def __init__(self, in_shape, out_dim: int, hidden: Sequence[int] = (256, 256), activation: str = "gelu",
+                 layernorm: bool = False):
+        super().__init__(in_shape, out_dim)
+        if activation not in _ACT:
+            raise OceandaError(f"activation '{activation}' unknown; expected one of {sorted(_ACT)}")
+        self._kwargs = {"hidden": [int(h) for h in hidden], "activation": activation, "layernorm": bool(layernorm)}
+        layers: list[nn.Module] = []
+        d = int(np.prod(self.in_shape))
+        for h in hidden:
+            layers += [nn.Linear(d, int(h))] + ([nn.LayerNorm(int(h))] if layernorm else []) + [_ACT[activation]()]
+            d = int(h)
+        layers.append(nn.Linear(d, self.out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.check(x)
+        return self.net(x.reshape(x.shape[0], -1))
+
+
+class MaskedCNNEncoder(Encoder):
+    """Gridded fields with gaps: input ``[N, C, Y, X]`` = filled values then 0/1 mask channels
+    (``fields.with_mask_channels``; :func:`masked_input` does the same on tensors).
+
+    A convolutional trunk (``depth`` stages of two 3x3 convolutions, the second strided by 2;
+    circular padding for doubly periodic grids) then a linear head on the flattened final feature
+    map, which keeps where things are (a global pool would not). The grid size is fixed at
+    construction; other sizes are refused. ``trunk(x)`` is fully convolutional (any size divisible
+    by 2**depth) for callers that want feature maps of larger fields.
+    """
+
+    kind = "masked_cnn"
+
+    def __init__(self, in_shape, out_dim: int, width: int = 32, depth: int = 3, periodic: bool = True,
+                 max_width: int = 128, activation: str = "gelu"):
+        super().__init__(in_shape, out_dim)
+        if len(self.in_shape) != 3:
+            raise OceandaError(f"MaskedCNNEncoder: in_shape {self.in_shape}; expected (channels, Y, X)")
+        c, ny, nx = self.in_shape
+        f = 2 ** int(depth)
+        if ny % f or nx % f:
+            raise OceandaError(f"MaskedCNNEncoder: grid {ny}x{nx} not divisible by 2**depth = {f}; use a smaller depth")
+        if activation not in _ACT:
+            raise OceandaError(f"activation '{activation}' unknown; expected one of {sorted(_ACT)}")
+        self._kwargs = {"width": int(width), "depth": int(depth), "periodic": bool(periodic),
+                        "max_width": int(max_width), "activation": activation}
+        pad = "circular" if periodic else "zeros"
+        layers: list[nn.Module] = []
+        cin = c
+        for k in range(int(depth)):
+            w = min(int(width) * 2**k, int(max_width))
+            layers += [nn.Conv2d(cin, w, 3, padding=1, padding_mode=pad), _ACT[activation](),
+                       nn.Conv2d(w, w, 3, stride=2, padding=1, padding_mode=pad), _ACT[activation]()]
+            cin = w
+        self.trunk = nn.Sequential(*layers)
+        self.feature_shape = (cin, ny // f, nx // f)
+        self.head = nn.Linear(int(np.prod(self.feature_shape)), self.out_dim)
+
+    def forward(self, x):
+        x = self.check(x)
+        if torch.isnan(x).any():
+            raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
+        return self.head(self.trunk(x).flatten(1))
+
+
+def masked_input(values: torch.Tensor | np.ndarray, fill: float = 0.0) -> torch.Tensor:
+    """``[N, C, Y, X]`` with NaN gaps -> ``[N, 2C, Y, X]`` (filled values, then 0/1 masks)."""
+    v = torch.as_tensor(values)
+    m = torch.isfinite(v)
+    return torch.cat([torch.where(m, v, torch.full_like(v, fill)), m.to(v.dtype)], dim=1)
+
+
+class TrajectoryTransformer(Encoder):
+    """Drifter tracks ``[N, L, F]`` (tokens: positions and time, F features) -> ``out_dim``.
+
+    Tokens with any NaN are padding (masked out). With ``periodic`` the first ``n_periodic``
+    features are coordinates on the unit torus and are embedded as sin/cos of 2*pi*x. Pooling:
+    ``last`` (the last valid token, as in the paper) or ``mean`` over valid tokens.
+    """
+
+    kind = "trajectory_transformer"
+
+    def __init__(self, in_shape, out_dim: int, d_model: int = 64, nhead: int = 4, num_layers: int = 2,
+                 dim_feedforward: int = 128, pooling: str = "last", periodic: bool = False, n_periodic: int = 2):
+        super().__init__(in_shape, out_dim)
+        if len(self.in_shape) != 2:
+            raise OceandaError(f"TrajectoryTransformer: in_shape {self.in_shape}; expected (L tokens, F features)")
+        if pooling not in ("last", "mean"):
+            raise OceandaError(f"pooling '{pooling}'; expected 'last' or 'mean'")
+        self._kwargs = {"d_model": int(d_model), "nhead": int(nhead), "num_layers": int(num_layers),
+                        "dim_feedforward": int(dim_feedforward), "pooling": pooling, "periodic": bool(periodic),
+                        "n_periodic": int(n_periodic)}
+        L, F = self.in_shape
+        self.pooling, self.periodic, self.n_periodic = pooling, bool(periodic), int(n_periodic)
+        fin = F + (self.n_periodic if periodic else 0)
+        self.embed = nn.Linear(fin, d_model)
+        self.pos = nn.Parameter(torch.zeros(L, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.proj = nn.Linear(d_model, self.out_dim)
+
+    def forward(self, x):
+        x = self.check(x)
+        valid = torch.isfinite(x).all(-1)  # [N, L]
+        if not bool(valid.any(1).all()):
+            raise OceandaError("TrajectoryTransformer: a track has no valid token (all NaN)")
+        x = torch.nan_to_num(x)
+        if self.periodic:
+            p = 2 * math.pi * x[..., : self.n_periodic]
+            x = torch.cat([torch.sin(p), torch.cos(p), x[..., self.n_periodic:]], -1)
+        h = self.embed(x) + self.pos
+        h = self.norm(self.blocks(h, src_key_padding_mask=~valid))
+        if self.pooling == "mean":
+            w = valid.to(h.dtype).unsqueeze(-1)
+            pooled = (h * w).sum(1) / w.sum(1)
+        else:
+            idx = (valid.long() * torch.arange(1, x.shape[1] + 1, device=x.device)).argmax(1)
+            pooled = h[torch.arange(h.shape[0], device=x.device), idx]
+        return self.proj(pooled)
+
+
+class FixedEncoder(Encoder):
+    """A prescribed linear embedding g(x) = M x (identity by default, e.g. the paper's 98 Eulerian
+    coefficients); nothing is trained. ``M`` is a buffer, saved with the checkpoint."""
+
+    kind = "fixed"
+
+    def __init__(self, in_shape, out_dim: int | None = None, matrix: np.ndarray | torch.Tensor | None = None,
+                 scale: float = 1.0):
+        d = int(np.prod(_shape(in_shape)))
+        if matrix is None:
+            out_dim = d if out_dim is None else int(out_dim)
+            if out_dim != d:
+                raise OceandaError(f"FixedEncoder: identity needs out_dim == input size {d}; got {out_dim}")
+            M = torch.eye(d)
+        else:
+            M = torch.as_tensor(np.asarray(matrix), dtype=torch.float32)
+            if M.ndim != 2 or M.shape[1] != d:
+                raise OceandaError(f"FixedEncoder: matrix of shape {tuple(M.shape)}; expected [out_dim, {d}]")
+            out_dim = M.shape[0]
+        super().__init__(in_shape, out_dim)
+        self._kwargs = {"scale": float(scale)}
+        self.register_buffer("matrix", M * float(scale))
+
+    def forward(self, x):
+        x = self.check(x)
+        return x.reshape(x.shape[0], -1).to(self.matrix.dtype) @ self.matrix.T
+
+    def config(self):
+        cfg = super().config()
+        cfg["scale"] = 1.0  # the buffer already holds the scaled matrix
+        cfg["matrix"] = "buffer"
+        return cfg
+
+
+ENCODERS = {c.kind: c for c in (LinearEncoder, MLPEncoder, MaskedCNNEncoder, TrajectoryTransformer, FixedEncoder)}
+
+
+def build_encoder(config: dict[str, Any]) -> Encoder:
+    """Rebuild an encoder from ``Encoder.config()`` (weights are loaded separately)."""
+    cfg = dict(config)
+    kind = cfg.pop("type", None)
+    if kind not in ENCODERS:
+        raise OceandaError(f"encoder type '{kind}' unknown; expected one of {sorted(ENCODERS)}")
+    if kind == "fixed":
+        cfg.pop("matrix", None)
+        in_shape, out_dim = cfg["in_shape"], cfg["out_dim"]
+        d = int(np.prod(_shape(in_shape)))
+        return FixedEncoder(in_shape, matrix=np.zeros((out_dim, d), dtype=np.float32), scale=1.0)
+    try:
+        return ENCODERS[kind](**cfg)
+    except TypeError as exc:
+        raise OceandaError(f"encoder config {config} does not match {kind}: {exc}") from exc

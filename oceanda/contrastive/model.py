@@ -1,0 +1,107 @@
+"""``ContrastiveModel``: the two encoders and the similarity, saved as safetensors + JSON.
+
+The model defines nu(state | obs) ∝ exp(logits(embed_state(x), embed_obs(y))) mu_state(dx).
+``config`` is a JSON-able dict holding everything needed to rebuild it (no pickling) plus what
+callers must reuse: normalisation statistics, the grid fingerprint, the loss it was trained with,
+and a free ``extra`` dict (e.g. how observation windows were built).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from oceanda.contrastive.encoders import Encoder, build_encoder
+from oceanda.contrastive.similarity import Similarity
+from oceanda.errors import CheckpointError
+
+
+def _version() -> str:
+    from oceanda import __version__
+
+    return __version__
+
+
+class ContrastiveModel(nn.Module):
+    def __init__(self, state_encoder: Encoder, obs_encoder: Encoder, similarity: Similarity | None = None,
+                 config: dict[str, Any] | None = None):
+        super().__init__()
+        if state_encoder.out_dim != obs_encoder.out_dim:
+            raise CheckpointError(
+                f"state encoder embeds in {state_encoder.out_dim} dimensions, obs encoder in {obs_encoder.out_dim}; expected equal"
+            )
+        self.state_encoder = state_encoder
+        self.obs_encoder = obs_encoder
+        self.similarity = similarity if similarity is not None else Similarity("cosine")
+        base = {"loss": None, "normalization": {}, "grid_fingerprint": None, "extra": {}}
+        base.update(config or {})
+        self.config = base
+        self._refresh_config()
+
+    def _refresh_config(self) -> None:
+        self.config.update({
+            "state_encoder": self.state_encoder.config(),
+            "obs_encoder": self.obs_encoder.config(),
+            "similarity": self.similarity.config(),
+            "temperature": float(self.similarity.tau.detach()),
+            "embedding_dim": self.state_encoder.out_dim,
+            "oceanda_version": _version(),
+        })
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return self.similarity.tau
+
+    def embed_state(self, x) -> torch.Tensor:
+        return self.state_encoder(x)
+
+    def embed_obs(self, y) -> torch.Tensor:
+        return self.obs_encoder(y)
+
+    def logits(self, z_state: torch.Tensor, z_obs: torch.Tensor) -> torch.Tensor:
+        """``[Ns, No]`` matrix s(z_state_i, z_obs_j) / tau."""
+        return self.similarity(z_state, z_obs)
+
+    def forward(self, x, y) -> torch.Tensor:
+        return self.logits(self.embed_state(x), self.embed_obs(y))
+
+    def save(self, directory, overwrite: bool = False) -> Path:
+        from oceanda.io import save_checkpoint
+
+        self._refresh_config()
+        return save_checkpoint(directory, self.state_dict(), self.config, overwrite=overwrite)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "ContrastiveModel":
+        """A fresh (untrained) model with the architecture in ``config``."""
+        try:
+            sim_cfg = dict(config["similarity"])
+            sim = Similarity(sim_cfg["kind"], tau=sim_cfg.get("tau", 1.0), learn_tau=sim_cfg.get("learn_tau", False),
+                             tau_min=sim_cfg.get("tau_min", 1e-3), tau_max=sim_cfg.get("tau_max", 100.0))
+            se = build_encoder(config["state_encoder"])
+            oe = build_encoder(config["obs_encoder"])
+        except KeyError as exc:
+            raise CheckpointError(f"model config lacks {exc}; expected state_encoder, obs_encoder and similarity") from exc
+        keep = {k: v for k, v in config.items() if k not in ("state_encoder", "obs_encoder", "similarity")}
+        return cls(se, oe, sim, keep)
+
+    @classmethod
+    def load(cls, directory) -> "ContrastiveModel":
+        from oceanda.io import load_checkpoint
+
+        tensors, config = load_checkpoint(directory)
+        model = cls.from_config(config)
+        try:
+            missing, unexpected = model.load_state_dict(tensors, strict=False)
+        except RuntimeError as exc:  # size mismatch
+            raise CheckpointError(f"{directory}: weights do not match the architecture in config.json ({exc})") from exc
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{directory}: weights do not match the architecture in config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
+        model._refresh_config()
+        model.eval()
+        return model
