@@ -96,3 +96,152 @@ def plot_map(
     if title:
         ax.set_title(title, fontsize=9)
     return ax
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnostics figures of `oceanda evaluate` (each returns the Figure; saving goes through oceanda.io)
+# ----------------------------------------------------------------------------------------------
+
+
+def _limits(field: np.ndarray, symmetric: bool) -> tuple[float, float]:
+    f = np.asarray(field, dtype=float)
+    if not np.isfinite(f).any():
+        return (-1.0, 1.0) if symmetric else (0.0, 1.0)
+    if symmetric:
+        lim = float(np.nanmax(np.abs(f))) or 1.0
+        return -lim, lim
+    lo, hi = float(np.nanmin(f)), float(np.nanmax(f))
+    return (lo, hi) if hi > lo else (lo - 1.0, hi + 1.0)
+
+
+def plot_analysis_maps(
+    truth: Any,
+    mean: Any,
+    spread: Any | None,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    *,
+    points: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+    units: str = "",
+    margin_deg: float = 4.0,
+):
+    """Truth, analysis mean (same colour scale), error (mean - truth) and spread on four maps.
+
+    Observation locations ``points = (lat, lon)`` are drawn on the truth and mean panels.
+    """
+    plt = _pyplot()
+    truth, mean = np.asarray(truth, float), np.asarray(mean, float)
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    if lat.ndim == 1 and lon.ndim == 1:
+        lon, lat = np.meshgrid(lon, lat)
+    extent = [lon.min() - margin_deg, lon.max() + margin_deg, lat.min() - margin_deg, lat.max() + margin_deg]
+    fig = plt.figure(figsize=(12, 9))
+    straddles = np.nanmin(truth) < 0 < np.nanmax(truth) if np.isfinite(truth).any() else True
+    vmin, vmax = _limits(truth, symmetric=bool(straddles))
+    cmap = "RdBu_r" if straddles else "viridis"
+    plot_map(truth, lat, lon, ax=map_axes(fig, 221, extent), title="truth", cmap=cmap, vmin=vmin, vmax=vmax,
+             points=points, units=units)
+    plot_map(mean, lat, lon, ax=map_axes(fig, 222, extent), title="analysis mean", cmap=cmap, vmin=vmin,
+             vmax=vmax, points=points, units=units)
+    err = mean - truth
+    lo, hi = _limits(err, symmetric=True)
+    plot_map(err, lat, lon, ax=map_axes(fig, 223, extent), title="error (mean - truth)", cmap="RdBu_r",
+             vmin=lo, vmax=hi, units=units)
+    ax = map_axes(fig, 224, extent)
+    if spread is None:
+        ax.set_title("spread: not available (deterministic analysis)", fontsize=9)
+    else:
+        spread = np.asarray(spread, float)
+        plot_map(spread, lat, lon, ax=ax, title="spread (ensemble std)", cmap="viridis", vmin=0.0,
+                 vmax=_limits(spread, symmetric=False)[1], units=units)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, ylabel: str = "", title: str = ""):
+    """RMSE (solid) and spread (dashed) against time, one colour per method.
+
+    ``series[name]`` holds ``"rmse"`` and optionally ``"spread"`` arrays aligned with ``times[name]``
+    (or with ``times`` itself when it is one array).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (name, s) in enumerate(series.items()):
+        t = times[name] if isinstance(times, dict) else times
+        colour = f"C{i % 10}"
+        ax.plot(t, s["rmse"], color=colour, lw=1.5, label=f"{name} RMSE")
+        if s.get("spread") is not None:
+            ax.plot(t, s["spread"], color=colour, lw=1.2, ls="--", label=f"{name} spread")
+    ax.set_xlabel("time")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.autofmt_xdate()
+    return fig
+
+
+def plot_rank_histograms(counts: dict[str, np.ndarray], *, title: str = ""):
+    """Rank histograms (relative frequency) per method with the flat line of a calibrated ensemble."""
+    plt = _pyplot()
+    n = max(len(counts), 1)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
+    for ax, (name, c) in zip(axes[0], counts.items()):
+        c = np.asarray(c, float)
+        freq = c / c.sum() if c.sum() > 0 else c
+        ax.bar(np.arange(c.size), freq, width=1.0, color="C0", edgecolor="white", linewidth=0.3)
+        ax.axhline(1.0 / c.size, color="k", ls="--", lw=1, label="calibrated")
+        ax.set_title(f"{name} (M={c.size - 1})", fontsize=9)
+        ax.set_xlabel("rank of truth")
+    axes[0][0].set_ylabel("frequency")
+    axes[0][0].legend(fontsize=7)
+    if not counts:
+        axes[0][0].set_title("no ensemble analysis", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectra(
+    wavelength: np.ndarray,
+    psd_truth: np.ndarray,
+    psd_error: dict[str, np.ndarray],
+    resolution_km: dict[str, float] | None = None,
+    *,
+    title: str = "",
+    units: str = "",
+):
+    """Left: PSD of the truth and of each method's error. Right: the score 1 - PSD(error)/PSD(truth),
+    the 0.5 line and each method's effective resolution."""
+    plt = _pyplot()
+    wavelength = np.asarray(wavelength, float)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.loglog(wavelength, psd_truth, color="k", lw=2, label="truth")
+    pt = np.asarray(psd_truth, float)
+    for i, (name, p) in enumerate(psd_error.items()):
+        colour = f"C{i % 10}"
+        p = np.asarray(p, float)
+        a1.loglog(wavelength, p, color=colour, lw=1.3, label=f"{name} error")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a2.semilogx(wavelength, 1.0 - p / np.where(pt > 0, pt, np.nan), color=colour, lw=1.3, label=name)
+        if resolution_km and np.isfinite(resolution_km.get(name, np.nan)):
+            a2.axvline(resolution_km[name], color=colour, ls=":", lw=1)
+    a2.axhline(0.5, color="k", ls="--", lw=1)
+    for ax in (a1, a2):
+        ax.invert_xaxis()
+        ax.set_xlabel("wavelength (km)")
+        ax.grid(alpha=0.3, which="both")
+    a1.set_ylabel(f"PSD ({units}^2 km)" if units else "PSD")
+    a2.set_ylabel("1 - PSD(error) / PSD(truth)")
+    a2.set_ylim(-0.5, 1.05)
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

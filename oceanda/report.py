@@ -1,0 +1,462 @@
+"""`evaluate`: score analyses against a truth on the same grid; write metrics.json, metrics.csv and figures.
+
+Rules (documented here because the numbers depend on them):
+
+- Times: each analysis is scored on the times it shares with the truth; none in common is an error.
+  Maps are drawn at one time of those shared by the truth and every analysis (``time_index``: an
+  integer index into them, a time string/datetime64 -- nearest --, or None for the middle one).
+- Variables: every truth variable for which an analysis has ``<var>_mean`` (or members ``<var>``) is
+  scored; a variable with a ``layer``/``depth`` dim is pooled over its levels. The headline numbers
+  (the keys the issue names) are those of ``variables[0]`` if given, else the first truth variable
+  present in every analysis; ``"variables"`` holds the per-variable breakdown. Figures are drawn for
+  the headline variable (maps of its first level).
+- Ensembles: the mean is ``<var>_mean`` (else the member mean), the spread comes from the members
+  (ddof=1); CRPS is the fair ensemble CRPS and the energy score the fair estimator, the whole field
+  (layers included) being one vector per time.
+- Without members (``crps_kind`` says which case applied): with ``<var>_spread`` the CRPS is that of
+  the Gaussian N(mean, spread^2), the energy score null, and M is read from the attribute
+  ``n_members`` / ``ensemble_size`` (else no finite-ensemble correction, ``n_members`` null);
+  with ``<var>_mean`` only the analysis is a one-member ensemble: spread 0, CRPS = mean absolute
+  error, energy score = norm of the error, no rank histogram.
+- ``seconds_per_analysis`` is the analysis file's attribute of that name (null if absent).
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stdio
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from oceanda import io as oio
+from oceanda import metrics
+from oceanda import plotting
+from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
+
+#: The keys every method has in metrics.json (the issue's contract), in CSV column order.
+HEADLINE_KEYS = (
+    "rmse",
+    "bias",
+    "spread",
+    "spread_skill",
+    "crps",
+    "energy_score",
+    "nrmse_score",
+    "effective_resolution_km",
+    "seconds_per_analysis",
+)
+MEMBER_COUNT_ATTRS = ("n_members", "ensemble_size", "members", "n_ensemble")
+
+
+def _label(name: str, ds: xr.Dataset) -> str:
+    src = ds.encoding.get("oceanda_sources") or ([ds.encoding["source"]] if "source" in ds.encoding else [])
+    return f"{src[0]} (analysis '{name}')" if src else f"analysis '{name}'"
+
+
+def _truth_label(ds: xr.Dataset) -> str:
+    src = ds.encoding.get("oceanda_sources") or ([ds.encoding["source"]] if "source" in ds.encoding else [])
+    return str(src[0]) if src else "truth"
+
+
+def truth_variables(truth: xr.Dataset) -> list[str]:
+    """Gridded truth variables (with a time dim, not ``*_error``)."""
+    return [str(v) for v in truth.data_vars if "time" in truth[v].dims and not str(v).endswith("_error")]
+
+
+def analysis_variables(ds: xr.Dataset, candidates: Sequence[str]) -> list[str]:
+    """Which of ``candidates`` an analysis holds, as ``<var>_mean`` or an ensemble ``<var>`` with members."""
+    out = []
+    for v in candidates:
+        if f"{v}_mean" in ds or (v in ds and "member" in ds[v].dims):
+            out.append(v)
+    return out
+
+
+def _n_members(ds: xr.Dataset, v: str) -> int | None:
+    if v in ds and "member" in ds[v].dims:
+        return int(ds[v].sizes["member"])
+    for key in MEMBER_COUNT_ATTRS:
+        if key in ds.attrs:
+            try:
+                return int(ds.attrs[key])
+            except (TypeError, ValueError):
+                pass
+    return None
+
+
+def _align_grid(da: xr.DataArray, truth: xr.DataArray, label: str) -> xr.DataArray:
+    """Put ``da`` on the truth's grid coordinates after checking that the grids agree."""
+    for d in truth.dims:
+        if d == "time":
+            continue
+        if d not in da.dims:
+            raise GridMismatchError(f"{label}: variable '{da.name}' lacks dimension '{d}'; expected the truth's dims {truth.dims}")
+        if da.sizes[d] != truth.sizes[d]:
+            raise GridMismatchError(
+                f"{label}: variable '{da.name}' has {d}={da.sizes[d]}; expected {truth.sizes[d]} as in the truth"
+            )
+        if d in da.coords and d in truth.coords and np.issubdtype(truth[d].dtype, np.number):
+            a, b = np.asarray(da[d].values, float), np.asarray(truth[d].values, float)
+            if not np.allclose(a, b, rtol=1e-6, atol=1e-6 * (np.abs(b).max() + 1)):
+                raise GridMismatchError(f"{label}: coordinate '{d}' of '{da.name}' differs from the truth's grid")
+    extra = [d for d in da.dims if d not in truth.dims and d != "member"]
+    if extra:
+        raise DataValidationError(f"{label}: variable '{da.name}' has unexpected dims {extra}; expected {truth.dims} (+ member)")
+    da = da.reset_coords(drop=True)
+    return da.assign_coords({d: truth[d].values for d in truth.dims if d in truth.coords and d != "time"})
+
+
+def _common_times(truth: xr.Dataset, ds: xr.Dataset, label: str, truth_label: str) -> np.ndarray:
+    if "time" not in ds.dims:
+        raise DataValidationError(f"{label}: no dimension 'time'; expected analyses with a time dimension")
+    common = np.intersect1d(truth["time"].values, ds["time"].values)
+    if common.size == 0:
+        t, a = truth["time"].values, ds["time"].values
+        raise DataValidationError(
+            f"{label}: no time in common with the truth {truth_label} (analysis: {a[0]} .. {a[-1]}, "
+            f"truth: {t[0]} .. {t[-1]}); expected analyses of the truth's times"
+        )
+    return common
+
+
+def score_variable(
+    truth: xr.DataArray,
+    analysis: xr.Dataset,
+    var: str,
+    *,
+    n_members: int | None = None,
+    spectrum: str = "isotropic",
+    label: str = "analysis",
+) -> dict[str, Any]:
+    """All scores of one variable of one analysis (already on the truth's times); computes once with dask.
+
+    Returns the headline numbers plus the series and spectra the figures need.
+    """
+    import dask
+
+    ens = analysis[var] if var in analysis and "member" in analysis[var].dims else None
+    if ens is not None:
+        ens = _align_grid(ens.rename(var), truth, label)
+    if f"{var}_mean" in analysis:
+        mean = _align_grid(analysis[f"{var}_mean"].rename(var), truth, label)
+    else:
+        mean = ens.mean("member")
+    sp_field = None
+    if ens is None and f"{var}_spread" in analysis:
+        sp_field = _align_grid(analysis[f"{var}_spread"].rename(var), truth, label)
+
+    if ens is not None:
+        m = int(ens.sizes["member"])
+        spread_series = metrics.spread(ens, truth=truth, per_time=True)
+        crps_map = metrics.crps_ensemble(ens, truth, fair=True)
+        es_series = metrics.energy_score(ens, truth, fair=True)
+        ranks = metrics.rank_histogram(ens, truth)
+        kind = "ensemble_fair"
+    elif sp_field is not None:
+        m = n_members
+        spread_series = metrics.spread(spread_field=sp_field, truth=truth, per_time=True)
+        crps_map = metrics.crps_gaussian(mean, sp_field, truth)
+        es_series = None
+        ranks = None
+        kind = "gaussian"
+    else:
+        m = 1
+        one = mean.expand_dims(member=1)
+        spread_series = xr.zeros_like(metrics.rmse(mean, truth, per_time=True))
+        crps_map = abs(mean - truth)
+        es_series = metrics.energy_score(one, truth, fair=True)
+        ranks = None
+        kind = "deterministic"
+    crps_map = crps_map.where(truth.notnull())
+    err = mean - truth
+    lazy = {
+        "rmse_series": metrics.rmse(mean, truth, per_time=True),
+        "bias_series": metrics.bias(mean, truth, per_time=True),
+        "spread_series": spread_series,
+        "rms_truth_series": metrics.rms(truth, where=err.notnull(), per_time=True),
+        "crps_series": metrics._spatial_mean(crps_map),
+        "es_series": es_series,
+        "ranks": ranks,
+        "psd_error": metrics.power_spectrum(err, kind=spectrum),
+        "psd_truth": metrics.power_spectrum(truth.where(err.notnull()), kind=spectrum),
+    }
+    lazy = {k: v for k, v in lazy.items() if v is not None}
+    (done,) = dask.compute(lazy)
+    rmse_v = float(done["rmse_series"].mean(skipna=True))
+    spread_v = float(done["spread_series"].mean(skipna=True))
+    score = metrics.spectral_score(done["psd_error"], done["psd_truth"])
+    out: dict[str, Any] = {
+        "rmse": rmse_v,
+        "bias": float(done["bias_series"].mean(skipna=True)),
+        "spread": spread_v,
+        "spread_skill": float(metrics.spread_skill_ratio(spread_v, rmse_v, m)) if rmse_v > 0 else float("nan"),
+        "crps": float(done["crps_series"].mean(skipna=True)),
+        "energy_score": float(done["es_series"].mean(skipna=True)) if "es_series" in done else float("nan"),
+        "nrmse_score": 1.0 - rmse_v / float(done["rms_truth_series"].mean(skipna=True)),
+        "effective_resolution_km": metrics.resolution_from_score(score),
+        "n_members": m,
+        "n_times": int(truth.sizes["time"]),
+        "crps_kind": kind,
+        "_series": done,
+        "_has_spread": kind != "deterministic",
+    }
+    return out
+
+
+def _select_map_time(times: np.ndarray, time_index: Any) -> Any:
+    if times.size == 0:
+        raise OceandaError("no time is shared by the truth and every analysis; cannot draw the maps at one time")
+    if time_index is None:
+        return times[times.size // 2]
+    if isinstance(time_index, (int, np.integer)):
+        if not -times.size <= int(time_index) < times.size:
+            raise OceandaError(
+                f"time index {time_index} is out of range; expected -{times.size} .. {times.size - 1} "
+                f"(the times shared by the truth and every analysis)"
+            )
+        return times[int(time_index)]
+    try:
+        target = np.asarray(time_index, dtype=times.dtype) if np.issubdtype(times.dtype, np.datetime64) else float(time_index)
+    except (TypeError, ValueError) as exc:
+        raise OceandaError(f"time '{time_index}': not an index or a time; expected e.g. 3 or 2021-01-05") from exc
+    k = int(np.argmin(np.abs((times - target).astype(np.float64) if np.issubdtype(times.dtype, np.datetime64) else times - target)))
+    return times[k]
+
+
+def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lat, lon) of the observations at time ``when``: finite points of gridded obs, or point obs of that time."""
+    if obs is None:
+        return None
+    names = [str(v) for v in obs.data_vars if not str(v).endswith("_error")]
+    if not names:
+        return None
+    name = var if var in names else names[0]
+    da = obs[name]
+    if "obs" in da.dims:
+        if "lat" not in obs.coords or "lon" not in obs.coords:
+            return None
+        lat, lon = np.asarray(obs["lat"].values, float), np.asarray(obs["lon"].values, float)
+        keep = np.ones(lat.shape, bool)
+        if "time" in obs.coords and obs["time"].dims == ("obs",):
+            t = obs["time"].values
+            times = like["time"].values
+            half = (np.min(np.diff(times)) / 2) if times.size > 1 else None
+            keep = (t == when) if half is None else (np.abs(t - when) <= half)
+        return lat[keep], lon[keep]
+    if "time" in da.dims:
+        if when not in set(da["time"].values.tolist()) and not np.isin(when, da["time"].values):
+            return None
+        da = da.sel(time=when)
+    finite = np.isfinite(np.asarray(da.values, float))
+    while finite.ndim > 2:  # levels: observed at any level
+        finite = finite.any(axis=0)
+    src = obs if "lat" in obs.coords else like
+    lat, lon = np.asarray(src["lat"].values, float), np.asarray(src["lon"].values, float)
+    if lat.ndim == 1:
+        lon, lat = np.meshgrid(lon, lat)
+    return lat[finite], lon[finite]
+
+
+def _first_level(da: xr.DataArray) -> xr.DataArray:
+    for d in ("layer", "depth"):
+        if d in da.dims:
+            da = da.isel({d: 0})
+    return da
+
+
+def _figures(
+    out: Path,
+    var: str,
+    truth: xr.Dataset,
+    analyses: Mapping[str, xr.Dataset],
+    results: dict[str, dict[str, Any]],
+    obs: xr.Dataset | None,
+    map_time: Any,
+) -> list[str]:
+    plt = plotting._pyplot()
+    files: list[str] = []
+    units = str(truth[var].attrs.get("units", ""))
+    lat, lon = truth["lat"].values if "lat" in truth.coords else None, truth["lon"].values if "lon" in truth.coords else None
+    points = observation_points(obs, var, map_time, truth)
+    if lat is not None and lon is not None:
+        t2d = _first_level(truth[var].sel(time=map_time)).values
+        for name, ds in analyses.items():
+            if name not in results:
+                continue
+            label = _label(name, ds)
+            mean = ds[f"{var}_mean"] if f"{var}_mean" in ds else ds[var].mean("member")
+            mean = _align_grid(mean.rename(var), truth[var], label)
+            spread = None
+            if var in ds and "member" in ds[var].dims:
+                ens = _align_grid(ds[var].rename(var), truth[var], label)
+                spread = ens.sel(time=map_time).std("member", ddof=1) if ens.sizes["member"] > 1 else None
+            elif f"{var}_spread" in ds:
+                spread = _align_grid(ds[f"{var}_spread"].rename(var), truth[var], label).sel(time=map_time)
+            m2d = _first_level(mean.sel(time=map_time)).values
+            s2d = _first_level(spread).values if spread is not None else None
+            level = " (first level)" if any(d in truth[var].dims for d in ("layer", "depth")) else ""
+            fig = plotting.plot_analysis_maps(
+                t2d, m2d, s2d, lat, lon, points=points, units=units,
+                title=f"{name}: {var}{level} at {np.datetime_as_string(map_time, unit='s') if isinstance(map_time, np.datetime64) else map_time}",
+            )
+            files.append(_save(fig, out / f"map_{_safe(name)}_{var}.png", plt))
+    times = {n: r["_series"]["rmse_series"]["time"].values for n, r in results.items()}
+    series = {
+        n: {"rmse": r["_series"]["rmse_series"].values,
+            "spread": r["_series"]["spread_series"].values if r["_has_spread"] else None}
+        for n, r in results.items()
+    }
+    fig = plotting.plot_timeseries(times, series, ylabel=f"{var} ({units})" if units else var,
+                                   title=f"{var}: RMSE of the mean (solid) and spread (dashed)")
+    files.append(_save(fig, out / f"timeseries_{var}.png", plt))
+    ranks = {n: r["_series"]["ranks"].values for n, r in results.items() if "ranks" in r["_series"]}
+    fig = plotting.plot_rank_histograms(ranks, title=f"{var}: rank histograms")
+    files.append(_save(fig, out / f"rank_histogram_{var}.png", plt))
+    first = next(iter(results.values()))["_series"]
+    fig = plotting.plot_spectra(
+        first["psd_truth"]["wavelength"].values,
+        first["psd_truth"].values,
+        {n: r["_series"]["psd_error"].values for n, r in results.items()},
+        {n: r["effective_resolution_km"] for n, r in results.items()},
+        title=f"{var}: error spectra", units=units,
+    )
+    files.append(_save(fig, out / f"spectra_{var}.png", plt))
+    return files
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _save(fig: Any, path: Path, plt: Any) -> str:
+    try:
+        oio.save_figure(fig, path, overwrite=True)
+    finally:
+        plt.close(fig)
+    return path.name
+
+
+def _csv(methods: dict[str, dict[str, Any]]) -> str:
+    cols = ["method", "variable", *HEADLINE_KEYS, "n_members", "n_times", "crps_kind"]
+    buf = _stdio.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for name, entry in methods.items():
+        for var, vals in entry["variables"].items():
+            row = [name, var]
+            for c in cols[2:]:
+                v = vals.get(c)
+                row.append("" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (f"{v:.6g}" if isinstance(v, float) else v))
+            w.writerow(row)
+    return buf.getvalue()
+
+
+def evaluate(
+    truth: xr.Dataset,
+    analyses: Mapping[str, xr.Dataset],
+    out_dir: str | os.PathLike,
+    variables: Sequence[str] | None = None,
+    obs: xr.Dataset | None = None,
+    time_index: Any = None,
+    overwrite: bool = False,
+    *,
+    spectrum: str = "isotropic",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
+
+    Returns the metrics.json content. See the module docstring for the rules (times, variables,
+    deterministic analyses). ``spectrum`` ("isotropic" or "x") chooses the spectra behind the
+    effective resolution.
+    """
+    if not analyses:
+        raise OceandaError("no analysis given; expected at least one NAME=FILE")
+    tlabel = _truth_label(truth)
+    tvars = truth_variables(truth)
+    if not tvars:
+        raise DataValidationError(f"{tlabel}: no gridded variable with a time dimension; expected e.g. ssh(time, y, x)")
+    present = {name: analysis_variables(ds, tvars) for name, ds in analyses.items()}
+    for name, vs in present.items():
+        if not vs:
+            raise DataValidationError(
+                f"{_label(name, analyses[name])}: none of the truth variables {tvars} is present as '<var>_mean' or "
+                f"an ensemble '<var>' with a 'member' dim"
+            )
+    if variables:
+        for v in variables:
+            if v not in tvars:
+                raise DataValidationError(f"{tlabel}: variable '{v}' not found; expected one of {tvars}")
+            for name, vs in present.items():
+                if v not in vs:
+                    raise DataValidationError(
+                        f"{_label(name, analyses[name])}: variable '{v}' not found; expected '{v}_mean' or an ensemble '{v}'"
+                    )
+        headline = variables[0]
+        scored_vars = list(variables)
+    else:
+        common = [v for v in tvars if all(v in vs for vs in present.values())]
+        if not common:
+            raise DataValidationError(
+                f"no truth variable is present in every analysis ({ {n: vs for n, vs in present.items()} }); "
+                "pass --variable to choose one"
+            )
+        headline = common[0]
+        scored_vars = None
+    times = {name: _common_times(truth, ds, _label(name, ds), tlabel) for name, ds in analyses.items()}
+    out = oio.prepare_output_dir(out_dir, overwrite=overwrite)
+    from tqdm.auto import tqdm
+
+    methods: dict[str, dict[str, Any]] = {}
+    headline_results: dict[str, dict[str, Any]] = {}
+    work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
+    bar = tqdm(work, desc="evaluate", disable=quiet or not sys.stderr.isatty(), leave=False)
+    for name, var in bar:
+        ds = analyses[name]
+        label = _label(name, ds)
+        tr = truth[var].sel(time=times[name])
+        an = ds.sel(time=times[name])
+        res = score_variable(tr, an, var, n_members=_n_members(ds, var), spectrum=spectrum, label=label)
+        entry = methods.setdefault(name, {"variables": {}})
+        entry["variables"][var] = {k: v for k, v in res.items() if not k.startswith("_")}
+        if var == headline:
+            headline_results[name] = res
+    for name, ds in analyses.items():
+        entry = methods[name]
+        head = entry["variables"][headline]
+        sec = ds.attrs.get("seconds_per_analysis")
+        try:
+            sec = float(sec) if sec is not None else float("nan")
+        except (TypeError, ValueError):
+            sec = float("nan")
+        for vals in entry["variables"].values():
+            vals["seconds_per_analysis"] = sec
+        ordered = {k: head[k] for k in HEADLINE_KEYS}
+        ordered.update({"variable": headline, "n_members": head["n_members"], "n_times": head["n_times"],
+                        "crps_kind": head["crps_kind"], "method": ds.attrs.get("method"), "mode": ds.attrs.get("mode")})
+        ordered["variables"] = entry["variables"]
+        methods[name] = ordered
+    all_common = truth["time"].values
+    for t in times.values():
+        all_common = np.intersect1d(all_common, t)
+    map_time = _select_map_time(all_common, time_index)
+    figures = _figures(out, headline, truth, analyses, headline_results, obs, map_time)
+    result = {
+        "methods": methods,
+        "meta": {
+            "headline_variable": headline,
+            "map_time": str(map_time),
+            "spectrum": spectrum,
+            "figures": figures,
+            "aggregation": "spatial mean per time (layers pooled, NaN skipped), then time mean",
+            "crps": "fair ensemble CRPS; gaussian from <var>_spread without members; |error| for a deterministic analysis",
+            "energy_score": "fair estimator, one vector per time (whole field, layers included)",
+        },
+    }
+    oio.write_json(result, out / "metrics.json", overwrite=True)
+    oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
+    return result
