@@ -96,15 +96,8 @@ def _gaussian_problem():
 
 
 def _optima(Cuu, Cuv, Cvv):
-    try:
-        from oceanda.contrastive.gaussian import inner_product_conditional_optimum, quadratic_one_sided_optimum
-    except ImportError:  # the contrastive core's closed forms; same formulas as paper-notes 5(a), 5(b)
-        Cvv_i = np.linalg.inv(Cvv)
-        Cc = Cuu - Cuv @ Cvv_i @ Cuv.T
-        A_ip = np.linalg.solve(Cuu, Cuv) @ Cvv_i
-        A_q = np.linalg.solve(Cc, Cuv) @ Cvv_i
-        B_q = np.linalg.inv(Cc) - np.linalg.inv(Cuu)
-        return A_ip, (A_q, B_q)
+    from oceanda.contrastive.gaussian import inner_product_conditional_optimum, quadratic_one_sided_optimum
+
     return inner_product_conditional_optimum(Cuu, Cuv, Cvv), quadratic_one_sided_optimum(Cuu, Cuv, Cvv)
 
 

@@ -1,0 +1,193 @@
+"""Local mode: window posteriors blended into a field (the default on ocean grids).
+
+Each analysis window (``size`` pixels, every ``stride``) is weighted against a library of windows
+drawn from all library states and positions, using the observations in the window and its halo.
+Window means are blended with a partition-of-unity taper, as LETKF blends local analyses.
+Members are drawn with shared resampling noise: each window's candidates are ranked by their mean
+anomaly and member j takes them at quantiles that vary smoothly across windows (a Gaussian copula),
+so neighbouring windows pick alike-signed deviations and the blended members stay coherent while
+every window keeps its own posterior law. The ensemble is recentred on
+the weighted mean and its deviations scaled by ``spread_factor`` (1 = the model's spread;
+:func:`calibrate_spread` estimates the factor from a tuning run).
+
+A window library assumes the statistics are the same at every position (true in the doubly
+periodic QG box); near coasts or across fronts they are not -- restrict the library's positions
+with ``allowed`` there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from oceanda.analysis import windows as W
+from oceanda.analysis.global_mode import library_scores
+from oceanda.analysis.library import Library
+from oceanda.analysis.posterior import KEEP_MASS, posterior_from_scores
+
+
+class WindowLibrary:
+    """Every window of every library state at starts every ``stride`` pixels (optionally restricted).
+
+    Entry ``k`` is window ``k % P`` of library sample ``k // P`` (``P`` positions per state).
+    """
+
+    def __init__(self, library: Library, spec: W.WindowSpec, stride: int | None = None,
+                 allowed: np.ndarray | None = None):
+        ny, nx = library.shape
+        spec.check(ny, nx, library.source)
+        self.library = library
+        self.spec = spec
+        self.stride = int(stride or spec.stride)
+        self.iy, self.ix = W.positions(ny, nx, spec, self.stride, allowed)
+        self.P = len(self.iy)
+        if self.P == 0:
+            raise ValueError("no allowed window position in the library")
+
+    def __len__(self) -> int:
+        return self.library.n * self.P
+
+    def key(self, model_key: str) -> str:
+        s = self.spec
+        return f"{model_key}-win{s.size}-lib{self.stride}-{'p' if s.periodic else 'np'}-{self.P}"
+
+    def state_windows(self, states: np.ndarray) -> np.ndarray:
+        """``[T, C, Y, X]`` -> all library windows ``[T * P, C, size, size]`` (entry order)."""
+        w = W.extract(states, self.iy, self.ix, self.spec.size, 0, self.spec.periodic)
+        return w.reshape(-1, *w.shape[2:])
+
+    def embeddings(self, embed_state: Callable[[np.ndarray], np.ndarray], model_key: str, cache_dir=None,
+                   chunk: int = 64, quiet: bool = True) -> np.ndarray:
+        """Window embeddings ``[len(self), ne]``, computed in chunks of library states and cached."""
+        return self.library.embeddings(lambda states: embed_state(self.state_windows(states)),
+                                       key=self.key(model_key), cache_dir=cache_dir, chunk=chunk, quiet=quiet,
+                                       desc="embedding library windows")
+
+    def windows(self, k: np.ndarray) -> np.ndarray:
+        """Window states ``[len(k), C, size, size]`` of entries ``k``; reads only their library samples."""
+        k = np.asarray(k, dtype=np.int64)
+        t, p = k // self.P, k % self.P
+        uniq, inv = np.unique(t, return_inverse=True)
+        states = self.library.read(uniq)
+        padded = W.pad(states, 0, self.spec.size, self.spec.periodic)
+        return W.gather(padded, inv, self.iy[p], self.ix[p], self.spec.size)
+
+
+@dataclass
+class LocalAnalysis:
+    """One time's local analysis: blended mean/spread and members in the library's channel layout."""
+
+    mean: np.ndarray  # [C, Y, X]
+    members: np.ndarray  # [M, C, Y, X]
+    ess: np.ndarray  # [P] effective sample size per analysis window
+    dropped_mass: np.ndarray  # [P]
+    iy: np.ndarray
+    ix: np.ndarray
+    retrieved: list = field(default_factory=list)  # per window: top library entries (k)
+
+    @property
+    def spread(self) -> np.ndarray:
+        return self.members.std(axis=0, ddof=1) if len(self.members) > 1 else np.zeros_like(self.mean)
+
+
+def coupled_quantiles(members: int, shape: tuple[int, int], rng: np.random.Generator, length: float = 1.5,
+                      periodic: bool = True) -> np.ndarray:
+    """Uniform quantiles ``[members, ny_w, nx_w]`` smoothly correlated across the window grid.
+
+    A Gaussian random field with correlation length ``length`` (in windows) pushed through the
+    normal CDF: each window's quantiles are uniform (so its members follow its own posterior), while
+    neighbouring windows get similar quantiles (a Gaussian copula; ``length = 0`` = independent).
+    """
+    from scipy.ndimage import gaussian_filter
+    from scipy.special import ndtr
+
+    g = rng.standard_normal((members, *shape))
+    if length > 0:
+        g = gaussian_filter(g, sigma=(0, length, length), mode="wrap" if periodic else "reflect")
+        g /= np.maximum(g.std(axis=(0,), keepdims=True), 1e-12) if members > 1 else 1.0
+        g = g / np.sqrt(np.mean(g * g))
+    return ndtr(g)
+
+
+def _pick(weights: np.ndarray, q: np.ndarray) -> np.ndarray:
+    cum = np.cumsum(weights)
+    cum /= cum[-1]
+    return np.minimum(np.searchsorted(cum, q, side="right"), len(weights) - 1)
+
+
+def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
+                  embed_obs: Callable[[np.ndarray], np.ndarray], *, kind: str = "neg_sq_distance", tau: float = 1.0,
+                  members: int = 20, rng: np.random.Generator | None = None, coupling: str = "copula",
+                  coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = KEEP_MASS,
+                  max_keep: int | None = 4096, min_ess: float | None = None, tempering: bool = False, top: int = 0,
+                  window_chunk: int = 16) -> LocalAnalysis:
+    """Local analysis of one observation field ``obs`` ``[C_obs, Y, X]`` (NaN = unobserved).
+
+    ``z_lib`` are the window library's embeddings, ``embed_obs`` maps observation windows
+    ``[P, C_obs, size + 2 halo, size + 2 halo]`` to embeddings; logits are ``s / tau``.
+    Members: ``coupling='copula'`` (default) ranks each window's candidates by their mean anomaly
+    and draws them at quantiles correlated across neighbouring windows (length ``coherence``
+    windows), so blended members stay coherent while every window keeps its own posterior;
+    ``'systematic'`` shares one systematic-resampling offset by all windows; ``'independent'``
+    resamples every window on its own (multinomial).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    spec = wlib.spec
+    ny, nx = obs.shape[-2:]
+    iy, ix = W.positions(ny, nx, spec)
+    zo = np.asarray(embed_obs(W.extract(obs, iy, ix, spec.size, spec.halo, spec.periodic)))
+    ys, xs = np.unique(iy), np.unique(ix)
+    if coupling == "copula":
+        q = coupled_quantiles(members, (len(ys), len(xs)), rng, coherence, spec.periodic)
+        q = q[:, np.searchsorted(ys, iy), np.searchsorted(xs, ix)]  # [M, P]
+    elif coupling == "systematic":
+        q = np.repeat(((rng.random() + np.arange(members)) / members)[:, None], len(iy), axis=1)
+    elif coupling == "independent":
+        q = rng.random((members, len(iy)))
+    else:
+        raise ValueError(f"unknown coupling '{coupling}'; expected 'copula', 'systematic' or 'independent'")
+    P = len(iy)
+    C = wlib.library.layout.n_channels
+    t1 = W.taper_1d(spec.size, spec.stride)
+    taper = t1[:, None] * t1[None, :]
+    win_mean = np.empty((P, C, spec.size, spec.size))
+    win_members = np.empty((P, members, C, spec.size, spec.size))
+    ess = np.empty(P)
+    dropped = np.empty(P)
+    retrieved = []
+    for a in range(0, P, window_chunk):
+        logits = library_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
+        for j in range(logits.shape[1]):
+            p = a + j
+            post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass, max_keep=max_keep,
+                                         min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
+            wins = wlib.windows(post.indices).astype(np.float64)
+            w = post.weights
+            m = np.tensordot(w, wins, axes=1)
+            win_mean[p] = m
+            if coupling == "copula":  # rank candidates by their tapered mean anomaly (standardised per channel)
+                sd = np.sqrt(np.maximum(np.tensordot(w, (wins - m) ** 2, axes=1).mean(axis=(1, 2)), 1e-30))
+                key = np.einsum("kcyx,yx->k", (wins - m) / sd[None, :, None, None], taper)
+                order = np.argsort(key, kind="stable")
+            else:
+                order = np.argsort(post.indices, kind="stable")
+            win_members[p] = wins[order][_pick(w[order], q[:, p])]
+            ess[p], dropped[p] = post.ess, post.dropped_mass
+            retrieved.append(post.top_indices)
+    mean = W.blend(win_mean, iy, ix, (ny, nx), spec)
+    mem = W.blend(win_members, iy, ix, (ny, nx), spec)
+    mem = mean[None] + spread_factor * (mem - mem.mean(axis=0, keepdims=True))
+    return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), ess=ess, dropped_mass=dropped,
+                         iy=iy, ix=ix, retrieved=retrieved)
+
+
+def calibrate_spread(errors_sq: np.ndarray, spread_sq: np.ndarray) -> float:
+    """Spread factor making the mean ensemble variance match the mean squared error of the mean.
+
+    Use on a tuning run only: ``errors_sq`` = (analysis mean - truth)^2, ``spread_sq`` = ensemble
+    variance, over the same times and points. Returns sqrt(mean error^2 / mean spread^2).
+    """
+    e, s = float(np.nanmean(errors_sq)), float(np.nanmean(spread_sq))
+    return float(np.sqrt(e / s)) if s > 0 else 1.0

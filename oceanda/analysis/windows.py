@@ -1,0 +1,145 @@
+"""Window geometry for local analyses: positions, extraction (periodic or not) and blending.
+
+A local analysis works on square state windows of ``size`` pixels placed every ``stride`` pixels;
+each window sees the observations in a larger window with ``halo`` extra pixels on every side.
+Overlapping window analyses are blended with a partition-of-unity taper, as LETKF blends local
+analyses: with ``stride = size / 2`` the taper sin^2 sums to exactly one at every pixel, and in
+general the blend divides by the summed taper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from oceanda.errors import DataValidationError
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """The localisation parameters: state window size, analysis stride and observation halo (pixels)."""
+
+    size: int = 16
+    stride: int = 8
+    halo: int = 8
+    periodic: bool = True
+
+    @property
+    def obs_size(self) -> int:
+        return self.size + 2 * self.halo
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WindowSpec":
+        return cls(**{k: d[k] for k in ("size", "stride", "halo", "periodic") if k in d})
+
+    def check(self, ny: int, nx: int, what: str = "grid") -> None:
+        if self.size < 1 or self.stride < 1 or self.halo < 0:
+            raise DataValidationError(f"window size {self.size}, stride {self.stride}, halo {self.halo}; expected positive sizes")
+        if self.size > min(ny, nx):
+            raise DataValidationError(f"{what}: window size {self.size} exceeds the grid {ny} x {nx}; expected a smaller window")
+        if self.stride > self.size:
+            raise DataValidationError(f"window stride {self.stride} > size {self.size} leaves gaps; expected stride <= size")
+
+
+def starts(n: int, size: int, stride: int, periodic: bool) -> np.ndarray:
+    """Window start indices along one axis covering all ``n`` pixels."""
+    if periodic:
+        return np.arange(0, n, stride, dtype=np.int64)
+    s = list(range(0, max(n - size, 0) + 1, stride))
+    if s[-1] != n - size:
+        s.append(n - size)
+    return np.asarray(s, dtype=np.int64)
+
+
+def positions(ny: int, nx: int, spec: WindowSpec, stride: int | None = None,
+              allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All window starts ``(iy, ix)`` (flattened) on a grid, optionally restricted by ``allowed``.
+
+    ``allowed`` is a boolean ``[ny, nx]`` map of window *starts* that may enter a library (e.g. away
+    from coasts where the statistics differ); statistically homogeneous boxes allow all.
+    """
+    st = spec.stride if stride is None else stride
+    ys, xs = starts(ny, spec.size, st, spec.periodic), starts(nx, spec.size, st, spec.periodic)
+    iy, ix = np.meshgrid(ys, xs, indexing="ij")
+    iy, ix = iy.ravel(), ix.ravel()
+    if allowed is not None:
+        keep = np.asarray(allowed, bool)[iy, ix]
+        iy, ix = iy[keep], ix[keep]
+    return iy, ix
+
+
+def taper_1d(size: int, stride: int) -> np.ndarray:
+    """sin^2 taper over a window; for ``stride == size/2`` shifted copies sum exactly to one."""
+    if stride >= size:
+        return np.ones(size)
+    return np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
+
+
+def pad(fields: np.ndarray, before: int, after: int, periodic: bool) -> np.ndarray:
+    """Pad the last two axes: wrap-around if periodic, NaN (unobserved) otherwise."""
+    widths = [(0, 0)] * (fields.ndim - 2) + [(before, after), (before, after)]
+    if periodic:
+        return np.pad(fields, widths, mode="wrap")
+    return np.pad(fields.astype(np.float32 if fields.dtype != np.float64 else fields.dtype, copy=False), widths,
+                  mode="constant", constant_values=np.nan)
+
+
+def gather(padded: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int) -> np.ndarray:
+    """Windows ``[k, C, size, size]`` from ``padded`` ``[T, C, Yp, Xp]`` at times ``t`` and starts ``(iy, ix)``.
+
+    Starts are in padded coordinates.
+    """
+    ar = np.arange(size)
+    rows = (np.asarray(iy)[:, None] + ar[None, :])[:, None, :, None]
+    cols = (np.asarray(ix)[:, None] + ar[None, :])[:, None, None, :]
+    ch = np.arange(padded.shape[1])[None, :, None, None]
+    return padded[np.asarray(t)[:, None, None, None], ch, rows, cols]
+
+
+def extract(fields: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int, halo: int = 0,
+            periodic: bool = True) -> np.ndarray:
+    """Windows of ``size + 2 halo`` pixels around state windows starting at ``(iy, ix)``.
+
+    ``fields`` is ``[C, Y, X]`` (one time) -> ``[P, C, s, s]``, or ``[T, C, Y, X]`` -> ``[T, P, C, s, s]``.
+    Outside a non-periodic grid the halo is NaN (unobserved).
+    """
+    one = fields.ndim == 3
+    f = fields[None] if one else fields
+    p = pad(f, halo, halo + size, periodic)
+    T, P = f.shape[0], len(iy)
+    t = np.repeat(np.arange(T), P)
+    out = gather(p, t, np.tile(iy, T), np.tile(ix, T), size + 2 * halo)
+    out = out.reshape(T, P, *out.shape[1:])
+    return out[0] if one else out
+
+
+def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int, int], spec: WindowSpec) -> np.ndarray:
+    """Blend window values ``[P, ..., size, size]`` into fields ``[..., Y, X]`` with the taper.
+
+    The result at each pixel is the taper-weighted average of the windows covering it (a partition
+    of unity), so a constant field is reproduced exactly.
+    """
+    ny, nx = shape
+    size = spec.size
+    t1 = taper_1d(size, spec.stride)
+    taper = t1[:, None] * t1[None, :]
+    lead = windows.shape[1:-2]
+    acc = np.zeros((*lead, ny + size, nx + size))
+    wsum = np.zeros((ny + size, nx + size))
+    for p in range(len(iy)):
+        y0, x0 = int(iy[p]), int(ix[p])
+        acc[..., y0:y0 + size, x0:x0 + size] += taper * windows[p]
+        wsum[y0:y0 + size, x0:x0 + size] += taper
+    if spec.periodic:
+        acc[..., :size, :] += acc[..., ny:, :]
+        acc[..., :, :size] += acc[..., :, nx:]
+        wsum[:size, :] += wsum[ny:, :]
+        wsum[:, :size] += wsum[:, nx:]
+    acc, wsum = acc[..., :ny, :nx], wsum[:ny, :nx]
+    if np.any(wsum <= 0):
+        raise DataValidationError("the analysis windows leave pixels uncovered; expected stride <= size")
+    return acc / wsum
