@@ -101,9 +101,11 @@ def _optima(Cuu, Cuv, Cvv):
     return inner_product_conditional_optimum(Cuu, Cuv, Cvv), quadratic_one_sided_optimum(Cuu, Cuv, Cvv)
 
 
-def _sqrtm_sym(B):
+def _factor(B, tol=1e-10):
+    """G [rank, d] with G^T G = B (B* has rank <= dim(obs), so the embedding has that dimension)."""
     e, V = np.linalg.eigh((B + B.T) / 2)
-    return (V * np.sqrt(np.maximum(e, 0))) @ V.T
+    keep = e > tol * e.max()
+    return np.sqrt(e[keep])[:, None] * V[:, keep].T
 
 
 def test_gaussian_acceptance_negsqdist_and_inner_product():
@@ -117,8 +119,10 @@ def test_gaussian_acceptance_negsqdist_and_inner_product():
     Cvv_i = np.linalg.inv(Cvv)
     true_cov = Cuu - Cuv @ Cvv_i @ Cuv.T
     # linear encoders realising the optimum: G^T G = B*, G^T H = A*
-    G = _sqrtm_sym(B_q)
-    H = np.linalg.solve(G.T, A_q)
+    G = _factor(B_q)
+    H = np.linalg.lstsq(G.T, A_q, rcond=None)[0]
+    np.testing.assert_allclose(G.T @ H, A_q, atol=1e-9)
+    np.testing.assert_allclose(G.T @ G, B_q, atol=1e-9)
     vs = [np.array([1.0, -0.5]), np.array([-1.5, 2.0]), np.array([0.3, 0.8])]
     for v in vs:
         true_mean = Cuv @ Cvv_i @ v
