@@ -367,12 +367,13 @@ def evaluate(
     *,
     spectrum: str = "isotropic",
     quiet: bool = False,
+    figures: bool = True,
 ) -> dict[str, Any]:
     """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
 
     Returns the metrics.json content. See the module docstring for the rules (times, variables,
     deterministic analyses). ``spectrum`` ("isotropic" or "x") chooses the spectra behind the
-    effective resolution.
+    effective resolution. ``figures=False`` writes the numbers only.
     """
     if not analyses:
         raise OceandaError("no analysis given; expected at least one NAME=FILE")
@@ -444,14 +445,14 @@ def evaluate(
     for t in times.values():
         all_common = np.intersect1d(all_common, t)
     map_time = _select_map_time(all_common, time_index)
-    figures = _figures(out, headline, truth, analyses, headline_results, obs, map_time)
+    figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
     result = {
         "methods": methods,
         "meta": {
             "headline_variable": headline,
             "map_time": str(map_time),
             "spectrum": spectrum,
-            "figures": figures,
+            "figures": figure_files,
             "aggregation": "spatial mean per time (layers pooled, NaN skipped), then time mean",
             "crps": "fair ensemble CRPS; gaussian from <var>_spread without members; |error| for a deterministic analysis",
             "energy_score": "fair estimator, one vector per time (whole field, layers included)",
