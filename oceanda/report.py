@@ -371,7 +371,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
 
-    Returns the metrics.json content. See the module docstring for the rules (times, variables,
+    Returns the metrics.json content (NaN as None). See the module docstring for the rules (times, variables,
     deterministic analyses). ``spectrum`` ("isotropic" or "x") chooses the spectra behind the
     effective resolution. ``figures=False`` writes the numbers only.
     """
@@ -460,4 +460,4 @@ def evaluate(
     }
     oio.write_json(result, out / "metrics.json", overwrite=True)
     oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
-    return result
+    return oio.read_json(out / "metrics.json")  # exactly what was written (NaN -> None)
