@@ -63,8 +63,9 @@ def check_model_grid(encoders: EncoderPair, library: Library, what: str) -> None
     obs_vars = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
     candidates = [state_vars, list(dict.fromkeys(state_vars + obs_vars)), library.variables]
     ds = library.ds
-    for vs in candidates:
-        if all(v in ds.data_vars for v in vs) and fields.grid_fingerprint(ds, vs) == expected:
+    for vs in candidates:  # on the whole Dataset and on the encoded variables alone (no unrelated level dim)
+        if all(v in ds.data_vars for v in vs) and expected in (fields.grid_fingerprint(ds, vs),
+                                                               fields.grid_fingerprint(ds[vs], vs)):
             return
     vs = [v for v in state_vars if v in ds.data_vars] or library.variables
     fields.check_fingerprint(expected, ds, vs, what)  # raises GridMismatchError with the details
