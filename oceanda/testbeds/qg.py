@@ -40,6 +40,18 @@ def data_dir() -> Path:
     return Path(str(resources.files("oceanda") / "testbeds" / "data"))
 
 
+def _with_threads(fn):
+    """Run a QGModel method under the model's torch thread setting."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *a, **k):
+        with self._threads():
+            return fn(self, *a, **k)
+
+    return wrapper
+
+
 class QGModel:
     """Batched two-layer QG model; defaults are pyqg's two-layer defaults ("eddy" configuration).
 
@@ -175,12 +187,14 @@ class QGModel:
         p2 = inv[1, 0] * qh[:, 0] + inv[1, 1] * qh[:, 1]
         return torch.stack([p1, p2], dim=1)
 
+    @_with_threads
     def psi_from_q(self, q: Any) -> Any:
         """Streamfunction [m2 s-1] from potential vorticity [s-1] (both [member, 2, ny, nx])."""
         t, is_np, _ = self._in(q)
         t = self._check_q(t)
         return self._out(self._ifft(self._invert(self._fft(t))), is_np)
 
+    @_with_threads
     def q_from_psi(self, psi: Any) -> Any:
         """Potential vorticity from streamfunction (the inverse of ``psi_from_q`` up to the mean)."""
         t, is_np, _ = self._in(psi)
@@ -191,6 +205,7 @@ class QGModel:
         q2 = M[1, 0] * ph[:, 0] + M[1, 1] * ph[:, 1]
         return self._out(self._ifft(torch.stack([q1, q2], dim=1)), is_np)
 
+    @_with_threads
     def velocity(self, psi: Any, include_mean: bool = True) -> tuple[Any, Any]:
         """(u, v) [m s-1], each [member, 2, ny, nx]; u = -dpsi/dy + U_n, v = dpsi/dx."""
         t, is_np, _ = self._in(psi)
@@ -300,6 +315,7 @@ class QGModel:
         return self._out(traj, is_np), times
 
     # ------------------------------------------------------------------ diagnostics
+    @_with_threads
     def kinetic_energy(self, q: Any) -> np.ndarray:
         """Depth-averaged eddy kinetic energy per member [m2 s-2] (pyqg's ``ke``)."""
         t, _, _ = self._in(q)
@@ -309,6 +325,7 @@ class QGModel:
         w = torch.tensor([self.H1 / self.H, self.H2 / self.H], dtype=self.dtype, device=self.device)
         return (ke * w).sum(-1).cpu().numpy()
 
+    @_with_threads
     def energy_spectrum(self, q: Any, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Isotropic KE spectrum (k [rad m-1], E(k)), averaged over members; depth-weighted if layer is None."""
         t, _, _ = self._in(q)
@@ -325,6 +342,7 @@ class QGModel:
         kc = 0.5 * (bins[1:] + bins[:-1])
         return kc, spec
 
+    @_with_threads
     def cfl(self, q: Any) -> float:
         """Advective Courant number max(|u| dt/dx + |v| dt/dy) over members, layers and grid."""
         u, v = self.velocity(self.psi_from_q(self._in(q)[0]), include_mean=True)
