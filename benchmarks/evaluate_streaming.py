@@ -13,26 +13,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import dask, numpy as np
+def hwm():  # peak RSS of this process image (ru_maxrss would carry the parent's peak across exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 dask.config.set(scheduler="threads", num_workers=2)
 import torch; torch.set_num_threads(1)
 from oceanda import io, report
 d = sys.argv[1]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm()
 t0 = time.perf_counter()
 truth = io.open_states(f"{d}/truth.nc")
 ens = io.open_states(f"{d}/ens.nc", check_values=False)
 res = report.evaluate(truth, {"ens": ens}, f"{d}/report", figures=False, quiet=True, overwrite=True)
-print(json.dumps({"seconds": time.perf_counter() - t0, "base_rss_mb": base / 1024,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": time.perf_counter() - t0, "base_rss_mb": base, "peak_rss_mb": hwm(),
                   "rmse": res["methods"]["ens"]["rmse"], "spread_skill": res["methods"]["ens"]["spread_skill"]}))
 """
 

@@ -249,8 +249,8 @@ def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dat
             keep = (t == when) if half is None else (np.abs(t - when) <= half)
         return lat[keep], lon[keep]
     if "time" in da.dims:
-        if when not in set(da["time"].values.tolist()) and not np.isin(when, da["time"].values):
-            return None
+        if not np.isin(when, da["time"].values):
+            return None  # no observation at the map time
         da = da.sel(time=when)
     finite = np.isfinite(np.asarray(da.values, float))
     while finite.ndim > 2:  # levels: observed at any level
