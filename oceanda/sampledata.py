@@ -1,0 +1,351 @@
+"""The ``sample-data`` sets: prior library, truth runs, their observations and training pairs.
+
+One builder per testbed (qg, torus, lorenz96). Each writes CF NetCDF through ``oceanda.io`` plus a
+README.txt saying how the files were made. Truth runs start from states drawn independently of
+the library runs, so no truth state is in the library. Every random draw comes from one
+``numpy.random.Generator`` seeded by ``seed``: the same seed gives the same data.
+
+Sizes: ``tiny`` (tests, seconds), ``small`` (under 2 minutes on 2 cores; the bundled set under
+``sample_data/``), ``full`` (benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from oceanda import io
+from oceanda.errors import OceandaError
+
+TESTBEDS = ("qg", "torus", "lorenz96")
+SIZES = ("tiny", "small", "full")
+ENV_SAMPLE_DATA = "OCEANDA_SAMPLE_DATA"
+
+
+def bundled_sample_dir(testbed: str | None = None) -> Path:
+    """The repository's ``sample_data/`` (or ``$OCEANDA_SAMPLE_DATA``); with ``testbed``, its sub-folder."""
+    env = os.environ.get(ENV_SAMPLE_DATA)
+    root = Path(env) if env else Path(__file__).resolve().parents[1] / "sample_data"
+    path = root / testbed if testbed else root
+    if not path.is_dir():
+        raise OceandaError(
+            f"{path}: no bundled sample data here; make it with `oceanda sample-data --testbed {testbed or 'qg'} "
+            f"--out {path}` or set {ENV_SAMPLE_DATA} to a folder that holds it"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------- QG
+
+
+@dataclass
+class QGSize:
+    library_runs: int
+    library_days: int
+    library_every_days: int
+    truth_days: int
+    decorrelation_days: int
+    n_eval: int = 3
+
+
+QG_SIZES = {
+    "tiny": QGSize(library_runs=2, library_days=8, library_every_days=2, truth_days=4, decorrelation_days=2),
+    "small": QGSize(library_runs=8, library_days=100, library_every_days=2, truth_days=30, decorrelation_days=120),
+    "full": QGSize(library_runs=32, library_days=400, library_every_days=2, truth_days=180, decorrelation_days=120),
+}
+
+
+def _progress(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, flush=True)
+
+
+def qg_library(model: Any, n_runs: int, run_days: int, rng: np.random.Generator, every_days: int = 2,
+               decorrelation_days: float = 120.0, progress: bool = False) -> xr.Dataset:
+    """A free-run library: ``n_runs`` independent runs (batched) concatenated along time, coord ``run``.
+
+    Runs follow one another in time (run r starts ``run_days + every_days`` days after run r-1), so
+    ``time`` increases; ``run`` says which run a snapshot belongs to. Use it to extend the bundled
+    library (a few seconds per hundred model days on a CPU).
+    """
+    from oceanda.testbeds.qg import perturbed_ensemble
+
+    q0 = perturbed_ensemble(n_runs, rng, model=model, decorrelation_days=decorrelation_days, progress=progress)
+    traj, days = model.run(q0, run_days, save_every_days=every_days, progress=progress)
+    return _concat_runs(model, np.asarray(traj), days, run_days + every_days)
+
+
+def _concat_runs(model: Any, traj: np.ndarray, days: np.ndarray, stride: float, start_day: float = 0.0,
+                 include_q: bool = False) -> xr.Dataset:
+    nt, nr = traj.shape[:2]
+    q = np.concatenate([traj[:, r] for r in range(nr)], axis=0)
+    t = np.concatenate([start_day + r * stride + days for r in range(nr)])
+    ds = model.to_dataset(q, t, include_q=include_q)
+    return ds.assign_coords(run=("time", np.repeat(np.arange(nr), nt).astype(np.int32)))
+
+
+def _readme(title: str, command: str, seed: int, size: str, files: dict[str, str], notes: str, seconds: float) -> str:
+    lines = [title, "=" * len(title), "", f"Made by: {command}", f"Seed: {seed}    Size: {size}",
+             f"oceanda version: {_version()}    wall time: {seconds:.0f} s", "", "Files:"]
+    lines += [f"  {name:<26} {desc}" for name, desc in files.items()]
+    lines += ["", notes.strip(), ""]
+    return "\n".join(lines)
+
+
+def _version() -> str:
+    from oceanda import __version__
+
+    return __version__
+
+
+def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    from oceanda.observe import AlongTrackAltimetry, GappyField, InSituPoints, QGDrifters, apply_mask
+    from oceanda.testbeds.qg import QGModel, perturbed_ensemble
+
+    cfg = QG_SIZES[size]
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    model = QGModel()
+    n_truth = 1 + cfg.n_eval
+    _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from the shipped state", quiet)
+    q0 = perturbed_ensemble(cfg.library_runs + n_truth, rng, model=model, decorrelation_days=cfg.decorrelation_days,
+                            progress=not quiet)
+    ndays = max(cfg.library_days, cfg.truth_days)
+    traj, days = model.run(q0, ndays, save_every_days=1, progress=not quiet)
+    traj = np.asarray(traj)
+    written: dict[str, Path] = {}
+
+    def write(ds: xr.Dataset, name: str) -> None:
+        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
+
+    lib_idx = np.arange(0, cfg.library_days + 1, cfg.library_every_days)
+    library = _concat_runs(model, traj[lib_idx][:, : cfg.library_runs], days[lib_idx],
+                           cfg.library_days + cfg.library_every_days)
+    library.attrs["title"] = "QG free-run library (prior sample)"
+    write(library, "library.nc")
+
+    ssh_std = float(library["ssh"].std())
+    alt = AlongTrackAltimetry(sigma=0.1 * ssh_std)
+    truth_names = ["tune"] + [f"eval_{i + 1}" for i in range(cfg.n_eval)]
+    truth_start = cfg.library_runs * (cfg.library_days + cfg.library_every_days) + 365
+    truths = {}
+    for j, name in enumerate(truth_names):
+        tr = traj[: cfg.truth_days + 1, cfg.library_runs + j]
+        start = truth_start + j * (cfg.truth_days + 365)
+        ds = model.to_dataset(tr, start + days[: cfg.truth_days + 1], include_q=False)
+        ds.attrs["title"] = f"QG truth run '{name}' (not in the library)"
+        truths[name] = (ds, tr)
+        write(ds, f"truth_{name}.nc")
+        obs = alt.observe(ds, rng, days=np.arange(ds.sizes["time"]))
+        obs.attrs["title"] = f"along-track altimetry of truth_{name}.nc"
+        write(obs, f"obs_altimetry_{name}.nc")
+
+    ds1, tr1 = truths["eval_1"]
+    write(GappyField(var="ssh", sigma=0.1 * ssh_std).observe(ds1, rng), "obs_gappy_eval_1.nc")
+    psi_std = float(library["psi"].std())
+    write(InSituPoints(n_profiles=20, var="psi", sigma=0.1 * psi_std).observe(ds1, rng), "obs_insitu_eval_1.nc")
+    dr = QGDrifters(n_drifters=10).observe(model, tr1, days[: cfg.truth_days + 1], rng, ds1["time"].values)
+    write(dr, "obs_drifters_eval_1.nc")
+
+    masks = alt.sample_mask(library.sizes["time"], rng, model.ny, model.nx, dy=model.dy / 1e3, dx=model.dx / 1e3)
+    pair_obs = apply_mask(library["ssh"].values, masks, alt.sigma, rng)
+    train = xr.Dataset(
+        {"ssh": (("time", "y", "x"), pair_obs, dict(library["ssh"].attrs)),
+         "ssh_error": ((), np.float32(alt.sigma), {"units": "m"})},
+        coords={c: library[c] for c in ("time", "y", "x", "lat", "lon", "run")},
+        attrs={"operator": alt.name, "title": "training pairs: along-track altimetry of each library state "
+               "(pairs with library.nc by time; random orbit phase and day per snapshot)", "obs_error_std": alt.sigma},
+    )
+    write(train, "train_obs.nc")
+
+    files = {
+        "library.nc": f"{library.sizes['time']} snapshots (psi, ssh) of {cfg.library_runs} independent runs of "
+                      f"{cfg.library_days} days, every {cfg.library_every_days} days; coord 'run'",
+        **{f"truth_{n}.nc": f"truth run '{n}', {cfg.truth_days} days, daily (psi, ssh)" for n in truth_names},
+        **{f"obs_altimetry_{n}.nc": f"along-track SSH of truth_{n}.nc, 1 obs time per day" for n in truth_names},
+        "obs_gappy_eval_1.nc": "cloud-masked gridded SSH of truth_eval_1.nc",
+        "obs_insitu_eval_1.nc": "Argo-like psi profiles (both layers, 20 a day) of truth_eval_1.nc",
+        "obs_drifters_eval_1.nc": "10 surface drifters (positions, daily) in truth_eval_1.nc's upper-layer flow",
+        "train_obs.nc": "altimetry of every library state (pairs with library.nc by time)",
+    }
+    notes = f"""
+Model: oceanda.testbeds.qg.QGModel() -- two-layer QG, pyqg "eddy" configuration, 64 x 64, dt = 2 h,
+float32, AB3; box centred at 38N 60W. Initial states: the shipped spun-up state
+(oceanda/testbeds/data/qg_spunup_nx64.npy), cycled over members, plus 5 % noise, then a
+{cfg.decorrelation_days}-day free run (perturbed_ensemble); library and truth runs are different members
+of that batch, so no truth state is in the library.
+Altimetry: AlongTrackAltimetry() (2 satellites x 2 passes = 4 tracks a day, 10-day repeat, day index =
+days since the truth start), noise sigma = 10 % of the library SSH std = {alt.sigma:.4g} m.
+q is not stored: QGModel().q_from_dataset(ds) recomputes it from psi.
+More library: oceanda.sampledata.qg_library(QGModel(), n_runs, run_days, rng) (or --size full).
+"""
+    text = _readme("oceanda sample data: two-layer QG", command, seed, size, files, notes, time.perf_counter() - t0)
+    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
+    return written
+
+
+# ---------------------------------------------------------------------- torus
+
+
+@dataclass
+class TorusSize:
+    library: int
+    truth: int
+    dt: float
+    keep_every: int
+
+
+TORUS_SIZES = {
+    "tiny": TorusSize(library=16, truth=4, dt=1e-3, keep_every=1),
+    "small": TorusSize(library=1024, truth=64, dt=1e-4, keep_every=1),
+    "full": TorusSize(library=32768, truth=1024, dt=1e-5, keep_every=10),
+}
+
+
+def make_torus(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    from oceanda.observe import GappyField, InSituPoints
+    from oceanda.testbeds.torus import TorusFlow
+
+    cfg = TORUS_SIZES[size]
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    flow = TorusFlow(seed=seed)
+    written: dict[str, Path] = {}
+
+    def write(ds: xr.Dataset, name: str) -> None:
+        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
+
+    names = ["library", "truth_tune"] + [f"truth_eval_{i + 1}" for i in range(3)]
+    counts = [cfg.library] + [cfg.truth] * 4
+    for name, n in zip(names, counts):
+        _progress(f"torus: {name}: {n} flows, RK4 drifters dt = {cfg.dt:g}", quiet)
+        c = flow.sample_coefficients(n, rng)
+        pos, t = flow.drifters(c, dt=cfg.dt, T=0.1, keep_every=cfg.keep_every, progress=not quiet)
+        ds = flow.to_dataset(c, pos, t)
+        ds.attrs["title"] = f"torus flows: {name}"
+        write(ds, f"{name}.nc")
+        if name == "truth_eval_1":
+            grid = ds[["psi"]].isel(sample=0)
+            write(GappyField(var="psi", length_km=0.15).observe(grid, rng), "obs_gappy_eval_1.nc")
+            write(InSituPoints(n_profiles=20, var="psi").observe(grid, rng), "obs_insitu_eval_1.nc")
+    files = {
+        "library.nc": f"{cfg.library} flows: 98 coefficients, gridded psi/u/v (32 x 32, t = 0) and the drifter path",
+        "truth_tune.nc": f"{cfg.truth} further flows (tuning)",
+        **{f"truth_eval_{i + 1}.nc": f"{cfg.truth} further flows (evaluation)" for i in range(3)},
+        "obs_gappy_eval_1.nc": "cloud-masked gridded psi of the first flow of truth_eval_1.nc at t = 0",
+        "obs_insitu_eval_1.nc": "20 random point values of psi of that flow",
+    }
+    notes = f"""
+Flows: oceanda.testbeds.torus.TorusFlow(seed={seed}) -- psi = Re sum_k psi_k exp(i omega_k t) e_k(x), 49 modes,
+psi_k ~ CN(0, |k|^-4), omega_k ~ N(0, 20^2) fixed by the seed. The drifter observations are in every file
+(drifter_x, drifter_y: one drifter from (0.75, 0.75), RK4 dt = {cfg.dt:g} to T = 0.1, every {cfg.keep_every}
+step(s) kept): the training pairs are (coefficients, drifter path) of library.nc, as in the paper.
+The paper's setting (dt = 1e-5, every 10th position, 32k flows) is --size full.
+"""
+    text = _readme("oceanda sample data: torus flow", command, seed, size, files, notes, time.perf_counter() - t0)
+    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
+    return written
+
+
+# ---------------------------------------------------------------------- Lorenz-96
+
+
+@dataclass
+class L96Size:
+    library_runs: int
+    library_steps: int
+    library_every: int
+    truth_steps: int
+
+
+L96_SIZES = {
+    "tiny": L96Size(library_runs=2, library_steps=100, library_every=5, truth_steps=40),
+    "small": L96Size(library_runs=10, library_steps=2000, library_every=5, truth_steps=1000),
+    "full": L96Size(library_runs=50, library_steps=20000, library_every=5, truth_steps=10000),
+}
+
+
+def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    from oceanda.testbeds.lorenz96 import Lorenz96
+
+    cfg = L96_SIZES[size]
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    model = Lorenz96()
+    written: dict[str, Path] = {}
+
+    def write(ds: xr.Dataset, name: str) -> None:
+        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
+
+    n_truth = 4
+    x0 = model.initial_state(rng, (cfg.library_runs + n_truth,), spinup=1000)
+    _progress(f"lorenz96: {cfg.library_runs} library runs of {cfg.library_steps} steps, {n_truth} truths", quiet)
+    traj, times = model.run(x0, max(cfg.library_steps, cfg.truth_steps), save_every=1)
+    lib = traj[: cfg.library_steps + 1 : cfg.library_every, : cfg.library_runs]
+    lt = times[: cfg.library_steps + 1 : cfg.library_every]
+    stride = lt[-1] + model.dt * cfg.library_every
+    x = np.concatenate([lib[:, r] for r in range(cfg.library_runs)])
+    t = np.concatenate([r * stride + lt for r in range(cfg.library_runs)])
+    library = model.to_dataset(x, t, as_grid=True).assign_coords(run=("time", np.repeat(np.arange(cfg.library_runs), len(lt)).astype(np.int32)))
+    library.attrs["title"] = "Lorenz-96 free-run library"
+    write(library, "library.nc")
+    sigma = 1.0
+    names = ["tune"] + [f"eval_{i + 1}" for i in range(3)]
+    start = cfg.library_runs * stride + 1000.0
+    for j, name in enumerate(names):
+        tr = traj[: cfg.truth_steps + 1, cfg.library_runs + j]
+        ds = model.to_dataset(tr, start + j * 1000.0 + times[: cfg.truth_steps + 1], as_grid=True)
+        ds.attrs["title"] = f"Lorenz-96 truth '{name}' (not in the library)"
+        write(ds, f"truth_{name}.nc")
+        full = tr + sigma * rng.standard_normal(tr.shape)
+        obs = ds.copy()
+        obs["X"] = (ds["X"].dims, full[:, None, :], dict(ds["X"].attrs))
+        obs["X_error"] = ((), np.float32(sigma), {"units": "1"})
+        obs.attrs.update({"operator": "identity", "obs_error_std": sigma, "title": f"every variable of truth_{name} + N(0, 1)"})
+        write(obs, f"obs_full_{name}.nc")
+        if name == "eval_1":
+            half = obs.copy()
+            half["X"] = obs["X"].where(xr.DataArray(np.arange(model.n) % 2 == 0, dims="x"))
+            half.attrs.update({"operator": "every_other_variable", "title": f"even variables of truth_{name} + N(0, 1)"})
+            write(half, f"obs_half_{name}.nc")
+    train = library.copy()
+    train["X"] = library["X"] + sigma * rng.standard_normal(library["X"].shape)
+    train["X_error"] = ((), np.float32(sigma), {"units": "1"})
+    train.attrs.update({"operator": "identity", "title": "training pairs: noisy copies of library states (pairs by time)"})
+    write(train, "train_obs.nc")
+    files = {
+        "library.nc": f"{library.sizes['time']} states X (time, y=1, x=40) of {cfg.library_runs} runs, every {cfg.library_every} steps",
+        **{f"truth_{n}.nc": f"truth '{n}', {cfg.truth_steps} steps of dt = 0.05" for n in names},
+        **{f"obs_full_{n}.nc": "every variable, every step, error N(0, 1) (Sakov & Oke 2008 setting)" for n in names},
+        "obs_half_eval_1.nc": "even-numbered variables of truth_eval_1 (NaN elsewhere)",
+        "train_obs.nc": "noisy copies of every library state (pairs with library.nc by time)",
+    }
+    notes = """
+Model: oceanda.testbeds.lorenz96.Lorenz96(n=40, forcing=8.0, dt=0.05), RK4; initial states F + 0.01 noise
+spun up 1000 steps; library and truth runs are different members of one batch.
+"""
+    text = _readme("oceanda sample data: Lorenz-96", command, seed, size, files, notes, time.perf_counter() - t0)
+    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
+    return written
+
+
+BUILDERS: dict[str, Callable[..., dict[str, Path]]] = {"qg": make_qg, "torus": make_torus, "lorenz96": make_lorenz96}
+
+
+def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: str = "small", overwrite: bool = False,
+                     quiet: bool = False, command: str | None = None) -> dict[str, Path]:
+    """Write a sample-data set for ``testbed`` into ``out``; return {file name: path}."""
+    if testbed not in BUILDERS:
+        raise OceandaError(f"unknown testbed '{testbed}'; expected one of {list(BUILDERS)}")
+    if size not in SIZES:
+        raise OceandaError(f"unknown size '{size}'; expected one of {list(SIZES)}")
+    out = io.prepare_output_dir(out, overwrite=overwrite)
+    if command is None:
+        command = f"oceanda sample-data --testbed {testbed} --out {out} --seed {seed} --size {size}"
+    return BUILDERS[testbed](out, int(seed), size, overwrite, quiet, command)

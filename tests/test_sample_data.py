@@ -1,0 +1,100 @@
+"""`oceanda sample-data` for every testbed (tiny size), reproducibility, bundled set, a map with tracks."""
+
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from oceanda import io
+from oceanda.cli import main
+from oceanda.errors import OceandaError
+from oceanda.sampledata import bundled_sample_dir
+
+
+def _load(path):
+    with xr.open_dataset(path) as ds:
+        return ds.load()
+
+
+@pytest.fixture(scope="module")
+def qg_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qg")
+    assert main(["sample-data", "--testbed", "qg", "--out", str(out), "--seed", "5", "--size", "tiny", "--quiet"]) == 0
+    return out
+
+
+def test_qg_sample_data_files_and_reproducible(qg_dir, tmp_path):
+    names = sorted(os.listdir(qg_dir))
+    for n in ("library.nc", "truth_tune.nc", "truth_eval_1.nc", "truth_eval_2.nc", "truth_eval_3.nc",
+              "obs_altimetry_eval_3.nc", "obs_gappy_eval_1.nc", "obs_insitu_eval_1.nc", "obs_drifters_eval_1.nc",
+              "train_obs.nc", "README.txt"):
+        assert n in names
+    readme = (qg_dir / "README.txt").read_text()
+    assert "--seed 5" in readme and "--size tiny" in readme
+    lib = io.open_states(qg_dir / "library.nc")
+    assert {"psi", "ssh"} <= set(lib.data_vars) and "run" in lib.coords
+    obs = io.open_obs(qg_dir / "obs_altimetry_eval_1.nc", like=lib)
+    truth = _load(qg_dir / "truth_eval_1.nc")
+    assert obs.sizes["time"] == truth.sizes["time"]
+    # truths are not library states
+    lib_ssh = lib["ssh"].values.reshape(lib.sizes["time"], -1)
+    for t in truth["ssh"].values.reshape(truth.sizes["time"], -1):
+        assert np.min(np.abs(lib_ssh - t).max(axis=1)) > 1e-4
+    train = io.open_obs(qg_dir / "train_obs.nc", like=lib)
+    np.testing.assert_array_equal(train["time"].values, lib["time"].values)
+    # same seed, same data; the existing folder is refused without --overwrite
+    again = tmp_path / "again"
+    assert main(["sample-data", "--testbed", "qg", "--out", str(again), "--seed", "5", "--size", "tiny", "--quiet"]) == 0
+    for n in ("library.nc", "obs_altimetry_tune.nc", "obs_insitu_eval_1.nc", "obs_drifters_eval_1.nc"):
+        a, b = _load(qg_dir / n), _load(again / n)
+        for v in a.data_vars:
+            np.testing.assert_array_equal(a[v].values, b[v].values)
+    assert main(["sample-data", "--testbed", "qg", "--out", str(again), "--seed", "5", "--size", "tiny", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("testbed", ["torus", "lorenz96"])
+def test_other_testbeds(testbed, tmp_path):
+    assert main(["sample-data", "--testbed", testbed, "--out", str(tmp_path), "--seed", "1", "--size", "tiny", "--quiet"]) == 0
+    lib = _load(tmp_path / "library.nc")
+    for n in ("truth_tune.nc", "truth_eval_1.nc", "truth_eval_2.nc", "truth_eval_3.nc", "README.txt"):
+        assert (tmp_path / n).exists()
+    if testbed == "torus":
+        assert lib["coefficients"].shape == (16, 98) and lib["drifter_x"].shape == (16, 100, 1)
+        assert float(lib["drifter_x"].min()) >= 0 and float(lib["drifter_x"].max()) < 1
+    else:
+        assert lib["X"].dims == ("time", "y", "x") and lib.sizes["x"] == 40
+        obs = io.open_obs(tmp_path / "obs_half_eval_1.nc", like=io.open_states(tmp_path / "library.nc"))
+        assert np.isnan(obs["X"].values[:, 0, 1::2]).all() and np.isfinite(obs["X"].values[:, 0, ::2]).all()
+
+
+def test_bundled_sample_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("OCEANDA_SAMPLE_DATA", str(tmp_path))
+    assert bundled_sample_dir() == tmp_path
+    with pytest.raises(OceandaError, match="sample-data"):
+        bundled_sample_dir("qg")
+    monkeypatch.delenv("OCEANDA_SAMPLE_DATA")
+    root = bundled_sample_dir()
+    assert root.name == "sample_data"
+    qg = bundled_sample_dir("qg")
+    lib = io.open_states(qg / "library.nc")
+    assert lib.sizes["time"] >= 400 and lib.sizes["y"] == 64
+    total = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    assert total < 30e6
+
+
+def test_plot_qg_snapshot_with_tracks(qg_dir, tmp_path):
+    from oceanda.plotting import plot_map
+
+    truth = _load(qg_dir / "truth_eval_1.nc")
+    obs = _load(qg_dir / "obs_altimetry_eval_1.nc")
+    ssh = obs["ssh"].values[1]
+    on = np.isfinite(ssh)
+    assert on.any()
+    ax = plot_map(truth["ssh"].values[1], truth["lat"].values, truth["lon"].values, units="m",
+                  title="QG SSH and along-track altimetry",
+                  points=(truth["lat"].values[on], truth["lon"].values[on]))
+    out = io.save_figure(ax.figure, tmp_path / "qg_tracks.png")
+    assert out.exists() and out.stat().st_size > 10_000
+    with open(out, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
