@@ -27,6 +27,7 @@ import csv
 import io as _stdio
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -182,14 +183,19 @@ def score_variable(
         "crps_series": metrics._spatial_mean(crps_map),
         "es_series": es_series,
         "ranks": ranks,
-        "psd_error": metrics.power_spectrum(err, kind=spectrum),
-        "psd_truth": metrics.power_spectrum(truth.where(err.notnull()), kind=spectrum),
     }
+    try:
+        lazy["psd_error"] = metrics.power_spectrum(err, kind=spectrum)
+        lazy["psd_truth"] = metrics.power_spectrum(truth.where(err.notnull()), kind=spectrum)
+    except DataValidationError as exc:  # no regular km/degree grid: no spectra, the other scores stand
+        warnings.warn(f"{label}: no spectra for '{var}' ({exc}); effective_resolution_km is null", stacklevel=2)
     lazy = {k: v for k, v in lazy.items() if v is not None}
     (done,) = dask.compute(lazy)
     rmse_v = float(done["rmse_series"].mean(skipna=True))
     spread_v = float(done["spread_series"].mean(skipna=True))
-    score = metrics.spectral_score(done["psd_error"], done["psd_truth"])
+    resolution = float("nan")
+    if "psd_error" in done:
+        resolution = metrics.resolution_from_score(metrics.spectral_score(done["psd_error"], done["psd_truth"]))
     out: dict[str, Any] = {
         "rmse": rmse_v,
         "bias": float(done["bias_series"].mean(skipna=True)),
@@ -198,7 +204,7 @@ def score_variable(
         "crps": float(done["crps_series"].mean(skipna=True)),
         "energy_score": float(done["es_series"].mean(skipna=True)) if "es_series" in done else float("nan"),
         "nrmse_score": 1.0 - rmse_v / float(done["rms_truth_series"].mean(skipna=True)),
-        "effective_resolution_km": metrics.resolution_from_score(score),
+        "effective_resolution_km": resolution,
         "n_members": m,
         "n_times": int(truth.sizes["time"]),
         "crps_kind": kind,
@@ -318,6 +324,8 @@ def _figures(
     fig = plotting.plot_rank_histograms(ranks, title=f"{var}: rank histograms")
     files.append(_save(fig, out / f"rank_histogram_{var}.png", plt))
     first = next(iter(results.values()))["_series"]
+    if "psd_truth" not in first:
+        return files
     fig = plotting.plot_spectra(
         first["psd_truth"]["wavelength"].values,
         first["psd_truth"].values,

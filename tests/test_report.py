@@ -161,3 +161,14 @@ def test_cli_evaluate(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert cli.main(args[:4] + ["ens"] + args[5:]) == 2
     assert "NAME=FILE" in capsys.readouterr().err
+
+
+def test_grid_without_km_coordinates_scores_without_spectra(tmp_path):
+    truth = _truth()
+    ens = _calibrated_analysis(truth)
+    bare_t, bare_e = truth.drop_vars(["x", "y"]), ens.drop_vars(["x", "y"])
+    with pytest.warns(UserWarning, match="no spectra"):
+        res = evaluate(bare_t, {"e": bare_e}, tmp_path / "r", variables=["ssh"], figures=False)
+    e = res["methods"]["e"]
+    assert e["effective_resolution_km"] is None
+    assert e["rmse"] == pytest.approx(float(metrics.rmse(ens["ssh_mean"], truth["ssh"])))
