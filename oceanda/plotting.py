@@ -198,8 +198,9 @@ def plot_rank_histograms(counts: dict[str, np.ndarray], *, title: str = ""):
         ax.set_title(f"{name} (M={c.size - 1})", fontsize=9)
         ax.set_xlabel("rank of truth")
     axes[0][0].set_ylabel("frequency")
-    axes[0][0].legend(fontsize=7)
-    if not counts:
+    if counts:
+        axes[0][0].legend(fontsize=7)
+    else:
         axes[0][0].set_title("no ensemble analysis", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
