@@ -173,6 +173,12 @@ class AlongTrackAltimetry:
     def resolve_sigma(self, values: np.ndarray) -> float:
         return float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
 
+    def draw(self, values: np.ndarray, rng: np.random.Generator, dy: float = 1.0, dx: float = 1.0) -> np.ndarray:
+        """Fresh noisy along-track observations of fields [n, ny, nx] (new pattern each): for training epochs."""
+        values = np.asarray(values)
+        n, ny, nx = values.shape
+        return apply_mask(values, self.sample_mask(n, rng, ny, nx, dy=dy, dx=dx), self.resolve_sigma(values), rng)
+
     def observe(self, ds: xr.Dataset, rng: np.random.Generator, days: Sequence[int] | None = None) -> xr.Dataset:
         """Gridded along-track observations of ``ds[var]`` at every time of ``ds`` (day index = position unless ``days``)."""
         da = _field(ds, self.var, None)
@@ -240,6 +246,12 @@ class GappyField:
 
     def resolve_sigma(self, values: np.ndarray) -> float:
         return float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
+
+    def draw(self, values: np.ndarray, rng: np.random.Generator, dy: float = 15.625, dx: float = 15.625) -> np.ndarray:
+        """Fresh noisy cloud-masked observations of fields [n, ny, nx] (new gaps each): for training epochs."""
+        values = np.asarray(values)
+        n, ny, nx = values.shape
+        return apply_mask(values, self.sample_mask(n, rng, ny, nx, dy, dx), self.resolve_sigma(values), rng)
 
     def observe(self, ds: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
         da = _field(ds, self.var, self.layer)
@@ -460,4 +472,46 @@ class QGDrifters:
         )
         out.attrs.update({"operator": self.name, "n_drifters": n, "advected_in_layer": self.layer + 1,
                           "position_error_km": self.position_error_km})
+        return out
+
+
+@dataclass
+class TorusDrifters:
+    """Drifter positions in the torus flow (the paper's Lagrangian observations), with optional noise.
+
+    Nonlinear in the 98 coefficients; ``observe`` integrates every flow (vectorised) and returns an
+    ``obs`` Dataset per (flow, kept position): sample, time, drifter, x, y.
+    """
+
+    x0: tuple[float, ...] = (0.75,)
+    y0: tuple[float, ...] = (0.75,)
+    dt: float = 1e-5
+    T: float = 0.1
+    keep_every: int = 10
+    position_error: float = 0.0
+
+    name = "drifters"
+
+    def positions(self, flow: Any, coeffs: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """([F, n_keep, n_drifters, 2] wrapped positions (+ noise), times)."""
+        pos, t = flow.drifters(coeffs, x0=self.x0, y0=self.y0, dt=self.dt, T=self.T, keep_every=self.keep_every)
+        if self.position_error > 0:
+            if rng is None:
+                raise DataValidationError("TorusDrifters: position_error > 0 needs a numpy Generator for the noise")
+            pos = np.mod(pos + self.position_error * rng.standard_normal(pos.shape), 1.0)
+        return pos, t
+
+    def observe(self, flow: Any, coeffs: np.ndarray, rng: np.random.Generator | None = None) -> xr.Dataset:
+        pos, t = self.positions(flow, np.atleast_2d(coeffs), rng)
+        F, nk, nd, _ = pos.shape
+        s, k, d = np.meshgrid(np.arange(F), np.arange(nk), np.arange(nd), indexing="ij")
+        out = xr.Dataset(
+            {"x_position": ("obs", pos[..., 0].ravel(), {"units": "1"}),
+             "y_position": ("obs", pos[..., 1].ravel(), {"units": "1"}),
+             "x_position_error": ((), max(self.position_error, 0.0), {"units": "1"}),
+             "y_position_error": ((), max(self.position_error, 0.0), {"units": "1"})},
+            coords={"sample_index": ("obs", s.ravel().astype(np.int32)), "time": ("obs", t[k.ravel()]),
+                    "drifter": ("obs", d.ravel().astype(np.int32))},
+        )
+        out.attrs.update({"operator": self.name, "dt": self.dt, "T": self.T, "keep_every": self.keep_every})
         return out

@@ -117,3 +117,29 @@ def test_qg_drifters_follow_the_flow(qg):
     assert np.all(disp > 1.0) and np.all(disp < 0.5 * 86.4 * days[-1])  # moves, slower than 50 cm/s
     obs = d.observe(m, traj, days, np.random.default_rng(0), ds.time.values)
     assert obs.sizes["obs"] == 6 * len(days) and {"lat", "lon", "time", "drifter"} <= set(obs.coords)
+
+
+def test_fresh_draws_for_training(qg):
+    _, _, _, ds = qg
+    ssh = ds["ssh"].values
+    alt = AlongTrackAltimetry(sigma=1e-3)
+    a = alt.draw(ssh, np.random.default_rng(0))
+    b = alt.draw(ssh, np.random.default_rng(1))
+    assert a.shape == ssh.shape and not np.array_equal(np.isfinite(a), np.isfinite(b))
+    on = np.isfinite(a)
+    assert np.std((a - ssh)[on]) == pytest.approx(1e-3, rel=0.15)
+    g = GappyField(sigma=1e-3).draw(ssh, np.random.default_rng(0))
+    assert 0.2 < np.isfinite(g).mean() < 0.8
+
+
+def test_torus_drifter_operator():
+    from oceanda.observe import TorusDrifters
+    from oceanda.testbeds.torus import TorusFlow
+
+    flow = TorusFlow()
+    c = flow.sample_coefficients(3, np.random.default_rng(0))
+    op = TorusDrifters(dt=1e-3, T=0.01, keep_every=1)
+    obs = op.observe(flow, c)
+    assert obs.sizes["obs"] == 3 * 10
+    pos, _ = flow.drifters(c, dt=1e-3, T=0.01, keep_every=1)
+    assert np.allclose(obs["x_position"].values, pos[..., 0].ravel())
