@@ -19,7 +19,8 @@ them against ``properscoring`` and ``scoringrules`` (test-only dependencies).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr

@@ -28,15 +28,15 @@ import io as _stdio
 import os
 import sys
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from oceanda import io as oio
-from oceanda import metrics
-from oceanda import plotting
+from oceanda import metrics, plotting
 from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
 
 #: The keys every method has in metrics.json (the issue's contract), in CSV column order.

@@ -12,7 +12,7 @@ from oceanda.errors import DataValidationError
 
 
 def _ens(rng, nt=5, m=7, shape=(6, 8), scale=1.0):
-    dims_t = ("time",) + tuple("layer y x".split()[-len(shape):])
+    dims_t = ("time",) + tuple(["layer", "y", "x"][-len(shape):])
     truth = xr.DataArray(rng.normal(size=(nt, *shape)), dims=dims_t)
     ens = xr.DataArray(rng.normal(size=(nt, m, *shape)) * scale, dims=("time", "member", *dims_t[1:]))
     return ens, truth

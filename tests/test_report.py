@@ -88,7 +88,7 @@ def test_csv_and_figures(report_run):
 def test_observation_points_gridded_and_point(report_run):
     truth, _, _, obs, _, _ = report_run
     when = truth["time"].values[2]
-    lat, lon = observation_points(obs, "ssh", when, truth)
+    lat, _ = observation_points(obs, "ssh", when, truth)
     assert lat.size == int(np.isfinite(obs["ssh"].sel(time=when)).sum()) > 0
     # psi is not observed: the locations of the observed variable are drawn
     assert observation_points(obs, "psi", when, truth)[0].size == lat.size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 HELP = "score analyses against a truth: metrics.json, metrics.csv and figures"
 DESCRIPTION = """\
 Score one or more analyses (oceanda's common layout: <var>_mean, <var>_spread, ensemble <var> with a
@@ -68,7 +70,7 @@ def run(args) -> int:
     print(f"{'method':<16}{'rmse':>11}{'spread_skill':>14}{'crps':>11}{'eff_res_km':>12}   ({head})")
     for name, m in result["methods"].items():
         def f(v):
-            return "n/a" if v is None or v != v else f"{v:.4g}"
+            return "n/a" if v is None or math.isnan(v) else f"{v:.4g}"
         print(f"{name:<16}{f(m['rmse']):>11}{f(m['spread_skill']):>14}{f(m['crps']):>11}{f(m['effective_resolution_km']):>12}")
     print(f"report: {args.out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")
     return 0
