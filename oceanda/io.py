@@ -185,7 +185,10 @@ def validate_dataset(
     names = _data_variables(ds, variables, source)
     if not names:
         raise DataValidationError(f"{source}: no data variables; expected at least one gridded field")
-    if require_time and "time" not in ds.dims:
+    points = "obs" in ds.dims  # point/trajectory observations carry time as a coordinate along 'obs'
+    if points and require_time and "time" not in ds.coords:
+        raise DataValidationError(f"{source}: point observations without a 'time' coordinate; expected time along 'obs'")
+    if require_time and not points and "time" not in ds.dims:
         raise DataValidationError(f"{source}: missing dimension 'time'; expected fields with a time dimension")
     for name in names:
         da = ds[name]
@@ -198,7 +201,7 @@ def validate_dataset(
             raise DataValidationError(
                 f"{source}: variable '{name}' has unexpected dimension(s) {extra}; expected only {list(KNOWN_DIMS)}"
             )
-        if require_time and "time" not in da.dims:
+        if require_time and "time" not in da.dims and "obs" not in da.dims:
             raise DataValidationError(
                 f"{source}: variable '{name}' is missing dimension 'time'; expected dims like (time, [layer,] y, x)"
             )
@@ -390,6 +393,9 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

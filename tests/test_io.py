@@ -194,3 +194,28 @@ def test_open_states_reads_zarr(tmp_path):
     bad.to_zarr(tmp_path / "bad.zarr", consolidated=False)
     with pytest.raises(DataValidationError, match="bad.zarr.*'ssh'"):
         io.open_states(tmp_path / "bad.zarr")
+
+
+def test_point_observations_open_with_time_along_obs(tmp_path):
+    states = make_state_dataset()
+    n = 7
+    pts = xr.Dataset(
+        {"ssh": ("obs", np.linspace(-1, 1, n), {"units": "m"}), "ssh_error": ("obs", np.full(n, 0.02), {"units": "m"})},
+        coords={"time": ("obs", states.time.values[np.arange(n) % 4]), "lat": ("obs", np.full(n, 38.0)),
+                "lon": ("obs", np.full(n, -60.0)), "y_index": ("obs", np.arange(n) % 6), "x_index": ("obs", np.arange(n))},
+    )
+    path = _raw_write(pts, tmp_path / "points.nc")
+    o = io.open_obs(path, like=states)
+    assert o.sizes["obs"] == n and float(o.ssh_error.max()) == pytest.approx(0.02)
+    no_time = _raw_write(pts.drop_vars("time"), tmp_path / "points_no_time.nc")
+    with pytest.raises(DataValidationError, match="points_no_time.nc.*'time'"):
+        io.open_obs(no_time, like=states)
+
+
+def test_outputs_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = io.write_netcdf(make_state_dataset(), tmp_path / "perm.nc")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
