@@ -482,8 +482,12 @@ def write_netcdf(
     engine: str = "netcdf4",
     command: str | None = None,
     complevel: int = 4,
+    keep_float64: Sequence[str] = (),
 ) -> Path:
     """Write ``ds`` as compressed CF-1.8 NetCDF-4, atomically; return the path.
+
+    ``keep_float64`` names variables stored in double precision (e.g. a filter checkpoint that
+    must resume bit for bit).
 
     Floating fields are stored as float32 with zlib + shuffle, chunked by time step. The file is
     written to a temporary name in the target directory, fsynced and renamed. An existing file is
@@ -498,9 +502,25 @@ def write_netcdf(
     for name in ds.data_vars:  # encodings inherited from an input may conflict with ours
         ds[name].encoding = {}
     encoding = _encoding_for(ds, engine, complevel)
+    for name in keep_float64:
+        if name in encoding and encoding[name].get("dtype") == "float32":
+            encoding[name]["dtype"] = "float64"
+            encoding[name]["_FillValue"] = np.float64(np.nan)
     with atomic_path(path, overwrite=overwrite, suffix=".nc.tmp") as tmp:
         ds.to_netcdf(tmp, engine=engine, encoding=encoding, format="NETCDF4")
     return path
+
+
+def read_netcdf(path: PathLike) -> xr.Dataset:
+    """Load a whole NetCDF file oceanda wrote itself (a checkpoint) into memory and close it."""
+    path = Path(path)
+    if not path.exists():
+        raise DataValidationError(f"{path}: no such file")
+    try:
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+    except (OSError, ValueError) as exc:
+        raise DataValidationError(f"{path}: cannot be read as NetCDF ({exc})") from exc
 
 
 def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:

@@ -109,8 +109,16 @@ def etkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, inflation: 
     if obs.size == 0:
         return E
     xm, A, Ys, d = normalised_innovations(E, Eo, obs)
-    w, T = etkf_weights(Ys, d)
-    Ea = xm + (w[None, :] + T) @ A
+    N = E.shape[0]
+    if obs.size < N:  # thin SVD Ys = U s V^T: T = I + U (sqrt((N-1)/((N-1)+s^2)) - 1) U^T, never N x N
+        U, sv, _ = np.linalg.svd(Ys, full_matrices=False)
+        lam = (N - 1) + sv**2
+        w = U @ ((U.T @ (Ys @ d)) / lam)
+        UA = U.T @ A
+        Ea = xm + w @ A + A + U @ ((np.sqrt((N - 1) / lam) - 1.0)[:, None] * UA)
+    else:
+        w, T = etkf_weights(Ys, d)
+        Ea = xm + (w[None, :] + T) @ A
     return _relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
 
 
@@ -141,9 +149,13 @@ def enkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, rng: Any = 
     if center_perturbations:
         eps = (eps - eps.mean(0)) * np.sqrt(N / (N - 1))
     D = (obs.y + eps * obs.error - Eo) / obs.error  # [N, p]
-    C = Ys @ Ys.T + (N - 1) * np.eye(N)
-    W = np.linalg.solve(C, Ys @ D.T).T  # [N, N]: member m's weights on the anomalies
-    Ea = E + W @ A
+    if obs.size < N:  # observation space: (Ys^T Ys + (N-1) I_p) is the smaller system
+        S = Ys.T @ Ys + (N - 1) * np.eye(obs.size)
+        Ea = E + np.linalg.solve(S, D.T).T @ (Ys.T @ A)
+    else:  # ensemble space
+        C = Ys @ Ys.T + (N - 1) * np.eye(N)
+        W = np.linalg.solve(C, Ys @ D.T).T  # [N, N]: member m's weights on the anomalies
+        Ea = E + W @ A
     return _relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
 
 

@@ -13,12 +13,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from oceanda.errors import DataValidationError
 from oceanda.kalman.filters import _prepare, _relax, etkf_weights, normalised_innovations
 from oceanda.kalman.localization import Localizer
 from oceanda.kalman.obsspace import as_observations
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _single_threaded_blas():  # type: ignore[no-untyped-def]
+    """Many tiny LAPACK calls: BLAS threads only add overhead (20x slower on a busy 2-core machine)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer: Localizer, inflation: float = 1.0,
@@ -47,7 +58,7 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
     X3 = xm.reshape(C, G)
     Ea3 = E.reshape(N, C, G).copy()
     active = np.flatnonzero(loc.count > 0)  # analyses without obs keep the forecast
-    with threadpool_limits(1):  # many tiny LAPACK calls: BLAS threads only add overhead
+    with _single_threaded_blas():
         for s in range(0, active.size, chunk):
             grp = active[s:s + chunk]
             K = max(int(loc.count[grp].max()), 1)

@@ -187,10 +187,21 @@ class Localizer:
         return self.analysis_coords.shape[0]
 
     def local_weights(self, obs_coords: np.ndarray, chunk: int = 2048) -> LocalWeights:
-        """Taper weight of every observation for every analysis point, kept only where > 0 (padded)."""
+        """Taper weight of every observation for every analysis point, kept only where > 0 (padded).
+
+        The last result is cached: a fixed observing network costs nothing after its first cycle.
+        """
         obs_coords = np.asarray(obs_coords, dtype=np.float64)
         if obs_coords.ndim == 1:
             obs_coords = obs_coords[:, None]
+        cached = getattr(self, "_cache", None)
+        if cached is not None and cached[0].shape == obs_coords.shape and np.array_equal(cached[0], obs_coords):
+            return cached[1]
+        lw = self._local_weights(obs_coords, chunk)
+        self._cache = (obs_coords.copy(), lw)
+        return lw
+
+    def _local_weights(self, obs_coords: np.ndarray, chunk: int) -> LocalWeights:
         M, p = self.n_analyses, obs_coords.shape[0]
         reach = self.radius if self.taper in ("boxcar", "step") else 2.0 * self.radius
         rows, cols, ws = [], [], []
