@@ -57,7 +57,7 @@ class QGSize:
 QG_SIZES = {
     "tiny": QGSize(library_runs=2, library_days=8, library_every_days=2, truth_days=4, decorrelation_days=2),
     "small": QGSize(library_runs=8, library_days=100, library_every_days=2, truth_days=30, decorrelation_days=120),
-    "full": QGSize(library_runs=32, library_days=400, library_every_days=2, truth_days=180, decorrelation_days=120),
+    "full": QGSize(library_runs=28, library_days=400, library_every_days=2, truth_days=180, decorrelation_days=120),
 }
 
 
@@ -67,7 +67,7 @@ def _progress(msg: str, quiet: bool) -> None:
 
 
 def qg_library(model: Any, n_runs: int, run_days: int, rng: np.random.Generator, every_days: int = 2,
-               decorrelation_days: float = 120.0, progress: bool = False) -> xr.Dataset:
+               decorrelation_days: float = 120.0, members: Any = None, progress: bool = False) -> xr.Dataset:
     """A free-run library: ``n_runs`` independent runs (batched) concatenated along time, coord ``run``.
 
     Runs follow one another in time (run r starts ``run_days + every_days`` days after run r-1), so
@@ -76,7 +76,8 @@ def qg_library(model: Any, n_runs: int, run_days: int, rng: np.random.Generator,
     """
     from oceanda.testbeds.qg import perturbed_ensemble
 
-    q0 = perturbed_ensemble(n_runs, rng, model=model, decorrelation_days=decorrelation_days, progress=progress)
+    q0 = perturbed_ensemble(n_runs, rng, model=model, decorrelation_days=decorrelation_days, members=members,
+                            progress=progress)
     traj, days = model.run(q0, run_days, save_every_days=every_days, progress=progress)
     return _concat_runs(model, np.asarray(traj), days, run_days + every_days)
 
@@ -106,7 +107,7 @@ def _version() -> str:
 
 def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
     from oceanda.observe import AlongTrackAltimetry, GappyField, InSituPoints, QGDrifters, apply_mask
-    from oceanda.testbeds.qg import QGModel, perturbed_ensemble
+    from oceanda.testbeds.qg import QGModel, perturbed_ensemble, spun_up_state
 
     cfg = QG_SIZES[size]
     t0 = time.perf_counter()
@@ -114,8 +115,13 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
     model = QGModel()
     n_truth = 1 + cfg.n_eval
     _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from the shipped state", quiet)
+    n_ship = spun_up_state().shape[0]
+    # truths start from the last shipped members, the library from the others: independent runs
+    lib_members = np.arange(n_ship - n_truth)
+    members = np.concatenate([lib_members[np.arange(cfg.library_runs) % lib_members.size],
+                              np.arange(n_ship - n_truth, n_ship)])
     q0 = perturbed_ensemble(cfg.library_runs + n_truth, rng, model=model, decorrelation_days=cfg.decorrelation_days,
-                            progress=not quiet)
+                            members=members, progress=not quiet)
     ndays = max(cfg.library_days, cfg.truth_days)
     traj, days = model.run(q0, ndays, save_every_days=1, progress=not quiet)
     traj = np.asarray(traj)
@@ -176,10 +182,10 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
     }
     notes = f"""
 Model: oceanda.testbeds.qg.QGModel() -- two-layer QG, pyqg "eddy" configuration, 64 x 64, dt = 2 h,
-float32, AB3; box centred at 38N 60W. Initial states: the shipped spun-up state
-(oceanda/testbeds/data/qg_spunup_nx64.npy), cycled over members, plus 5 % noise, then a
-{cfg.decorrelation_days}-day free run (perturbed_ensemble); library and truth runs are different members
-of that batch, so no truth state is in the library.
+float32, AB3; box centred at 38N 60W. Initial states: independent members of the shipped spun-up
+state (oceanda/testbeds/data/qg_spunup_nx64.npy; the truths start from the last {n_truth}, the library
+runs from the others) plus 5 % noise, then a {cfg.decorrelation_days}-day free run (perturbed_ensemble),
+all in one batch: no truth state is in the library, nor correlated with one.
 Altimetry: AlongTrackAltimetry() (2 satellites x 2 passes = 4 tracks a day, 10-day repeat, day index =
 days since the truth start), noise sigma = 10 % of the library SSH std = {alt.sigma:.4g} m.
 q is not stored: QGModel().q_from_dataset(ds) recomputes it from psi.

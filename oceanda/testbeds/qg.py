@@ -456,7 +456,7 @@ def spectral_regrid(q: np.ndarray, nx: int, ny: int | None = None) -> np.ndarray
 def spun_up_state(member: int | Sequence[int] | None = None, model: QGModel | None = None) -> np.ndarray:
     """The shipped statistically steady PV, [members, 2, ny, nx] float64 (an int member keeps the batch axis).
 
-    The file holds independent members spun up for 5 model years from noise at 64 x 64 with the
+    The file holds 32 independent members spun up for 5 model years from noise at 64 x 64 with the
     default configuration; for another ``model.nx`` the fields are regridded spectrally (which
     then needs a short adjustment run).
     """
@@ -476,16 +476,21 @@ def spun_up_state(member: int | Sequence[int] | None = None, model: QGModel | No
 
 def perturbed_ensemble(n: int, rng: np.random.Generator, model: QGModel | None = None,
                        decorrelation_days: float = 120.0, amplitude: float = 0.05,
-                       progress: bool = False) -> np.ndarray:
-    """``n`` independent steady-state members: shipped states (cycled) + small noise, then a free run.
+                       members: Sequence[int] | None = None, progress: bool = False) -> np.ndarray:
+    """``n`` steady-state members: shipped states + small noise, then a free run of ``decorrelation_days``.
 
-    ``amplitude`` is the noise standard deviation relative to the PV standard deviation of each
-    layer; ``decorrelation_days`` (default 120: the lag-40-day correlation is about 0.5) lets the
-    perturbations grow into independent eddy fields.
+    Member i starts from shipped member ``members[i % len(members)]`` (default: all shipped members
+    in order). The shipped members are independent; two members started from the same shipped
+    member stay correlated (about 0.5-0.7 in SSH after 120 days), so pass disjoint ``members`` for
+    runs that must be independent (e.g. a library and its truth runs). ``amplitude`` is the noise
+    standard deviation relative to each layer's PV standard deviation.
     """
     model = model or QGModel()
     base = spun_up_state(model=model)
-    q = base[np.arange(n) % base.shape[0]].copy()
+    idx = np.arange(base.shape[0]) if members is None else np.asarray(members, dtype=int)
+    if idx.size == 0 or idx.min() < -base.shape[0] or idx.max() >= base.shape[0]:
+        raise OceandaError(f"perturbed_ensemble: members {list(idx)}; the shipped state holds {base.shape[0]} members")
+    q = base[idx[np.arange(n) % idx.size]].copy()
     sd = q.std(axis=(-2, -1), keepdims=True)
     q = q + amplitude * sd * rng.standard_normal(q.shape)
     if decorrelation_days > 0:
