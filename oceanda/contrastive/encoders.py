@@ -99,31 +99,38 @@ class MaskedCNNEncoder(Encoder):
     A convolutional trunk (``depth`` stages of two 3x3 convolutions, the second strided by 2;
     circular padding for doubly periodic grids) then a linear head on the flattened final feature
     map, which keeps where things are (a global pool would not). The grid size is fixed at
-    construction; other sizes are refused. ``trunk(x)`` is fully convolutional (any size divisible
+    construction; other sizes are refused. ``first_stride=2`` makes the first convolution strided
+    (4x cheaper; a 3x3 kernel with stride 2 still sees every cell, so no observation is dropped).
+    ``input_pool=p`` first averages p x p blocks (values and masks alike: each block keeps the mean
+    observed value times the observed fraction, and the fraction), p**2 times cheaper again. ``trunk(x)`` is fully convolutional (any size divisible
     by 2**depth) for callers that want feature maps of larger fields.
     """
 
     kind = "masked_cnn"
 
     def __init__(self, in_shape, out_dim: int, width: int = 32, depth: int = 3, periodic: bool = True,
-                 max_width: int = 128, activation: str = "gelu"):
+                 max_width: int = 128, activation: str = "gelu", first_stride: int = 1, input_pool: int = 1):
         super().__init__(in_shape, out_dim)
         if len(self.in_shape) != 3:
             raise OceandaError(f"MaskedCNNEncoder: in_shape {self.in_shape}; expected (channels, Y, X)")
         c, ny, nx = self.in_shape
-        f = 2 ** int(depth)
+        if first_stride not in (1, 2):
+            raise OceandaError(f"MaskedCNNEncoder: first_stride={first_stride}; expected 1 or 2")
+        f = 2 ** int(depth) * int(first_stride) * int(input_pool)
         if ny % f or nx % f:
-            raise OceandaError(f"MaskedCNNEncoder: grid {ny}x{nx} not divisible by 2**depth = {f}; use a smaller depth")
+            raise OceandaError(f"MaskedCNNEncoder: grid {ny}x{nx} not divisible by {f} (2**depth * first_stride * input_pool); use a smaller depth")
         if activation not in _ACT:
             raise OceandaError(f"activation '{activation}' unknown; expected one of {sorted(_ACT)}")
         self._kwargs = {"width": int(width), "depth": int(depth), "periodic": bool(periodic),
-                        "max_width": int(max_width), "activation": activation}
+                        "max_width": int(max_width), "activation": activation, "first_stride": int(first_stride),
+                        "input_pool": int(input_pool)}
         pad = "circular" if periodic else "zeros"
-        layers: list[nn.Module] = []
+        layers: list[nn.Module] = [nn.AvgPool2d(int(input_pool))] if int(input_pool) > 1 else []
         cin = c
         for k in range(int(depth)):
             w = min(int(width) * 2**k, int(max_width))
-            layers += [nn.Conv2d(cin, w, 3, padding=1, padding_mode=pad), _ACT[activation](),
+            s0 = int(first_stride) if k == 0 else 1
+            layers += [nn.Conv2d(cin, w, 3, stride=s0, padding=1, padding_mode=pad), _ACT[activation](),
                        nn.Conv2d(w, w, 3, stride=2, padding=1, padding_mode=pad), _ACT[activation]()]
             cin = w
         self.trunk = nn.Sequential(*layers)

@@ -1,0 +1,158 @@
+"""QG retrieval benchmark (issue 4 acceptance): retrieve the true state from its observations.
+
+Masked-CNN encoders, SSH along-track altimetry (4 tracks a day, noise 10 % of the SSH standard
+deviation), trained with the two-sided conditional (CLIP) loss on fresh track patterns, fresh noise
+and random periodic shifts every epoch. Evaluation: 1000 candidate states taken every 2 days from
+free runs never used in training or validation; each candidate's own observations (deterministic
+orbit, fixed noise) are the queries; R@K = fraction whose true state is among the K best-scoring
+candidates. Two observation windows: 1 day and 5 days of tracks.
+
+Data: a library of free QG runs laid end to end (``run`` variable or gaps in time), e.g. made by
+``benchmarks/bench_sampler_qg_data.py`` (32 runs x 200 days); generated here if the file is missing.
+Runs 0..n_train-1 train (the last 2 of them validate), the last runs are held out.
+
+  .venv/bin/python benchmarks/bench_qg_retrieval.py --library /tmp/qgwork/library.nc --seconds 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int = 150, seed: int = 0) -> None:
+    from oceanda import io
+    from oceanda.testbeds.qg import QGModel, spun_up_state
+
+    rng = np.random.default_rng(seed)
+    m = QGModel()
+    q0 = spun_up_state()
+    base = np.repeat(q0[:4], runs // 4, axis=0)
+    q = m.advance(base + 0.01 * base.std() * rng.standard_normal(base.shape), decorrelate)
+    traj, _ = m.run(q, days - 1, save_every_days=1.0, include_initial=True)
+    T, R = traj.shape[:2]
+    flat = np.transpose(traj, (1, 0, 2, 3, 4)).reshape(R * T, *traj.shape[2:])
+    times = (np.arange(R)[:, None] * 1000 + np.arange(T)[None, :]).ravel().astype(float)
+    ds = m.to_dataset(flat, times, attrs={"title": "QG free runs end to end"})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.write_netcdf(ds, path, overwrite=True)
+
+
+def load_ssh(path: Path):
+    from oceanda import fields, io
+    from oceanda.pairs import segments_from_times
+
+    ds = io.open_states(path, variables=["ssh"])
+    arr, layout = fields.to_array(ds[["ssh"]])
+    seg = segments_from_times(ds["time"].values)
+    return arr, seg, ds
+
+
+def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log):
+    from oceanda import fields
+    from oceanda.contrastive.encoders import MaskedCNNEncoder
+    from oceanda.contrastive.model import ContrastiveModel
+    from oceanda.contrastive.similarity import Similarity
+    from oceanda.contrastive.training import embed_in_batches, recall_at_k, train
+    from oceanda.observe import AlongTrackAltimetry
+    from oceanda.pairs import FieldPairSampler, encoder_obs_input, encoder_state_input, stack_obs_window
+
+    Y, X = arr.shape[-2:]
+    alt = AlongTrackAltimetry()
+    tr_idx = np.flatnonzero(np.isin(seg, train_runs))
+    sigma = 0.1 * float(np.nanstd(arr[tr_idx]))
+    norm = fields.Standardizer.fit(arr[tr_idx])
+    norm_obs = fields.Standardizer(np.repeat(norm.mean, window), np.repeat(norm.std, window))
+    mask_fn = lambda n, rng: alt.sample_mask(n, rng, ny=Y, nx=X, dy=dy, dx=dx)  # noqa: E731
+    mk = lambda runs: FieldPairSampler(arr, [0], [0], mask_fn, [sigma], window=window, segments=seg,  # noqa: E731
+                                       indices=np.flatnonzero(np.isin(seg, runs)), norm_state=norm, norm_obs=norm_obs,
+                                       shift=True)
+    tr, va = mk(train_runs), mk(val_runs)
+    torch.manual_seed(args.seed)
+    enc = dict(width=args.width, depth=args.depth, input_pool=args.pool, periodic=True)
+    model = ContrastiveModel(MaskedCNNEncoder((1, Y, X), args.ne, **enc), MaskedCNNEncoder((2 * window, Y, X), args.ne, **enc),
+                             Similarity("cosine", tau=0.07, learn_tau=True),
+                             config={"normalization": {"state": norm.to_dict(), "obs": norm_obs.to_dict()},
+                                     "extra": {"obs_window_days": window, "obs_sigma": [sigma]}})
+    t0 = time.perf_counter()
+    res = train(model, tr.epoch, lambda rng: va(rng), loss="clip", epochs=args.epochs, batch_size=args.batch, lr=args.lr,
+                weight_decay=1e-4, warmup_steps=50, seed=args.seed, max_seconds=args.seconds, quiet=True,
+                callback=lambda e, m: log(f"  W={window} epoch {e}: train {m['train_loss']:.3f} val {m['val_loss']:.3f} "
+                                          f"val R@5 {m['val_r5_state_from_obs']:.3f} tau {m['tau']:.3f} [{m['seconds']:.0f} s]"))
+    secs = time.perf_counter() - t0
+    # held-out candidates: every 2 days from runs never used in training, with `window` days of history
+    cand = []
+    for r in test_runs:
+        idx = np.flatnonzero(seg == r)
+        cand.extend(idx[args.max_window - 1::args.spacing])
+    cand = np.asarray(cand[: args.candidates])
+    rng = np.random.default_rng(12345)
+    days = np.zeros(len(arr), np.int64)
+    for r in np.unique(seg):
+        idx = np.flatnonzero(seg == r)
+        days[idx] = np.arange(len(idx))
+    masks = alt.mask(Y, X, days, dy=dy, dx=dx)  # deterministic orbit, day index within the run
+    obs = np.where(masks[:, None], arr + sigma * rng.standard_normal(arr.shape).astype(np.float32), np.nan)
+    ow = stack_obs_window(obs, cand, window, seg)
+    model.eval()
+    pairs = (encoder_state_input(arr[cand], norm), encoder_obs_input(ow, norm_obs))
+    zs, zo = embed_in_batches(model, pairs, 256)
+    with torch.no_grad():
+        S = model.logits(zs, zo)
+    rec = recall_at_k(S, ks=(1, 5, 10))
+    obs_frac = float(np.isfinite(ow[:, ::1]).any(1).mean())
+    return {"window_days": window, "candidates": int(len(cand)), "spacing_days": args.spacing,
+            "train_seconds": round(secs, 1), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
+            "observed_fraction": round(obs_frac, 3), **{k: round(v, 3) for k, v in rec.items()}}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--library", type=Path, default=Path("/tmp/oceanda_qg/library.nc"))
+    p.add_argument("--seconds", type=float, default=300.0, help="training budget per model")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--ne", type=int, default=128)
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--pool", type=int, default=2)
+    p.add_argument("--windows", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--test-runs", type=int, default=11)
+    p.add_argument("--candidates", type=int, default=1000)
+    p.add_argument("--spacing", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    a = p.parse_args()
+    a.max_window = max(a.windows)
+    torch.set_num_threads(a.threads)
+    if not a.library.exists():
+        print(f"generating {a.library} (QG free runs; a few minutes)")
+        make_library(a.library)
+    arr, seg, ds = load_ssh(a.library)
+    runs = np.unique(seg)
+    test_runs, train_all = runs[-a.test_runs:], runs[:-a.test_runs]
+    train_runs, val_runs = train_all[:-2], train_all[-2:]
+    dy = float(ds["y"][1] - ds["y"][0])
+    dx = float(ds["x"][1] - ds["x"][0])
+    print(f"{len(arr)} states, {len(runs)} runs: train {len(train_runs)}, val {len(val_runs)}, held out {len(test_runs)}; "
+          f"threads {a.threads}")
+    results = []
+    for w in a.windows:
+        r = run_one(arr, seg, w, a, train_runs, val_runs, test_runs, dy, dx, print)
+        print(json.dumps(r))
+        results.append(r)
+    if a.out:
+        from oceanda.io import write_json
+
+        write_json(results, a.out, overwrite=True)
+
+
+if __name__ == "__main__":
+    main()
