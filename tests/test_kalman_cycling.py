@@ -1,0 +1,128 @@
+"""Cycled filters on Lorenz-96 (shortened benchmark), checkpoint/resume, the Dataset layer and the CLI."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from oceanda import io
+from oceanda.cli import main
+from oceanda.kalman import analyse_dataset, etkf, latest_checkpoint, letkf, localizer_for_dataset, run_lorenz96, tuned_settings
+from oceanda.kalman.cycling import FilterSettings, cycle, lorenz96_twin
+
+
+@pytest.mark.parametrize("method,members,limit", [("etkf", 20, 0.21), ("letkf", 20, 0.22), ("enkf", 40, 0.25)])
+def test_lorenz96_shortened_benchmark(method, members, limit):
+    # Sakov & Oke (2008) setting; the full 1000-cycle, 3-seed version is benchmarks/bench_l96.py.
+    tuned = tuned_settings("lorenz96")[method]
+    res = run_lorenz96(method, members, 350, seed=0, inflation=tuned["inflation"], radius=tuned.get("radius"), progress=False)
+    s = res.summary(skip=100)
+    assert s["rmse_a"] < limit
+    assert 0.6 < s["spread_skill_a"] < 1.6  # a calibrated ensemble
+    free = np.sqrt(np.mean((res.ensemble.mean(0) - res.ensemble.mean()) ** 2))
+    assert s["rmse_a"] < 0.2 * free  # far below climatological error (~3.6)
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path):
+    twin = lorenz96_twin(24, 10, seed=3)
+    settings = lambda: FilterSettings("enkf", inflation=1.05)  # noqa: E731 (stochastic: exercises the saved RNG state)
+    full = cycle(twin.forecast, twin.E0, twin.observations, settings(), rng=7, truth=twin.truth, progress=False)
+    ck = tmp_path / "ck"
+    cycle(twin.forecast, twin.E0, twin.observations[:10], settings(), rng=7, truth=twin.truth[:10], checkpoint_dir=ck,
+          progress=False)
+    assert latest_checkpoint(ck).name == "cycle_000009.nc"
+    resumed = cycle(twin.forecast, twin.E0, twin.observations, settings(), rng=7, truth=twin.truth, checkpoint_dir=ck,
+                    resume=True, progress=False)
+    assert resumed.resumed_from == 9
+    np.testing.assert_array_equal(resumed.ensemble, full.ensemble)
+    np.testing.assert_array_equal(resumed.stats["rmse_a"], full.stats["rmse_a"])
+    assert latest_checkpoint(ck).name == "cycle_000023.nc"
+    with pytest.raises(Exception, match="method"):
+        cycle(twin.forecast, twin.E0, twin.observations, FilterSettings("etkf"), checkpoint_dir=ck, resume=True, progress=False)
+
+
+def _grid_ensemble(N=12, Y=8, X=10, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(Y) * 20.0
+    x = np.arange(X) * 20.0
+    lat, lon = np.meshgrid(40 + y / 111.0, -50 + x / 85.0, indexing="ij")
+    base = np.sin(y[:, None] / 40.0) + np.cos(x[None, :] / 50.0)
+    ssh = base + 0.5 * rng.standard_normal((1, N, Y, X))
+    temp = 10 + 2 * ssh[:, :, None] + 0.3 * rng.standard_normal((1, N, 2, Y, X))
+    ssh[0, :, 0, 0] = np.nan  # land
+    temp[0, :, :, 0, 0] = np.nan
+    coords = {"time": [0.0], "member": np.arange(N), "layer": [1, 2], "y": ("y", y, {"units": "km"}),
+              "x": ("x", x, {"units": "km"}), "lat": (("y", "x"), lat), "lon": (("y", "x"), lon)}
+    ens = xr.Dataset({"ssh": (("time", "member", "y", "x"), ssh, {"units": "m"}),
+                      "temp": (("time", "member", "layer", "y", "x"), temp, {"units": "degC"})}, coords=coords)
+    truth = base + 0.3
+    obs = np.full((1, Y, X), np.nan)
+    obs[0, ::3, ::2] = truth[::3, ::2]
+    obs[0, 0, 0] = np.nan
+    obs_ds = xr.Dataset({"ssh": (("time", "y", "x"), obs, {"units": "m"}), "ssh_error": ((), 0.1, {"units": "m"})},
+                        coords={k: v for k, v in coords.items() if k not in ("member", "layer")})
+    return ens, obs_ds
+
+
+def test_dataset_analysis_matches_array_api_and_point_obs():
+    ens, obs = _grid_ensemble()
+    out = analyse_dataset(ens, obs, "letkf", loc_radius_km=30.0)
+    assert {"ssh_mean", "ssh_spread", "ssh", "temp_mean", "temp_spread", "temp"} <= set(out.data_vars)
+    assert out["temp"].dims == ("time", "member", "layer", "y", "x")
+    assert out.attrs["seconds_per_analysis"] > 0 and out.attrs["method"] == "letkf"
+    assert np.isnan(out["ssh_mean"].values[0, 0, 0]) and np.isnan(out["temp_mean"].values[0, :, 0, 0]).all()
+    # same numbers through the array API: state = [ssh, temp layer 1, temp layer 2] x (y, x)
+    E = np.concatenate([ens["ssh"].values[0][:, None], ens["temp"].values[0]], axis=1).reshape(12, -1)
+    land = np.isnan(E).all(0)
+    E[:, land] = 0.0
+    o = obs["ssh"].values[0].ravel()
+    idx = np.flatnonzero(np.isfinite(o))
+    Ea = letkf(E, o[idx], 0.1, idx, localizer=localizer_for_dataset(ens, 30.0))
+    np.testing.assert_allclose(out["temp"].values[0].reshape(12, 2, -1)[..., 1:], Ea.reshape(12, 3, -1)[:, 1:, 1:], atol=1e-4)
+    # point observations (y_index / x_index) give the same analysis as the gridded ones
+    iy, ix = np.unravel_index(idx, obs["ssh"].shape[1:])
+    pts = xr.Dataset({"ssh": ("obs", o[idx], {"units": "m"}), "ssh_error": ((), 0.1, {"units": "m"}),
+                      "y_index": ("obs", iy), "x_index": ("obs", ix)}, coords={"time": ("obs", np.zeros(idx.size))})
+    out2 = analyse_dataset(ens, pts, "letkf", loc_radius_km=30.0)
+    np.testing.assert_allclose(out2["ssh_mean"].values, out["ssh_mean"].values, atol=1e-10, equal_nan=True)
+    # analyses move towards the observations where observed
+    m = np.isfinite(obs["ssh"].values[0])
+    before = np.abs(ens["ssh"].values[0].mean(0)[m] - obs["ssh"].values[0][m]).mean()
+    for method in ("etkf", "enkf", "enoi", "letkf"):
+        a = analyse_dataset(ens, obs, method, loc_radius_km=30.0 if method == "letkf" else None, rng=1)
+        assert np.abs(a["ssh_mean"].values[0][m] - obs["ssh"].values[0][m]).mean() < 0.5 * before
+
+
+def test_cli_enkf_one_shot_and_cycle(tmp_path, capsys):
+    ens, obs = _grid_ensemble()
+    ens_path, obs_path, out = tmp_path / "ens.nc", tmp_path / "obs.nc", tmp_path / "an.nc"
+    io.write_netcdf(ens, ens_path)
+    io.write_netcdf(obs, obs_path)
+    args = ["enkf", "--ensemble", str(ens_path), "--obs", str(obs_path), "--out", str(out), "--method", "letkf",
+            "--loc-radius", "30", "--inflation", "1.05", "--rtps", "0.5", "--quiet"]
+    assert main(args) == 0
+    ds = io.open_states(out, check_values=False)
+    assert "ssh_mean" in ds and "ssh" in ds and ds.attrs["rtps"] == 0.5
+    assert main(args) == 2  # refuses to overwrite
+    assert "exists" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    bad = ["enkf", "--ensemble", str(ens_path), "--obs", str(obs_path), "--out", str(tmp_path / "b.nc"), "--method", "letkf"]
+    assert main(bad) == 2
+    assert "loc" in capsys.readouterr().err
+    stats = tmp_path / "l96.nc"
+    assert main(["enkf", "--cycle", "lorenz96", "--method", "etkf", "--cycles", "40", "--members", "15", "--inflation", "1.03",
+                 "--out", str(stats), "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "20", "--quiet"]) == 0
+    st = io.read_netcdf(stats)
+    assert st.sizes["cycle"] == 40 and float(st["rmse_a"][-10:].mean()) < 0.5
+    assert latest_checkpoint(tmp_path / "ck").name == "cycle_000039.nc"
+
+
+def test_etkf_is_used_by_enoi_consistently_with_array_api():
+    ens, obs = _grid_ensemble()
+    lib = ens.isel(time=0, drop=True).rename(member="time").assign_coords(time=np.arange(12.0))
+    a = analyse_dataset(lib, obs, "enoi", alpha=0.5)
+    assert a.attrs["enoi_alpha"] == 0.5 and a.sizes["member"] == 12
+    E = lib["ssh"].values.reshape(12, -1)[:, 1:]
+    o = obs["ssh"].values[0].ravel()[1:]
+    idx = np.flatnonzero(np.isfinite(o))
+    Ea = etkf(E.mean(0) + np.sqrt(0.5) * (E - E.mean(0)), o[idx], 0.1, idx)
+    np.testing.assert_allclose(a["ssh_mean"].values[0].ravel()[1:], Ea.mean(0), atol=1e-4)
