@@ -46,6 +46,18 @@ def test_qg_sample_data_files_and_reproducible(qg_dir, tmp_path):
     for name in ("tune", "eval_1", "eval_2", "eval_3"):
         t = _load(qg_dir / f"truth_{name}.nc")["ssh"].values
         assert np.abs(unit(t) @ unit(lib["ssh"].values).T).max() < 0.8
+    ins = io.open_obs(qg_dir / "obs_insitu_eval_1.nc", like=lib)
+    assert {"lat", "lon", "time", "y_index", "x_index", "layer_index"} <= set(ins.coords)
+    dr = io.open_obs(qg_dir / "obs_drifters_eval_1.nc")
+    assert "x_position" in dr and "x_position_error" in dr
+    # a truth file carries its model: forecasting from it continues the truth run
+    from oceanda.testbeds.qg import QGModel
+
+    model = QGModel.from_attrs(truth.attrs)
+    q = model.q_from_dataset(truth)
+    ahead = model.advance(q[:1], 1)
+    err = np.abs(model.ssh(model.psi_from_q(ahead))[0] - truth["ssh"].values[1]).max()
+    assert err < 0.05 * np.abs(truth["ssh"].values[1]).max()
     train = io.open_obs(qg_dir / "train_obs.nc", like=lib)
     np.testing.assert_array_equal(train["time"].values, lib["time"].values)
     # same seed, same data; the existing folder is refused without --overwrite

@@ -411,6 +411,20 @@ class QGModel:
             "qg_f0_s": self.f0, "qg_g_m_s2": self.g, "qg_lat0": self.lat0, "qg_lon0": self.lon0,
         }
 
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], **kwargs: Any) -> "QGModel":
+        """The model that wrote a Dataset (its ``qg_*`` attributes); ``kwargs`` override (e.g. dtype)."""
+        names = {"nx": "qg_nx", "ny": "qg_ny", "L": "qg_L_m", "W": "qg_W_m", "dt": "qg_dt_s", "rd": "qg_rd_m",
+                 "delta": "qg_delta", "H1": "qg_H1_m", "U1": "qg_U1_m_s", "U2": "qg_U2_m_s", "beta": "qg_beta",
+                 "rek": "qg_rek_s", "filterfac": "qg_filterfac", "lat0": "qg_lat0", "lon0": "qg_lon0", "g": "qg_g_m_s2"}
+        missing = [a for a in names.values() if a not in attrs]
+        if missing:
+            raise DataValidationError(f"dataset attributes lack {missing}; expected a file written by the oceanda QG testbed")
+        cfg = {k: attrs[a] for k, a in names.items()}
+        cfg["nx"], cfg["ny"] = int(cfg["nx"]), int(cfg["ny"])
+        cfg.update(kwargs)
+        return cls(**cfg)
+
     def q_from_dataset(self, ds: xr.Dataset) -> np.ndarray:
         """[time, (member,) 2, ny, nx] potential vorticity from a Dataset (from ``psi`` if ``q`` is absent)."""
         if "q" in ds:
