@@ -305,7 +305,7 @@ class QGModel:
         if progress:
             from tqdm.auto import tqdm
 
-            it = tqdm(it, desc="QG run", unit="save", leave=False)
+            it = tqdm(it, desc="QG run", unit="save", leave=False, disable=None)
         with self._threads():
             for _ in it:
                 qh = self._integrate(qh, per, hist)

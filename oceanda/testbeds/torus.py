@@ -147,21 +147,17 @@ class TorusFlow:
         x0 = np.broadcast_to(np.asarray(x0, float), (F, np.size(x0)) if np.ndim(x0) <= 1 else np.shape(x0))
         y0 = np.broadcast_to(np.asarray(y0, float), x0.shape)
         out = np.empty((F, nsteps // keep_every, x0.shape[1], 2))
-        starts = range(0, F, chunk)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="drifters", unit="chunk", leave=False)
         with self._threads():
-            for s in starts:
+            for s in range(0, F, chunk):
                 sl = slice(s, s + chunk)
-                out[sl] = self._rk4(coeffs[sl], x0[sl], y0[sl], dt, nsteps, keep_every)
+                out[sl] = self._rk4(coeffs[sl], x0[sl], y0[sl], dt, nsteps, keep_every,
+                                    progress and f"drifters {s + 1}-{min(s + chunk, F)} of {F}")
         if wrap:
             out = np.mod(out, 1.0)
         times = dt * keep_every * np.arange(1, nsteps // keep_every + 1)
         return out, times
 
-    def _rk4(self, coeffs, x0, y0, dt, nsteps, keep_every) -> np.ndarray:
+    def _rk4(self, coeffs, x0, y0, dt, nsteps, keep_every, progress: str | bool = False) -> np.ndarray:
         dev = torch.device(self.device)
         c0 = torch.as_tensor(self.complex_coefficients(coeffs), device=dev)  # [F, K]
         om = torch.as_tensor(self.omega, device=dev)
@@ -174,7 +170,12 @@ class TorusFlow:
             return ct.real.contiguous(), ct.imag.contiguous()
 
         c = parts(0.0)
-        for i in range(nsteps):
+        steps = range(nsteps)
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc=str(progress), unit="step", leave=False, disable=None, mininterval=1.0)
+        for i in steps:
             ch = parts(dt * (i + 0.5))
             c1 = parts(dt * (i + 1))
             u1, v1 = self._vel(c, x, y)
