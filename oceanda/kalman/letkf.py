@@ -32,6 +32,30 @@ def _single_threaded_blas():  # type: ignore[no-untyped-def]
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
+def _local_transforms(Yl: np.ndarray, dl: np.ndarray) -> np.ndarray:
+    """Batched ETKF transforms ``w + T`` ``[g, N, N]`` from local ``Yl [g, N, K]``, ``dl [g, K]``.
+
+    With fewer local observations than members (K < N) the eigenproblem is solved in observation
+    space (K x K): with Yl^T Yl = V diag(x) V^T and Z = Yl V, w = Z diag(1/(N-1+x)) V^T dl and
+    T = I + Z diag(h) Z^T, h = (sqrt((N-1)/(N-1+x)) - 1)/x written without the 0/0 at x = 0.
+    Otherwise the N x N form of :func:`etkf_weights`. Both give the same transform.
+    """
+    g, N, K = Yl.shape
+    if K >= N:
+        w, T = etkf_weights(Yl, dl)
+        return T + w[:, None, :]
+    a = N - 1.0
+    x, V = np.linalg.eigh(np.swapaxes(Yl, 1, 2) @ Yl)  # [g, K], [g, K, K]
+    x = np.maximum(x, 0.0)
+    Z = Yl @ V  # [g, N, K]
+    Vd = (np.swapaxes(V, 1, 2) @ dl[..., None])[..., 0]  # [g, K]
+    w = (Z @ (Vd / (a + x))[..., None])[..., 0]  # [g, N]
+    h = -1.0 / (np.sqrt(a + x) * (np.sqrt(a) + np.sqrt(a + x)))
+    T = (Z * h[:, None, :]) @ np.swapaxes(Z, 1, 2)
+    T[:, np.arange(N), np.arange(N)] += 1.0
+    return T + w[:, None, :]
+
+
 def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer: Localizer, inflation: float = 1.0,
           rtps: float = 0.0, rtpp: float = 0.0, rng: Any = None, chunk: int = 512) -> np.ndarray:
     """LETKF analysis of ``E [N, n]`` with observations ``y`` (an Observations or ``y, error, H``).
@@ -58,6 +82,7 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
     X3 = xm.reshape(C, G)
     Ea3 = E.reshape(N, C, G).copy()
     active = np.flatnonzero(loc.count > 0)  # analyses without obs keep the forecast
+    active = active[np.argsort(loc.count[active], kind="stable")]  # similar counts share a chunk: less padding
     with _single_threaded_blas():
         for s in range(0, active.size, chunk):
             grp = active[s:s + chunk]
@@ -66,8 +91,7 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
             sw = np.sqrt(loc.weight[grp, :K])
             Yl = np.transpose(Ys[:, idx], (1, 0, 2)) * sw[:, None, :]  # [g, N, K]
             dl = d[idx] * sw  # [g, K]
-            w, T = etkf_weights(Yl, dl)
-            W = T + w[:, None, :]  # [g, N, N]; row m = weights of member m on the anomalies
+            W = _local_transforms(Yl, dl)  # [g, N, N]; row m = weights of member m on the anomalies
             pts = members[grp]  # [g, S]
             valid = pts >= 0
             pc = np.where(valid, pts, 0)
