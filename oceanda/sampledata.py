@@ -51,8 +51,11 @@ class QGSize:
     library_every_days: int
     truth_days: int
     decorrelation_days: int
-    n_eval: int = 3
+    n_eval: int = 3  # with the tuning run: QG_TRUTH_RUNS
 
+
+#: truth runs of a QG sample-data set (tune + 3 evaluation); they start from the last shipped members.
+QG_TRUTH_RUNS = 4
 
 QG_SIZES = {
     "tiny": QGSize(library_runs=2, library_days=8, library_every_days=2, truth_days=4, decorrelation_days=2),
@@ -74,8 +77,10 @@ def qg_library(model: Any, n_runs: int, run_days: int, rng: np.random.Generator,
     ``time`` increases; ``run`` says which run a snapshot belongs to. Use it to extend the bundled
     library (a few seconds per hundred model days on a CPU).
     """
-    from oceanda.testbeds.qg import perturbed_ensemble
+    from oceanda.testbeds.qg import perturbed_ensemble, spun_up_state
 
+    if members is None:  # keep clear of the members the sample-data truth runs start from
+        members = np.arange(spun_up_state().shape[0] - QG_TRUTH_RUNS)
     q0 = perturbed_ensemble(n_runs, rng, model=model, decorrelation_days=decorrelation_days, members=members,
                             progress=progress)
     traj, days = model.run(q0, run_days, save_every_days=every_days, progress=progress)
@@ -113,7 +118,7 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     model = QGModel()
-    n_truth = 1 + cfg.n_eval
+    n_truth = QG_TRUTH_RUNS
     _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from the shipped state", quiet)
     n_ship = spun_up_state().shape[0]
     # truths start from the last shipped members, the library from the others: independent runs

@@ -115,3 +115,12 @@ def test_plot_qg_snapshot_with_tracks(qg_dir, tmp_path):
     assert out.exists() and out.stat().st_size > 10_000
     with open(out, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_qg_library_extension():
+    from oceanda.sampledata import qg_library
+    from oceanda.testbeds.qg import QGModel
+
+    lib = qg_library(QGModel(), n_runs=2, run_days=4, rng=np.random.default_rng(0), decorrelation_days=2)
+    assert lib.sizes["time"] == 2 * 3 and list(lib["run"].values) == [0, 0, 0, 1, 1, 1]
+    assert np.all(np.diff(lib["time"].values) > np.timedelta64(0))
