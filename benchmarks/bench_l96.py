@@ -15,14 +15,14 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads only add overhead
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import time  # noqa: E402
+import argparse
+import itertools
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from oceanda.kalman import run_lorenz96, tuned_settings  # noqa: E402
+from oceanda.kalman import run_lorenz96, tuned_settings
 
 TARGETS = {"letkf": (20, 0.21, 0.198), "etkf": (20, 0.20, 0.186), "enkf": (40, 0.23, 0.218)}
 

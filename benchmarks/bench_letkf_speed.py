@@ -13,13 +13,13 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # tiny matrices: BLAS threads only add overhead
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from oceanda.kalman import grid_localizer, letkf, ring_localizer  # noqa: E402
+from oceanda.kalman import grid_localizer, letkf, ring_localizer
 
 
 def timeit(fn, repeats):
@@ -43,7 +43,7 @@ def main() -> None:
         E = 8 + 3 * rng.standard_normal((N, 40))
         y = 8 + 3 * rng.standard_normal(40)
         loc = ring_localizer(40, 12.0)
-        t = timeit(lambda: letkf(E, y, 1.0, np.arange(40), localizer=loc), a.repeats)
+        t = timeit(lambda E=E, y=y, loc=loc: letkf(E, y, 1.0, np.arange(40), localizer=loc), a.repeats)
         print(f"Lorenz-96 LETKF N={N:2d}, 40 obs, c=12: {t * 1e3:.2f} ms per analysis")
     ny = nx = 64
     dx = 1000.0 / 64
@@ -54,7 +54,7 @@ def main() -> None:
     for block in (1, 2):
         for radius in (40.0, 80.0):
             loc = grid_localizer(yk, yk, radius, period=(1000.0, 1000.0), block=block)
-            t = timeit(lambda: letkf(E, y, 0.5, H, localizer=loc), max(3, a.repeats // 4))
+            t = timeit(lambda loc=loc: letkf(E, y, 0.5, H, localizer=loc), max(3, a.repeats // 4))
             print(f"QG grid 2x64x64 = 8192 values, 500 obs, N=40, c={radius:g} km, block {block}: {t:.3f} s per analysis")
 
 

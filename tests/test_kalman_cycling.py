@@ -6,8 +6,17 @@ import xarray as xr
 
 from oceanda import io
 from oceanda.cli import main
-from oceanda.kalman import analyse_dataset, etkf, latest_checkpoint, letkf, localizer_for_dataset, run_lorenz96, tuned_settings
+from oceanda.kalman import (
+    analyse_dataset,
+    etkf,
+    latest_checkpoint,
+    letkf,
+    localizer_for_dataset,
+    run_lorenz96,
+    tuned_settings,
+)
 from oceanda.kalman.cycling import FilterSettings, cycle, lorenz96_twin
+from oceanda.kalman.inflation import AdaptiveInflation
 
 
 @pytest.mark.parametrize("method,members,limit", [("etkf", 20, 0.21), ("letkf", 20, 0.22), ("enkf", 40, 0.25)])
@@ -24,7 +33,8 @@ def test_lorenz96_shortened_benchmark(method, members, limit):
 
 def test_checkpoint_resume_continues_exactly(tmp_path):
     twin = lorenz96_twin(24, 10, seed=3)
-    settings = lambda: FilterSettings("enkf", inflation=1.05)  # noqa: E731 (stochastic: exercises the saved RNG state)
+    # stochastic EnKF with adaptive inflation: the saved RNG and inflation states are exercised
+    settings = lambda: FilterSettings("enkf", inflation=1.02, adaptive=AdaptiveInflation(smoothing=0.2))  # noqa: E731
     full = cycle(twin.forecast, twin.E0, twin.observations, settings(), rng=7, truth=twin.truth, progress=False)
     ck = tmp_path / "ck"
     cycle(twin.forecast, twin.E0, twin.observations[:10], settings(), rng=7, truth=twin.truth[:10], checkpoint_dir=ck,
@@ -35,6 +45,8 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     assert resumed.resumed_from == 9
     np.testing.assert_array_equal(resumed.ensemble, full.ensemble)
     np.testing.assert_array_equal(resumed.stats["rmse_a"], full.stats["rmse_a"])
+    np.testing.assert_array_equal(resumed.stats["inflation"], full.stats["inflation"])
+    assert full.stats["inflation"][-1] > 1.02
     assert latest_checkpoint(ck).name == "cycle_000023.nc"
     with pytest.raises(Exception, match="method"):
         cycle(twin.forecast, twin.E0, twin.observations, FilterSettings("etkf"), checkpoint_dir=ck, resume=True, progress=False)

@@ -18,7 +18,7 @@ def test_rk4_fourth_order_convergence():
 
     def integrate(h, T=0.2):
         x = x0.copy()
-        for _ in range(int(round(T / h))):
+        for _ in range(round(T / h)):
             x = m.step(x, dt=h)
         return x
 

@@ -14,10 +14,12 @@ analyses, Gaspari-Cohn R-localisation; needs --loc-radius), enoi (static ensembl
 background = ensemble mean). The radius is the Gaspari-Cohn half-width c in km: weights vanish
 beyond 2c; DAPPER's loc_rad = c / 1.82.
 
-Cycled run (--cycle lorenz96): the Lorenz-96 twin experiment (40 variables, F=8, all observed every
-0.05 with R=I); writes per-cycle RMSE and spread to --out, checkpoints the ensemble every cycle in
---checkpoint-dir and continues from the last checkpoint with --resume. --loc-radius is then in grid
-units."""
+Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoint the ensemble in
+--checkpoint-dir and continue from the last checkpoint with --resume:
+  lorenz96  the Lorenz-96 twin (40 variables, F=8, all observed every 0.05 with R=I; 1000 cycles);
+            --loc-radius in grid units
+  qg        the QG testbed with daily along-track altimetry, LETKF on psi (60 daily cycles); defaults
+            for radius (km) and inflation from the tuned values (oceanda/kalman/tuned.json)"""
 
 
 def add_arguments(parser) -> None:
@@ -39,8 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--block", type=int, default=1, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--cycle", choices=["lorenz96"], default=None, metavar="TESTBED", help="run a cycled twin experiment on TESTBED (lorenz96)")
-    parser.add_argument("--cycles", type=int, default=1000, help="--cycle: analysis cycles (default 1000)")
+    parser.add_argument("--cycle", choices=["lorenz96", "qg"], default=None, metavar="TESTBED",
+                        help="run a cycled twin experiment on TESTBED (lorenz96 or qg)")
+    parser.add_argument("--cycles", type=int, default=None, help="--cycle: analysis cycles (default 1000 for lorenz96, 60 for qg)")
     parser.add_argument("--burn-in", type=int, default=100, help="--cycle: cycles excluded from the printed means (default 100)")
     parser.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="--cycle: ensemble checkpoint per cycle (NetCDF)")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="K", help="--cycle: checkpoint every K cycles (default 1)")
@@ -60,23 +63,7 @@ def run(args) -> int:
         raise OutputExistsError(f"{out}: exists already; pass --overwrite to replace it")
     command = io.command_line()
     if args.cycle:
-        from oceanda.kalman.cycling import run_lorenz96
-
-        if args.method == "enoi":
-            raise DataValidationError("--cycle: method 'enoi' has no cycling; expected enkf, etkf or letkf")
-        if args.method == "letkf" and not args.loc_radius:
-            raise DataValidationError("--cycle lorenz96 --method letkf needs --loc-radius (grid units)")
-        res = run_lorenz96(args.method, args.members or 20, args.cycles, args.seed, inflation=args.inflation, rtps=args.rtps,
-                           radius=args.loc_radius, taper=args.taper, checkpoint_dir=args.checkpoint_dir,
-                           checkpoint_every=args.checkpoint_every, resume=args.resume, progress=False if args.quiet else None)
-        ds = res.to_dataset()
-        summary = res.summary(skip=min(args.burn_in, max(len(res.times) - 1, 0)))
-        ds.attrs.update({"method": args.method, "testbed": "lorenz96", **{f"mean_{k}": v for k, v in summary.items()}})
-        io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
-        if not args.quiet:
-            print(f"wrote {out}: {len(res.times)} cycles; after burn-in rmse_a={summary['rmse_a']:.4f} "
-                  f"spread_a={summary['spread_a']:.4f} ({summary['seconds_per_analysis'] * 1e3:.2f} ms per analysis)")
-        return 0
+        return _run_cycle(args, out, command)
     if not args.ensemble or not args.obs:
         raise DataValidationError("--ensemble ENS.nc and --obs OBS.nc are required (or --cycle TESTBED)")
     from oceanda.kalman.dataset import analyse_dataset
@@ -91,4 +78,46 @@ def run(args) -> int:
     if not args.quiet:
         print(f"wrote {out} ({ds.sizes['time']} analyses, method {args.method}, "
               f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")
+    return 0
+
+
+def _run_cycle(args, out, command) -> int:
+    from oceanda import io
+    from oceanda.errors import DataValidationError
+
+    if args.method not in ("enkf", "etkf", "letkf"):
+        raise DataValidationError(f"--cycle: method '{args.method}' has no cycling; expected enkf, etkf or letkf")
+    progress = False if args.quiet else None
+    ckw = {"checkpoint_dir": args.checkpoint_dir, "checkpoint_every": args.checkpoint_every, "resume": args.resume,
+           "progress": progress}
+    if args.cycle == "lorenz96":
+        from oceanda.kalman.cycling import run_lorenz96
+
+        if args.method == "letkf" and not args.loc_radius:
+            raise DataValidationError("--cycle lorenz96 --method letkf needs --loc-radius (grid units)")
+        res = run_lorenz96(args.method, args.members or 20, args.cycles or 1000, args.seed, inflation=args.inflation,
+                           rtps=args.rtps, radius=args.loc_radius, taper=args.taper, **ckw)
+        extra: dict = {}
+    else:
+        from oceanda.kalman import tuned_settings
+        from oceanda.kalman.twins import run_qg_altimetry
+
+        if args.method != "letkf":
+            raise DataValidationError("--cycle qg: only --method letkf (a 8192-value state needs localisation)")
+        tuned = tuned_settings().get("qg_altimetry", {})
+        res, extra = run_qg_altimetry(args.cycles or 60, args.members or tuned.get("members", 20),
+                                      radius_km=args.loc_radius or tuned.get("radius_km", 50.0),
+                                      inflation=args.inflation if args.inflation != 1.0 else tuned.get("inflation", 1.05),
+                                      rtps=args.rtps, block=tuned.get("block", 2), seed=args.seed, **ckw)
+    ds = res.to_dataset()
+    summary = res.summary(skip=min(args.burn_in, max(len(res.times) // 3, 0)))
+    ds.attrs.update({"method": args.method, "testbed": args.cycle, **{f"mean_{k}": v for k, v in summary.items()},
+                     **{f"qg_{k}": v for k, v in extra.items()}})
+    io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
+    if not args.quiet:
+        line = (f"wrote {out}: {len(res.times)} cycles; rmse_a={summary['rmse_a']:.4g} spread_a={summary['spread_a']:.4g} "
+                f"({summary['seconds_per_analysis'] * 1e3:.1f} ms per analysis, {summary['cycles_per_second']:.2f} cycles/s)")
+        if extra:
+            line += f"; ssh rmse {extra['ssh_rmse_m']:.4g} m vs climatology {extra['ssh_rmse_climatology_m']:.4g} m"
+        print(line)
     return 0

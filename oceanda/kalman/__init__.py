@@ -22,7 +22,15 @@ from oceanda.kalman.cycling import (
     run_lorenz96,
     spread,
 )
-from oceanda.kalman.filters import enkf, enoi, etkf, etkf_weights, normalised_innovations, repair_members, static_ensemble
+from oceanda.kalman.filters import (
+    enkf,
+    enoi,
+    etkf,
+    etkf_weights,
+    normalised_innovations,
+    repair_members,
+    static_ensemble,
+)
 from oceanda.kalman.inflation import AdaptiveInflation, inflate, innovation_inflation_estimate, rtpp, rtps
 from oceanda.kalman.letkf import letkf
 from oceanda.kalman.localization import (

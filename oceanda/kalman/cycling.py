@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time as _time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -67,7 +68,7 @@ def analyse(E: np.ndarray, obs: Observations, settings: FilterSettings, rng: np.
         E = repair_members(E, rng)
         _, _, Ys, d = normalised_innovations(E, o.apply(E), o)
         factor *= settings.adaptive.update(d, Ys)
-    kw = dict(inflation=factor, rtps=settings.rtps, rtpp=settings.rtpp, rng=rng)
+    kw = {"inflation": factor, "rtps": settings.rtps, "rtpp": settings.rtpp, "rng": rng}
     if settings.method == "etkf":
         return etkf(E, obs, **kw), factor
     if settings.method == "enkf":
@@ -241,7 +242,7 @@ def lorenz96_twin(cycles: int, members: int, seed: int = 0, *, n: int = 40, forc
     from oceanda.testbeds.lorenz96 import Lorenz96
 
     rng = np.random.default_rng(seed)
-    model = Lorenz96(n=n, forcing=forcing, dt=0.05 if dt_obs >= 0.05 else dt_obs)
+    model = Lorenz96(n=n, forcing=forcing, dt=min(0.05, dt_obs))
     x = model.forecast(model.initial_state(rng), spinup)
     E0 = x + rng.standard_normal((members, n))
     truth = np.empty((cycles, n))

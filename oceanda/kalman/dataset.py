@@ -9,7 +9,8 @@ relations between them (e.g. ssh = f0 psi1 / g) are kept exactly by the ensemble
 from __future__ import annotations
 
 import time as _time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -112,7 +113,7 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf"
         land = ~np.isfinite(E).any(axis=0)
         E = np.where(land, 0.0, E)
         tic = _time.perf_counter()
-        kw = dict(inflation=inflation, rtps=rtps, rtpp=rtpp, rng=g)
+        kw = {"inflation": inflation, "rtps": rtps, "rtpp": rtpp, "rng": g}
         if method == "etkf":
             Ea = etkf(E, o, **kw)
         elif method == "enkf":

@@ -144,7 +144,7 @@ def enkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, rng: Any = 
     if obs.size == 0:
         return E
     N = E.shape[0]
-    xm, A, Ys, _ = normalised_innovations(E, Eo, obs)
+    _, A, Ys, _ = normalised_innovations(E, Eo, obs)
     eps = g.standard_normal((N, obs.size))
     if center_perturbations:
         eps = (eps - eps.mean(0)) * np.sqrt(N / (N - 1))

@@ -86,7 +86,7 @@ class AdaptiveInflation:
         return {"variance": self.variance, "smoothing": self.smoothing, "min_factor": self.min_factor, "max_factor": self.max_factor}
 
     @classmethod
-    def from_state(cls, s: dict[str, float]) -> "AdaptiveInflation":
+    def from_state(cls, s: dict[str, float]) -> AdaptiveInflation:
         obj = cls(1.0, s["smoothing"], s["min_factor"], s["max_factor"])
         obj.variance = float(s["variance"])
         return obj

@@ -20,7 +20,6 @@ from oceanda.kalman.filters import _prepare, _relax, etkf_weights, normalised_in
 from oceanda.kalman.localization import Localizer
 from oceanda.kalman.obsspace import as_observations
 
-
 _CONTROLLER: ThreadpoolController | None = None
 
 
@@ -40,7 +39,7 @@ def _local_transforms(Yl: np.ndarray, dl: np.ndarray) -> np.ndarray:
     T = I + Z diag(h) Z^T, h = (sqrt((N-1)/(N-1+x)) - 1)/x written without the 0/0 at x = 0.
     Otherwise the N x N form of :func:`etkf_weights`. Both give the same transform.
     """
-    g, N, K = Yl.shape
+    _, N, K = Yl.shape
     if K >= N:
         w, T = etkf_weights(Yl, dl)
         return T + w[:, None, :]

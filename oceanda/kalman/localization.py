@@ -14,8 +14,8 @@ index units) and Euclidean on periodic domains (each axis wraps at its ``period`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

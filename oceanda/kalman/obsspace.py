@@ -9,8 +9,9 @@ unobserved, or points with ``y_index``/``x_index`` -- become one :class:`Observa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -68,7 +69,7 @@ class Observations:
     def apply(self, E: np.ndarray) -> np.ndarray:
         return apply_operator(self.H, E)
 
-    def subset(self, keep: np.ndarray) -> "Observations":
+    def subset(self, keep: np.ndarray) -> Observations:
         """Only the observations ``keep`` (boolean or indices)."""
         keep = np.asarray(keep)
         H = self.H
@@ -76,7 +77,7 @@ class Observations:
             inner = H
             sel = keep
 
-            def H(E: np.ndarray, _inner: Callable = inner, _sel: np.ndarray = sel) -> np.ndarray:  # noqa: E306
+            def H(E: np.ndarray, _inner: Callable = inner, _sel: np.ndarray = sel) -> np.ndarray:
                 return np.asarray(_inner(E))[:, _sel]
         elif sp.issparse(H):
             H = sp.csr_matrix(H)[keep]
@@ -85,7 +86,7 @@ class Observations:
         return replace(self, y=self.y[keep], error=self.error[keep], H=H,
                        coords=None if self.coords is None else self.coords[keep])
 
-    def finite(self) -> "Observations":
+    def finite(self) -> Observations:
         """Drop NaN observations (and NaN or non-positive errors): they are simply not assimilated."""
         ok = np.isfinite(self.y) & np.isfinite(self.error) & (self.error > 0)
         return self if ok.all() else self.subset(ok)

@@ -40,7 +40,7 @@ class Lorenz96:
 
     def forecast(self, x: np.ndarray, duration: float) -> np.ndarray:
         """Integrate for ``duration`` time units (a whole number of steps of ``dt``)."""
-        nsteps = int(round(duration / self.dt))
+        nsteps = round(duration / self.dt)
         if nsteps < 0 or abs(nsteps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
             raise ValueError(f"duration {duration} is not a non-negative multiple of dt = {self.dt}")
         for _ in range(nsteps):
