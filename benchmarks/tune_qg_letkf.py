@@ -21,72 +21,23 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from oceanda import io  # noqa: E402
-from oceanda.kalman import FilterSettings, Observations, cycle, grid_localizer  # noqa: E402
-from oceanda.observe import AlongTrackAltimetry  # noqa: E402
-from oceanda.testbeds.qg import QGModel, perturbed_ensemble, spun_up_state  # noqa: E402
-
-
-class QGTwin:
-    def __init__(self, model: QGModel, truth_member: int, days: int, members: int, seed: int):
-        self.model = model
-        rng = np.random.default_rng(seed)
-        ny, nx = model.ny, model.nx
-        self.G = ny * nx
-        shipped = spun_up_state(model=model)
-        self.clim_psi = np.asarray(model.psi_from_q(shipped)).reshape(shipped.shape[0], -1).mean(0)
-        q0 = shipped[truth_member : truth_member + 1]
-        traj, _ = model.run(q0, days, save_every_days=1.0, include_initial=False)
-        q_truth = np.asarray(traj)[:, 0]  # [days, 2, ny, nx]
-        self.truth = np.asarray(model.psi_from_q(q_truth), dtype=np.float64).reshape(days, -1)
-        self.scale = model.f0 / model.g  # ssh = scale * psi1
-        ssh_truth = self.scale * self.truth[:, : self.G]
-        ssh_clim_sd = float((self.scale * np.asarray(model.psi_from_q(shipped))[:, 0]).std())
-        self.sigma = 0.1 * ssh_clim_sd
-        alt = AlongTrackAltimetry()
-        masks = alt.mask(ny, nx, np.arange(1, days + 1))
-        self.observations = []
-        for k in range(days):
-            idx = np.flatnonzero(masks[k].ravel())
-            H = sp.csr_matrix((np.full(idx.size, self.scale), (np.arange(idx.size), idx)), shape=(idx.size, 2 * self.G))
-            y = ssh_truth[k, idx] + self.sigma * rng.standard_normal(idx.size)
-            self.observations.append(Observations(y, np.full(idx.size, self.sigma), H, time=float(k + 1)))
-        others = [m for m in range(shipped.shape[0]) if m not in (0, 1)]
-        q_ens = perturbed_ensemble(members, rng, model=model, members=others, decorrelation_days=0.0 if members <= len(others) else 20.0)
-        self.E0 = np.asarray(model.psi_from_q(q_ens), dtype=np.float64).reshape(members, -1)
-
-    def forecast(self, E: np.ndarray, t0: float, t1: float) -> np.ndarray:
-        m = self.model
-        q = np.asarray(m.q_from_psi(E.reshape(-1, 2, m.ny, m.nx)))
-        q = np.asarray(m.advance(q, t1 - t0))
-        return np.asarray(m.psi_from_q(q), dtype=np.float64).reshape(E.shape[0], -1)
-
-    def ssh_scores(self, res, skip: int) -> dict[str, float]:
-        means = res.mean_analyses[skip:, : self.G] * self.scale
-        truth = self.truth[skip:, : self.G] * self.scale
-        rmse_t = np.sqrt(np.mean((means - truth) ** 2, axis=1))
-        clim = np.sqrt(np.mean((self.clim_psi[None, : self.G] * self.scale - truth) ** 2, axis=1))
-        s = res.summary(skip=skip)
-        return {"ssh_rmse_m": float(rmse_t.mean()), "ssh_rmse_climatology_m": float(clim.mean()),
-                "ssh_rmse_ratio": float(rmse_t.mean() / clim.mean()), "psi_rmse": s["rmse_a"], "psi_spread": s["spread_a"],
-                "spread_skill": s["spread_a"] / s["rmse_a"], "seconds_per_analysis": s["seconds_per_analysis"],
-                "cycles_per_second": s["cycles_per_second"]}
+from oceanda import io
+from oceanda.kalman import FilterSettings, cycle
+from oceanda.kalman.twins import QGAltimetryTwin
+from oceanda.testbeds.qg import QGModel
 
 
-def run(twin: QGTwin, radius: float, inflation: float, rtps: float, block: int, skip: int, seed: int):
-    m = twin.model
-    loc = grid_localizer(m.y_km, m.x_km, radius, period=(m.W / 1e3, m.L / 1e3), block=block)
-    settings = FilterSettings("letkf", inflation=inflation, rtps=rtps, localizer=loc)
+def run(twin: QGAltimetryTwin, radius: float, inflation: float, rtps: float, block: int, skip: int, seed: int):
+    settings = FilterSettings("letkf", inflation=inflation, rtps=rtps, localizer=twin.localizer(radius, block))
     res = cycle(twin.forecast, twin.E0, twin.observations, settings, rng=seed, truth=twin.truth, keep_means=True, progress=False)
     return twin.ssh_scores(res, skip)
 
@@ -105,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model = QGModel()
     tic = time.perf_counter()
-    tune = QGTwin(model, truth_member=0, days=a.tune_days, members=a.members, seed=10)
+    tune = QGAltimetryTwin(model, truth_member=0, days=a.tune_days, members=a.members, seed=10)
     print(f"tuning twin: {a.tune_days} days, {np.mean([o.size for o in tune.observations]):.0f} obs/day, "
           f"sigma_ssh {tune.sigma:.4g} m  [{time.perf_counter() - tic:.0f} s]", flush=True)
     best = None
@@ -119,7 +70,7 @@ def main() -> None:
             best = (sc["ssh_rmse_m"], radius, infl)
     _, radius, infl = best
     print(f"chosen: radius {radius} km, inflation {infl}, rtps {a.rtps}, block {a.block}", flush=True)
-    ev = QGTwin(model, truth_member=1, days=a.eval_days, members=a.members, seed=20)
+    ev = QGAltimetryTwin(model, truth_member=1, days=a.eval_days, members=a.members, seed=20)
     sc = run(ev, radius, infl, a.rtps, a.block, min(10, a.eval_days // 3), seed=2)
     print("evaluation truth:", json.dumps({k: round(v, 6) for k, v in sc.items()}), flush=True)
     if a.write_tuned:

@@ -138,3 +138,12 @@ def test_etkf_is_used_by_enoi_consistently_with_array_api():
     idx = np.flatnonzero(np.isfinite(o))
     Ea = etkf(E.mean(0) + np.sqrt(0.5) * (E - E.mean(0)), o[idx], 0.1, idx)
     np.testing.assert_allclose(a["ssh_mean"].values[0].ravel()[1:], Ea.mean(0), atol=1e-4)
+
+
+def test_qg_altimetry_cycled_letkf_beats_climatology():
+    from oceanda.kalman.twins import run_qg_altimetry
+
+    res, scores = run_qg_altimetry(days=3, members=8, radius_km=40.0, inflation=1.03, progress=False)
+    assert res.stats["rmse_a"].shape == (3,)
+    assert np.all(res.stats["rmse_a"] < res.stats["rmse_f"])  # every analysis improves on its forecast
+    assert scores["ssh_rmse_ratio"] < 0.8  # already well below climatology after a few daily cycles
