@@ -193,7 +193,8 @@ class AlongTrackAltimetry:
 
     def _attrs(self, sigma: float) -> dict[str, Any]:
         return {"n_satellites": self.n_satellites, "passes_per_day": self.passes_per_day,
-                "repeat_days": self.repeat_days, "track_angle_deg": self.angle_deg, "obs_error_std": sigma}
+                "repeat_days": self.repeat_days, "track_angle_deg": self.angle_deg, "shift_steps": self.shift_steps,
+                "orbit_phase": self.phase, "obs_error_std": sigma}
 
 
 def _gridded_obs_dataset(ds: xr.Dataset, var: str, obs: np.ndarray, sigma: float, attrs: dict, operator: str,

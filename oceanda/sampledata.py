@@ -171,7 +171,7 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
          "ssh_error": ((), np.float32(alt.sigma), {"units": "m"})},
         coords={c: library[c] for c in ("time", "y", "x", "lat", "lon", "run")},
         attrs={"operator": alt.name, "title": "training pairs: along-track altimetry of each library state "
-               "(pairs with library.nc by time; random orbit phase and day per snapshot)", "obs_error_std": alt.sigma},
+               "(pairs with library.nc by time; random orbit phase and day per snapshot)", **alt._attrs(alt.sigma)},
     )
     write(train, "train_obs.nc")
 
