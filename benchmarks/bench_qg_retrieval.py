@@ -32,7 +32,8 @@ def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int =
     rng = np.random.default_rng(seed)
     m = QGModel()
     q0 = spun_up_state()
-    base = np.repeat(q0[:4], runs // 4, axis=0)
+    # independent shipped members where there are enough, else perturbed copies decorrelated by the free run
+    base = q0[:runs] if len(q0) >= runs else np.repeat(q0[:4], runs // 4, axis=0)
     q = m.advance(base + 0.01 * base.std() * rng.standard_normal(base.shape), decorrelate)
     traj, _ = m.run(q, days - 1, save_every_days=1.0, include_initial=True)
     T, R = traj.shape[:2]
