@@ -182,6 +182,9 @@ def test_letkf_batched_equals_per_point_reference_and_etkf_without_localisation(
     np.testing.assert_allclose(got, ref, atol=1e-10)
     wide = grid_localizer(y1, x1, 1e9, block=(2, 3))  # blocks, infinite radius: the global ETKF
     np.testing.assert_allclose(letkf(E, yv, err, idx, localizer=wide), etkf(E, yv, err, idx), atol=1e-10)
+    # more members than local obs (observation-space branch) with blocks of points
+    E30 = rng.standard_normal((30, C * G))
+    np.testing.assert_allclose(letkf(E30, yv, err, idx, localizer=wide), etkf(E30, yv, err, idx), atol=1e-10)
     # great-circle metric from lat/lon grids
     lat, lon = np.meshgrid(40 + 0.1 * np.arange(Y), -30 + 0.1 * np.arange(X), indexing="ij")
     gc = grid_localizer(y1, x1, 20.0, lat=lat, lon=lon)

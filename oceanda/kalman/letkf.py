@@ -31,18 +31,19 @@ def _single_threaded_blas():  # type: ignore[no-untyped-def]
     return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
-def _local_transforms(Yl: np.ndarray, dl: np.ndarray) -> np.ndarray:
-    """Batched ETKF transforms ``w + T`` ``[g, N, N]`` from local ``Yl [g, N, K]``, ``dl [g, K]``.
+def _apply_local_transforms(Yl: np.ndarray, dl: np.ndarray, Ag: np.ndarray) -> np.ndarray:
+    """Batched local ETKF updates of the anomalies ``Ag [g, N, m]``: returns ``(w + T) Ag`` (before the mean).
 
-    With fewer local observations than members (K < N) the eigenproblem is solved in observation
-    space (K x K): with Yl^T Yl = V diag(x) V^T and Z = Yl V, w = Z diag(1/(N-1+x)) V^T dl and
+    ``Yl [g, N, K]`` are the tapered normalised obs anomalies, ``dl [g, K]`` the innovations. With
+    K >= N the N x N form of :func:`etkf_weights` is used. With fewer local observations than
+    members the eigenproblem is solved in observation space (K x K) and no N x N matrix is formed:
+    with Yl^T Yl = V diag(x) V^T and Z = Yl V, w = Z diag(1/(N-1+x)) V^T dl and
     T = I + Z diag(h) Z^T, h = (sqrt((N-1)/(N-1+x)) - 1)/x written without the 0/0 at x = 0.
-    Otherwise the N x N form of :func:`etkf_weights`. Both give the same transform.
     """
     _, N, K = Yl.shape
     if K >= N:
         w, T = etkf_weights(Yl, dl)
-        return T + w[:, None, :]
+        return (T + w[:, None, :]) @ Ag
     a = N - 1.0
     x, V = np.linalg.eigh(np.swapaxes(Yl, 1, 2) @ Yl)  # [g, K], [g, K, K]
     x = np.maximum(x, 0.0)
@@ -50,9 +51,19 @@ def _local_transforms(Yl: np.ndarray, dl: np.ndarray) -> np.ndarray:
     Vd = (np.swapaxes(V, 1, 2) @ dl[..., None])[..., 0]  # [g, K]
     w = (Z @ (Vd / (a + x))[..., None])[..., 0]  # [g, N]
     h = -1.0 / (np.sqrt(a + x) * (np.sqrt(a) + np.sqrt(a + x)))
-    T = (Z * h[:, None, :]) @ np.swapaxes(Z, 1, 2)
-    T[:, np.arange(N), np.arange(N)] += 1.0
-    return T + w[:, None, :]
+    mean_inc = (w[:, None, :] @ Ag)  # [g, 1, m]: the same mean increment for every member
+    return Ag + Z @ (h[..., None] * (np.swapaxes(Z, 1, 2) @ Ag)) + mean_inc
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _single_threaded_blas():  # type: ignore[no-untyped-def]
+    """Many tiny LAPACK calls: BLAS threads only add overhead (20x slower on a busy 2-core machine)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1, user_api="blas")
 
 
 def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer: Localizer, inflation: float = 1.0,
@@ -90,13 +101,13 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
             sw = np.sqrt(loc.weight[grp, :K])
             Yl = np.transpose(Ys[:, idx], (1, 0, 2)) * sw[:, None, :]  # [g, N, K]
             dl = d[idx] * sw  # [g, K]
-            W = _local_transforms(Yl, dl)  # [g, N, N]; row m = weights of member m on the anomalies
             pts = members[grp]  # [g, S]
             valid = pts >= 0
             pc = np.where(valid, pts, 0)
-            Ag = np.transpose(A3[:, :, pc], (2, 3, 0, 1)).reshape(len(grp), -1, N, C)  # [g, S, N, C]
-            upd = np.einsum("gmk,gskc->gsmc", W, Ag)  # [g, S, N, C]
-            upd = upd + np.transpose(X3[:, pc], (1, 2, 0))[:, :, None, :]
+            S = pc.shape[1]
+            Ag = np.transpose(A3[:, :, pc], (2, 0, 3, 1)).reshape(len(grp), N, S * C)  # [g, N, S*C]
+            upd = _apply_local_transforms(Yl, dl, Ag).reshape(len(grp), N, S, C)
+            upd = np.transpose(upd, (0, 2, 1, 3)) + np.transpose(X3[:, pc], (1, 2, 0))[:, :, None, :]  # [g, S, N, C]
             gi, si = np.nonzero(valid)
             Ea3[:, :, pts[gi, si]] = np.transpose(upd[gi, si], (1, 2, 0))
     Ea = Ea3.reshape(N, n)
