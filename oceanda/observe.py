@@ -13,8 +13,9 @@ redraws observation patterns every epoch: ``sample_mask(n, rng)`` returns fresh 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -374,10 +375,10 @@ def _bilinear_periodic(f: np.ndarray, x: np.ndarray, y: np.ndarray, dx: float, d
     j0 %= ny
     i1, j1 = (i0 + 1) % nx, (j0 + 1) % ny
     if f.ndim == 2:
-        g = lambda j, i: f[j, i]  # noqa: E731
+        g = lambda j, i: f[j, i]
     else:
         b = np.arange(f.shape[0]).reshape((-1,) + (1,) * (x.ndim - 1))
-        g = lambda j, i: f[b, j, i]  # noqa: E731
+        g = lambda j, i: f[b, j, i]
     return (g(j0, i0) * (1 - tx) * (1 - ty) + g(j0, i1) * tx * (1 - ty) + g(j1, i0) * (1 - tx) * ty + g(j1, i1) * tx * ty)
 
 

@@ -100,7 +100,7 @@ def test_in_situ_points_and_operator(qg):
 
 
 def test_rk4_drifters_exact_in_time_linear_uniform_flow():
-    nt, ny, nx, L, W = 3, 8, 8, 1e5, 1e5
+    ny, nx, L, W = 8, 8, 1e5, 1e5
     t = np.array([0.0, 1000.0, 2000.0])
     u = np.stack([np.full((ny, nx), a) for a in (1.0, 2.0, 4.0)])
     v = -0.5 * u

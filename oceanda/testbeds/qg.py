@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +122,7 @@ class QGModel:
         cphi = 0.65 * np.pi
         filt = np.where(wvx <= cphi, 1.0, np.exp(-self.filterfac * (wvx - cphi) ** 4))
         self._k_np, self._l_np, self._wv2_np = kk, ll, wv2
-        t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)  # noqa: E731
+        t = lambda a: torch.as_tensor(a, dtype=self.dtype, device=self.device)
         self.ik = 1j * t(kk).to(self.cdtype)
         self.il = 1j * t(ll).to(self.cdtype)
         self.wv2 = t(wv2)
@@ -412,7 +412,7 @@ class QGModel:
         }
 
     @classmethod
-    def from_attrs(cls, attrs: dict[str, Any], **kwargs: Any) -> "QGModel":
+    def from_attrs(cls, attrs: dict[str, Any], **kwargs: Any) -> QGModel:
         """The model that wrote a Dataset (its ``qg_*`` attributes); ``kwargs`` override (e.g. dtype)."""
         names = {"nx": "qg_nx", "ny": "qg_ny", "L": "qg_L_m", "W": "qg_W_m", "dt": "qg_dt_s", "rd": "qg_rd_m",
                  "delta": "qg_delta", "H1": "qg_H1_m", "U1": "qg_U1_m_s", "U2": "qg_U2_m_s", "beta": "qg_beta",

@@ -13,8 +13,9 @@ with torch.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from oceanda.errors import OceandaError
 def half_plane_wavevectors(n: int = 49) -> np.ndarray:
     """The ``n`` shortest integer wavevectors with k2 > 0 or (k2 == 0 and k1 > 0), [n, 2]; ties by angle."""
     r = int(np.ceil(np.sqrt(2 * n))) + 2
-    ks = [(a, b) for a in range(-r, r + 1) for b in range(0, r + 1) if b > 0 or a > 0]
+    ks = [(a, b) for a in range(-r, r + 1) for b in range(r + 1) if b > 0 or a > 0]
     ks.sort(key=lambda k: (k[0] ** 2 + k[1] ** 2, np.arctan2(k[1], k[0])))
     return np.array(ks[:n], dtype=np.int64)
 
