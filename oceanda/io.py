@@ -38,7 +38,7 @@ from oceanda.errors import (
 PathLike = str | os.PathLike
 
 #: Dimensions oceanda understands. Data variables may use no others.
-KNOWN_DIMS = ("time", "member", "layer", "depth", "lat", "lon", "y", "x", "obs", "sample", "window")
+KNOWN_DIMS = ("time", "member", "layer", "depth", "lat", "lon", "y", "x", "obs", "sample", "window", "coefficient", "mode", "run")
 SPATIAL_DIM_PAIRS = (("y", "x"), ("lat", "lon"))
 
 #: Default observation error (standard deviation) when a file has no ``<var>_error``:
