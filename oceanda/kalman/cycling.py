@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from oceanda import io
 from oceanda.errors import CheckpointError, DataValidationError, OceandaError
 from oceanda.kalman.filters import enkf, etkf, normalised_innovations, repair_members
-from oceanda.kalman.inflation import AdaptiveInflation, inflate
+from oceanda.kalman.inflation import AdaptiveInflation
 from oceanda.kalman.letkf import letkf
 from oceanda.kalman.localization import Localizer, ring_localizer
 from oceanda.kalman.obsspace import Observations
@@ -200,7 +200,7 @@ def cycle(forecast: Callable[[np.ndarray, float, float], np.ndarray], E0: np.nda
         xt = truth[k] if truth is not None else None
         stats["rmse_f"].append(rmse(Ef, xt) if xt is not None else np.nan)
         stats["rmse_a"].append(rmse(E, xt) if xt is not None else np.nan)
-        stats["spread_f"].append(spread(inflate(Ef, 1.0)))
+        stats["spread_f"].append(spread(Ef))
         stats["spread_a"].append(spread(E))
         stats["inflation"].append(factor)
         stats["seconds_forecast"].append(tf)

@@ -158,6 +158,7 @@ class Localizer:
         members[self.groups[order], pos] = order
         self.group_members = members  # [M, S], -1 = padding
         self.analysis_coords = self.coords if groups is None else self._group_centres(members)
+        self._cache: tuple[np.ndarray, LocalWeights] | None = None
 
     def _group_centres(self, members: np.ndarray) -> np.ndarray:
         valid = members >= 0
@@ -194,7 +195,7 @@ class Localizer:
         obs_coords = np.asarray(obs_coords, dtype=np.float64)
         if obs_coords.ndim == 1:
             obs_coords = obs_coords[:, None]
-        cached = getattr(self, "_cache", None)
+        cached = self._cache
         if cached is not None and cached[0].shape == obs_coords.shape and np.array_equal(cached[0], obs_coords):
             return cached[1]
         lw = self._local_weights(obs_coords, chunk)
