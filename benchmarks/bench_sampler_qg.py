@@ -48,20 +48,20 @@ def track_obs(truth: xr.Dataset, days: int, times: np.ndarray, sigma: float, see
 
 def enoi_analyses(lib, obs: xr.Dataset, background: np.ndarray, alpha: float, radius: float, members: int,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """EnOI (oceanda.kalman.filters.enoi, LETKF-localised) of every obs time: (mean, spread, s/analysis)."""
-    from oceanda.analysis.hybrid import grid_localizer_for, static_states
-    from oceanda.kalman.filters import enoi
+    """EnOI (Schur-localised gain, the hybrid's Kalman step) of every obs time: (mean, spread, s/analysis)."""
+    from oceanda.analysis.hybrid import grid_points, schur_enoi, static_states
     from oceanda.kalman.obsspace import observations_from_dataset
 
     static = static_states(lib, members, np.random.default_rng([seed, 99]))
-    loc = grid_localizer_for(lib.ds, radius, True)
+    points, period = grid_points(lib.ds, True)
     ol = observations_from_dataset(obs, lib.layout, lib.ds, variables=["ssh"])
     means, spreads = [], []
     t0 = time.perf_counter()
     for o in ol:
-        Ea = enoi(background.ravel(), static, o, alpha=alpha, localizer=loc, rng=np.random.default_rng(seed))
-        means.append(Ea.mean(0).reshape(background.shape))
-        spreads.append(Ea.std(0, ddof=1).reshape(background.shape))
+        xa, var = schur_enoi(background.ravel(), static, o, alpha=alpha, radius=radius, points=points, period=period,
+                             var_channels=[lib.layout.channels.index(("ssh", None))])
+        means.append(xa.reshape(background.shape))
+        spreads.append(np.sqrt(var).reshape(background.shape))
     return np.stack(means), np.stack(spreads), (time.perf_counter() - t0) / max(len(ol), 1)
 
 

@@ -67,10 +67,13 @@ if __name__ == "__main__":
     p.add_argument("--variant", choices=sorted(VARIANTS), default="negsq_state|obs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--obs-encoder", choices=["masked_cnn", "mlp"], default="masked_cnn")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     t0 = time.time()
-    model, info = train_qg_window_model(a.work / "library.nc", a.out, a.seconds, a.variant, a.seed)
+    enc = {"type": "masked_cnn", "width": 16, "depth": 2} if a.obs_encoder == "masked_cnn" else \
+        {"type": "mlp", "hidden": [512, 256]}
+    model, info = train_qg_window_model(a.work / "library.nc", a.out, a.seconds, a.variant, a.seed, obs_encoder=enc)
     h = info["history"]
     print(json.dumps({"variant": a.variant, "epochs": len(h), "best_epoch": info["best_epoch"],
                       "last": h[-1] if h else None, "seconds": time.time() - t0}, indent=1, default=float))

@@ -22,7 +22,7 @@ import xarray as xr
 from oceanda import fields
 from oceanda.analysis.encoding import EncoderPair
 from oceanda.analysis.global_mode import analyse_global
-from oceanda.analysis.hybrid import HybridConfig, grid_localizer_for, hybrid_update, static_states
+from oceanda.analysis.hybrid import HybridConfig, grid_localizer_for, grid_points, hybrid_update, static_states
 from oceanda.analysis.library import CACHE_DIRNAME, Library
 from oceanda.analysis.local_mode import WindowLibrary, analyse_local
 from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
@@ -177,7 +177,8 @@ def assimilate(
         from oceanda.kalman.obsspace import observations_from_dataset
 
         static = static_states(lib, hyb.static_members, np.random.default_rng([0 if seed is None else seed, 99]))
-        localizer = grid_localizer_for(lib.ds, hyb.radius, enc.window.periodic)
+        localizer = grid_points(lib.ds, enc.window.periodic) if hyb.kalman == "schur" else \
+            grid_localizer_for(lib.ds, hyb.radius, enc.window.periodic)
         obs_list = observations_from_dataset(obs.isel(time=tidx) if "time" in obs.dims else obs, lib.layout, lib.ds,
                                              variables=list(dict.fromkeys(v for v, _ in enc.obs_channels)))
 

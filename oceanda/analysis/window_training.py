@@ -44,6 +44,7 @@ class WindowTrainingConfig:
     epochs: int = 200
     seconds: float = 150.0
     library_stride: int = 8
+    mask_bank: int = 2000
     seed: int = 0
 
 
@@ -71,7 +72,8 @@ class WindowPairSampler:
     def __init__(self, states: np.ndarray, segments: np.ndarray, state_ch: Sequence[int], obs_ch: Sequence[int],
                  mask_fn: Callable[[int, np.random.Generator], np.ndarray], sigma: Sequence[float], spec: W.WindowSpec,
                  max_days: int = 1, norm_state: fields.Standardizer | None = None,
-                 norm_obs: fields.Standardizer | None = None, indices: np.ndarray | None = None):
+                 norm_obs: fields.Standardizer | None = None, indices: np.ndarray | None = None,
+                 mask_bank: int = 0, seed: int = 0):
         self.states = states
         self.segments = np.asarray(segments)
         self.state_ch, self.obs_ch = list(state_ch), list(obs_ch)
@@ -87,6 +89,15 @@ class WindowPairSampler:
             prev = self.indices - k
             ok &= (prev >= 0) & (self.segments[np.maximum(prev, 0)] == seg)
         self.valid = self.indices[ok]
+        h = spec.halo  # padded once: gathering windows is then pure indexing
+        self._state_pad = W.pad(states[:, self.state_ch], 0, spec.size, spec.periodic)
+        self._obs_pad = W.pad(states[:, self.obs_ch], h, h + spec.size, spec.periodic)
+        # a bank of day patterns, windows cut at random positions: on a periodic grid a shifted
+        # pattern is another draw of the same (translation-invariant) pattern distribution
+        self._bank = None
+        if mask_bank and spec.periodic:
+            bank = self.mask_fn(int(mask_bank), np.random.default_rng([seed, 7]))
+            self._bank = W.pad(bank[:, None].astype(np.float32), h, h + spec.size, True)
 
     def __call__(self, n: int, rng: np.random.Generator, days: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         spec = self.spec
@@ -95,22 +106,23 @@ class WindowPairSampler:
         iy = rng.integers(0, ny, size=n) if spec.periodic else rng.integers(0, ny - spec.size + 1, size=n)
         ix = rng.integers(0, nx, size=n) if spec.periodic else rng.integers(0, nx - spec.size + 1, size=n)
         nd = np.full(n, days) if days is not None else rng.integers(1, self.max_days + 1, size=n)
-        sw = W.gather(W.pad(self.states[:, self.state_ch], 0, spec.size, spec.periodic), t, iy, ix, spec.size)
+        sw = W.gather(self._state_pad, t, iy, ix, spec.size)
         o = spec.obs_size
         h = spec.halo
-        padded = W.pad(self.states[:, self.obs_ch], h, h + spec.size, spec.periodic)
+        padded = self._obs_pad
         obs = np.full((n, len(self.obs_ch), o, o), np.nan, np.float32)
         for k in range(int(nd.max()) - 1, -1, -1):  # oldest first; the latest day overwrites
             sel = np.flatnonzero(nd > k)
             vals = W.gather(padded, t[sel] - k, iy[sel], ix[sel], o)
-            masks = self.mask_fn(len(sel), rng)
-            mwin = W.gather(W.pad(masks[:, None].astype(np.float32), h, h + spec.size, spec.periodic),
-                            np.arange(len(sel)), iy[sel], ix[sel], o)
+            if self._bank is not None:
+                mwin = W.gather(self._bank, rng.integers(0, len(self._bank), len(sel)), rng.integers(0, ny, len(sel)),
+                                rng.integers(0, nx, len(sel)), o)
+            else:
+                masks = self.mask_fn(len(sel), rng)
+                mwin = W.gather(W.pad(masks[:, None].astype(np.float32), h, h + spec.size, spec.periodic),
+                                np.arange(len(sel)), iy[sel], ix[sel], o)
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
-            cur = obs[sel]
-            hit = np.broadcast_to(mwin > 0.5, noisy.shape)
-            cur[hit] = noisy[hit]
-            obs[sel] = cur
+            obs[sel] = np.where(mwin > 0.5, noisy, obs[sel])
         if self.norm_state is not None:
             sw = self.norm_state.transform(sw.astype(np.float32))
         if self.norm_obs is not None:
@@ -154,7 +166,8 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
         is_val = np.isin(seg, val_seg)
     else:
         is_val = np.arange(library.n) >= int(0.9 * library.n)
-    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx)  # noqa: E731
+    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,  # noqa: E731
+                                       mask_bank=cfg.mask_bank, seed=cfg.seed)
     train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val))
     torch.manual_seed(cfg.seed)
     se = _encoder(cfg.state_encoder, (len(sc), cfg.size, cfg.size), cfg.embedding_dim, periodic)
