@@ -98,18 +98,23 @@ def test_stochastic_enkf_matches_kalman_filter_within_monte_carlo_error():
     assert np.all(np.abs(np.cov(Ea.T) - Pa) < tol)
 
 
-def test_etkf_and_enkf_from_random_ensembles_within_monte_carlo_error():
+def test_etkf_and_enkf_cycled_with_linear_model_within_monte_carlo_error():
     rng = np.random.default_rng(3)
-    _, idx, Hm, err, m, P = linear_problem(rng)
-    y = rng.standard_normal(3)
-    ma, Pa = kf_update(m, P, y, np.diag(err**2), Hm)
-    N = 4000
-    E = rng.multivariate_normal(m, P, size=N)
-    sd = np.sqrt(np.diag(P))
-    for Ea in (etkf(E, y, err, idx), enkf(E, y, err, idx, rng=4)):
-        assert np.all(np.abs(Ea.mean(0) - ma) < 5 * sd / np.sqrt(N))
-        rel = np.abs(np.cov(Ea.T) - Pa) / np.sqrt(np.outer(np.diag(Pa), np.diag(Pa)))
-        assert rel.max() < 0.15
+    M, idx, Hm, err, m0, P0 = linear_problem(rng)
+    N = 3000
+    E0 = rng.multivariate_normal(m0, P0, size=N)
+    ys = [rng.standard_normal(3) for _ in range(5)]
+    for method in ("etkf", "enkf"):
+        E, m, P = E0.copy(), m0.copy(), P0.copy()
+        g = np.random.default_rng(4)
+        for y in ys:
+            E, m, P = E @ M.T, M @ m, M @ P @ M.T
+            E = etkf(E, y, err, idx) if method == "etkf" else enkf(E, y, err, idx, rng=g)
+            m, P = kf_update(m, P, y, np.diag(err**2), Hm)
+        sd = np.sqrt(np.diag(P))
+        assert np.all(np.abs(E.mean(0) - m) < 6 * sd / np.sqrt(N) + 1e-12), method
+        rel = np.abs(np.cov(E.T) - P) / np.sqrt(np.outer(np.diag(P), np.diag(P)))
+        assert rel.max() < 0.15, method
 
 
 def test_gaspari_cohn_closed_form_and_radius_convention():
