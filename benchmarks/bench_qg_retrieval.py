@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 
-def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int = 150, seed: int = 0) -> None:
+def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int = 150, seed: int = 0,
+                 members: list[int] | None = None) -> None:
     from oceanda import io
     from oceanda.testbeds.qg import QGModel, spun_up_state
 
@@ -33,7 +34,10 @@ def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int =
     m = QGModel()
     q0 = spun_up_state()
     # independent shipped members where there are enough, else perturbed copies decorrelated by the free run
-    base = q0[:runs] if len(q0) >= runs else np.repeat(q0[:4], runs // 4, axis=0)
+    if members is not None:
+        base = q0[list(members)]
+    else:
+        base = q0[:runs] if len(q0) >= runs else np.repeat(q0[:4], runs // 4, axis=0)
     q = m.advance(base + 0.01 * base.std() * rng.standard_normal(base.shape), decorrelate)
     traj, _ = m.run(q, days - 1, save_every_days=1.0, include_initial=True)
     T, R = traj.shape[:2]
@@ -54,7 +58,7 @@ def load_ssh(path: Path):
     return arr, seg, ds
 
 
-def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log):
+def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log, heldout=None):
     from oceanda import fields
     from oceanda.contrastive.encoders import MaskedCNNEncoder
     from oceanda.contrastive.model import ContrastiveModel
@@ -87,6 +91,9 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
                                           f"val R@5 {m['val_r5_state_from_obs']:.3f} tau {m['tau']:.3f} [{m['seconds']:.0f} s]"))
     secs = time.perf_counter() - t0
     # held-out candidates: every 2 days from runs never used in training, with `window` days of history
+    if heldout is not None:  # a separate file of held-out runs
+        arr, seg = heldout
+        test_runs = np.unique(seg)
     cand = []
     for r in test_runs:
         idx = np.flatnonzero(seg == r)
@@ -106,7 +113,20 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     with torch.no_grad():
         S = model.logits(zs, zo)
     rec = recall_at_k(S, ks=(1, 5, 10))
-    obs_frac = float(np.isfinite(ow[:, ::1]).any(1).mean())
+    obs_frac = float(np.isfinite(ow).any(1).mean())
+    if args.diagnostics:  # the same candidates queried with training-style random orbit phases
+        fresh = FieldPairSampler(arr, [0], [0], mask_fn, [sigma], window=window, segments=seg, norm_state=norm,
+                                 norm_obs=norm_obs, shift=False)
+        pf = fresh(np.random.default_rng(7), t=cand)
+        zf = embed_in_batches(model, pf, 256)[1]
+        with torch.no_grad():
+            rf = recall_at_k(model.logits(zs, zf), ks=(5,))
+            sub = np.flatnonzero(np.isin(seg[cand], test_runs[:2]))
+            r2 = recall_at_k(model.logits(zs[sub], zo[sub]), ks=(5,))
+        log(f"  diagnostics: R@5 with random-phase queries {rf['r5_state_from_obs']:.3f}; "
+            f"R@5 among the {len(sub)} candidates of 2 held-out runs {r2['r5_state_from_obs']:.3f}")
+    if args.save_dir is not None:
+        model.save(args.save_dir / f"window{window}", overwrite=True)
     return {"window_days": window, "candidates": int(len(cand)), "spacing_days": args.spacing,
             "train_seconds": round(secs, 1), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
             "observed_fraction": round(obs_frac, 3), **{k: round(v, 3) for k, v in rec.items()}}
@@ -130,6 +150,10 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--save-dir", type=Path, default=None, help="save the trained models here")
+    p.add_argument("--heldout", type=Path, default=None,
+                   help="held-out runs in their own file (made if missing: 4 long runs of 500 days); default: the library's last runs")
+    p.add_argument("--diagnostics", action="store_true", help="also score random-phase queries and 2-run subsets")
     a = p.parse_args()
     a.max_window = max(a.windows)
     torch.set_num_threads(a.threads)
@@ -137,8 +161,15 @@ def main():
         print(f"generating {a.library} (QG free runs; a few minutes)")
         make_library(a.library)
     arr, seg, ds = load_ssh(a.library)
+    heldout = None
+    if a.heldout is not None:
+        if not a.heldout.exists():
+            print(f"generating {a.heldout}: 4 runs x 500 days from shipped members 24-27, 1000 days after them")
+            make_library(a.heldout, runs=4, days=500, decorrelate=1000, members=[24, 25, 26, 27])
+        h_arr, h_seg, _ = load_ssh(a.heldout)
+        heldout = (h_arr, h_seg)
     runs = np.unique(seg)
-    test_runs, train_all = runs[-a.test_runs:], runs[:-a.test_runs]
+    test_runs, train_all = runs[-a.test_runs:], runs[:-a.test_runs]  # with --heldout the test runs stay unused
     train_runs, val_runs = train_all[:-2], train_all[-2:]
     dy = float(ds["y"][1] - ds["y"][0])
     dx = float(ds["x"][1] - ds["x"][0])
@@ -146,7 +177,7 @@ def main():
           f"threads {a.threads}")
     results = []
     for w in a.windows:
-        r = run_one(arr, seg, w, a, train_runs, val_runs, test_runs, dy, dx, print)
+        r = run_one(arr, seg, w, a, train_runs, val_runs, test_runs, dy, dx, print, heldout)
         print(json.dumps(r))
         results.append(r)
     if a.out:
