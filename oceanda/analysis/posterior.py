@@ -69,7 +69,11 @@ def truncate(weights: np.ndarray, keep_mass: float = KEEP_MASS, max_keep: int | 
     """
     w = np.asarray(weights, dtype=np.float64).ravel()
     total = w.sum()
-    order = np.argsort(-w, kind="stable")
+    if max_keep is not None and max_keep < w.size:  # only the largest max_keep can be kept: skip a full sort
+        cand = np.argpartition(-w, int(max_keep) - 1)[:int(max_keep)]
+        order = cand[np.argsort(-w[cand], kind="stable")]
+    else:
+        order = np.argsort(-w, kind="stable")
     cum = np.cumsum(w[order])
     n = int(np.searchsorted(cum, keep_mass * total, side="left")) + 1
     n = min(n, w.size)

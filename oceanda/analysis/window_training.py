@@ -189,3 +189,93 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     if out_dir is not None:
         model.save(out_dir, overwrite=overwrite)
     return model, {"history": res.history, "best_epoch": res.best_epoch}
+
+
+#: Similarity/loss variants compared by benchmarks/bench_sampler_variants.py; the first is the default.
+VARIANTS = {
+    "negsq_state|obs": {"similarity": "neg_sq_distance", "loss": "state|obs"},
+    "inner_state|obs": {"similarity": "inner_product", "loss": "state|obs"},
+    "cosine_clip": {"similarity": "cosine", "loss": "clip", "tau": 0.1},
+}
+
+
+def altimetry_mask_fn(ny: int, nx: int, dy: float, dx: float):
+    """One day of along-track altimetry (``observe.AlongTrackAltimetry()``) with a fresh orbit phase per sample."""
+    from oceanda.observe import AlongTrackAltimetry
+
+    alt = AlongTrackAltimetry()
+    return lambda n, rng: alt.sample_mask(n, rng, ny=ny, nx=nx, dy=dy, dx=dx)
+
+
+def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, variant: str = "negsq_state|obs",
+                          seed: int = 0, quiet: bool = True, overwrite: bool = True, sigma_fraction: float = 0.1,
+                          **overrides) -> tuple[Any, dict]:
+    """Train the QG altimetry window model on a library (path or Library with ``ssh``; ``run`` marks runs).
+
+    Observations: 1..``max_days`` days of 4 altimetry tracks a day, noise ``sigma_fraction`` x the
+    library SSH standard deviation. ``overrides`` set :class:`WindowTrainingConfig` fields.
+    """
+    from oceanda.analysis.library import Library
+
+    lib = library if isinstance(library, Library) else Library.open(library)
+    lib.load(3e9)
+    seg = np.asarray(lib.ds["run"].values) if "run" in lib.ds.variables else None
+    ny, nx = lib.shape
+    dy = float(lib.ds.y[1] - lib.ds.y[0]) if "y" in lib.ds.coords else 1.0
+    dx = float(lib.ds.x[1] - lib.ds.x[0]) if "x" in lib.ds.coords else 1.0
+    ch = lib.layout.channels.index(("ssh", None))
+    sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
+    cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
+    return train_window_model(lib, altimetry_mask_fn(ny, nx, dy, dx), [sigma], out_dir, segments=seg, config=cfg,
+                              quiet=quiet, overwrite=overwrite, extra={"variant": variant})
+
+
+def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[int] | None = None, members: int = 20,
+                           seed: int = 0, cache_dir=None) -> float:
+    """Fit the local spread factor on a tuning run and store it in the model (``extra.spread_factor``).
+
+    The factor makes the mean ensemble variance of SSH equal the mean squared error of the analysis
+    mean over ``times`` of the tuning truth (spread-skill ratio 1).
+    """
+    from oceanda.analysis.assimilate import assimilate, load_model
+    from oceanda.analysis.local_mode import calibrate_spread
+
+    model, enc = load_model(model_dir)
+    idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
+    ds = assimilate((model, enc), library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
+                    cache_dir=cache_dir, times=idx)
+    tr = truth.sel(time=ds.time.values)
+    factor = calibrate_spread((ds.ssh_mean.values - tr.ssh.values) ** 2, ds.ssh_spread.values ** 2)
+    model.config["extra"]["spread_factor"] = float(factor)
+    model.config["extra"]["spread_calibration"] = {"times": int(len(idx)), "members": members,
+                                                   "spread_skill_before": float(1.0 / factor)}
+    model.save(model_dir, overwrite=True)
+    return factor
+
+
+def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 150.0,
+                               calibrate: bool = True) -> Any:
+    """The window model shipped in ``sample_data/models/qg_window`` (``oceanda demo --train`` reruns this).
+
+    Trained on ``sample_dir/library.nc`` with 1-day altimetry pairs (the sample's observations are
+    daily tracks) within ``seconds``; the spread factor is then calibrated on the tuning truth
+    (``truth_tune.nc`` / ``obs_altimetry_tune.nc``), never on an evaluation run.
+    """
+    from pathlib import Path
+
+    from oceanda import io
+    from oceanda.analysis.library import Library
+
+    sample_dir = Path(sample_dir)
+    lib = Library.open(sample_dir / "library.nc")
+    model, info = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
+                                        pairs_per_epoch=4096, val_pairs=1024)
+    if calibrate and (sample_dir / "truth_tune.nc").exists():
+        truth = io.open_states(sample_dir / "truth_tune.nc").load()
+        obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
+        calibrate_model_spread(out_dir, lib, obs, truth, times=np.arange(0, obs.sizes["time"], 3), seed=seed,
+                               cache_dir=Path(out_dir) / "library_cache")
+        import shutil
+
+        shutil.rmtree(Path(out_dir) / "library_cache", ignore_errors=True)  # not shipped
+    return model

@@ -100,6 +100,19 @@ def gather(padded: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, si
     return padded[np.asarray(t)[:, None, None, None], ch, rows, cols]
 
 
+def gather_wrapped(fields: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int) -> np.ndarray:
+    """Windows ``[k, C, size, size]`` of unpadded periodic ``fields`` ``[T, C, Y, X]`` (indices wrap).
+
+    No padded copy of the fields is made: what a large in-memory library needs.
+    """
+    ny, nx = fields.shape[-2:]
+    ar = np.arange(size)
+    rows = ((np.asarray(iy)[:, None] + ar[None, :]) % ny)[:, None, :, None]
+    cols = ((np.asarray(ix)[:, None] + ar[None, :]) % nx)[:, None, None, :]
+    ch = np.arange(fields.shape[1])[None, :, None, None]
+    return fields[np.asarray(t)[:, None, None, None], ch, rows, cols]
+
+
 def extract(fields: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int, halo: int = 0,
             periodic: bool = True) -> np.ndarray:
     """Windows of ``size + 2 halo`` pixels around state windows starting at ``(iy, ix)``.
