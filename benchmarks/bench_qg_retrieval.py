@@ -2,7 +2,9 @@
 
 Masked-CNN encoders, SSH along-track altimetry (4 tracks a day, noise 10 % of the SSH standard
 deviation), trained with the two-sided conditional (CLIP) loss on fresh track patterns, fresh noise
-and random periodic shifts every epoch. Evaluation: 1000 candidate states taken every 2 days from
+and random periodic shifts every epoch. Batches are made of blocks of consecutive days sharing one
+shift (--block): states 2 days apart correlate at 0.995, and only such hard negatives teach the
+encoders to tell them apart (with independent shifts every candidate is trivially distinct). Evaluation: 1000 candidate states taken every 2 days from
 free runs never used in training or validation; each candidate's own observations (deterministic
 orbit, fixed noise) are the queries; R@K = fraction whose true state is among the K best-scoring
 candidates. Two observation windows: 1 day and 5 days of tracks.
@@ -74,10 +76,11 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     norm = fields.Standardizer.fit(arr[tr_idx])
     norm_obs = fields.Standardizer(np.repeat(norm.mean, window), np.repeat(norm.std, window))
     mask_fn = lambda n, rng: alt.sample_mask(n, rng, ny=Y, nx=X, dy=dy, dx=dx)  # noqa: E731
-    mk = lambda runs: FieldPairSampler(arr, [0], [0], mask_fn, [sigma], window=window, segments=seg,  # noqa: E731
-                                       indices=np.flatnonzero(np.isin(seg, runs)), norm_state=norm, norm_obs=norm_obs,
-                                       shift=True)
-    tr, va = mk(train_runs), mk(val_runs)
+    mk = lambda runs, shift: FieldPairSampler(arr, [0], [0], mask_fn, [sigma], window=window, segments=seg,  # noqa: E731
+                                              indices=np.flatnonzero(np.isin(seg, runs)), norm_state=norm,
+                                              norm_obs=norm_obs, shift=shift, shift_block=args.block)
+    # validation without shifts: neighbouring days stay near-duplicates, as in the test
+    tr, va = mk(train_runs, True), mk(val_runs, False)
     torch.manual_seed(args.seed)
     enc = dict(width=args.width, depth=args.depth, input_pool=args.pool, periodic=True)
     model = ContrastiveModel(MaskedCNNEncoder((1, Y, X), args.ne, **enc), MaskedCNNEncoder((2 * window, Y, X), args.ne, **enc),
@@ -87,6 +90,7 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     t0 = time.perf_counter()
     res = train(model, tr.epoch, lambda rng: va(rng), loss="clip", epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                 weight_decay=1e-4, warmup_steps=50, seed=args.seed, max_seconds=args.seconds, quiet=True,
+                block_size=args.block,
                 callback=lambda e, m: log(f"  W={window} epoch {e}: train {m['train_loss']:.3f} val {m['val_loss']:.3f} "
                                           f"val R@5 {m['val_r5_state_from_obs']:.3f} tau {m['tau']:.3f} [{m['seconds']:.0f} s]"))
     secs = time.perf_counter() - t0
@@ -143,6 +147,8 @@ def main():
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--pool", type=int, default=2)
+    p.add_argument("--block", type=int, default=8,
+                   help="batches hold blocks of this many consecutive days with one shift (hard negatives); 1 = plain shuffle")
     p.add_argument("--windows", type=int, nargs="+", default=[1, 5])
     p.add_argument("--test-runs", type=int, default=11)
     p.add_argument("--candidates", type=int, default=1000)

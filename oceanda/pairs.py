@@ -106,7 +106,9 @@ class FieldPairSampler:
     ``state_channels``: channels the state encoder sees; ``obs_channels``: observed channels;
     ``sigma``: noise standard deviation per observed channel; ``window``: days of observations;
     ``indices``: the times this sampler may use (e.g. the training part of :func:`time_split`);
-    ``shift``: random periodic shifts (only for doubly periodic grids).
+    ``shift``: random periodic shifts (only for doubly periodic grids); ``shift_block`` k: rows
+    i with equal i // k share a shift, so blocks of consecutive days stay near-duplicates (hard
+    negatives when training with ``train(..., block_size=k)``).
     """
 
     states: np.ndarray
@@ -120,6 +122,7 @@ class FieldPairSampler:
     norm_state: fields.Standardizer | None = None
     norm_obs: fields.Standardizer | None = None
     shift: bool = False
+    shift_block: int = 1
 
     def __post_init__(self):
         self.states = np.asarray(self.states)
@@ -161,7 +164,12 @@ class FieldPairSampler:
             t = self.valid.copy() if n is None else rng.choice(self.valid, size=int(n))
         t = np.asarray(t)
         Y, X = self.states.shape[-2:]
-        shifts = (rng.integers(0, Y, len(t)), rng.integers(0, X, len(t))) if self.shift else None
+        shifts = None
+        if self.shift:
+            k = max(1, int(self.shift_block))
+            nb = -(-len(t) // k)
+            rep = np.repeat(np.arange(nb), k)[: len(t)]
+            shifts = (rng.integers(0, Y, nb)[rep], rng.integers(0, X, nb)[rep])
         st = self.states[t][:, self.state_channels]
         if shifts is not None:
             st = periodic_shift(st, *shifts)

@@ -122,3 +122,13 @@ def test_train_field_model_and_cli(tmp_path):
     assert main(argv + ["--overwrite", "--fixed-pairs", "--loss", "state|obs", "--similarity", "neg_sq_distance"]) == 0
     with pytest.raises(OutputExistsError):
         train_field_model(ds, obs, tmp_path / "c", epochs=1, batch_size=8, quiet=True)
+
+
+def test_shift_block_shares_shifts():
+    rng = np.random.default_rng(0)
+    states = np.tile(rng.standard_normal((1, 1, 8, 8)).astype(np.float32), (9, 1, 1, 1))  # one field, 9 days
+    s = FieldPairSampler(states, [0], [0], lambda n, r: np.ones((n, 8, 8), bool), [0.0], shift=True, shift_block=3)
+    xs, _ = s(np.random.default_rng(3))
+    for b in range(3):
+        assert np.array_equal(xs[3 * b], xs[3 * b + 1]) and np.array_equal(xs[3 * b], xs[3 * b + 2])
+    assert not (np.array_equal(xs[0], xs[3]) and np.array_equal(xs[3], xs[6]))

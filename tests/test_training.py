@@ -159,3 +159,14 @@ def test_recall_and_time_split():
         time_split(10, 0.0)
     with pytest.raises(OceandaError, match="batch_size"):
         train(_small(), _small_data(10), epochs=1, batch_size=1)
+
+
+def test_block_permutation_keeps_neighbours_together():
+    from oceanda.contrastive.training import _block_permutation
+
+    p = _block_permutation(20, 4, np.random.default_rng(0))
+    assert sorted(p.tolist()) == list(range(20))
+    for b in range(5):
+        blk = p[4 * b:4 * b + 4]
+        assert blk.tolist() == list(range(blk[0], blk[0] + 4))
+    assert not np.array_equal(p, np.arange(20))

@@ -135,6 +135,14 @@ def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 2
     return out
 
 
+def _block_permutation(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation of 0..n-1 that keeps blocks of k consecutive indices together (k=1: plain)."""
+    if k <= 1:
+        return rng.permutation(n)
+    starts = rng.permutation(np.arange(0, n, k))
+    return np.concatenate([np.arange(s0, min(n, s0 + k)) for s0 in starts])
+
+
 def _lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: float) -> float:
     if warmup and step < warmup:
         return (step + 1) / warmup
@@ -212,6 +220,7 @@ def train(
     device: str | torch.device | None = None,
     retrieval_max: int = 1000,
     max_seconds: float | None = None,
+    block_size: int = 1,
     callback: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a ``ContrastiveModel``) in place and return the per-epoch history.
@@ -220,7 +229,9 @@ def train(
     loss without validation data); the best weights are restored at the end. ``resume`` continues
     from ``checkpoint_dir/resume`` with the same arguments (same seed, epochs, ...). ``max_seconds``
     stops after the epoch during which the wall-clock budget ran out. ``callback(epoch, metrics)``
-    is called after each epoch (after the resumable state is written).
+    is called after each epoch (after the resumable state is written). ``block_size`` k > 1 shuffles
+    blocks of k consecutive rows instead of rows, so a batch holds batch_size/k runs of neighbours
+    (e.g. consecutive days): hard negatives that teach fine distinctions.
     """
     import time
 
@@ -271,10 +282,10 @@ def train(
                 raise OceandaError(f"{n} training pairs; expected at least batch_size={batch_size}")
             per_epoch = n // batch_size
             total = per_epoch * epochs
-            perm = rng.permutation(n)
+            perm = _block_permutation(n, int(block_size), rng)
             run_loss = 0.0
             for b in range(per_epoch):
-                idx = np.sort(perm[b * batch_size:(b + 1) * batch_size])
+                idx = perm[b * batch_size:(b + 1) * batch_size]
                 xs, xo = _take(pairs[0], idx, dt, device), _take(pairs[1], idx, dt, device)
                 f = _lr_factor(step, total, warmup_steps, schedule, min_lr_ratio)
                 for g in opt.param_groups:
