@@ -90,7 +90,7 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     t0 = time.perf_counter()
     res = train(model, tr.epoch, lambda rng: va(rng), loss="clip", epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                 weight_decay=1e-4, warmup_steps=50, seed=args.seed, max_seconds=args.seconds, quiet=True,
-                block_size=args.block,
+                block_size=args.block, block_start=args.block_start,
                 callback=lambda e, m: log(f"  W={window} epoch {e}: train {m['train_loss']:.3f} val {m['val_loss']:.3f} "
                                           f"val R@5 {m['val_r5_state_from_obs']:.3f} tau {m['tau']:.3f} [{m['seconds']:.0f} s]"))
     secs = time.perf_counter() - t0
@@ -149,6 +149,7 @@ def main():
     p.add_argument("--pool", type=int, default=2)
     p.add_argument("--block", type=int, default=8,
                    help="batches hold blocks of this many consecutive days with one shift (hard negatives); 1 = plain shuffle")
+    p.add_argument("--block-start", type=int, default=3, help="first epoch (0-based) with blocked batches")
     p.add_argument("--windows", type=int, nargs="+", default=[1, 5])
     p.add_argument("--test-runs", type=int, default=11)
     p.add_argument("--candidates", type=int, default=1000)

@@ -267,6 +267,7 @@ def train_field_model(
     overwrite: bool = False,
     quiet: bool | None = None,
     cnn: dict | None = None,
+    block: int = 8,
     source: dict | None = None,
 ):
     """Train a whole-field encoder pair on gridded states and observations; save it in ``out_dir``.
@@ -276,7 +277,8 @@ def train_field_model(
     otherwise the file's observations are the fixed pairs (times must match the states). The last
     ``val_fraction`` of the times validates, after a gap of ``window`` days. Returns
     ``(model, TrainResult)``; the model's config holds what ``oceanda.analysis`` reads (channels,
-    statistics, grid fingerprint, observation window).
+    statistics, grid fingerprint, observation window). ``block``: batches hold blocks of this many
+    consecutive days sharing one shift, hard negatives that teach neighbouring days apart.
     """
     from oceanda.contrastive.model import ContrastiveModel
     from oceanda.contrastive.similarity import Similarity
@@ -310,7 +312,7 @@ def train_field_model(
             return np.stack([drawn[v] for v in names], axis=1)
 
         shift = periodic if shift is None else shift
-        mk = lambda idx, sh: FieldPairSampler(arr, sc, oc, mask_fn, sigma, window, seg, idx, norm_s, norm_o, sh)  # noqa: E731
+        mk = lambda idx, sh: FieldPairSampler(arr, sc, oc, mask_fn, sigma, window, seg, idx, norm_s, norm_o, sh, block)  # noqa: E731
         train_data, val_sampler = mk(tr_idx, shift).epoch, mk(va_idx, False)
         val_data = lambda rng: val_sampler(rng)  # noqa: E731
     else:
@@ -340,5 +342,6 @@ def train_field_model(
     model = ContrastiveModel(se, oe, Similarity(similarity, tau=tau, learn_tau=learn_tau), cfg)
     res = train(model, train_data, val_data, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
                 weight_decay=weight_decay, warmup_steps=20, seed=seed, checkpoint_dir=out_dir, resume=resume,
-                overwrite=overwrite, quiet=quiet, max_seconds=seconds, patience=patience)
+                overwrite=overwrite, quiet=quiet, max_seconds=seconds, patience=patience, block_size=block,
+                block_start=min(3, max(0, epochs // 4)))
     return model, res

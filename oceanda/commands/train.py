@@ -42,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="last fraction of times used to validate (default: 0.2)")
     parser.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
     parser.add_argument("--seconds", type=float, default=None, help="stop after the epoch that exceeds this wall time")
+    parser.add_argument("--block", type=int, default=8,
+                        help="batches hold blocks of this many consecutive days (hard negatives; default: 8; 1 = plain shuffle)")
     parser.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
     parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic (no shifts, zero padding)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -64,7 +66,7 @@ def run(args) -> int:
         similarity=args.similarity, loss=args.loss, encoder=args.encoder, embedding_dim=args.embedding_dim,
         tau=args.tau, learn_tau=not args.fixed_tau, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, fresh=not args.fixed_pairs, periodic=not args.not_periodic, seed=args.seed,
-        seconds=args.seconds, patience=args.patience, resume=args.resume, overwrite=args.overwrite,
+        seconds=args.seconds, patience=args.patience, resume=args.resume, overwrite=args.overwrite, block=args.block,
         quiet=True if args.quiet else None,
         source={"states": [str(s) for s in args.states], "obs": str(args.obs), "command": io.command_line()},
     )

@@ -221,6 +221,7 @@ def train(
     retrieval_max: int = 1000,
     max_seconds: float | None = None,
     block_size: int = 1,
+    block_start: int = 0,
     callback: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` (a ``ContrastiveModel``) in place and return the per-epoch history.
@@ -231,7 +232,8 @@ def train(
     stops after the epoch during which the wall-clock budget ran out. ``callback(epoch, metrics)``
     is called after each epoch (after the resumable state is written). ``block_size`` k > 1 shuffles
     blocks of k consecutive rows instead of rows, so a batch holds batch_size/k runs of neighbours
-    (e.g. consecutive days): hard negatives that teach fine distinctions.
+    (e.g. consecutive days): hard negatives that teach fine distinctions; from epoch ``block_start``
+    on (0-based), since a model that has not yet left its collapsed start learns nothing from them.
     """
     import time
 
@@ -282,7 +284,7 @@ def train(
                 raise OceandaError(f"{n} training pairs; expected at least batch_size={batch_size}")
             per_epoch = n // batch_size
             total = per_epoch * epochs
-            perm = _block_permutation(n, int(block_size), rng)
+            perm = _block_permutation(n, int(block_size) if epoch >= block_start else 1, rng)
             run_loss = 0.0
             for b in range(per_epoch):
                 idx = perm[b * batch_size:(b + 1) * batch_size]
