@@ -35,8 +35,9 @@ def test_quick_gaussian_random_field_trends(quick):
     sw = quick[1]["gaussian_random_field"]["sweeps"]
     dims = sw["embedding_dim"]
     assert dims["values"] == [1, 5]
-    # rank 1 cannot represent the 5 canonical directions; rank 5 can (population optimum: exact)
-    assert dims["err_u_given_v"][0] > 2 * dims["err_u_given_v"][1]
+    # rank 1 cannot represent the 5 canonical directions (its population optimum errs by 0.44); rank 5 can
+    assert dims["err_u_given_v"][0] > 1.5 * dims["err_u_given_v"][1]
+    assert dims["err_u_given_v"][0] >= dims["population_optimum"][0]["err_u_given_v"] - 1e-6
     assert dims["population_optimum"][1]["err_u_given_v"] < 1e-10
     ns = sw["n_samples"]
     assert ns["err_u_given_v"][-1] < ns["err_u_given_v"][0]

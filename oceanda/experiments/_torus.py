@@ -3,10 +3,10 @@ plus the data-assimilation comparison the paper did not make.
 
 Contrastive model: the fixed Eulerian embedding (the 98 real coefficients, identity) against a
 trajectory transformer (last-token pooling, projection to 98), cosine similarity with a learned
-temperature, CLIP loss, as in the paper. Tokens are the observed (noisy, wrapped) positions,
-embedded as sin/cos on the torus, plus the finite-difference velocity between consecutive
-observations (what a drifter actually measures of the flow). Observation noise is redrawn every
-epoch.
+temperature, CLIP loss, as in the paper. Tokens (:func:`features`) are generic functions of the
+observed (noisy) positions: the finite-difference velocity between consecutive observations,
+sin/cos harmonics of the position on the torus, and their products. Observation noise is redrawn
+every epoch.
 
 Data assimilation of held-out tracks (positions observed with noise ``sigma`` along the track):
 

@@ -32,26 +32,27 @@ NAME = "baptista2025"
 SOURCE = 'R. Baptista, A. M. Stuart, S. Tran, "A Mathematical Perspective on Contrastive Learning", arXiv 2505.24134 (2025)'
 
 QUICK = {
-    "grf": {"lr": 1e-2, "base": {"n": 2000, "dim": 5, "batch": 128}, "dims": [1, 5], "batches": [32, 256],
-            "ns": [300, 6000], "epochs_for": lambda n: max(4, min(20, 30000 // n))},
-    "digits": {"test_fraction": 0.25, "width": 16, "ne": 32, "epochs": 6, "batch": 64, "lr": 3e-3,
-               "finetune_steps": 150, "members": 16},
+    "grf": {"lr": 1e-2, "base": {"n": 1000, "dim": 5, "batch": 100}, "dims": [1, 5], "batches": [100, 250],
+            "ns": [300, 3000], "epochs_for": lambda n: 8},
+    "digits": {"test_fraction": 0.25, "width": 8, "ne": 32, "epochs": 5, "batch": 64, "lr": 5e-3,
+               "finetune_steps": 60, "members": 16},
     "torus": {"n_train": 1024, "n_test": 200, "n_val": 200, "n_retrieval": 200, "dt": 1e-3, "T": 0.1, "keep_every": 2,
-              "sigma": 1e-3, "vel_scale": 4.0, "d_model": 32, "nhead": 2, "layers": 1, "batch": 128, "epochs": 5,
-              "lr": 2e-3, "warmup": 10, "n_da": 6, "n_library": 20000, "members": 50, "enkf_members": [40],
+              "sigma": 1e-3, "vel_scale": 4.0, "harmonics": 2, "d_model": 32, "nhead": 2, "layers": 1, "batch": 128,
+              "epochs": 5, "lr": 2e-3, "warmup": 10, "n_da": 6, "n_library": 20000, "members": 50, "enkf_members": [40],
               "grid": 16, "n_grid_times": 3, "band_radius": 0.1},
 }
 
 FULL = {
-    "grf": {"lr": 1e-2, "base": {"n": 20000, "dim": 5, "batch": 256}, "dims": [1, 2, 3, 4, 5, 6, 7],
-            "batches": [128, 256, 512, 1024], "ns": [2000, 10000, 20000, 100000],
-            "epochs_for": lambda n: max(4, min(60, 300000 // n))},
-    "digits": {"test_fraction": 0.25, "width": 32, "ne": 32, "epochs": 25, "batch": 64, "lr": 3e-3,
+    "grf": {"lr": 1e-2, "base": {"n": 10000, "dim": 5, "batch": 256}, "dims": [1, 2, 3, 4, 5, 6],
+            "batches": [128, 256, 512, 1024], "ns": [2000, 10000, 50000],
+            "epochs_for": lambda n: max(4, min(25, 100000 // n))},
+    "digits": {"test_fraction": 0.25, "width": 16, "ne": 32, "epochs": 12, "batch": 64, "lr": 3e-3,
                "finetune_steps": 300, "members": 16},
-    "torus": {"n_train": 24576, "n_test": 2000, "n_val": 1000, "n_retrieval": 1000, "dt": 1e-4, "T": 0.1,
-              "keep_every": 10, "sigma": 1e-3, "vel_scale": 4.0, "d_model": 64, "nhead": 4, "layers": 3, "batch": 128,
-              "epochs": 20, "lr": 1e-3, "warmup": 100, "max_train_seconds": 1800, "n_da": 50, "n_library": 200000,
-              "members": 100, "enkf_members": [200, 800], "grid": 32, "n_grid_times": 11, "band_radius": 0.1},
+    "torus": {"n_train": 16384, "n_test": 2000, "n_val": 1000, "n_retrieval": 1000, "dt": 5e-4, "T": 0.1,
+              "keep_every": 2, "sigma": 1e-3, "vel_scale": 4.0, "harmonics": 3, "d_model": 64, "nhead": 4, "layers": 2,
+              "batch": 128, "epochs": 6, "lr": 1e-3, "warmup": 100, "max_train_seconds": 1800, "n_da": 50,
+              "n_library": 200000, "members": 100, "enkf_members": [200, 800], "grid": 32, "n_grid_times": 11,
+              "band_radius": 0.1},
 }
 
 PAPER = {
@@ -93,11 +94,22 @@ def _jsonable_cfg(cfg: dict) -> dict:
 
 
 def run(out, quick: bool = False, seed: int = 0, overwrite: bool = False, quiet: bool | None = None,
-        only: tuple[str, ...] | None = None, log: Callable[[str], None] | None = None) -> dict:
+        only: tuple[str, ...] | None = None, log: Callable[[str], None] | None = None, threads: int = 1) -> dict:
     """Run the experiments and write ``out/results.json`` and figures; return the results dict.
 
     ``only`` restricts to some of ``("gaussian_random_field", "digits", "lagrangian")`` (for checks).
+    ``threads``: torch threads while running (restored after); the models are small, and on a
+    shared machine one thread per process wastes least.
     """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        return _run(out, quick, seed, overwrite, quiet, only, log)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
@@ -128,10 +140,12 @@ def run(out, quick: bool = False, seed: int = 0, overwrite: bool = False, quiet:
         r = _grf.run_grf(cfg["grf"], seed, say)
         results["gaussian_random_field"] = r
         fig(_grf.plot_grf(r), "grf_sweeps.png")
+        io.write_json(results, Path(out) / "results.json", overwrite=True)  # partial results survive a later failure
     if "digits" in parts:
         r, (Xlib, picks) = _digits.run_digits(cfg["digits"], seed, say)
         results["digits"] = r
         fig(_digits.plot_generated(Xlib, picks), "digits_generated.png")
+        io.write_json(results, Path(out) / "results.json", overwrite=True)
     if "lagrangian" in parts:
         r, fd = _torus.run_torus(cfg["torus"], seed, say, quiet=quiet if quiet is not None else True)
         results["lagrangian"] = r
