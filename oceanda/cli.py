@@ -67,8 +67,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from oceanda import io
+
     parser, modules = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    io.set_command_line(["oceanda", *argv])
     if not args.verb:
         parser.print_help()
         return 0
@@ -81,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("oceanda: interrupted", file=sys.stderr)
         return 130
+    finally:
+        io.set_command_line(None)
 
 
 if __name__ == "__main__":

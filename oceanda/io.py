@@ -361,9 +361,18 @@ def open_obs(
 # ----------------------------------------------------------------------------------------------
 
 
+_COMMAND_OVERRIDE: list[str] | None = None
+
+
+def set_command_line(argv: Sequence[str] | None) -> None:
+    """Record the command being run (the CLI calls this with its own argv; None reverts to sys.argv)."""
+    global _COMMAND_OVERRIDE
+    _COMMAND_OVERRIDE = None if argv is None else list(argv)
+
+
 def command_line() -> str:
     """The command line of this process, for the ``history`` attribute."""
-    argv = list(sys.argv)
+    argv = list(_COMMAND_OVERRIDE) if _COMMAND_OVERRIDE is not None else list(sys.argv)
     if argv and argv[0].endswith(("oceanda", "__main__.py")):
         argv[0] = "oceanda"
     return " ".join(shlex.quote(a) for a in argv)
