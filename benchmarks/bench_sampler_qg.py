@@ -89,15 +89,16 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))
     p.add_argument("--model", type=Path, default=None)
-    p.add_argument("--every", type=int, default=3, help="days between analysis times")
+    p.add_argument("--every", type=int, default=6, help="days between analysis times")
+    p.add_argument("--tune-every", type=int, default=10, help="days between tuning analysis times")
     p.add_argument("--enoi-members", type=int, default=500)
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3, 1.0])
-    p.add_argument("--radii", type=float, nargs="+", default=[100.0, 200.0, 300.0])
+    p.add_argument("--alphas", type=float, nargs="+", default=[1.0])
+    p.add_argument("--radii", type=float, nargs="+", default=[60.0, 120.0, 200.0])
     p.add_argument("--eval-runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="JSON with every number")
     a = p.parse_args()
     torch.set_num_threads(2)
-    lib = Library.open(a.work / "library.nc")
+    lib = Library(Library.open(a.work / "library.nc").ds, variables=["psi", "ssh"], source=str(a.work / "library.nc"))
     lib.load(3e9)
     model_dir = a.model or (a.work / "model")
     model, enc = load_model(model_dir)
@@ -107,28 +108,37 @@ def main() -> None:
     results: dict = {"sigma": sigma, "library_size": lib.n, "model": str(model_dir), "windows": enc.window.to_dict()}
 
     def run_setting(truth_path: Path, days: int, seed: int, spread_factor: float | None, alpha: float, radius: float,
-                    modes=("local", "hybrid", "enoi")) -> dict:
+                    modes=("local", "hybrid", "enoi"), every: int | None = None) -> dict:
         truth = xr.open_dataset(truth_path).load()
-        times = np.arange(max(days, 5) - 1, truth.sizes["time"], a.every)
+        times = np.arange(max(days, 5) - 1, truth.sizes["time"], every or a.every)
         obs = track_obs(truth, days, times, sigma, seed)
         tr, _ = fields.to_array(truth.isel(time=times), lib.layout)
         out = {"times": len(times), "clim_mse_ssh": (rmse_per_time(np.broadcast_to(clim[ch_ssh], tr[:, ch_ssh].shape), tr[:, ch_ssh]) ** 2)}
         hyb = HybridConfig(alpha=alpha, radius=radius, static_members=a.enoi_members)
-        for mode in modes:
-            if mode == "enoi":
-                mean, spread, sec = enoi_analyses(lib, obs, clim, alpha, radius, a.enoi_members)
+
+        def arrays(ds, suffix):
+            sub = ds[[f"{v}{suffix}" for v in lib.layout.variables]].rename({f"{v}{suffix}": v for v in lib.layout.variables})
+            return fields.to_array(sub, lib.layout)[0]
+
+        def score(mean, spread, sec):
+            return {"mse_ssh": rmse_per_time(mean[:, ch_ssh], tr[:, ch_ssh]) ** 2,
+                    "var_ssh": np.mean(spread[:, ch_ssh] ** 2, axis=(1, 2)),
+                    "mse_all_std": np.mean(((mean - tr) / clim_std[None, :, None, None]) ** 2, axis=(1, 2, 3)),
+                    "seconds": sec}
+
+        if "enoi" in modes:
+            out["enoi"] = score(*enoi_analyses(lib, obs, clim, alpha, radius, a.enoi_members))
+        if "hybrid" in modes or "local" in modes:  # one call: hybrid mode also returns its local background
+            mode = "hybrid" if "hybrid" in modes else "local"
+            ds = assimilate((model, enc), lib, obs, mode=mode, members=20, spread_factor=spread_factor, hybrid=hyb,
+                            seed=seed, cache_dir=model_dir / "library_cache")
+            sec = float(ds.attrs["seconds_per_analysis"])
+            if mode == "hybrid":
+                out["hybrid"] = score(arrays(ds, "_mean"), arrays(ds, "_spread"), sec)
+                out["local"] = score(arrays(ds, "_background_mean"), arrays(ds, "_background_spread"), sec)
             else:
-                ds = assimilate((model, enc), lib, obs, mode=mode, members=20, spread_factor=spread_factor, hybrid=hyb,
-                                seed=seed, cache_dir=model_dir / "library_cache")
-                mean = fields.to_array(ds[[f"{v}_mean" for v in lib.layout.variables]].rename(
-                    {f"{v}_mean": v for v in lib.layout.variables}), lib.layout)[0]
-                spread = fields.to_array(ds[[f"{v}_spread" for v in lib.layout.variables]].rename(
-                    {f"{v}_spread": v for v in lib.layout.variables}), lib.layout)[0]
-                sec = float(ds.attrs["seconds_per_analysis"])
-            out[mode] = {"mse_ssh": rmse_per_time(mean[:, ch_ssh], tr[:, ch_ssh]) ** 2,
-                         "var_ssh": np.mean(spread[:, ch_ssh] ** 2, axis=(1, 2)),
-                         "mse_all_std": np.mean(((mean - tr) / clim_std[None, :, None, None]) ** 2, axis=(1, 2, 3)),
-                         "seconds": sec}
+                out["local"] = score(arrays(ds, "_mean"), arrays(ds, "_spread"), sec)
+            out["local"]["ess"] = ds.ess.values
         out["clim_mse_all_std"] = np.mean(((clim[None] - tr) / clim_std[None, :, None, None]) ** 2, axis=(1, 2, 3))
         return out
 
@@ -141,13 +151,15 @@ def main() -> None:
         best = None
         for alpha in a.alphas:
             for radius in a.radii:
-                r = run_setting(a.work / "tuning.nc", days, 1000 + days, 1.0, alpha, radius, modes=("enoi",))
+                r = run_setting(a.work / "tuning.nc", days, 1000 + days, 1.0, alpha, radius, modes=("enoi",),
+                                every=a.tune_every)
                 score = r["enoi"]["mse_ssh"].mean()
                 print(f"tuning {days}-day EnOI alpha={alpha} radius={radius}: ratio "
                       f"{np.sqrt(score / r['clim_mse_ssh'].mean()):.3f}", flush=True)
                 if best is None or score < best[0]:
                     best = (score, alpha, radius)
-        r = run_setting(a.work / "tuning.nc", days, 1000 + days, 1.0, best[1], best[2], modes=("local",))
+        r = run_setting(a.work / "tuning.nc", days, 1000 + days, 1.0, best[1], best[2], modes=("local",),
+                        every=a.tune_every)
         sf = calibrate_spread(r["local"]["mse_ssh"], r["local"]["var_ssh"])
         tuning[days] = {"alpha": best[1], "radius": best[2], "spread_factor": sf,
                         "local_ratio_tuning": float(np.sqrt(r["local"]["mse_ssh"].mean() / r["clim_mse_ssh"].mean()))}
@@ -181,6 +193,8 @@ def main() -> None:
                 "spread_skill_ssh": float(np.sqrt(v.mean() / m.mean())),
                 "seconds_per_analysis": float(np.mean(np.concatenate(agg[mode]["seconds"]))),
             }
+            if "ess" in agg[mode]:
+                summary[mode]["mean_ess_per_window"] = float(np.mean(np.concatenate(agg[mode]["ess"])))
         summary["hybrid_to_enoi"] = bootstrap_ratio(mse["hybrid"], mse["enoi"])
         summary["local_to_enoi"] = bootstrap_ratio(mse["local"], mse["enoi"])
         results[f"{days}-day"] = summary

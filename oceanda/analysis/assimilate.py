@@ -2,7 +2,8 @@
 
 ``assimilate(model, library, obs, mode=...)`` analyses every time of ``obs`` and returns the common
 analysis layout (``fields.analysis_dataset``): ``<var>_mean``, ``<var>_spread`` and the ensemble
-``<var>`` (``member`` dim) for every library variable, per-time ``ess`` and ``dropped_mass``, and in
+``<var>`` (``member`` dim) for every library variable, per-time ``ess`` and ``dropped_mass`` (in
+hybrid mode also ``<var>_background_mean``/``_spread``, the local analysis the Kalman step used), and in
 global mode the retrieved library entries (``retrieved_index``/``retrieved_time``/``retrieved_score``
 over ``rank``) and the non-negligible weights (``weight_index``/``weight`` over ``particle``,
 summing to one per time). Attributes record the model and library fingerprints, the mode, the
@@ -192,7 +193,7 @@ def assimilate(
             return {"members": g.members, "mean": g.mean, "spread": np.sqrt(g.variance), "ess": g.posterior.ess,
                     "dropped": g.posterior.dropped_mass, "post": g.posterior}
         la = analyse_local(y, wlib, z_lib, enc.embed_obs, kind=enc.kind, tau=enc.tau, members=members, rng=rng,
-                           spread_factor=spread_factor, max_keep=max_keep or 4096, min_ess=min_ess, tempering=tempering)
+                           spread_factor=spread_factor, max_keep=max_keep or 2048, min_ess=min_ess, tempering=tempering)
         out = {"members": la.members, "mean": la.mean, "ess": float(np.mean(la.ess)),
                "dropped": float(np.mean(la.dropped_mass))}
         if mode == "hybrid":
@@ -202,7 +203,8 @@ def assimilate(
             mean = Ea.mean(axis=0)
             sub = Ea[pick]
             spread = Ea.std(axis=0, ddof=1) if len(Ea) > 1 else np.zeros_like(mean)
-            out.update(members=sub.astype(np.float32), mean=mean.astype(np.float32), spread=spread.astype(np.float32))
+            out.update(members=sub.astype(np.float32), mean=mean.astype(np.float32), spread=spread.astype(np.float32),
+                       background_mean=la.mean, background_spread=la.spread)
         return out
 
     results = _run_times(one, len(tidx), scheduler, batch, quiet)
@@ -275,6 +277,15 @@ def _to_dataset(results, lib: Library, times, mode, members, top_k, enc, model, 
             rebuilt = fields.from_array(arr, lib.layout, like, sample_coord=np.asarray(times), sample_dim="time")
             for v in lib.layout.variables:
                 ds[f"{v}_{key}"].values[...] = rebuilt[v].transpose(*ds[f"{v}_{key}"].dims).values
+    if mode == "hybrid":  # the contrastive (local) background of the Kalman step, for diagnostics
+        for key in ("mean", "spread"):
+            arr = np.stack([r[f"background_{key}"] for r in results])
+            rebuilt = fields.from_array(arr, lib.layout, like, sample_coord=np.asarray(times), sample_dim="time")
+            for v in lib.layout.variables:
+                da = rebuilt[v]
+                da.attrs = {"units": lib.layout.attrs.get(v, {}).get("units", "1"), DIAGNOSTIC_ATTR: 1,
+                            "long_name": f"local contrastive analysis {key} of {v} (background of the Kalman step)"}
+                ds[f"{v}_background_{key}"] = da
     ds["ess"] = _diag(np.array([r["ess"] for r in results]), ("time",),
                       "effective sample size of the posterior weights" + (" (mean over windows)" if mode != "global" else ""))
     ds["dropped_mass"] = _diag(np.array([r["dropped"] for r in results]), ("time",),

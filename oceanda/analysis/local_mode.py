@@ -43,6 +43,7 @@ class WindowLibrary:
         self.stride = int(stride or spec.stride)
         self.iy, self.ix = W.positions(ny, nx, spec, self.stride, allowed)
         self.P = len(self.iy)
+        self._views = None
         if self.P == 0:
             raise ValueError("no allowed window position in the library")
 
@@ -70,8 +71,13 @@ class WindowLibrary:
         k = np.asarray(k, dtype=np.int64)
         t, p = k // self.P, k % self.P
         cache = getattr(self.library, "_cache", None)
-        if cache is not None and self.spec.periodic:  # index the in-memory states directly
-            return W.gather_wrapped(cache, t, self.iy[p], self.ix[p], self.spec.size)
+        if cache is not None and self.spec.periodic:  # windows are views of the padded in-memory states
+            if self._views is None:
+                from numpy.lib.stride_tricks import sliding_window_view
+
+                padded = W.pad(cache, 0, self.spec.size, True)
+                self._views = sliding_window_view(padded, (self.spec.size, self.spec.size), axis=(2, 3))
+            return self._views[t, :, self.iy[p], self.ix[p]]
         uniq, inv = np.unique(t, return_inverse=True)
         states = self.library.read(uniq)
         if self.spec.periodic:
@@ -125,7 +131,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   embed_obs: Callable[[np.ndarray], np.ndarray], *, kind: str = "neg_sq_distance", tau: float = 1.0,
                   members: int = 20, rng: np.random.Generator | None = None, coupling: str = "copula",
                   coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = KEEP_MASS,
-                  max_keep: int | None = 4096, min_ess: float | None = None, tempering: bool = False, top: int = 0,
+                  max_keep: int | None = 2048, min_ess: float | None = None, tempering: bool = False, top: int = 0,
                   window_chunk: int = 16) -> LocalAnalysis:
     """Local analysis of one observation field ``obs`` ``[C_obs, Y, X]`` (NaN = unobserved).
 
@@ -167,13 +173,14 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
             p = a + j
             post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass, max_keep=max_keep,
                                          min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
-            wins = wlib.windows(post.indices).astype(np.float64)
+            wins = wlib.windows(post.indices)
             w = post.weights
             m = np.tensordot(w, wins, axes=1)
             win_mean[p] = m
             if coupling == "copula":  # rank candidates by their tapered mean anomaly (standardised per channel)
-                sd = np.sqrt(np.maximum(np.tensordot(w, (wins - m) ** 2, axes=1).mean(axis=(1, 2)), 1e-30))
-                key = np.einsum("kcyx,yx->k", (wins - m) / sd[None, :, None, None], taper)
+                proj = np.einsum("kcyx,yx->kc", wins, taper) - np.einsum("cyx,yx->c", m, taper)[None]
+                sd = np.sqrt(np.maximum(w @ proj ** 2, 1e-30))
+                key = (proj / sd[None]).sum(axis=1)
                 order = np.argsort(key, kind="stable")
             else:
                 order = np.argsort(post.indices, kind="stable")
