@@ -108,7 +108,6 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
                         f"import bench_library_memory as b; from pathlib import Path; b.build_library(Path({str(a.work)!r}), {a.n})"],
                        check=True)
-    t0 = time.perf_counter()
     lib = Library.open(path, chunk=2000)
     mdir = fixed_model(a.work / f"memmodel_{a.n}", lib)
     print(f"library opened ({lib.n} states, {lib.nbytes / 1e9:.2f} GB as float32); peak RSS {rss_gb():.2f} GB", flush=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import time as _time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -23,7 +24,13 @@ import xarray as xr
 from oceanda import fields
 from oceanda.analysis.encoding import EncoderPair
 from oceanda.analysis.global_mode import analyse_global
-from oceanda.analysis.hybrid import HybridConfig, grid_localizer_for, grid_points, hybrid_update, static_states
+from oceanda.analysis.hybrid import (
+    HybridConfig,
+    grid_localizer_for,
+    grid_points,
+    hybrid_update,
+    static_states,
+)
 from oceanda.analysis.library import CACHE_DIRNAME, Library
 from oceanda.analysis.local_mode import WindowLibrary, analyse_local
 from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
@@ -265,7 +272,7 @@ def _to_dataset(results, lib: Library, times, mode, members, top_k, enc, model, 
         "command": command if command is not None else _command(),
     }
     if enc.window is not None:
-        attrs.update({f"window_{k}": (int(v) if not isinstance(v, bool) else int(v)) for k, v in enc.window.to_dict().items()})
+        attrs.update({f"window_{k}": int(v) for k, v in enc.window.to_dict().items()})
     if hyb is not None:
         attrs.update({f"hybrid_{k}": (v if isinstance(v, str) else float(v)) for k, v in hyb.to_dict().items()})
     like = lib.ds.isel({lib.sample_dim: 0}, drop=True) if lib.sample_dim != "time" else lib.ds

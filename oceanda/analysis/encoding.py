@@ -15,7 +15,8 @@ window geometry -- so the sampler can pass physical fields with NaN gaps. Keys r
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class EncoderPair:
         self.grid_fingerprint = model.config.get("grid_fingerprint")
 
     @classmethod
-    def from_model(cls, model, key: str | None = None) -> "EncoderPair":
+    def from_model(cls, model, key: str | None = None) -> EncoderPair:
         cfg = model.config
         extra = cfg.get("extra") or {}
         try:

@@ -16,8 +16,9 @@ union: static anomalies scaled by ``alpha`` plus the local members' anomalies sc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     if config.ensemble == "static" and config.kalman == "schur":
         points, period = localizer
         G = len(points)
-        obs_ch = None if config.spread_channels == "all" else sorted(set(int(i) // G for i in observations.state_index()))
+        obs_ch = None if config.spread_channels == "all" else sorted({int(i) // G for i in observations.state_index()})
         xa, var = schur_enoi(xb, static, observations, alpha=config.alpha, radius=config.radius, points=points,
                              period=period, var_channels=obs_ch)
         A = local_members.reshape(len(local_members), -1).astype(np.float64)

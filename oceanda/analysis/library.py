@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import xarray as xr
@@ -25,8 +25,9 @@ CACHE_DIRNAME = "library_cache"
 
 
 def _progress(iterable, total: int | None, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
     import sys
+
+    from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=quiet or not sys.stderr.isatty(), leave=False)
 
@@ -59,7 +60,7 @@ class Library:
         self._fingerprint: str | None = None
 
     @classmethod
-    def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256) -> "Library":
+    def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256) -> Library:
         """Open library file(s) lazily through :func:`oceanda.io.open_states`."""
         ds = io.open_states(paths, chunks={"time": chunk}, check_values=False)
         src = paths if isinstance(paths, (str, os.PathLike)) else ", ".join(map(str, paths))

@@ -13,8 +13,9 @@ recovers the conditional covariance, not only the mean (paper-notes section 5(b)
 from __future__ import annotations
 
 import time as _time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,7 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     sc = [lay.channels.index(c) for c in lay.channels if c[0] in state_variables]
     state_vars = list(dict.fromkeys(lay.channels[i][0] for i in sc))
     oc = [lay.channels.index(c) for c in lay.channels if c[0] in obs_variables]
-    states = library.read(np.arange(library.n)) if not library.in_memory else library.read(np.arange(library.n))
+    states = library.read(np.arange(library.n))
     seg = np.zeros(library.n, np.int64) if segments is None else np.asarray(segments)
     norm_s = fields.Standardizer.fit(states[:, sc])
     norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
@@ -166,7 +167,7 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
         is_val = np.isin(seg, val_seg)
     else:
         is_val = np.arange(library.n) >= int(0.9 * library.n)
-    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,  # noqa: E731
+    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,
                                        mask_bank=cfg.mask_bank, seed=cfg.seed)
     train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val))
     torch.manual_seed(cfg.seed)
@@ -247,7 +248,7 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     tr = truth.sel(time=ds.time.values)
     factor = calibrate_spread((ds.ssh_mean.values - tr.ssh.values) ** 2, ds.ssh_spread.values ** 2)
     model.config["extra"]["spread_factor"] = float(factor)
-    model.config["extra"]["spread_calibration"] = {"times": int(len(idx)), "members": members,
+    model.config["extra"]["spread_calibration"] = {"times": len(idx), "members": members,
                                                    "spread_skill_before": float(1.0 / factor)}
     model.save(model_dir, overwrite=True)
     return factor
@@ -268,7 +269,7 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
 
     sample_dir = Path(sample_dir)
     lib = Library.open(sample_dir / "library.nc")
-    model, info = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
+    model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
                                         pairs_per_epoch=4096, val_pairs=1024)
     if calibrate and (sample_dir / "truth_tune.nc").exists():
         truth = io.open_states(sample_dir / "truth_tune.nc").load()

@@ -33,7 +33,7 @@ class WindowSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WindowSpec":
+    def from_dict(cls, d: dict) -> WindowSpec:
         return cls(**{k: d[k] for k in ("size", "stride", "halo", "periodic") if k in d})
 
     def check(self, ny: int, nx: int, what: str = "grid") -> None:
