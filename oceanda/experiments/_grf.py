@@ -91,14 +91,17 @@ def run_grf(cfg: dict, seed: int, progress=None) -> dict:
     p = grf_problem(**cfg.get("problem", {}))
     t0 = time.perf_counter()
     base = cfg["base"]
-    epochs_for = cfg["epochs_for"]  # epochs as a function of N: fixed number of passes
+    steps = cfg["steps"]  # the same number of optimiser steps for every run, so each converges alike
+
+    def epochs_for(n, batch):
+        return max(1, int(round(steps * batch / n)))
 
     cache: dict = {}
 
     def one(n, dim, batch):
         if (n, dim, batch) in cache:  # the base setting appears in every sweep: train it once
             return cache[(n, dim, batch)]
-        A = train_linear(p, n, dim, batch, epochs_for(n), cfg["lr"], seed)
+        A = train_linear(p, n, dim, batch, epochs_for(n, batch), cfg["lr"], seed)
         e = mean_errors(A, p)
         if progress:
             progress(f"grf n={n} dim={dim} batch={batch}: {e}")
@@ -108,6 +111,7 @@ def run_grf(cfg: dict, seed: int, progress=None) -> dict:
     out: dict = {"setting": {"n_modes": cfg.get("problem", {}).get("n_modes", 1000),
                              "points": p.points.tolist(), "noise": cfg.get("problem", {}).get("noise", 0.05),
                              "similarity": "inner_product", "loss": "clip", "lr": cfg["lr"], "base": base,
+                             "optimizer_steps": steps,
                              "optimizer": "AdamW (no weight decay), cosine schedule"}}
     U, s, Vt = gaussian.canonical_correlations(p.Cuu, p.Cuv, p.Cvv)
     out["canonical_correlations"] = s.tolist()
