@@ -267,7 +267,7 @@ def train_field_model(
     overwrite: bool = False,
     quiet: bool | None = None,
     cnn: dict | None = None,
-    block: int = 8,
+    block: int = 1,
     source: dict | None = None,
 ):
     """Train a whole-field encoder pair on gridded states and observations; save it in ``out_dir``.

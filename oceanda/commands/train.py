@@ -42,8 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.2, help="last fraction of times used to validate (default: 0.2)")
     parser.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
     parser.add_argument("--seconds", type=float, default=None, help="stop after the epoch that exceeds this wall time")
-    parser.add_argument("--block", type=int, default=8,
-                        help="batches hold blocks of this many consecutive days (hard negatives; default: 8; 1 = plain shuffle)")
+    parser.add_argument("--block", type=int, default=1,
+                        help="batches hold blocks of this many consecutive days sharing a shift (hard negatives; default: 1 = plain shuffle)")
     parser.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
     parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic (no shifts, zero padding)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
