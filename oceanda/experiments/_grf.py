@@ -148,7 +148,10 @@ def plot_grf(res: dict):
             ax.plot(v, [r["err_v_given_u"] for r in sw[key]["population_optimum"]], "k--", lw=0.8, label="rank-r optimum, E[v|u]")
         if logx:
             ax.set_xscale("log")
-        ax.set_yscale("log")
+            ax.set_xticks(v)
+            ax.set_xticklabels([str(x) for x in v], fontsize=7)
+            ax.minorticks_off()
+        ax.set_ylim(0, None)
         ax.set_xlabel(label)
         ax.set_ylabel("relative error of conditional mean")
         ax.grid(alpha=0.3)
