@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--radii", type=float, nargs="+", default=[60.0, 120.0, 200.0])
     p.add_argument("--eval-runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="JSON with every number")
+    p.add_argument("--days", type=int, nargs="+", default=[1, 5], help="observation windows (days of tracks)")
     a = p.parse_args()
     torch.set_num_threads(2)
     lib = Library(Library.open(a.work / "library.nc").ds, variables=["psi", "ssh"], source=str(a.work / "library.nc"))
@@ -108,13 +109,13 @@ def main() -> None:
     results: dict = {"sigma": sigma, "library_size": lib.n, "model": str(model_dir), "windows": enc.window.to_dict()}
 
     def run_setting(truth_path: Path, days: int, seed: int, spread_factor: float | None, alpha: float, radius: float,
-                    modes=("local", "hybrid", "enoi"), every: int | None = None) -> dict:
+                    modes=("local", "hybrid", "enoi"), every: int | None = None, hybrid_alpha: float | None = None) -> dict:
         truth = xr.open_dataset(truth_path).load()
         times = np.arange(max(days, 5) - 1, truth.sizes["time"], every or a.every)
         obs = track_obs(truth, days, times, sigma, seed)
         tr, _ = fields.to_array(truth.isel(time=times), lib.layout)
         out = {"times": len(times), "clim_mse_ssh": (rmse_per_time(np.broadcast_to(clim[ch_ssh], tr[:, ch_ssh].shape), tr[:, ch_ssh]) ** 2)}
-        hyb = HybridConfig(alpha=alpha, radius=radius, static_members=a.enoi_members)
+        hyb = HybridConfig(alpha=alpha if hybrid_alpha is None else hybrid_alpha, radius=radius, static_members=a.enoi_members)
 
         def arrays(ds, suffix):
             sub = ds[[f"{v}{suffix}" for v in lib.layout.variables]].rename({f"{v}{suffix}": v for v in lib.layout.variables})
@@ -147,7 +148,7 @@ def main() -> None:
     # ---- tuning run: EnOI (alpha, radius), then the local spread factor -------------------------
     t0 = time.perf_counter()
     tuning = {}
-    for days in (1, 5):
+    for days in a.days:
         best = None
         for alpha in a.alphas:
             for radius in a.radii:
@@ -161,18 +162,22 @@ def main() -> None:
         r = run_setting(a.work / "tuning.nc", days, 1000 + days, 1.0, best[1], best[2], modes=("local",),
                         every=a.tune_every)
         sf = calibrate_spread(r["local"]["mse_ssh"], r["local"]["var_ssh"])
-        tuning[days] = {"alpha": best[1], "radius": best[2], "spread_factor": sf,
-                        "local_ratio_tuning": float(np.sqrt(r["local"]["mse_ssh"].mean() / r["clim_mse_ssh"].mean()))}
+        lr = float(np.sqrt(r["local"]["mse_ssh"].mean() / r["clim_mse_ssh"].mean()))
+        # the hybrid's background is the local analysis, whose error variance is lr^2 that of climatology:
+        # its B is EnOI's scaled by lr^2 (measured on the tuning run, no extra tuning of the hybrid)
+        tuning[days] = {"alpha": best[1], "radius": best[2], "spread_factor": sf, "local_ratio_tuning": lr,
+                        "hybrid_alpha": best[1] * lr ** 2}
         print(f"tuning {days}-day: {tuning[days]}", flush=True)
     results["tuning"] = tuning
     results["tuning_seconds"] = time.perf_counter() - t0
 
     # ---- evaluation runs ----------------------------------------------------------------------
-    for days in (1, 5):
+    for days in a.days:
         tu = tuning[days]
         agg: dict = {}
         for i in range(a.eval_runs):
-            r = run_setting(a.work / f"eval{i}.nc", days, 2000 + 10 * i + days, tu["spread_factor"], tu["alpha"], tu["radius"])
+            r = run_setting(a.work / f"eval{i}.nc", days, 2000 + 10 * i + days, tu["spread_factor"], tu["alpha"], tu["radius"],
+                            hybrid_alpha=tu["hybrid_alpha"])
             for k, v in r.items():
                 if isinstance(v, dict):
                     for kk, vv in v.items():
