@@ -279,4 +279,7 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
         import shutil
 
         shutil.rmtree(Path(out_dir) / "library_cache", ignore_errors=True)  # not shipped
+        from oceanda.contrastive.model import ContrastiveModel
+
+        model = ContrastiveModel.load(out_dir)
     return model
