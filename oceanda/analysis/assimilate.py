@@ -130,6 +130,7 @@ def assimilate(
     quiet: bool = True,
     command: str | None = None,
     times: Sequence[int] | None = None,
+    tau: float | None = None,
 ) -> xr.Dataset:
     """Analyse every time of ``obs`` (or the indices ``times``) with the contrastive sampler.
 
@@ -137,7 +138,9 @@ def assimilate(
     embeddings are cached under ``cache_dir`` (default ``<model dir>/library_cache``). ``mode``
     defaults to ``local`` for window models and ``global`` for whole-field models. ``spread_factor``
     (default: the model's ``extra.spread_factor``, else 1) rescales ensemble deviations (local and
-    hybrid modes). ``scheduler``: None = threads; an address = an existing dask.distributed cluster.
+    hybrid modes). ``tau`` (default: the model's ``extra.tau`` if tuned, else the trained temperature)
+    sets the temperature of the weights. ``scheduler``: None = threads; an address = an existing
+    dask.distributed cluster.
     """
     model_dir = None
     if isinstance(model, (str, Path)):
@@ -161,6 +164,13 @@ def assimilate(
     if members < 1:
         raise OceandaError(f"members={members}; expected at least 1")
     extra = model.config.get("extra") or {}
+    if tau is None:  # a temperature tuned on a tuning run (extra.tau) overrides the trained one
+        tau = extra.get("tau")
+    if tau is not None:
+        import copy
+
+        enc = copy.copy(enc)
+        enc.tau = float(tau)
     if spread_factor is None:
         spread_factor = float(extra.get("spread_factor", 1.0))
     y_all = obs_arrays(obs, enc, lib.shape)
