@@ -345,3 +345,27 @@ def train_field_model(
                 overwrite=overwrite, quiet=quiet, max_seconds=seconds, patience=patience, block_size=block,
                 block_start=min(3, max(0, epochs // 4)))
     return model, res
+
+
+def train_bundled_field_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 120.0,
+                              overwrite: bool = False):
+    """The whole-field model shipped in ``sample_data/models/qg_field`` (global mode; ``oceanda demo --train``).
+
+    A small masked CNN pair (64-d embedding, 2x2 input pooling, cosine similarity, CLIP loss) trained on
+    ``sample_dir/library.nc`` with fresh daily altimetry patterns from ``train_obs.nc`` within ``seconds``.
+    The resume state is removed afterwards: it is not needed to use the model.
+    """
+    import shutil
+    from pathlib import Path
+
+    from oceanda import io
+
+    sample_dir = Path(sample_dir)
+    states = io.open_states(sample_dir / "library.nc").load()
+    obs = io.open_obs(sample_dir / "train_obs.nc", like=states).load()
+    model, result = train_field_model(states, obs, out_dir, embedding_dim=64, epochs=60, seconds=seconds, seed=seed,
+                                      quiet=quiet, overwrite=overwrite, cnn={"input_pool": 2, "width": 16, "depth": 3},
+                                      source={"states": str(sample_dir / "library.nc"), "obs": str(sample_dir / "train_obs.nc"),
+                                              "recipe": "oceanda.pairs.train_bundled_field_model"})
+    shutil.rmtree(Path(out_dir) / "resume", ignore_errors=True)
+    return model, result
