@@ -71,6 +71,9 @@ _KNOWN_UNIT_SYMBOLS = {
     "psu", "PSU", "Pa", "hPa", "dbar", "N", "W", "J", "mol", "rad", "radian", "radians", "percent", "%",
     "degrees_north", "degree_north", "degrees_N", "degrees_east", "degree_east", "degrees_E", "degree",
     "degrees", "1e-3", "0.001", "ppt", "dimensionless", "count", "nondimensional",
+    "meter", "meters", "metre", "metres", "kilometer", "kilometers", "kilometre", "kilometres", "centimeter",
+    "centimeters", "degree_C", "degrees_C", "deg_C", "Celsius", "kelvin", "Kelvin", "degree_Kelvin", "gram", "kilogram",
+    "pascal", "decibar", "watt", "joule", "newton", "ms", "year", "years", "yr", "month", "months", "PSS-78", "g/kg",
 }
 _UNIT_TOKEN = re.compile(r"^([A-Za-z_%]+|[0-9.eE+-]+)(\^?-?[0-9]+)?$")
 

@@ -179,7 +179,8 @@ def test_json_and_checkpoint_round_trip(tmp_path):
 
 
 def test_units_parser():
-    for ok in ["m", "m s-1", "m2 s-1", "s-1", "degC", "degrees_north", "1", "kg m-3", "m/s", "days since 2000-01-01"]:
+    for ok in ["m", "m s-1", "m2 s-1", "s-1", "degC", "degrees_north", "1", "kg m-3", "m/s", "days since 2000-01-01",
+               "meters", "metres s-1", "degree_C", "kelvin"]:
         assert io.units_are_known(ok), ok
     for bad in ["", "furlongs", "unknown", "m parsecs"]:
         assert not io.units_are_known(bad), bad
