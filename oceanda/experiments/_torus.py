@@ -236,8 +236,8 @@ def score_fields(results: dict[str, list[dict]], truth: np.ndarray, paths: np.nd
         for m, res in results.items():
             r = res[i]
             mean = Phi @ r["mean"]
-            var = np.einsum("tpa,ab,tpb->tp", Phi, r["cov"], Phi)
-            ens = np.einsum("tpa,ma->mtp", Phi, r["ensemble"])
+            var = ((Phi @ r["cov"]) * Phi).sum(-1)  # diag(Phi C Phi^T), [T, P]
+            ens = np.moveaxis(Phi @ r["ensemble"].T, -1, 0)  # [M, T, P]
             crps = crps_ensemble(xr.DataArray(ens, dims=("member", "time", "point")),
                                  xr.DataArray(tfield, dims=("time", "point"))).values
             se = (mean - tfield) ** 2
