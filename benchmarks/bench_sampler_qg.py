@@ -97,6 +97,8 @@ def main() -> None:
     p.add_argument("--eval-runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=None, help="JSON with every number")
     p.add_argument("--days", type=int, nargs="+", default=[1, 5], help="observation windows (days of tracks)")
+    p.add_argument("--tau", type=float, default=None, help="temperature (chosen on the tuning run; default: the model's)")
+    p.add_argument("--max-keep", type=int, default=8192, help="most library windows kept per analysis window")
     a = p.parse_args()
     torch.set_num_threads(2)
     lib = Library(Library.open(a.work / "library.nc").ds, variables=["psi", "ssh"], source=str(a.work / "library.nc"))
@@ -106,7 +108,7 @@ def main() -> None:
     ch_ssh = lib.layout.channels.index(("ssh", None))
     sigma = 0.1 * float(np.std(lib.read(np.arange(0, lib.n, 7))[:, ch_ssh]))
     clim = lib.read(np.arange(lib.n)).mean(axis=0)  # [C, Y, X]
-    results: dict = {"sigma": sigma, "library_size": lib.n, "model": str(model_dir), "windows": enc.window.to_dict()}
+    results: dict = {"tau": a.tau, "max_keep": a.max_keep, "sigma": sigma, "library_size": lib.n, "model": str(model_dir), "windows": enc.window.to_dict()}
 
     def run_setting(truth_path: Path, days: int, seed: int, spread_factor: float | None, alpha: float, radius: float,
                     modes=("local", "hybrid", "enoi"), every: int | None = None, hybrid_alpha: float | None = None) -> dict:
@@ -132,7 +134,7 @@ def main() -> None:
         if "hybrid" in modes or "local" in modes:  # one call: hybrid mode also returns its local background
             mode = "hybrid" if "hybrid" in modes else "local"
             ds = assimilate((model, enc), lib, obs, mode=mode, members=20, spread_factor=spread_factor, hybrid=hyb,
-                            seed=seed, cache_dir=model_dir / "library_cache")
+                            seed=seed, cache_dir=model_dir / "library_cache", tau=a.tau, max_keep=a.max_keep)
             sec = float(ds.attrs["seconds_per_analysis"])
             if mode == "hybrid":
                 out["hybrid"] = score(arrays(ds, "_mean"), arrays(ds, "_spread"), sec)
