@@ -48,9 +48,9 @@ FULL = {
             "steps": 2500},
     "digits": {"test_fraction": 0.25, "width": 16, "ne": 32, "epochs": 12, "batch": 64, "lr": 3e-3,
                "finetune_steps": 300, "members": 16},
-    "torus": {"n_train": 16384, "n_test": 2000, "n_val": 1000, "n_retrieval": 1000, "dt": 5e-4, "T": 0.1,
+    "torus": {"n_train": 24576, "n_test": 2000, "n_val": 1000, "n_retrieval": 1000, "dt": 5e-4, "T": 0.1,
               "keep_every": 2, "sigma": 1e-3, "vel_scale": 4.0, "harmonics": 3, "d_model": 64, "nhead": 4, "layers": 2,
-              "batch": 128, "epochs": 6, "lr": 1e-3, "warmup": 100, "max_train_seconds": 1800, "n_da": 50,
+              "batch": 128, "epochs": 14, "lr": 1e-3, "warmup": 100, "max_train_seconds": 1500, "n_da": 50,
               "n_library": 200000, "members": 100, "enkf_members": [200, 800], "grid": 32, "n_grid_times": 11,
               "band_radius": 0.1},
 }
@@ -79,7 +79,7 @@ def reductions(cfg: dict) -> dict:
         "digits": "scikit-learn 8x8 digits (1797 images) instead of MNIST (70k 28x28); small CNN",
         "lagrangian": f"{t['n_train']} training / {t['n_test']} test pairs instead of 32k / 32k; "
                       f"{int(round(t['T'] / t['dt'] / t['keep_every']))} positions per track (RK4 dt {t['dt']}, "
-                      f"every {t['keep_every']}th kept) instead of 1000 (dt 1e-5, every 10th); transformer with "
+                      f"keeping every {t['keep_every']} steps) instead of 1000 (dt 1e-5, every 10th); transformer with "
                       f"{t['layers']} blocks (d_model {t['d_model']}) instead of 12; lr {t['lr']} (AdamW, cosine) "
                       f"instead of 1e-4; {t['epochs']} epochs (stopped early after {t.get('max_train_seconds')} s of training if reached); "
                       f"positions observed with noise sd {t['sigma']}",
