@@ -210,7 +210,7 @@ def assimilate(
             return {"members": g.members, "mean": g.mean, "spread": np.sqrt(g.variance), "ess": g.posterior.ess,
                     "dropped": g.posterior.dropped_mass, "post": g.posterior}
         la = analyse_local(y, wlib, z_lib, enc.embed_obs, kind=enc.kind, tau=enc.tau, members=members, rng=rng,
-                           spread_factor=spread_factor, max_keep=max_keep or 2048, min_ess=min_ess, tempering=tempering)
+                           spread_factor=spread_factor, max_keep=max_keep or 8192, min_ess=min_ess, tempering=tempering)
         out = {"members": la.members, "mean": la.mean, "ess": float(np.mean(la.ess)),
                "dropped": float(np.mean(la.dropped_mass))}
         if mode == "hybrid":

@@ -131,7 +131,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   embed_obs: Callable[[np.ndarray], np.ndarray], *, kind: str = "neg_sq_distance", tau: float = 1.0,
                   members: int = 20, rng: np.random.Generator | None = None, coupling: str = "copula",
                   coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = KEEP_MASS,
-                  max_keep: int | None = 2048, min_ess: float | None = None, tempering: bool = False, top: int = 0,
+                  max_keep: int | None = 8192, min_ess: float | None = None, tempering: bool = False, top: int = 0,
                   window_chunk: int = 16) -> LocalAnalysis:
     """Local analysis of one observation field ``obs`` ``[C_obs, Y, X]`` (NaN = unobserved).
 
