@@ -45,7 +45,7 @@ def test_tiny_training_run_gives_a_model_local_mode_can_use(tmp_path):
                     coords={"time": np.datetime64("2001-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D"),
                             "y": np.arange(ny) * 10.0, "x": np.arange(nx) * 10.0})
     lib = Library(ds)
-    masks = lambda m, r: r.random((m, ny, nx)) < 0.2  # noqa: E731
+    masks = lambda m, r: r.random((m, ny, nx)) < 0.2
     cfg = WindowTrainingConfig(size=8, stride=4, halo=4, embedding_dim=8, epochs=2, pairs_per_epoch=512, val_pairs=128,
                                batch_size=64, seconds=30, max_days=2, library_stride=4,
                                obs_encoder={"type": "mlp", "hidden": [32]}, state_encoder={"type": "mlp", "hidden": [32]})

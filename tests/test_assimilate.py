@@ -6,12 +6,10 @@ answer is known: observing a library state exactly retrieves that state as top-1
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from oceanda import fields
-from oceanda.analysis.assimilate import assimilate, load_model
-from oceanda.analysis.library import Library
+from oceanda.analysis.assimilate import assimilate
 from oceanda.contrastive.encoders import FixedEncoder
 from oceanda.contrastive.model import ContrastiveModel
 from oceanda.contrastive.similarity import Similarity
