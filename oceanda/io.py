@@ -107,7 +107,9 @@ def _expand_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
 def _open_one(path: Path, chunks: Any, engine: str | None) -> xr.Dataset:
     try:
         if path.suffix == ".zarr" or (path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())):
-            return xr.open_zarr(path, chunks=chunks)
+            with warnings.catch_warnings():  # stores without consolidated metadata are fine, only slower to open
+                warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
+                return xr.open_zarr(path, chunks=chunks)
         return xr.open_dataset(path, chunks=chunks, engine=engine)
     except (OSError, ValueError) as exc:
         raise DataValidationError(f"{path}: cannot be read as NetCDF or zarr ({exc})") from exc
