@@ -184,6 +184,7 @@ def assimilate(
                                quiet=quiet)
         wlib = None
     else:
+        lib.load()  # in memory when it fits (2 GB): windows are then views, not gathered copies
         wlib = WindowLibrary(lib, enc.window, stride=library_stride or extra.get("library_stride"),
                              allowed=allowed_positions)
         z_lib = wlib.embeddings(lambda w: enc.embed_state(w, lib.layout), enc.key, cache_dir=cache_dir, quiet=quiet)

@@ -27,6 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-ess", type=float, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
+    parser.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="where library embeddings are cached (default: MODEL_DIR/library_cache; use this for a read-only model)")
     parser.add_argument("--overwrite", action="store_true", help="replace ANALYSIS.nc if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -47,7 +49,7 @@ def run(args) -> int:
     command = io.command_line()
     ds = assimilate(args.model, library, obs, mode=args.mode, members=args.members, top_k=args.top_k, seed=args.seed,
                     spread_factor=args.spread_factor, min_ess=args.min_ess, tempering=args.temper,
-                    scheduler=args.scheduler, quiet=args.quiet, command=command)
+                    scheduler=args.scheduler, quiet=args.quiet, command=command, cache_dir=args.cache_dir)
     io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
         print(f"wrote {out} ({ds.sizes['time']} analyses, mode {ds.attrs['mode']}, "
