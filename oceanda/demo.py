@@ -245,7 +245,7 @@ def run_demo(
     ds = cycled_letkf(library, obs, members=int(lk["members"]), radius_km=float(lk["radius_km"]),
                       inflation=float(lk["inflation"]), rtps=float(lk.get("rtps", 0.0)), block=int(lk.get("block", 2)),
                       rng=seed, quiet=quiet)
-    save("letkf_cycled", ds, _time.perf_counter() - tic)
+    save("letkf_cycled", _thin_members(ds, members, np.random.default_rng(seed)), _time.perf_counter() - tic)
 
     tic = _time.perf_counter()
     save("climatology", climatology_analysis(library, truth_ds.time.values, members, np.random.default_rng(seed)),

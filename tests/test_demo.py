@@ -1,0 +1,60 @@
+"""The main job on the bundled sample: `oceanda demo` (shortened) and `oceanda assimilate` on the sample."""
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from oceanda.cli import main
+from oceanda.demo import format_table, run_demo
+from oceanda.errors import OutputExistsError
+from oceanda.sampledata import bundled_sample_dir
+
+
+def test_demo_short_run_writes_analyses_and_report(tmp_path):
+    res = run_demo(tmp_path / "demo", days=2, quiet=True, members=8)
+    methods = res.metrics["methods"]
+    for name in ("contrastive_local", "contrastive_hybrid", "contrastive_global", "enoi", "letkf_cycled", "climatology"):
+        assert name in methods, name
+        m = methods[name]
+        for key in ("rmse", "bias", "spread", "spread_skill", "crps", "energy_score", "nrmse_score",
+                    "effective_resolution_km", "seconds_per_analysis"):
+            assert key in m, (name, key)
+        assert np.isfinite(m["rmse"]) and m["rmse"] > 0
+        with xr.open_dataset(res.files[name]) as ds:
+            assert {"ssh_mean", "ssh_spread", "ssh", "psi_mean"} <= set(ds.data_vars)
+            assert ds.sizes["time"] == 2 and ds.sizes["member"] == 8
+            assert ds.attrs["Conventions"] == "CF-1.8"
+    on_disk = json.loads((tmp_path / "demo" / "report" / "metrics.json").read_text())
+    assert set(on_disk["methods"]) == set(methods)
+    # every method sees the same observations, and every one but climatology uses them
+    assert methods["letkf_cycled"]["rmse"] < methods["climatology"]["rmse"]
+    assert methods["enoi"]["rmse"] < methods["climatology"]["rmse"]
+    assert methods["contrastive_hybrid"]["rmse"] < methods["climatology"]["rmse"]
+    maps = sorted(p.name for p in (tmp_path / "demo" / "report").glob("map_*.png"))
+    assert len(maps) == 6
+    table = format_table(res.metrics)
+    assert "contrastive_local" in table and "RMSE/clim" in table
+    with pytest.raises(OutputExistsError):
+        run_demo(tmp_path / "demo", days=1, quiet=True)
+
+
+def test_assimilate_cli_on_bundled_sample_global_mode(tmp_path):
+    data = bundled_sample_dir("qg")
+    model = data.parent / "models" / "qg_field"
+    out = tmp_path / "analysis.nc"
+    args = ["assimilate", "--model", str(model), "--library", str(data / "library.nc"), "--obs",
+            str(data / "obs_altimetry_eval_2.nc"), "--out", str(out), "--mode", "global", "--members", "6",
+            "--top-k", "4", "--quiet"]
+    args += ["--cache-dir", str(tmp_path / "cache")]  # keep the bundled model directory clean
+    assert main(args) == 0
+    assert not (model / "library_cache").exists() or any((tmp_path / "cache").iterdir())
+    with xr.open_dataset(out) as a:
+        for v in ("ssh_mean", "ssh_spread", "ssh", "psi_mean", "psi_spread", "psi", "ess", "retrieved_index",
+                  "retrieved_score", "weight"):
+            assert v in a, v
+        assert a.sizes["time"] == 31 and a.sizes["member"] == 6 and a.sizes["rank"] == 4
+        np.testing.assert_allclose(a.weight.sum("particle"), 1.0, rtol=1e-5)
+        assert a.attrs["mode"] == "global" and a.attrs["seconds_per_analysis"] > 0
+        assert "assimilate" in a.attrs["command"]
