@@ -30,7 +30,6 @@ def test_every_registered_verb_module_has_help():
 
 
 def test_oceanda_error_is_one_line_exit_2(monkeypatch, capsys):
-    import argparse
     import types
 
     def add_arguments(p):
