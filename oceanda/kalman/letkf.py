@@ -55,17 +55,6 @@ def _apply_local_transforms(Yl: np.ndarray, dl: np.ndarray, Ag: np.ndarray) -> n
     return Ag + Z @ (h[..., None] * (np.swapaxes(Z, 1, 2) @ Ag)) + mean_inc
 
 
-_CONTROLLER: ThreadpoolController | None = None
-
-
-def _single_threaded_blas():  # type: ignore[no-untyped-def]
-    """Many tiny LAPACK calls: BLAS threads only add overhead (20x slower on a busy 2-core machine)."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1, user_api="blas")
-
-
 def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer: Localizer, inflation: float = 1.0,
           rtps: float = 0.0, rtpp: float = 0.0, rng: Any = None, chunk: int = 512) -> np.ndarray:
     """LETKF analysis of ``E [N, n]`` with observations ``y`` (an Observations or ``y, error, H``).
