@@ -15,9 +15,8 @@ Equations (layer n = 1, 2; F1 = 1/(rd^2 (1 + delta)), F2 = delta F1, delta = H1/
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 import xarray as xr
 
 from oceanda.errors import DataValidationError, OceandaError
+from oceanda.testbeds._threads import torch_threads
 
 OMEGA = 7.2921e-5  #: Earth's rotation rate [s-1]
 SECONDS_PER_DAY = 86400.0
@@ -255,17 +255,8 @@ class QGModel:
             raise OceandaError(f"QGModel: dt={self.dt} s does not divide a day; expected 86400/dt to be an integer")
         return int(round(n))
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        if self.threads is None or self.device.type != "cpu":
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(int(self.threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    def _threads(self):
+        return torch_threads(self.threads if self.device.type == "cpu" else None)
 
     def step(self, q: Any, nsteps: int = 1) -> Any:
         """Advance ``q`` [member, 2, ny, nx] by ``nsteps`` time steps (AB3, started with Euler/AB2)."""

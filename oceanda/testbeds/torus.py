@@ -12,8 +12,6 @@ with torch.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 import xarray as xr
 
 from oceanda.errors import OceandaError
+from oceanda.testbeds._threads import torch_threads
 
 
 def half_plane_wavevectors(n: int = 49) -> np.ndarray:
@@ -61,17 +60,8 @@ class TorusFlow:
     def n_coefficients(self) -> int:
         return 2 * self.n_modes
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        if self.threads is None:
-            yield
-            return
-        old = torch.get_num_threads()
-        torch.set_num_threads(int(self.threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(old)
+    def _threads(self):
+        return torch_threads(self.threads)
 
     # ------------------------------------------------------------------ coefficients
     def sample_coefficients(self, n: int, rng: np.random.Generator) -> np.ndarray:
