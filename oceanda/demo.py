@@ -151,19 +151,14 @@ def cycled_letkf(
 
 
 
-def _train_models(sample_dir: Path, model_root: Path, quiet: bool, seed: int) -> tuple[Path, Path | None]:
+def _train_models(sample_dir: Path, model_root: Path, quiet: bool, seed: int) -> tuple[Path, Path]:
     """``--train``: retrain the bundled encoder pairs from the library (same code as the bundled ones)."""
-    from oceanda.analysis import window_training
+    from oceanda.analysis.window_training import train_bundled_window_model
+    from oceanda.pairs import train_bundled_field_model
 
-    window_dir = model_root / "qg_window"
-    window_training.train_bundled_window_model(sample_dir, window_dir, quiet=quiet, seed=seed)
-    field_dir: Path | None = model_root / "qg_field"
-    try:
-        from oceanda.pairs import train_bundled_field_model
-    except ImportError:  # pragma: no cover - whole-field training not available
-        field_dir = None
-    else:
-        train_bundled_field_model(sample_dir, field_dir, quiet=quiet, seed=seed)
+    window_dir, field_dir = model_root / "qg_window", model_root / "qg_field"
+    train_bundled_window_model(sample_dir, window_dir, quiet=quiet, seed=seed)
+    train_bundled_field_model(sample_dir, field_dir, quiet=quiet, seed=seed)
     return window_dir, field_dir
 
 
@@ -225,7 +220,7 @@ def run_demo(
 
     for mode in modes:
         model_dir = field_model if mode == "global" else window_model
-        if model_dir is None or not (Path(model_dir) / io.CHECKPOINT_CONFIG).exists():
+        if not (Path(model_dir) / io.CHECKPOINT_CONFIG).exists():
             _log(f"  contrastive_{mode}: no model at {model_dir}; skipped", quiet)
             continue
         tic = _time.perf_counter()
