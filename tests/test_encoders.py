@@ -59,6 +59,30 @@ def test_periodic_cnn_trunk_is_shift_equivariant():
     assert torch.allclose(torch.roll(f, shifts=(1, 2), dims=(2, 3)), fs, atol=1e-5)
 
 
+def test_spatial_head_keeps_the_map_and_is_shift_equivariant():
+    """head='spatial': the embedding is the final feature map (1x1 conv), so a periodic shift of the
+    input by a multiple of the downsampling rolls the embedding map, and inner products of shifted
+    pairs are unchanged -- the structure of a likelihood summed over grid cells."""
+    torch.manual_seed(0)
+    cnn = MaskedCNNEncoder((2, 16, 16), 4 * 4 * 3, width=4, depth=2, periodic=True, head="spatial")
+    x = torch.randn(3, 2, 16, 16, generator=_g(3))
+    z = cnn(x)
+    assert z.shape == (3, 48)
+    zs = cnn(torch.roll(x, shifts=(4, 8), dims=(2, 3)))
+    assert torch.allclose(torch.roll(z.reshape(3, 3, 4, 4), shifts=(1, 2), dims=(2, 3)).reshape(3, -1), zs, atol=1e-5)
+    other = MaskedCNNEncoder((1, 16, 16), 48, width=4, depth=2, periodic=True, head="spatial")
+    y = torch.randn(3, 1, 16, 16, generator=_g(4))
+    ip = (z * other(y)).sum(1)
+    ip_shift = (zs * other(torch.roll(y, shifts=(4, 8), dims=(2, 3)))).sum(1)
+    assert torch.allclose(ip, ip_shift, rtol=1e-4, atol=1e-5)
+    assert build_encoder(cnn.config()).config() == cnn.config() and cnn.config()["head"] == "spatial"
+    assert "head" not in MaskedCNNEncoder((2, 16, 16), 5, width=4, depth=2).config()  # old checkpoints unchanged
+    with pytest.raises(OceandaError, match="multiple of the final map's 4x4 = 16 cells"):
+        MaskedCNNEncoder((2, 16, 16), 50, width=4, depth=2, head="spatial")
+    with pytest.raises(OceandaError, match="head 'pool'"):
+        MaskedCNNEncoder((2, 16, 16), 16, width=4, depth=2, head="pool")
+
+
 def test_trajectory_transformer_pooling_and_padding():
     for pooling in ("last", "mean"):
         enc = TrajectoryTransformer((10, 3), 6, d_model=16, nhead=2, num_layers=1, dim_feedforward=32,

@@ -104,12 +104,19 @@ class MaskedCNNEncoder(Encoder):
     ``input_pool=p`` first averages p x p blocks (values and masks alike: each block keeps the mean
     observed value times the observed fraction, and the fraction), p**2 times cheaper again. ``trunk(x)`` is fully convolutional (any size divisible
     by 2**depth) for callers that want feature maps of larger fields.
+
+    ``head="spatial"`` replaces the linear head by a 1x1 convolution to ``out_dim / (h * w)``
+    channels and keeps the map: the embedding is a coarse field of features, so an inner product of
+    two embeddings is a sum of local agreements -- the shape of a Gaussian log-likelihood
+    (sum over observed points of x_i y_i - x_i^2 / 2), translation-equivariant, and so matched to
+    random periodic shifts. ``out_dim`` must then be a multiple of the final map's h * w.
     """
 
     kind = "masked_cnn"
 
     def __init__(self, in_shape, out_dim: int, width: int = 32, depth: int = 3, periodic: bool = True,
-                 max_width: int = 128, activation: str = "gelu", first_stride: int = 1, input_pool: int = 1):
+                 max_width: int = 128, activation: str = "gelu", first_stride: int = 1, input_pool: int = 1,
+                 head: str = "linear"):
         super().__init__(in_shape, out_dim)
         if len(self.in_shape) != 3:
             raise OceandaError(f"MaskedCNNEncoder: in_shape {self.in_shape}; expected (channels, Y, X)")
@@ -124,6 +131,10 @@ class MaskedCNNEncoder(Encoder):
         self._kwargs = {"width": int(width), "depth": int(depth), "periodic": bool(periodic),
                         "max_width": int(max_width), "activation": activation, "first_stride": int(first_stride),
                         "input_pool": int(input_pool)}
+        if head not in ("linear", "spatial"):
+            raise OceandaError(f"MaskedCNNEncoder: head '{head}'; expected 'linear' or 'spatial'")
+        if head != "linear":  # old checkpoints have no 'head' key and stay loadable
+            self._kwargs["head"] = head
         pad = "circular" if periodic else "zeros"
         layers: list[nn.Module] = [nn.AvgPool2d(int(input_pool))] if int(input_pool) > 1 else []
         cin = c
@@ -135,13 +146,22 @@ class MaskedCNNEncoder(Encoder):
             cin = w
         self.trunk = nn.Sequential(*layers)
         self.feature_shape = (cin, ny // f, nx // f)
-        self.head = nn.Linear(int(np.prod(self.feature_shape)), self.out_dim)
+        if head == "spatial":
+            cells = (ny // f) * (nx // f)
+            if self.out_dim % cells:
+                raise OceandaError(f"MaskedCNNEncoder: head='spatial' needs out_dim a multiple of the final map's "
+                                   f"{ny // f}x{nx // f} = {cells} cells; got out_dim={self.out_dim}")
+            self.head = nn.Conv2d(cin, self.out_dim // cells, 1)
+        else:
+            self.head = nn.Linear(int(np.prod(self.feature_shape)), self.out_dim)
+        self.spatial = head == "spatial"
 
     def forward(self, x):
         x = self.check(x)
         if torch.isnan(x).any():
             raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
-        return self.head(self.trunk(x).flatten(1))
+        h = self.trunk(x)
+        return self.head(h).flatten(1) if self.spatial else self.head(h.flatten(1))
 
 
 def masked_input(values: torch.Tensor | np.ndarray, fill: float = 0.0) -> torch.Tensor:
