@@ -2,7 +2,8 @@
 
 Kalman side (``HybridConfig.kalman``): ``'schur'`` (default) is EnOI with a Schur-product
 (Gaspari-Cohn) localised gain solved in observation space -- K = (rho_xo o B H^T)(rho_oo o H B H^T + R)^-1,
-cost linear in the state size, a few seconds per analysis for a 500-member static ensemble on the
+:func:`oceanda.kalman.schur.schur_enoi` (re-exported here with :func:`~oceanda.kalman.schur.grid_points`),
+cost linear in the state size, under a second per analysis for a 500-member static ensemble on the
 QG grid; ``'letkf'`` calls :func:`oceanda.kalman.filters.enoi` / LETKF (one ensemble-space analysis
 per grid point: exact but about a minute per analysis there).
 
@@ -16,13 +17,15 @@ union: static anomalies scaled by ``alpha`` plus the local members' anomalies sc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from oceanda.errors import DataValidationError
+from oceanda.kalman.schur import grid_points, schur_enoi
+
+__all__ = ["HybridConfig", "grid_localizer_for", "grid_points", "hybrid_update", "schur_enoi", "static_states"]
 
 
 @dataclass
@@ -113,63 +116,3 @@ def grid_localizer_for(like, radius: float, periodic: bool):
         dx = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
         period = (len(y) * dy, len(x) * dx)
     return grid_localizer(y, x, radius, period=period)
-
-
-def schur_enoi(xb: np.ndarray, static: np.ndarray, observations: Any, *, alpha: float, radius: float,
-               points: np.ndarray, period: tuple | None = None, chunk: int = 4096,
-               var_channels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """EnOI with a Schur-localised gain in observation space: analysis mean ``[n]`` and variance ``[n]``.
-
-    B = alpha A^T A / (m - 1) from the static states' anomalies ``A``; the flat state index ``i``
-    sits at horizontal point ``i % G`` of ``points [G, 2]`` (``fields.to_array`` flattened), and the
-    observations use direct (index) operators. The variance is the diagonal of (I - K H) B with the
-    localised gain, computed only on the channels ``var_channels`` (default all; NaN elsewhere) because
-    it costs n p^2 against n p m for the mean.
-    """
-    from oceanda.kalman.localization import gaspari_cohn, pairwise_distances
-
-    obs = observations.finite() if hasattr(observations, "finite") else observations
-    idx = obs.state_index()
-    if idx is None:
-        raise DataValidationError("schur EnOI needs direct (index or sparse) observation operators")
-    xb = np.asarray(xb, dtype=np.float64)
-    A = np.asarray(static, dtype=np.float64)
-    A = (A - A.mean(axis=0)) * np.sqrt(alpha / (A.shape[0] - 1))  # B = A^T A
-    G = len(points)
-    metric = "periodic" if period is not None else "euclidean"
-    ptso = points[idx % G]
-    HA = A[:, idx]  # [m, p]
-    rho_oo = gaspari_cohn(pairwise_distances(ptso, ptso, metric, period), radius)
-    S = rho_oo * (HA.T @ HA) + np.diag(obs.error ** 2)
-    d = obs.y - xb[idx]
-    Sinv = np.linalg.inv(S)
-    z = Sinv @ d
-    xa = xb.copy()
-    var = np.empty_like(xb)
-    rho_go = gaspari_cohn(pairwise_distances(points, ptso, metric, period), radius)  # [G, p]
-    chunk = G  # one channel at a time
-    for a in range(0, xb.size, chunk):
-        sl = slice(a, min(a + chunk, xb.size))
-        g = np.arange(sl.start, sl.stop) % G
-        P_xo = rho_go[g] * (A[:, sl].T @ HA)  # [c, p] localised B H^T
-        xa[sl] += P_xo @ z
-        if var_channels is None or (sl.start // G) in set(var_channels):
-            K = P_xo @ Sinv
-            var[sl] = np.maximum(np.sum(A[:, sl] ** 2, axis=0) - np.sum(K * P_xo, axis=1), 0.0)
-        else:
-            var[sl] = np.nan
-    return xa, var
-
-
-def grid_points(like, periodic: bool) -> tuple[np.ndarray, tuple | None]:
-    """Horizontal grid-point coordinates ``[G, 2]`` (``y``, ``x`` in their units) and the periods."""
-    from oceanda.fields import spatial_dims
-
-    ydim, xdim = spatial_dims(like)
-    y = np.asarray(like[ydim].values, dtype=np.float64) if ydim in like.coords else np.arange(like.sizes[ydim], dtype=float)
-    x = np.asarray(like[xdim].values, dtype=np.float64) if xdim in like.coords else np.arange(like.sizes[xdim], dtype=float)
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    period = None
-    if periodic:
-        period = (len(y) * float(np.median(np.diff(y))), len(x) * float(np.median(np.diff(x))))
-    return np.c_[yy.ravel(), xx.ravel()], period

@@ -1,7 +1,10 @@
 """Ensemble Kalman baselines: stochastic EnKF, ETKF, LETKF (batched, R-localised), EnOI.
 
 Array level (ensembles ``E [N, n]``, observations ``y, error, H`` or :class:`Observations`):
-:func:`enkf`, :func:`etkf`, :func:`letkf`, :func:`enoi`. Dataset level: :func:`analyse_dataset`
+:func:`enkf`, :func:`etkf`, :func:`letkf`, :func:`enoi` (ETKF/LETKF transform of the static
+ensemble) and the Schur-localised EnOI in observation space, :func:`schur_enoi` (mean, variance) and
+:func:`schur_enoi_ensemble` (module ``schur``; what ``analyse_dataset`` uses for a localised EnOI of
+direct observations). Dataset level: :func:`analyse_dataset`
 (the ``oceanda enkf`` verb). Cycling with a testbed model: :func:`cycle`, :func:`run_lorenz96`.
 Tuned settings (inflation, localisation radius) are in ``tuned.json`` (:func:`tuned_settings`).
 """
@@ -45,6 +48,7 @@ from oceanda.kalman.localization import (
     taper,
 )
 from oceanda.kalman.obsspace import Observations, apply_operator, observations_from_dataset
+from oceanda.kalman.schur import grid_points, schur_enoi, schur_enoi_ensemble
 
 
 def tuned_settings(name: str | None = None) -> Any:
@@ -64,9 +68,10 @@ def __getattr__(name: str) -> Any:  # lazy: the Dataset layer imports xarray-hea
 
 __all__ = [
     "AdaptiveInflation", "CycleResult", "FilterSettings", "Localizer", "Observations", "analyse_dataset", "apply_operator",
-    "cycle", "enkf", "enoi", "etkf", "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "inflate",
+    "cycle", "enkf", "enoi", "etkf", "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "grid_points", "inflate",
     "innovation_inflation_estimate", "latest_checkpoint", "letkf", "localizer_for_dataset", "lorenz96_twin",
     "normalised_innovations", "observations_from_dataset", "pairwise_distances", "radius_from_dapper", "radius_to_dapper",
-    "repair_members", "ring_localizer", "rmse", "rtpp", "rtps", "run_lorenz96", "spread", "static_ensemble", "taper",
+    "repair_members", "ring_localizer", "rmse", "rtpp", "rtps", "run_lorenz96", "schur_enoi", "schur_enoi_ensemble", "spread",
+    "static_ensemble", "taper",
     "tuned_settings",
 ]

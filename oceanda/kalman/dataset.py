@@ -21,6 +21,7 @@ from oceanda.kalman.filters import enkf, enoi, etkf
 from oceanda.kalman.letkf import letkf
 from oceanda.kalman.localization import Localizer, grid_localizer
 from oceanda.kalman.obsspace import observations_from_dataset
+from oceanda.kalman.schur import schur_enoi_ensemble
 
 METHODS = ("enkf", "etkf", "letkf", "enoi")
 
@@ -47,6 +48,12 @@ def localizer_for_dataset(ds: xr.Dataset, radius_km: float, *, taper: str = "gas
         lat, lon = np.meshgrid(yv, xv, indexing="ij")
         return grid_localizer(yv, xv, radius_km, taper=taper, block=block, lat=lat, lon=lon)
     return grid_localizer(yv, xv, radius_km, taper=taper, block=block)
+
+
+def _index_operator(o: Any) -> bool:
+    """Direct observations: ``H`` is an array of integer flat state indices."""
+    H = o.H
+    return isinstance(H, np.ndarray) and np.issubdtype(H.dtype, np.integer)
 
 
 def _members_at(ens: xr.Dataset, layout: Any, t: Any, source: str) -> np.ndarray:
@@ -84,7 +91,12 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf"
     obs time is used), or only ``time``: a library of states used as a static ensemble (EnOI's
     natural input; background = the library mean). ``loc_radius_km`` is the Gaspari-Cohn half-width
     (zero beyond twice it) and is required for ``letkf``; with ``enoi`` it localises the static
-    ensemble. NaN grid points present in every member (land) stay NaN and are not updated.
+    ensemble: for direct (index) observations -- gridded or ``y_index``/``x_index`` points -- by the
+    Schur product in observation space (:func:`oceanda.kalman.schur.schur_enoi_ensemble`: members are
+    the perturbed-observation updates of the static members, rescaled to the analysis variance),
+    otherwise by the LETKF transform (:func:`oceanda.kalman.filters.enoi`); without a radius EnOI is
+    the global ETKF transform. ``block`` only groups LETKF analyses. NaN grid points present in every
+    member (land) stay NaN and are not updated.
     """
     if method not in METHODS:
         raise DataValidationError(f"unknown method '{method}'; expected one of {METHODS}")
@@ -120,6 +132,8 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf"
             Ea = enkf(E, o, **kw)
         elif method == "letkf":
             Ea = letkf(E, o, localizer=loc, **kw)
+        elif loc is not None and _index_operator(o):  # Schur-localised gain in observation space
+            Ea = schur_enoi_ensemble(E.mean(axis=0), E, o, alpha=alpha, members=members, localizer=loc, rng=g)
         else:
             Ea = enoi(E.mean(axis=0), E, o, alpha=alpha, members=members, localizer=loc, rng=g)
         seconds.append(_time.perf_counter() - tic)

@@ -1,0 +1,197 @@
+"""EnOI with a Schur-product localised gain, solved in observation space (Oke et al. 2002; Houtekamer & Mitchell 2001).
+
+The static covariance is B = alpha A^T A / (m - 1) from the anomalies ``A [m, n]`` of ``m`` library
+states. Localisation multiplies it elementwise by a taper correlation rho (Gaspari-Cohn by default):
+
+    K = (rho_xo o B H^T) (rho_oo o H B H^T + R)^-1,   x_a = x_b + K (y - H x_b),
+    var_a = diag((I - K H)(B o rho)) = diag(B) - rowsum(K o (rho_xo o B H^T)).
+
+The state is processed in blocks of grid points: ``rho_xo o B H^T`` is formed with dense matrix
+products (cost ``n m p`` for the mean, ``n p^2`` for the variance, ``p^3`` for the ``p x p`` solve), or
+from the taper's non-zero entries only when they are rare (very short radii on large grids). About
+0.6 s per QG analysis (64 x 64 x 3 channels, 408 static members, ~370 altimetry observations) whatever
+the radius, against 1 s (60 km) to 9 s (150 km) for the LETKF form of :func:`oceanda.kalman.filters.enoi`
+(one ensemble-space analysis per grid point). Observation operators must be direct: integer state
+indices (or a sparse matrix, located at its largest weight, see ``Observations.state_index``). With an
+infinite radius the analysis mean and variance are those of the ETKF form, exactly.
+
+Array level: :func:`schur_enoi` (mean and variance from grid points) and :func:`schur_enoi_ensemble`
+(an analysis ensemble, the signature of :func:`~oceanda.kalman.filters.enoi`, localised by a
+:class:`~oceanda.kalman.localization.Localizer`). :func:`grid_points` gives the points of a Dataset grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from oceanda.errors import DataValidationError
+from oceanda.kalman.localization import pairwise_distances
+from oceanda.kalman.localization import taper as taper_fn
+from oceanda.kalman.obsspace import Observations, as_observations
+
+#: Above this fraction of non-zero taper entries a block is computed with dense products (BLAS): gathering
+#: the non-zero pairs only pays when they are very few (on the QG grid dense is as fast at 4 % and 10x faster at 28 %).
+DENSE_FRACTION = 0.02
+
+
+def grid_points(like, periodic: bool) -> tuple[np.ndarray, tuple | None]:
+    """Horizontal grid-point coordinates ``[G, 2]`` (``y``, ``x`` in their units) and the periods."""
+    from oceanda.fields import spatial_dims
+
+    ydim, xdim = spatial_dims(like)
+    y = np.asarray(like[ydim].values, dtype=np.float64) if ydim in like.coords else np.arange(like.sizes[ydim], dtype=float)
+    x = np.asarray(like[xdim].values, dtype=np.float64) if xdim in like.coords else np.arange(like.sizes[xdim], dtype=float)
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    period = None
+    if periodic:
+        period = (len(y) * float(np.median(np.diff(y))), len(x) * float(np.median(np.diff(x))))
+    return np.c_[yy.ravel(), xx.ravel()], period
+
+
+def _direct(obs: Observations) -> np.ndarray:
+    idx = obs.state_index()
+    if idx is None:
+        raise DataValidationError("Schur-localised EnOI needs direct (index or sparse) observation operators; "
+                                  "got a callable one (use oceanda.kalman.filters.enoi)")
+    return idx
+
+
+def _schur_update(xb: np.ndarray, X: np.ndarray, obs: Observations, points: np.ndarray, obs_points: np.ndarray, *,
+                  radius: float, metric: str, period: Sequence[float | None] | None, taper: str = "gaspari_cohn",
+                  var_channels: Sequence[int] | None = None, perturbations: np.ndarray | None = None,
+                  chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The core: ``(x_a [n], var_a [n], analysis anomalies [m, n] or None)``.
+
+    ``X [m, n]`` are anomalies with B = X^T X (already scaled); the flat state index ``i`` sits at
+    ``points[i % G]``; ``obs_points [p, d]`` are the observation locations. With ``perturbations``
+    ``[m, p]`` (observation errors drawn for each member, same scaling as ``X``) the anomalies of the
+    perturbed-observation update of each member, X_i - K (H X_i - eps_i), are returned too.
+    ``var_channels``: channels on which the variance is computed (NaN elsewhere; default all).
+    """
+    n = xb.size
+    G = len(points)
+    if n % G:
+        raise DataValidationError(f"state of size {n} is not a whole number of channels on {G} grid points")
+    C = n // G
+    HX = obs.apply(X)  # [m, p]
+    d = obs.y - obs.apply(xb[None])[0]
+    rho_oo = taper_fn(pairwise_distances(obs_points, obs_points, metric, period), radius, taper)
+    S = rho_oo * (HX.T @ HX) + np.diag(obs.error ** 2)
+    try:
+        cf = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
+        Sinv = scipy.linalg.cho_solve(cf, np.eye(obs.size), check_finite=False)
+    except np.linalg.LinAlgError:  # a non-positive-definite taper (boxcar) can spoil S
+        Sinv = np.linalg.pinv(S)
+    z = Sinv @ d  # [p]
+    W = Sinv @ (HX - perturbations).T if perturbations is not None else None  # [p, m]
+    HXt = np.ascontiguousarray(HX.T)  # [p, m]
+    xa = xb.copy()
+    var = np.full(n, np.nan)
+    Xa = X.copy() if W is not None else None
+    chans = set(range(C)) if var_channels is None else {int(c) for c in var_channels}
+    for a in range(0, G, chunk):
+        b = min(a + chunk, G)
+        R = taper_fn(pairwise_distances(points[a:b], obs_points, metric, period), radius, taper)  # [gc, p]
+        dense = np.count_nonzero(R) > DENSE_FRACTION * R.size
+        if not dense:
+            r, j = np.nonzero(R)
+            w = R[r, j]
+        for c in range(C):
+            i = slice(c * G + a, c * G + b)
+            Xt = np.ascontiguousarray(X[:, i].T)  # [gc, m]
+            if dense:
+                P = R * (Xt @ HX)  # [gc, p]: localised B H^T
+            else:
+                vals = np.einsum("km,km->k", Xt[r], HXt[j]) * w
+                P = sp.csr_matrix((vals, (r, j)), shape=R.shape)
+            xa[i] += P @ z
+            if c in chans:
+                K = np.asarray(P @ Sinv)  # [gc, p]
+                KP = np.asarray(P.multiply(K).sum(axis=1)).ravel() if sp.issparse(P) else np.sum(K * P, axis=1)
+                var[i] = np.maximum(np.sum(Xt * Xt, axis=1) - KP, 0.0)
+            if Xa is not None:
+                Xa[:, i] -= np.asarray(P @ W).T
+    return xa, var, Xa
+
+
+def schur_enoi(xb: np.ndarray, static: np.ndarray, observations: Any, *, alpha: float, radius: float,
+               points: np.ndarray, period: tuple | None = None, chunk: int = 4096,
+               var_channels: Sequence[int] | None = None, metric: str | None = None,
+               taper: str = "gaspari_cohn") -> tuple[np.ndarray, np.ndarray]:
+    """EnOI with a Schur-localised gain in observation space: analysis mean ``[n]`` and variance ``[n]``.
+
+    B = alpha A^T A / (m - 1) from the anomalies ``A`` of the static states ``[m, n]``; the flat
+    state index ``i`` sits at horizontal point ``i % G`` of ``points [G, d]`` (``fields.to_array``
+    flattened), and the observations use direct (index) operators located at the points they sample
+    (or ``Observations.coords``). Distances: ``metric`` (default ``'periodic'`` with ``period``, else
+    ``'euclidean'``; ``'great_circle'`` wants (lat, lon) points). ``radius`` is the ``taper``'s half-width.
+    The variance is the diagonal of (I - K H)(B o rho), computed only on the channels ``var_channels``
+    (default all; NaN elsewhere).
+    """
+    obs = as_observations(observations)
+    obs = obs.finite()
+    xb = np.asarray(xb, dtype=np.float64)
+    A = np.asarray(static, dtype=np.float64)
+    if A.ndim != 2 or A.shape[0] < 2 or A.shape[1] != xb.size:
+        raise DataValidationError(f"static states of shape {A.shape}; expected [m >= 2, {xb.size}]")
+    idx = _direct(obs)
+    if obs.size == 0:
+        var = np.sum((A - A.mean(axis=0)) ** 2, axis=0) * alpha / (A.shape[0] - 1)
+        return xb.copy(), var
+    A = (A - A.mean(axis=0)) * np.sqrt(alpha / (A.shape[0] - 1))  # B = A^T A
+    points = np.asarray(points, dtype=np.float64)
+    points = points[:, None] if points.ndim == 1 else points
+    if metric is None:
+        metric = "periodic" if period is not None else "euclidean"
+    opts = obs.coords if obs.coords is not None else points[idx % len(points)]
+    xa, var, _ = _schur_update(xb, A, obs, points, opts, radius=radius, metric=metric, period=period, taper=taper,
+                               var_channels=var_channels, chunk=chunk)
+    return xa, var
+
+
+def schur_enoi_ensemble(background: np.ndarray, library: np.ndarray, y: Any, error: Any = None, H: Any = None, *,
+                        localizer: Any, alpha: float = 1.0, members: int | None = None, rng: Any = None,
+                        return_ensemble: bool = True) -> np.ndarray:
+    """Schur-localised EnOI as an analysis ensemble ``[N, n]`` (the arguments of :func:`~oceanda.kalman.filters.enoi`).
+
+    The covariance is that of ``background + sqrt(alpha) *`` library anomalies
+    (:func:`~oceanda.kalman.filters.static_ensemble`, ``members`` of them drawn with ``rng``), localised
+    by the Schur product with ``localizer``'s taper (its points, metric, period, radius and taper;
+    analysis groups are ignored: the gain is local to every state element). What the members are: the
+    Schur-localised Kalman update of each static member with perturbed observations (errors drawn from
+    ``rng`` and centred over the members, so the ensemble mean is the EnOI analysis mean exactly), with
+    anomalies then rescaled point by point so that the ensemble standard deviation (ddof=1) is
+    sqrt(diag((I - K H)(B o rho))), the analysis variance. With ``return_ensemble=False`` only the
+    analysis mean ``[n]`` is returned. Observation operators must be direct (index or sparse).
+    """
+    from oceanda.kalman.filters import _rng, static_ensemble
+
+    obs = as_observations(y, error, H).finite()
+    _direct(obs)
+    g = _rng(rng)
+    xb = np.asarray(background, dtype=np.float64)
+    E = static_ensemble(library, xb, alpha, members, g)
+    N = E.shape[0]
+    if N < 2:
+        raise DataValidationError(f"static ensemble of {N} member(s); expected at least 2")
+    if obs.size == 0:
+        return E if return_ensemble else xb.copy()
+    X = (E - xb) / np.sqrt(N - 1)  # B = X^T X
+    eps = None
+    if return_ensemble:
+        eps = g.standard_normal((N, obs.size))
+        eps = (eps - eps.mean(axis=0)) * np.sqrt(N / (N - 1)) * obs.error / np.sqrt(N - 1)
+    points = localizer.coords
+    xa, var, Xa = _schur_update(xb, X, obs, points, obs.locations(localizer), radius=localizer.radius,
+                                metric=localizer.metric, period=localizer.period, taper=localizer.taper,
+                                perturbations=eps)
+    if not return_ensemble:
+        return xa
+    sd = np.sqrt(np.sum(Xa * Xa, axis=0))  # Xa carries the 1/sqrt(N-1): this is the ddof=1 std
+    scale = np.where(sd > 0, np.sqrt(var) / np.where(sd > 0, sd, 1.0), 1.0)
+    return xa[None] + Xa * (scale * np.sqrt(N - 1))[None]
