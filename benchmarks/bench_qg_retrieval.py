@@ -1,6 +1,8 @@
 """QG retrieval benchmark (issue 4 acceptance): retrieve the true state from its observations.
 
-Masked-CNN encoders, SSH along-track altimetry (4 tracks a day, noise 10 % of the SSH standard
+Masked-CNN encoders with a spatial head (the embedding is an 8x8 map of 16 features, so the cosine
+similarity is a normalised sum of local agreements, the shape of a Gaussian log-likelihood; the
+dense head, --head linear, reached R@5 0.47 with 1-day tracks against 0.88 for this one), SSH along-track altimetry (4 tracks a day, noise 10 % of the SSH standard
 deviation), trained with the two-sided conditional (CLIP) loss on fresh track patterns, fresh noise
 and random periodic shifts every epoch. Validation is unshifted (with independent shifts every
 candidate is trivially distinct, and validation R@K reads near 1). --block k makes batches of blocks
@@ -14,7 +16,7 @@ Data: a library of free QG runs laid end to end (``run`` variable or gaps in tim
 ``benchmarks/bench_sampler_qg_data.py`` (32 runs x 200 days); generated here if the file is missing.
 Runs 0..n_train-1 train (the last 2 of them validate), the last runs are held out.
 
-  .venv/bin/python benchmarks/bench_qg_retrieval.py --library /tmp/qgwork/library.nc --seconds 300
+  .venv/bin/python benchmarks/bench_qg_retrieval.py --library /tmp/qgwork/library.nc --oracle
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     # validation without shifts: neighbouring days stay near-duplicates, as in the test
     tr, va = mk(train_runs, True), mk(val_runs, False)
     torch.manual_seed(args.seed)
-    enc = dict(width=args.width, depth=args.depth, input_pool=args.pool, periodic=True)
+    enc = dict(width=args.width, depth=args.depth, input_pool=args.pool, periodic=True, head=args.head)
     model = ContrastiveModel(MaskedCNNEncoder((1, Y, X), args.ne, **enc), MaskedCNNEncoder((2 * window, Y, X), args.ne, **enc),
-                             Similarity("cosine", tau=0.07, learn_tau=True),
+                             Similarity(args.similarity, tau=0.07, learn_tau=True),
                              config={"normalization": {"state": norm.to_dict(), "obs": norm_obs.to_dict()},
                                      "extra": {"obs_window_days": window, "obs_sigma": [sigma]}})
     t0 = time.perf_counter()
@@ -112,6 +114,9 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     masks = alt.mask(Y, X, days, dy=dy, dx=dx)  # deterministic orbit, day index within the run
     obs = np.where(masks[:, None], arr + sigma * rng.standard_normal(arr.shape).astype(np.float32), np.nan)
     ow = stack_obs_window(obs, cand, window, seg)
+    oracle = oracle_recall(arr[cand], ow, sigma) if args.oracle else None
+    if oracle is not None:
+        log(f"  oracle (exact Gaussian likelihood of the observations, the Bayes ceiling): {oracle}")
     model.eval()
     pairs = (encoder_state_input(arr[cand], norm), encoder_obs_input(ow, norm_obs))
     zs, zo = embed_in_batches(model, pairs, 256)
@@ -134,20 +139,44 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
         model.save(args.save_dir / f"window{window}", overwrite=True)
     return {"window_days": window, "candidates": int(len(cand)), "spacing_days": args.spacing,
             "train_seconds": round(secs, 1), "epochs_run": len(res.history), "best_epoch": res.best_epoch,
-            "observed_fraction": round(obs_frac, 3), **{k: round(v, 3) for k, v in rec.items()}}
+            "observed_fraction": round(obs_frac, 3), **{k: round(v, 3) for k, v in rec.items()},
+            **({"oracle": oracle} if oracle is not None else {})}
+
+
+def oracle_recall(states: np.ndarray, obs_window: np.ndarray, sigma: float) -> dict[str, float]:
+    """R@K when each candidate is scored by the exact log-likelihood of the query's observations
+    (known operator and noise): the ceiling any learned similarity can reach on this test. Each
+    window day's observations are compared with the candidate (a state-only library does not hold
+    the candidate's past days, so older tracks count as observations of today's state, as the
+    learned model also sees them)."""
+    from oceanda.contrastive.training import recall_at_k
+
+    x = torch.as_tensor(states[:, 0].reshape(len(states), -1), dtype=torch.float64)  # [N, P]
+    ow = torch.as_tensor(obs_window.reshape(len(obs_window), obs_window.shape[1], -1), dtype=torch.float64)  # [N, W, P]
+    m = torch.isfinite(ow)
+    y = torch.where(m, ow, torch.zeros_like(ow)).sum(1)  # latest-wins is not needed: sums of squares add
+    cnt = m.sum(1).to(torch.float64)
+    ysq = torch.where(m, ow, torch.zeros_like(ow)).pow(2).sum(1)
+    # -sum_w sum_obs (x - y_w)^2 / 2 sigma^2 = (x . y - x^2 . cnt / 2 - ysq / 2) / sigma^2; rows: candidates
+    ll = (x @ y.T - 0.5 * (x * x) @ cnt.T - 0.5 * ysq.sum(1)[None, :]) / sigma**2
+    return {k: round(v, 3) for k, v in recall_at_k(ll, ks=(1, 5, 10)).items()}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--library", type=Path, default=Path("/tmp/oceanda_qg/library.nc"))
-    p.add_argument("--seconds", type=float, default=300.0, help="training budget per model")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seconds", type=float, default=540.0, help="training budget per model (the issue allows 600 s)")
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--ne", type=int, default=128)
+    p.add_argument("--ne", type=int, default=1024)
     p.add_argument("--width", type=int, default=16)
-    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--depth", type=int, default=2)
     p.add_argument("--pool", type=int, default=2)
+    p.add_argument("--head", choices=["linear", "spatial"], default="spatial",
+                   help="linear: dense head to --ne; spatial: 1x1 conv, the embedding is a coarse feature map (--ne a multiple of its cells)")
+    p.add_argument("--similarity", choices=["cosine", "inner_product", "neg_sq_distance"], default="cosine")
+    p.add_argument("--oracle", action="store_true", help="also score the exact-likelihood ceiling")
     p.add_argument("--block", type=int, default=1,
                    help="batches hold blocks of this many consecutive days with one shift (hard negatives); 1 = plain shuffle")
     p.add_argument("--block-start", type=int, default=3, help="first epoch (0-based) with blocked batches")
@@ -155,7 +184,7 @@ def main():
     p.add_argument("--test-runs", type=int, default=11)
     p.add_argument("--candidates", type=int, default=1000)
     p.add_argument("--spacing", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--save-dir", type=Path, default=None, help="save the trained models here")

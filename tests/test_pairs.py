@@ -122,6 +122,14 @@ def test_train_field_model_and_cli(tmp_path):
     assert main(argv + ["--overwrite", "--fixed-pairs", "--loss", "state|obs", "--similarity", "neg_sq_distance"]) == 0
     with pytest.raises(OutputExistsError):
         train_field_model(ds, obs, tmp_path / "c", epochs=1, batch_size=8, quiet=True)
+    # the spatial cnn head from the CLI: 16x16 grid, depth 2 -> a 4x4 map, 3 features
+    spatial = ["train", "--states", str(tmp_path / "states.nc"), "--obs", str(tmp_path / "obs.nc"), "--out",
+               str(tmp_path / "s"), "--state-vars", "ssh", "--epochs", "1", "--batch-size", "8", "--quiet",
+               "--head", "spatial", "--depth", "2", "--width", "4", "--embedding-dim", "48"]
+    assert main(spatial) == 0
+    enc = json.loads((tmp_path / "s" / "config.json").read_text())["state_encoder"]
+    assert enc["head"] == "spatial" and enc["depth"] == 2 and enc["out_dim"] == 48
+    assert main(spatial[:-1] + ["50", "--overwrite"]) == 2  # 50 is not a multiple of the 16 cells: a clear error
 
 
 def test_shift_block_shares_shifts():
