@@ -2,7 +2,8 @@
 
 A :class:`ContrastiveModel` knows nothing about oceans; this wrapper applies what its ``config``
 records -- which channels it encodes, the standardisation statistics, the mask channels, the
-window geometry -- so the sampler can pass physical fields with NaN gaps. Keys read from
+window geometry -- so the sampler can pass physical fields with NaN gaps (unobserved points in
+observations, land in states). Keys read from
 ``model.config`` (written by ``benchmarks/train_window_model.py`` and ``oceanda train``)::
 
     grid_fingerprint                     grid the model was trained on (checked before use)
@@ -102,12 +103,18 @@ class EncoderPair:
         return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 
     def embed_state(self, states: np.ndarray, layout: FieldLayout | None = None) -> np.ndarray:
-        """Embed states ``[N, C, Y, X]`` in physical units; with ``layout`` pick the model's channels."""
+        """Embed states ``[N, C, Y, X]`` in physical units; with ``layout`` pick the model's channels.
+
+        NaN (land) is handled as in training (:func:`oceanda.pairs.encoder_state_input`): standardised,
+        then set to 0, i.e. the channel mean -- so a library with a land mask embeds exactly as the
+        whole-field training saw its states, and as the same library with land filled by the mean.
+        """
+        from oceanda.pairs import encoder_state_input
+
         x = np.asarray(states, dtype=np.float32)
         if layout is not None:
             x = x[:, channel_index(layout, self.state_channels, "library")]
-        x = self.state_norm.transform(x)
-        return self._run(self.model.state_encoder, x)
+        return self._run(self.model.state_encoder, encoder_state_input(x, self.state_norm))
 
     def embed_obs(self, obs: np.ndarray) -> np.ndarray:
         """Embed observations ``[N, C_obs, Y, X]`` (physical units, NaN unobserved): values, then masks."""
