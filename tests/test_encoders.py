@@ -79,6 +79,15 @@ def test_spatial_head_keeps_the_map_and_is_shift_equivariant():
     assert "head" not in MaskedCNNEncoder((2, 16, 16), 5, width=4, depth=2).config()  # old checkpoints unchanged
     with pytest.raises(OceandaError, match="multiple of the final map's 4x4 = 16 cells"):
         MaskedCNNEncoder((2, 16, 16), 50, width=4, depth=2, head="spatial")
+    # crop: a 32x32 observation window with a halo of 8 maps its centre onto the 16x16 state window's 4x4 map
+    obs_enc = MaskedCNNEncoder((2, 32, 32), 48, width=4, depth=2, head="spatial", crop=2)
+    full = MaskedCNNEncoder((2, 32, 32), 8 * 8 * 3, width=4, depth=2, head="spatial")
+    full.load_state_dict(obs_enc.state_dict())
+    w = torch.randn(2, 2, 32, 32, generator=_g(5))
+    assert torch.allclose(obs_enc(w), full(w).reshape(2, 3, 8, 8)[..., 2:6, 2:6].reshape(2, -1), atol=1e-6)
+    assert build_encoder(obs_enc.config()).config()["crop"] == 2
+    with pytest.raises(OceandaError, match="crop=4 leaves no cell"):
+        MaskedCNNEncoder((2, 32, 32), 16, width=4, depth=2, crop=4)
     with pytest.raises(OceandaError, match="head 'pool'"):
         MaskedCNNEncoder((2, 16, 16), 16, width=4, depth=2, head="pool")
 

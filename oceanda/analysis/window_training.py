@@ -197,6 +197,11 @@ VARIANTS = {
     "negsq_state|obs": {"similarity": "neg_sq_distance", "loss": "state|obs"},
     "inner_state|obs": {"similarity": "inner_product", "loss": "state|obs"},
     "cosine_clip": {"similarity": "cosine", "loss": "clip", "tau": 0.1},
+    # spatial heads: both embeddings are 4x4 maps of 8 features over the state window (the observation
+    # encoder crops its halo's cells after the convolutions), a sum of local agreements
+    "negsq_spatial": {"similarity": "neg_sq_distance", "loss": "state|obs", "embedding_dim": 128,
+                      "state_encoder": {"type": "masked_cnn", "width": 16, "depth": 2, "head": "spatial"},
+                      "obs_encoder": {"type": "masked_cnn", "width": 16, "depth": 2, "head": "spatial", "crop": 2}},
 }
 
 

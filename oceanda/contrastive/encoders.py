@@ -110,13 +110,15 @@ class MaskedCNNEncoder(Encoder):
     two embeddings is a sum of local agreements -- the shape of a Gaussian log-likelihood
     (sum over observed points of x_i y_i - x_i^2 / 2), translation-equivariant, and so matched to
     random periodic shifts. ``out_dim`` must then be a multiple of the final map's h * w.
+    ``crop=k`` drops k cells from each side of the final map before the head: an observation window
+    with a halo then yields the map of its centre, aligned cell by cell with a state window's map.
     """
 
     kind = "masked_cnn"
 
     def __init__(self, in_shape, out_dim: int, width: int = 32, depth: int = 3, periodic: bool = True,
                  max_width: int = 128, activation: str = "gelu", first_stride: int = 1, input_pool: int = 1,
-                 head: str = "linear"):
+                 head: str = "linear", crop: int = 0):
         super().__init__(in_shape, out_dim)
         if len(self.in_shape) != 3:
             raise OceandaError(f"MaskedCNNEncoder: in_shape {self.in_shape}; expected (channels, Y, X)")
@@ -135,6 +137,8 @@ class MaskedCNNEncoder(Encoder):
             raise OceandaError(f"MaskedCNNEncoder: head '{head}'; expected 'linear' or 'spatial'")
         if head != "linear":  # old checkpoints have no 'head' key and stay loadable
             self._kwargs["head"] = head
+        if int(crop):
+            self._kwargs["crop"] = int(crop)
         pad = "circular" if periodic else "zeros"
         layers: list[nn.Module] = [nn.AvgPool2d(int(input_pool))] if int(input_pool) > 1 else []
         cin = c
@@ -145,12 +149,16 @@ class MaskedCNNEncoder(Encoder):
                        nn.Conv2d(w, w, 3, stride=2, padding=1, padding_mode=pad), _ACT[activation]()]
             cin = w
         self.trunk = nn.Sequential(*layers)
-        self.feature_shape = (cin, ny // f, nx // f)
+        self.crop = int(crop)
+        fy, fx = ny // f - 2 * self.crop, nx // f - 2 * self.crop
+        if self.crop < 0 or fy < 1 or fx < 1:
+            raise OceandaError(f"MaskedCNNEncoder: crop={crop} leaves no cell of the final {ny // f}x{nx // f} map")
+        self.feature_shape = (cin, fy, fx)
         if head == "spatial":
-            cells = (ny // f) * (nx // f)
+            cells = fy * fx
             if self.out_dim % cells:
                 raise OceandaError(f"MaskedCNNEncoder: head='spatial' needs out_dim a multiple of the final map's "
-                                   f"{ny // f}x{nx // f} = {cells} cells; got out_dim={self.out_dim}")
+                                   f"{fy}x{fx} = {cells} cells; got out_dim={self.out_dim}")
             self.head = nn.Conv2d(cin, self.out_dim // cells, 1)
         else:
             self.head = nn.Linear(int(np.prod(self.feature_shape)), self.out_dim)
@@ -161,6 +169,8 @@ class MaskedCNNEncoder(Encoder):
         if torch.isnan(x).any():
             raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
         h = self.trunk(x)
+        if self.crop:
+            h = h[..., self.crop:-self.crop, self.crop:-self.crop]
         return self.head(h).flatten(1) if self.spatial else self.head(h.flatten(1))
 
 
