@@ -136,3 +136,38 @@ def test_cli_writes_a_readable_file_and_refuses_overwrite(tmp_path):
     io.open_states(tmp_path / "a.nc", check_values=False)  # readable by oceanda evaluate
     assert main(args) == 2  # exists: refused
     assert main(args + ["--overwrite"]) == 0
+
+
+def test_hybrid_spread_is_the_contrastive_spread_times_the_kalman_variance_reduction():
+    """spread='reduction': member variance = local variance x var_a / (alpha diag B); 'kalman': = var_a."""
+    from oceanda.analysis.hybrid import HybridConfig, hybrid_update
+    from oceanda.kalman.obsspace import Observations
+    from oceanda.kalman.schur import schur_enoi
+
+    rng = np.random.default_rng(3)
+    C, NY, NX = 2, 5, 6
+    n = C * NY * NX
+    static = rng.standard_normal((60, n)) * rng.uniform(0.5, 2.0, n)
+    mean = rng.standard_normal((C, NY, NX))
+    local = mean[None] + 0.3 * rng.standard_normal((8, C, NY, NX))
+    idx = np.array([NY * NX + 3, NY * NX + 17, NY * NX + 22])  # channel 1 only
+    obs = Observations(rng.standard_normal(3), np.full(3, 0.4), idx)
+    yy, xx = np.meshgrid(np.arange(NY) * 10.0, np.arange(NX) * 10.0, indexing="ij")
+    points = np.c_[yy.ravel(), xx.ravel()]
+    alpha, radius = 0.5, 25.0
+    xa, var = schur_enoi(mean.ravel(), static, obs, alpha=alpha, radius=radius, points=points, var_channels=[1])
+    v_local = local.reshape(8, -1).var(0, ddof=1)
+    for spread in ("reduction", "kalman"):
+        cfg = HybridConfig(alpha=alpha, radius=radius, spread=spread)
+        Ea = hybrid_update(mean, local, obs, localizer=(points, None), static=static, config=cfg,
+                           rng=np.random.default_rng(0)).reshape(8, -1)
+        np.testing.assert_allclose(Ea.mean(0), xa, atol=1e-10)
+        v = Ea.var(0, ddof=1)
+        np.testing.assert_allclose(v[: NY * NX], v_local[: NY * NX], rtol=1e-10)  # unobserved channel untouched
+        vb = alpha * static.var(0, ddof=1)
+        expected = v_local * var / vb if spread == "reduction" else var
+        np.testing.assert_allclose(v[NY * NX:], expected[NY * NX:], rtol=1e-8)
+    assert np.all(var[NY * NX:] <= alpha * static.var(0, ddof=1)[NY * NX:] + 1e-12)  # the update only shrinks
+    with pytest.raises(OceandaError, match="spread"):
+        hybrid_update(mean, local, obs, localizer=(points, None), static=static,
+                      config=HybridConfig(alpha=alpha, radius=radius, spread="bogus"), rng=np.random.default_rng(0))
