@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--every", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (one model per variant and seed)")
     a = p.parse_args()
     torch.set_num_threads(2)
     lib = Library.open(a.sample / "library.nc")
@@ -46,21 +47,21 @@ def main() -> None:
     clim = lib.ds.ssh.mean("time").values
     clim_rmse = float(np.sqrt(np.mean((tr - clim) ** 2)))
     out = {}
-    for v in a.variants:
-        mdir = a.work / v.replace("|", "_")
+    for v, seed in [(v, s) for s in a.seeds for v in a.variants]:
+        mdir = a.work / f"{v.replace('|', '_')}_seed{seed}"
         t0 = time.time()
         train_qg_window_model(lib, mdir, seconds=a.seconds, variant=v, max_days=1, quiet=True, overwrite=True,
-                              pairs_per_epoch=4096, val_pairs=1024)
+                              pairs_per_epoch=4096, val_pairs=1024, seed=seed)
         t1 = time.time()
         ds = assimilate(load_model(mdir), lib, obs, mode="local", members=20, spread_factor=1.0, times=idx,
                         cache_dir=mdir / "library_cache")
         err = ds.ssh_mean.values - tr
         rmse = float(np.sqrt(np.mean(err ** 2)))
         spread = float(np.sqrt(np.mean(ds.ssh_spread.values ** 2)))
-        out[v] = {"rmse_to_climatology": rmse / clim_rmse, "spread_skill": spread / rmse,
+        out[f"{v} seed {seed}"] = {"rmse_to_climatology": rmse / clim_rmse, "spread_skill": spread / rmse,
                   "mean_ess_per_window": float(ds.ess.mean()), "train_seconds": t1 - t0,
                   "seconds_per_analysis": float(ds.attrs["seconds_per_analysis"])}
-        print(v, json.dumps(out[v]), flush=True)
+        print(v, "seed", seed, json.dumps(out[f"{v} seed {seed}"]), flush=True)
     print(json.dumps(out, indent=1))
 
 

@@ -24,14 +24,14 @@ from pathlib import Path
 if __name__ == "__main__":
     import torch
 
-    from oceanda.analysis.window_training import VARIANTS, train_bundled_window_model, train_qg_window_model
+    from oceanda.analysis.window_training import DEFAULT_VARIANT, VARIANTS, train_bundled_window_model, train_qg_window_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))
     p.add_argument("--sample", type=Path, default=None, help="train the bundled model on this sample folder")
     p.add_argument("--out", type=Path, default=Path("/tmp/qgwork/model"))
     p.add_argument("--seconds", type=float, default=150.0)
-    p.add_argument("--variant", choices=sorted(VARIANTS), default="negsq_state|obs")
+    p.add_argument("--variant", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)
     p.add_argument("--max-days", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
