@@ -14,7 +14,9 @@ ratio and cycles per second. ``--write-tuned`` stores the choice in oceanda/kalm
 
 ``--enoi`` tunes the one-shot EnOI baseline instead ("qg_enoi"): a static ensemble of ``--library``
 states from a long free run (every 5 days, from a shipped state used by neither truth), background =
-its mean, radius and alpha (covariance scaling) searched on tuning-truth days, scored on evaluation days.
+its mean, radius and alpha (covariance scaling) searched on tuning-truth days, scored on evaluation days;
+the Schur-localised form (``kalman.schur_enoi_ensemble``), the one ``analyse_dataset(method='enoi')``
+and the demo use.
 
     .venv/bin/python benchmarks/tune_qg_letkf.py [--members 20] [--tune-days 30] [--eval-days 60] [--write-tuned]
 """
@@ -47,14 +49,14 @@ def run(twin: QGAltimetryTwin, radius: float, inflation: float, rtps: float, blo
 
 
 def enoi_scores(twin: QGAltimetryTwin, library: np.ndarray, radius: float, alpha: float, days: range) -> dict[str, float]:
-    from oceanda.kalman import enoi
+    from oceanda.kalman import schur_enoi_ensemble
 
     loc = twin.localizer(radius, block=1)
     bg = library.mean(0)
     err, spr, sec = [], [], []
     for k in days:
         tic = time.perf_counter()
-        Ea = enoi(bg, library, twin.observations[k], alpha=alpha, localizer=loc)
+        Ea = schur_enoi_ensemble(bg, library, twin.observations[k], alpha=alpha, localizer=loc, rng=k)
         sec.append(time.perf_counter() - tic)
         m = Ea.mean(0)[: twin.G] * twin.scale
         err.append(np.sqrt(np.mean((m - twin.truth[k, : twin.G] * twin.scale) ** 2)))
@@ -91,7 +93,8 @@ def tune_enoi(model: QGModel, a: argparse.Namespace) -> None:
         table = io.read_json(path)
         table["qg_enoi"] = {
             "_note": "QG 64x64, one-shot EnOI with daily along-track altimetry; static ensemble of library states "
-                     "(5 days apart), background = library mean; tuned by benchmarks/tune_qg_letkf.py --enoi.",
+                     "(5 days apart), background = library mean, Schur-localised gain (kalman.schur); "
+                     "tuned by benchmarks/tune_qg_letkf.py --enoi.",
             "method": "enoi", "members": a.library, "radius_km": radius, "alpha": alpha,
             "evaluation": {k: round(v, 6) for k, v in sc.items()},
         }
