@@ -409,10 +409,12 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
+    mode = 0o666 & ~umask  # mkstemp makes 0600 files; outputs get the usual permissions
+    os.chmod(tmp, mode)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, mode)  # again: some writers (safetensors) replace the file with their own 0600 one
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         if path.exists() and not overwrite:  # appeared meanwhile

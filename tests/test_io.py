@@ -214,9 +214,14 @@ def test_point_observations_open_with_time_along_obs(tmp_path):
 
 
 def test_outputs_get_umask_permissions(tmp_path):
+    import torch
+
     old = os.umask(0o022)
     try:
         path = io.write_netcdf(make_state_dataset(), tmp_path / "perm.nc")
+        io.save_checkpoint(tmp_path / "ck", {"w": torch.zeros(3)}, {"kind": "linear"})
     finally:
         os.umask(old)
     assert (path.stat().st_mode & 0o777) == 0o644
+    for f in ("model.safetensors", "config.json"):  # safetensors writes its own 0600 file: reset before the rename
+        assert ((tmp_path / "ck" / f).stat().st_mode & 0o777) == 0o644, f

@@ -11,7 +11,9 @@ layout of `oceanda assimilate`.
 
 Methods: enkf (stochastic, perturbed observations), etkf (symmetric square root), letkf (local
 analyses, Gaspari-Cohn R-localisation; needs --loc-radius), enoi (static ensemble scaled by --alpha,
-background = ensemble mean). The radius is the Gaspari-Cohn half-width c in km: weights vanish
+background = ensemble mean; with --loc-radius and gridded or index observations the gain is
+Schur-localised in observation space, under a second per analysis on a 64 x 64 x 2 grid; QG
+altimetry: 100 km tuned, oceanda/kalman/tuned.json). The radius is the Gaspari-Cohn half-width c in km: weights vanish
 beyond 2c; DAPPER's loc_rad = c / 1.82.
 
 Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoint the ensemble in
