@@ -1,7 +1,7 @@
 """QG acceptance benchmark of the contrastive sampler: local, hybrid, global vs EnOI and climatology.
 
 Protocol (issue 6): library and training from free runs (bench_sampler_qg_data.py); localisation,
-spread factor and EnOI (alpha, radius) tuned on the tuning run only; then >= 3 held-out truth runs,
+the local and hybrid spread factors and EnOI (alpha, radius) tuned on the tuning run only; then >= 3 held-out truth runs,
 identical observations for every method: 1-day along-track altimetry (4 tracks) and a 5-day window
 (the last 5 days of tracks, each day's observations of that day's state, latest wins), noise 10 % of
 the library's SSH standard deviation. RMSE of SSH (and psi) as a fraction of the climatology RMSE;
@@ -111,13 +111,15 @@ def main() -> None:
     results: dict = {"tau": a.tau, "max_keep": a.max_keep, "sigma": sigma, "library_size": lib.n, "model": str(model_dir), "windows": enc.window.to_dict()}
 
     def run_setting(truth_path: Path, days: int, seed: int, spread_factor: float | None, alpha: float, radius: float,
-                    modes=("local", "hybrid", "enoi"), every: int | None = None, hybrid_alpha: float | None = None) -> dict:
+                    modes=("local", "hybrid", "enoi"), every: int | None = None, hybrid_alpha: float | None = None,
+                    hybrid_spread: float = 1.0) -> dict:
         truth = xr.open_dataset(truth_path).load()
         times = np.arange(max(days, 5) - 1, truth.sizes["time"], every or a.every)
         obs = track_obs(truth, days, times, sigma, seed)
         tr, _ = fields.to_array(truth.isel(time=times), lib.layout)
         out = {"times": len(times), "clim_mse_ssh": (rmse_per_time(np.broadcast_to(clim[ch_ssh], tr[:, ch_ssh].shape), tr[:, ch_ssh]) ** 2)}
-        hyb = HybridConfig(alpha=alpha if hybrid_alpha is None else hybrid_alpha, radius=radius, static_members=a.enoi_members)
+        hyb = HybridConfig(alpha=alpha if hybrid_alpha is None else hybrid_alpha, radius=radius, static_members=a.enoi_members,
+                           spread_factor=hybrid_spread)
 
         def arrays(ds, suffix):
             sub = ds[[f"{v}{suffix}" for v in lib.layout.variables]].rename({f"{v}{suffix}": v for v in lib.layout.variables})
@@ -167,8 +169,12 @@ def main() -> None:
         lr = float(np.sqrt(r["local"]["mse_ssh"].mean() / r["clim_mse_ssh"].mean()))
         # the hybrid's background is the local analysis, whose error variance is lr^2 that of climatology:
         # its B is EnOI's scaled by lr^2 (measured on the tuning run, no extra tuning of the hybrid)
+        # the hybrid's spread factor, fitted on the same tuning times (local members already calibrated)
+        r = run_setting(a.work / "tuning.nc", days, 1000 + days, sf, best[1], best[2], modes=("hybrid",),
+                        every=a.tune_every, hybrid_alpha=best[1] * lr ** 2)
+        hsf = calibrate_spread(r["hybrid"]["mse_ssh"], r["hybrid"]["var_ssh"])
         tuning[days] = {"alpha": best[1], "radius": best[2], "spread_factor": sf, "local_ratio_tuning": lr,
-                        "hybrid_alpha": best[1] * lr ** 2}
+                        "hybrid_alpha": best[1] * lr ** 2, "hybrid_spread_factor": hsf}
         print(f"tuning {days}-day: {tuning[days]}", flush=True)
     results["tuning"] = tuning
     results["tuning_seconds"] = time.perf_counter() - t0
@@ -179,7 +185,7 @@ def main() -> None:
         agg: dict = {}
         for i in range(a.eval_runs):
             r = run_setting(a.work / f"eval{i}.nc", days, 2000 + 10 * i + days, tu["spread_factor"], tu["alpha"], tu["radius"],
-                            hybrid_alpha=tu["hybrid_alpha"])
+                            hybrid_alpha=tu["hybrid_alpha"], hybrid_spread=tu["hybrid_spread_factor"])
             for k, v in r.items():
                 if isinstance(v, dict):
                     for kk, vv in v.items():

@@ -168,6 +168,12 @@ def test_hybrid_spread_is_the_contrastive_spread_times_the_kalman_variance_reduc
         expected = v_local * var / vb if spread == "reduction" else var
         np.testing.assert_allclose(v[NY * NX:], expected[NY * NX:], rtol=1e-8)
     assert np.all(var[NY * NX:] <= alpha * static.var(0, ddof=1)[NY * NX:] + 1e-12)  # the update only shrinks
+    cfg = HybridConfig(alpha=alpha, radius=radius, spread_factor=1.7)  # the tuning-run factor scales every anomaly
+    Ea = hybrid_update(mean, local, obs, localizer=(points, None), static=static, config=cfg,
+                       rng=np.random.default_rng(0)).reshape(8, -1)
+    np.testing.assert_allclose(Ea.mean(0), xa, atol=1e-10)
+    np.testing.assert_allclose(Ea.var(0, ddof=1), 1.7 ** 2 * v_local * np.where(np.isfinite(var), var, 1.0)
+                               / np.where(np.isfinite(var), alpha * static.var(0, ddof=1), 1.0), rtol=1e-8)
     with pytest.raises(OceandaError, match="spread"):
         hybrid_update(mean, local, obs, localizer=(points, None), static=static,
                       config=HybridConfig(alpha=alpha, radius=radius, spread="bogus"), rng=np.random.default_rng(0))

@@ -41,6 +41,7 @@ class HybridConfig:
     kalman: str = "schur"
     spread_channels: str = "observed"  # 'observed': Kalman spread on observed channels, contrastive spread elsewhere
     spread: str = "reduction"  # 'reduction': contrastive spread x Kalman variance reduction; 'kalman': EnOI's own
+    spread_factor: float = 1.0  # anomalies x this after the update (calibrated on a tuning run, like the local one)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -80,11 +81,11 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
         A = local_members.reshape(len(local_members), -1).astype(np.float64)
         A = A - A.mean(axis=0)
         scale = _member_scale(A, var, static, config)
-        Ea = xa[None] + A * scale[None]  # members: the local ones, rescaled to the analysis spread
+        Ea = xa[None] + A * (config.spread_factor * scale)[None]  # the local members, rescaled to the analysis spread
         return Ea.reshape(-1, *shape)
     if config.ensemble == "static":
         Ea = enoi(xb, static, observations, alpha=config.alpha, localizer=localizer, rng=rng)
-        return Ea.reshape(-1, *shape)
+        return _rescale(Ea, config.spread_factor).reshape(-1, *shape)
     parts = []
     if config.ensemble == "both":
         parts.append(static_ensemble(static, xb, config.alpha))
@@ -99,7 +100,15 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     E = np.concatenate(parts, axis=0)
     E = xb[None] + (E - E.mean(axis=0))  # centred on the contrastive mean
     Ea = letkf(E, observations, localizer=localizer, inflation=config.inflation, rng=rng)
-    return Ea.reshape(-1, *shape)
+    return _rescale(Ea, config.spread_factor).reshape(-1, *shape)
+
+
+def _rescale(E: np.ndarray, factor: float) -> np.ndarray:
+    """Members ``[N, n]`` with their anomalies about the mean multiplied by ``factor``."""
+    if factor == 1.0:
+        return E
+    m = E.mean(axis=0)
+    return m[None] + factor * (E - m[None])
 
 
 def _member_scale(A: np.ndarray, var: np.ndarray, static: np.ndarray, config: HybridConfig) -> np.ndarray:

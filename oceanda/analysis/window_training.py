@@ -251,7 +251,8 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     The factor makes the mean ensemble variance of SSH equal the mean squared error of the analysis
     mean over ``times`` of the tuning truth (spread-skill ratio 1). With ``hybrid_from_enoi`` (tuned
     EnOI settings: ``radius_km``, ``alpha``) the hybrid's Kalman settings are stored too
-    (``extra.hybrid``): EnOI's radius and alpha x (local RMSE / climatology RMSE on the tuning run)^2.
+    (``extra.hybrid``): EnOI's radius and alpha x (local RMSE / climatology RMSE on the tuning run)^2,
+    and the hybrid's spread factor fitted on the same times.
     """
     from oceanda.analysis.assimilate import assimilate, load_model
     from oceanda.analysis.local_mode import calibrate_spread
@@ -274,6 +275,13 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
         # climatology: EnOI's tuned B scaled by ratio^2, at EnOI's tuned radius (no extra tuning)
         model.config["extra"]["hybrid"] = {"alpha": float(hybrid_from_enoi.get("alpha", 1.0)) * ratio ** 2,
                                            "radius": float(hybrid_from_enoi["radius_km"])}
+        model.save(model_dir, overwrite=True)
+        # then the hybrid's own spread factor, on the same tuning times (its members start from the
+        # calibrated local ones; the Kalman variance reduction is only as right as its static B)
+        dh = assimilate(model_dir, library, obs, mode="hybrid", members=members, seed=seed, cache_dir=cache_dir,
+                        times=idx)
+        hf = calibrate_spread((dh.ssh_mean.values - tr.ssh.values) ** 2, dh.ssh_spread.values ** 2)
+        model.config["extra"]["hybrid"]["spread_factor"] = float(hf)
     model.save(model_dir, overwrite=True)
     return factor
 
