@@ -13,6 +13,9 @@ contrastive mean. Background covariance: ``ensemble='static'`` (default; EnOI wi
 anomalies scaled by ``alpha``, Gaspari-Cohn localised -- what the prototype measured),
 ``'local'`` (the local posterior members: a flow-dependent ensemble, LETKF) or ``'both'`` (their
 union: static anomalies scaled by ``alpha`` plus the local members' anomalies scaled by ``beta``).
+Spread (``'static'`` with ``'schur'``): the local members recentred on the Kalman mean, their spread
+the calibrated contrastive spread times the Kalman variance reduction (``spread='reduction'``), then
+``spread_factor`` (fitted on a tuning run) on every path.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     from oceanda.kalman.filters import enoi, static_ensemble
     from oceanda.kalman.letkf import letkf
 
+    if config.spread not in ("reduction", "kalman"):
+        raise DataValidationError(f"hybrid spread '{config.spread}'; expected 'reduction' or 'kalman'")
     shape = mean.shape
     xb = np.asarray(mean, dtype=np.float64).ravel()
     if config.ensemble in ("static", "both") and static is None:
@@ -126,8 +131,6 @@ def _member_scale(A: np.ndarray, var: np.ndarray, static: np.ndarray, config: Hy
     if config.spread == "kalman":
         sd = np.sqrt(np.maximum(np.sum(A * A, axis=0) / max(len(A) - 1, 1), 1e-30))
         return np.where(finite, np.sqrt(va) / sd, 1.0)
-    if config.spread != "reduction":
-        raise DataValidationError(f"hybrid spread '{config.spread}'; expected 'reduction' or 'kalman'")
     vb = config.alpha * np.var(static, axis=0, ddof=1)
     ratio = np.where(finite & (vb > 0), va / np.where(vb > 0, vb, 1.0), 1.0)
     return np.sqrt(np.clip(ratio, 0.0, 1.0))
