@@ -44,6 +44,25 @@ def test_extract_then_blend_reproduces_a_field_and_wraps_periodically():
     assert np.isnan(nonper[0, 0, 0, 0]) and nonper[0, 0, 2, 2] == f[0, 0, 0]
 
 
+def test_library_open_reads_scattered_states_from_the_file_without_dask(tmp_path):
+    from oceanda import io
+
+    ds = _noise_library(40).compute()
+    io.write_netcdf(ds, tmp_path / "lib.nc")
+    lib = Library.open(tmp_path / "lib.nc")
+    assert lib._direct is not None and lib.ds.ssh.chunks is not None  # both views of one file
+    dask_only = Library(lib.ds)
+    for idx in ([7, 3, 7, 39], np.arange(5, 21), [0], np.arange(40)[::-3]):
+        np.testing.assert_array_equal(lib.read(idx), dask_only.read(idx))
+        np.testing.assert_array_equal(lib.read(idx)[:, 0], ds.ssh.values[np.asarray(idx)])
+    assert lib.fingerprint == dask_only.fingerprint
+    io.write_netcdf(ds.isel(time=slice(20, 40)), tmp_path / "b.nc")
+    io.write_netcdf(ds.isel(time=slice(0, 20)), tmp_path / "a.nc")
+    multi = Library.open([tmp_path / "a.nc", tmp_path / "b.nc"])
+    assert multi._direct is None  # several files: dask reads only
+    np.testing.assert_array_equal(multi.read([3, 25])[:, 0], ds.ssh.values[[3, 25]])
+
+
 def test_library_reads_lazily_and_fingerprints(tmp_path):
     ds = _noise_library(50)
     lib = Library(ds)

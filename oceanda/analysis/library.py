@@ -58,13 +58,23 @@ class Library:
         self.shape = tuple(int(ds.sizes[d]) for d in self.layout.spatial)
         self._cache: np.ndarray | None = None
         self._fingerprint: str | None = None
+        self._direct: xr.Dataset | None = None  # the same file without dask, for scattered reads
 
     @classmethod
     def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256) -> Library:
-        """Open library file(s) lazily through :func:`oceanda.io.open_states`."""
+        """Open library file(s) lazily through :func:`oceanda.io.open_states`.
+
+        A single file is also opened without dask: reading the few hundred scattered states that
+        carry weight then reads just those (one file chunk per state, as oceanda writes them)
+        instead of every dask chunk they fall in -- 0.7 s against 20 s for 2000 of 200k states.
+        """
         ds = io.open_states(paths, chunks={"time": chunk}, check_values=False)
+        single = len(io.iter_files([paths] if isinstance(paths, (str, os.PathLike)) else paths)) == 1  # else dask only
         src = paths if isinstance(paths, (str, os.PathLike)) else ", ".join(map(str, paths))
-        return cls(ds, variables, source=str(src))
+        lib = cls(ds, variables, source=str(src))
+        if single:
+            lib._direct = io.open_states(paths, chunks=None, check_values=False)
+        return lib
 
     def __len__(self) -> int:
         return self.n
@@ -117,7 +127,12 @@ class Library:
         uniq, inv = np.unique(idx, return_inverse=True)
         if uniq.size == 0:
             return np.zeros((0, self.layout.n_channels, *self.shape), np.float32)
-        sub = self.ds[self.variables].isel({self.sample_dim: uniq})
+        if self._direct is not None:  # contiguous: a slice; scattered: only those states
+            contiguous = uniq[-1] - uniq[0] + 1 == uniq.size
+            sel = slice(int(uniq[0]), int(uniq[-1]) + 1) if contiguous else uniq
+            sub = self._direct[self.variables].isel({self.sample_dim: sel})
+        else:
+            sub = self.ds[self.variables].isel({self.sample_dim: uniq})
         arr, _ = fields.to_array(sub, self.layout)
         return arr[inv]
 
