@@ -175,10 +175,13 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                                          min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
             wins = wlib.windows(post.indices)
             w = post.weights
-            m = np.tensordot(w, wins, axes=1)
+            # in the windows' precision (float32): a float64 weight vector would upcast a copy of
+            # every candidate window first (14x slower; relative difference of the mean ~1e-6)
+            m = np.tensordot(w.astype(wins.dtype), wins, axes=1)
             win_mean[p] = m
             if coupling == "copula":  # rank candidates by their tapered mean anomaly (standardised per channel)
-                proj = np.einsum("kcyx,yx->kc", wins, taper) - np.einsum("cyx,yx->c", m, taper)[None]
+                tw = taper.astype(wins.dtype)
+                proj = np.einsum("kcyx,yx->kc", wins, tw) - np.einsum("cyx,yx->c", m, tw)[None]
                 sd = np.sqrt(np.maximum(w @ proj ** 2, 1e-30))
                 key = (proj / sd[None]).sum(axis=1)
                 order = np.argsort(key, kind="stable")
