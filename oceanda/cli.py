@@ -12,7 +12,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from oceanda import __version__
+from oceanda._version import __version__
 from oceanda.errors import OceandaError
 
 #: verb -> module; the order is the order of ``oceanda --help``.

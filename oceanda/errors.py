@@ -23,3 +23,7 @@ class OutputExistsError(OceandaError):
 
 class CheckpointError(OceandaError):
     """A model checkpoint is missing, malformed or incompatible."""
+
+
+class ConfigurationError(OceandaError, ValueError):
+    """A setting (an option, a settings field, a checkpoint's stored setting) is outside its allowed range."""

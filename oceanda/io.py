@@ -433,7 +433,7 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
 
 def cf_attributes(ds: xr.Dataset, command: str | None = None, extra_history: str | None = None) -> xr.Dataset:
     """Return a copy with CF-1.8 global attributes, standard names and provenance added."""
-    from oceanda import __version__
+    from oceanda._version import __version__
 
     ds = ds.copy()
     ds.attrs["Conventions"] = "CF-1.8"

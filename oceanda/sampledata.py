@@ -106,7 +106,7 @@ def _readme(title: str, command: str, seed: int, size: str, files: dict[str, str
 
 
 def _version() -> str:
-    from oceanda import __version__
+    from oceanda._version import __version__
 
     return __version__
 

@@ -244,48 +244,6 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
                               quiet=quiet, overwrite=overwrite, extra={"variant": variant})
 
 
-def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[int] | None = None, members: int = 20,
-                           seed: int = 0, cache_dir=None, hybrid_from_enoi: dict | None = None) -> float:
-    """Fit the local spread factor on a tuning run and store it in the model (``extra.spread_factor``).
-
-    The factor makes the mean ensemble variance of SSH equal the mean squared error of the analysis
-    mean over ``times`` of the tuning truth (spread-skill ratio 1). With ``hybrid_from_enoi`` (tuned
-    EnOI settings: ``radius_km``, ``alpha``) the hybrid's Kalman settings are stored too
-    (``extra.hybrid``): EnOI's radius and alpha x (local RMSE / climatology RMSE on the tuning run)^2,
-    and the hybrid's spread factor fitted on the same times.
-    """
-    from oceanda.analysis.assimilate import assimilate, load_model
-    from oceanda.analysis.local_mode import calibrate_spread
-
-    model, enc = load_model(model_dir)
-    idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
-    ds = assimilate((model, enc), library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
-                    cache_dir=cache_dir, times=idx)
-    tr = truth.sel(time=ds.time.values)
-    factor = calibrate_spread((ds.ssh_mean.values - tr.ssh.values) ** 2, ds.ssh_spread.values ** 2)
-    lib_ds = library.ds if hasattr(library, "ds") else library
-    clim = lib_ds.ssh.mean("time").values
-    ratio = float(np.sqrt(np.mean((ds.ssh_mean.values - tr.ssh.values) ** 2) / np.mean((clim[None] - tr.ssh.values) ** 2)))
-    model.config["extra"]["spread_factor"] = float(factor)
-    model.config["extra"]["spread_calibration"] = {"times": len(idx), "members": members,
-                                                   "spread_skill_before": float(1.0 / factor),
-                                                   "ssh_rmse_to_climatology": ratio}
-    if hybrid_from_enoi is not None:
-        # the hybrid's background is the local analysis, whose error variance is ratio^2 that of
-        # climatology: EnOI's tuned B scaled by ratio^2, at EnOI's tuned radius (no extra tuning)
-        model.config["extra"]["hybrid"] = {"alpha": float(hybrid_from_enoi.get("alpha", 1.0)) * ratio ** 2,
-                                           "radius": float(hybrid_from_enoi["radius_km"])}
-        model.save(model_dir, overwrite=True)
-        # then the hybrid's own spread factor, on the same tuning times (its members start from the
-        # calibrated local ones; the Kalman variance reduction is only as right as its static B)
-        dh = assimilate(model_dir, library, obs, mode="hybrid", members=members, seed=seed, cache_dir=cache_dir,
-                        times=idx)
-        hf = calibrate_spread((dh.ssh_mean.values - tr.ssh.values) ** 2, dh.ssh_spread.values ** 2)
-        model.config["extra"]["hybrid"]["spread_factor"] = float(hf)
-    model.save(model_dir, overwrite=True)
-    return factor
-
-
 def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 150.0,
                                calibrate: bool = True) -> Any:
     """The window model shipped in ``sample_data/models/qg_window`` (``oceanda demo --train`` reruns this).
@@ -307,6 +265,8 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
         truth = io.open_states(sample_dir / "truth_tune.nc").load()
         obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
         from oceanda.kalman import tuned_settings
+
+        from oceanda.analysis.calibration import calibrate_model_spread
 
         calibrate_model_spread(out_dir, lib, obs, truth, times=np.arange(0, obs.sizes["time"], 3), seed=seed,
                                cache_dir=Path(out_dir) / "library_cache", hybrid_from_enoi=tuned_settings("qg_enoi"))

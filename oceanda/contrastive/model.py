@@ -20,7 +20,7 @@ from oceanda.errors import CheckpointError
 
 
 def _version() -> str:
-    from oceanda import __version__
+    from oceanda._version import __version__
 
     return __version__
 

@@ -1,0 +1,70 @@
+"""Grid geometry of a gridded Dataset: axes, 1-D coordinates, spacing, periods, points, lat/lon.
+
+Why one module: localisation (kalman), windows (analysis) and the observation generators all need
+the same facts about a grid; each used to read them from the Dataset in its own way. Everything here
+works from a Dataset (or DataArray) with a (row, column) pair of spatial dims, see
+:func:`oceanda.fields.spatial_dims`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from oceanda.fields import spatial_dims
+
+
+def axis_values(like: Any, dim: str) -> np.ndarray:
+    """The 1-D coordinate of ``dim`` as float64, or ``0, 1, 2, ...`` when the dim has no coordinate."""
+    if dim in like.coords and like[dim].ndim == 1:
+        return np.asarray(like[dim].values, dtype=np.float64)
+    return np.arange(like.sizes[dim], dtype=np.float64)
+
+
+def coordinates(like: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)``: the 1-D row and column coordinates (their units; km on the testbeds)."""
+    ydim, xdim = spatial_dims(like)
+    return axis_values(like, ydim), axis_values(like, xdim)
+
+
+def spacing(values: np.ndarray) -> float:
+    """Median spacing of a 1-D coordinate (1 for a single point)."""
+    return float(np.median(np.abs(np.diff(values)))) if len(values) > 1 else 1.0
+
+
+def shape(like: Any) -> tuple[int, int]:
+    """``(ny, nx)``: the sizes of the spatial dims."""
+    ydim, xdim = spatial_dims(like)
+    return int(like.sizes[ydim]), int(like.sizes[xdim])
+
+
+def periods(like: Any) -> tuple[float, float]:
+    """Periods of a doubly periodic grid: ``size * spacing`` along y and x."""
+    y, x = coordinates(like)
+    return len(y) * spacing(y), len(x) * spacing(x)
+
+
+def points(like: Any, periodic: bool = False) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Horizontal grid points ``[ny * nx, 2]`` (``y``, ``x``, C order) and the periods (None if not periodic)."""
+    y, x = coordinates(like)
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    return np.c_[yy.ravel(), xx.ravel()], (periods(like) if periodic else None)
+
+
+def lat_lon(like: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """2-D ``(lat, lon)`` in degrees on the (row, column) grid, or None when the grid has neither."""
+    ydim, xdim = spatial_dims(like)
+    if "lat" in like.coords and "lon" in like.coords and like["lat"].ndim == 2:
+        return like["lat"].transpose(ydim, xdim).values, like["lon"].transpose(ydim, xdim).values
+    if (ydim, xdim) == ("lat", "lon"):
+        lat, lon = np.meshgrid(axis_values(like, ydim), axis_values(like, xdim), indexing="ij")
+        return lat, lon
+    return None
+
+
+def times(like: Any, dim: str = "time") -> np.ndarray:
+    """The values of the time coordinate, or ``0, 1, ...`` when there is none."""
+    if dim in like.coords:
+        return like[dim].values
+    return np.arange(like.sizes.get(dim, 1))
