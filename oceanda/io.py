@@ -600,6 +600,20 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def remove_tree(path: PathLike) -> None:
+    """Delete a directory oceanda made (a scratch or cache folder); a missing one is fine."""
+    import shutil
+
+    shutil.rmtree(Path(path), ignore_errors=True)
+
+
+def make_dir(path: PathLike) -> Path:
+    """Create a directory (and its parents) if missing; return it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 # ----------------------------------------------------------------------------------------------
 # Checkpoints: safetensors + JSON, never pickle
 # ----------------------------------------------------------------------------------------------

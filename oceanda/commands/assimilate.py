@@ -20,12 +20,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF file")
     parser.add_argument("--mode", choices=["global", "local", "hybrid"], default=None,
                         help="analysis mode (default: local for window models, global otherwise)")
-    parser.add_argument("--members", type=int, default=20, metavar="M", help="ensemble members to write (default 20)")
-    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="retrieved library states to record in global mode (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resampling (default 0)")
+    parser.add_argument("--members", type=int, default=None, metavar="M", help="ensemble members to write (default 20)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="retrieved library states to record in global mode (default 10)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the resampling (default 0)")
     parser.add_argument("--spread-factor", type=float, default=None, help="scale ensemble deviations (default: the model's calibrated factor)")
+    parser.add_argument("--tau", type=float, default=None, help="temperature of the weights (default: the model's tuned or trained one)")
     parser.add_argument("--min-ess", type=float, default=None, help="warn when the effective sample size falls below this")
-    parser.add_argument("--temper", action="store_true", help="raise tau until the ESS reaches --min-ess instead of warning")
+    parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="where library embeddings are cached (default: MODEL_DIR/library_cache; use this for a read-only model)")
@@ -34,23 +35,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
+    from oceanda import api
+    from oceanda.commands import given
 
-    from oceanda import io
-    from oceanda.analysis.assimilate import assimilate
-    from oceanda.analysis.library import Library
-    from oceanda.errors import OutputExistsError
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:  # fail before the (long) analysis
-        raise OutputExistsError(f"{out}: exists already; pass --overwrite to replace it")
-    library = Library.open(args.library)
-    obs = io.open_obs(args.obs, like=library.ds)
-    command = io.command_line()
-    ds = assimilate(args.model, library, obs, mode=args.mode, members=args.members, top_k=args.top_k, seed=args.seed,
-                    spread_factor=args.spread_factor, min_ess=args.min_ess, tempering=args.temper,
-                    scheduler=args.scheduler, quiet=args.quiet, command=command, cache_dir=args.cache_dir)
-    io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
+    out = api.check_output(args.out, args.overwrite)  # fail before the (long) analysis
+    library = api.open_library(args.library)
+    obs = api.open_obs(args.obs, like=library.ds)
+    command = api.command_line()
+    settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
+                     top_k="top_k", tempering="temper")
+    ds = api.assimilate(args.model, library, obs, quiet=args.quiet, command=command, **settings)
+    api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
         print(f"wrote {out} ({ds.sizes['time']} analyses, mode {ds.attrs['mode']}, "
               f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")

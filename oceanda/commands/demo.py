@@ -33,11 +33,11 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from oceanda.demo import format_table, run_demo
+    from oceanda import api
 
-    res = run_demo(args.out, train=args.train, overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
+    res = api.demo(args.out, train=args.train, overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
                    truth=args.truth, members=args.members, days=args.days, modes=tuple(args.modes or ("local", "hybrid", "global")))
-    print(format_table(res.metrics))
+    print(api.demo_table(res.metrics))
     print(f"\nSSH scores against {args.truth} (lower RMSE/CRPS is better; spread/skill near 1 is calibrated).")
     print(f"analyses: {res.out_dir / 'analyses'}")
     print(f"report:   {res.out_dir / 'report'} (metrics.json, metrics.csv, *.png)")

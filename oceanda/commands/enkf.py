@@ -25,97 +25,74 @@ Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoi
 
 
 def add_arguments(parser) -> None:
+    from oceanda import api
+
     parser.add_argument("--ensemble", metavar="ENS.nc", nargs="+", help="forecast ensemble (or library) NetCDF/zarr")
     parser.add_argument("--obs", metavar="OBS.nc", nargs="+", help="observations (gridded or point)")
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF (per-cycle statistics with --cycle)")
-    parser.add_argument("--method", choices=["enkf", "etkf", "letkf", "enoi"], default="letkf", help="filter (default letkf)")
+    parser.add_argument("--method", choices=api.choices("method"), default="letkf", help="filter (default letkf)")
     parser.add_argument("--loc-radius", type=float, default=None, metavar="KM",
                         help="Gaspari-Cohn half-width c in km (zero beyond 2c); required for letkf")
-    parser.add_argument("--taper", choices=["gaspari_cohn", "gaussian", "boxcar"], default="gaspari_cohn", help="localisation taper")
-    parser.add_argument("--inflation", type=float, default=1.0, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
-    parser.add_argument("--rtps", type=float, default=0.0, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
-    parser.add_argument("--rtpp", type=float, default=0.0, metavar="A", help="relaxation to prior perturbations, 0..1 (default 0)")
-    parser.add_argument("--alpha", type=float, default=1.0, help="EnOI: scaling of the static covariance (default 1)")
+    parser.add_argument("--taper", choices=api.choices("taper"), default=None, help="localisation taper")
+    parser.add_argument("--inflation", type=float, default=None, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
+    parser.add_argument("--rtps", type=float, default=None, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
+    parser.add_argument("--rtpp", type=float, default=None, metavar="A", help="relaxation to prior perturbations, 0..1 (default 0)")
+    parser.add_argument("--alpha", type=float, default=None, help="EnOI: scaling of the static covariance (default 1)")
     parser.add_argument("--members", type=int, default=None, metavar="N",
                         help="EnOI: static members drawn from the library (default all); --cycle: ensemble size (default 20)")
     parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables to analyse (default: all)")
     parser.add_argument("--periodic", action="store_true", help="doubly periodic domain: distances from y/x km with wrap-around")
-    parser.add_argument("--block", type=int, default=1, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
+    parser.add_argument("--block", type=int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--cycle", choices=["lorenz96", "qg"], default=None, metavar="TESTBED",
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--cycle", choices=api.choices("twin"), default=None, metavar="TESTBED",
                         help="run a cycled twin experiment on TESTBED (lorenz96 or qg)")
     parser.add_argument("--cycles", type=int, default=None, help="--cycle: analysis cycles (default 1000 for lorenz96, 60 for qg)")
-    parser.add_argument("--burn-in", type=int, default=100, help="--cycle: cycles excluded from the printed means (default 100)")
+    parser.add_argument("--burn-in", type=int, default=None, help="--cycle: cycles excluded from the printed means (default 100)")
     parser.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="--cycle: ensemble checkpoint per cycle (NetCDF)")
-    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="K", help="--cycle: checkpoint every K cycles (default 1)")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="K", help="--cycle: checkpoint every K cycles (default 1)")
     parser.add_argument("--resume", action="store_true", help="--cycle: continue from the last checkpoint in --checkpoint-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
 def run(args) -> int:
-    from pathlib import Path
+    from oceanda import api
+    from oceanda.commands import given
+    from oceanda.errors import DataValidationError
 
-    from oceanda import io
-    from oceanda.errors import DataValidationError, OutputExistsError
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out}: exists already; pass --overwrite to replace it")
-    command = io.command_line()
+    out = api.check_output(args.out, args.overwrite)
     if args.cycle:
-        return _run_cycle(args, out, command)
+        return _run_cycle(args, out)
     if not args.ensemble or not args.obs:
         raise DataValidationError("--ensemble ENS.nc and --obs OBS.nc are required (or --cycle TESTBED)")
-    from oceanda.kalman.dataset import analyse_dataset
-
-    ens = io.open_states(args.ensemble, variables=args.variables)
-    obs = io.open_obs(args.obs, like=ens)
-    ds = analyse_dataset(ens, obs, args.method, loc_radius_km=args.loc_radius, taper=args.taper, inflation=args.inflation,
-                         rtps=args.rtps, rtpp=args.rtpp, alpha=args.alpha, members=args.members, variables=args.variables,
-                         block=args.block, periodic=args.periodic, rng=args.seed, keep_members=not args.no_members,
-                         source=" + ".join(args.ensemble))
-    io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
+    command = api.command_line()
+    ens = api.open_states(args.ensemble, variables=args.variables)
+    obs = api.open_obs(args.obs, like=ens)
+    settings = given(args, "taper", "inflation", "rtps", "rtpp", "alpha", "members", "variables", "block",
+                     loc_radius_km="loc_radius", rng="seed")
+    ds = api.analyse(ens, obs, args.method, periodic=args.periodic, keep_members=not args.no_members,
+                     source=" + ".join(args.ensemble), **settings)
+    api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
         print(f"wrote {out} ({ds.sizes['time']} analyses, method {args.method}, "
               f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")
     return 0
 
 
-def _run_cycle(args, out, command) -> int:
-    from oceanda import io
-    from oceanda.errors import DataValidationError
+def _run_cycle(args, out) -> int:
+    from oceanda import api
+    from oceanda.commands import given
 
-    if args.method not in ("enkf", "etkf", "letkf"):
-        raise DataValidationError(f"--cycle: method '{args.method}' has no cycling; expected enkf, etkf or letkf")
-    progress = False if args.quiet else None
-    ckw = {"checkpoint_dir": args.checkpoint_dir, "checkpoint_every": args.checkpoint_every, "resume": args.resume,
-           "progress": progress}
-    if args.cycle == "lorenz96":
-        from oceanda.kalman.cycling import run_lorenz96
-
-        if args.method == "letkf" and not args.loc_radius:
-            raise DataValidationError("--cycle lorenz96 --method letkf needs --loc-radius (grid units)")
-        res = run_lorenz96(args.method, args.members or 20, args.cycles or 1000, args.seed, inflation=args.inflation,
-                           rtps=args.rtps, radius=args.loc_radius, taper=args.taper, **ckw)
-        extra: dict = {}
-    else:
-        from oceanda.kalman import tuned_settings
-        from oceanda.kalman.twins import run_qg_altimetry
-
-        if args.method != "letkf":
-            raise DataValidationError("--cycle qg: only --method letkf (a 8192-value state needs localisation)")
-        tuned = tuned_settings().get("qg_altimetry", {})
-        res, extra = run_qg_altimetry(args.cycles or 60, args.members or tuned.get("members", 20),
-                                      radius_km=args.loc_radius or tuned.get("radius_km", 50.0),
-                                      inflation=args.inflation if args.inflation != 1.0 else tuned.get("inflation", 1.05),
-                                      rtps=args.rtps, block=tuned.get("block", 2), seed=args.seed, **ckw)
-    ds = res.to_dataset()
-    summary = res.summary(skip=min(args.burn_in, max(len(res.times) // 3, 0)))
+    command = api.command_line()
+    settings = given(args, "members", "cycles", "seed", "inflation", "rtps", "taper", "checkpoint_dir",
+                     "checkpoint_every", radius="loc_radius")
+    res, extra = api.run_twin(args.cycle, args.method, resume=args.resume, progress=False if args.quiet else None,
+                              **settings)
+    ds, summary = res.to_dataset(), api.cycle_summary(res, args.burn_in)
     ds.attrs.update({"method": args.method, "testbed": args.cycle, **{f"mean_{k}": v for k, v in summary.items()},
                      **{f"qg_{k}": v for k, v in extra.items()}})
-    io.write_netcdf(ds, out, overwrite=args.overwrite, command=command)
+    api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
         line = (f"wrote {out}: {len(res.times)} cycles; rmse_a={summary['rmse_a']:.4g} spread_a={summary['spread_a']:.4g} "
                 f"({summary['seconds_per_analysis'] * 1e3:.1f} ms per analysis, {summary['cycles_per_second']:.2f} cycles/s)")

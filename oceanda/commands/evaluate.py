@@ -52,19 +52,19 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from oceanda import io, report
+    from oceanda import api
 
     pairs = _pairs(args.analysis)
-    truth = io.open_states(args.truth)
-    analyses = {name: io.open_states(path, check_values=False) for name, path in pairs.items()}
-    obs = io.open_obs(args.obs, like=truth) if args.obs else None
+    truth = api.open_states(args.truth)
+    analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
+    obs = api.open_obs(args.obs, like=truth) if args.obs else None
     time_index = args.time
     if time_index is not None:
         try:
             time_index = int(time_index)
         except ValueError:
             pass
-    result = report.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
+    result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
     head = result["meta"]["headline_variable"]
     print(f"{'method':<16}{'rmse':>11}{'spread_skill':>14}{'crps':>11}{'eff_res_km':>12}   ({head})")

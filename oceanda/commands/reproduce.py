@@ -30,16 +30,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import sys
 
-    from oceanda import experiments
+    from oceanda import api
 
-    module = experiments.get(args.experiment)
     out = args.out or f"reproduce-{args.experiment}{'-quick' if args.quick else ''}"
 
     def log(msg: str) -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    results = module.run(out, quick=args.quick, seed=args.seed, overwrite=args.overwrite,
+    results = api.reproduce(args.experiment, out, quick=args.quick, seed=args.seed, overwrite=args.overwrite,
                          quiet=args.quiet or not sys.stderr.isatty(), log=log)
     print(f"{out}/results.json written ({results['seconds_total']:.0f} s); figures: {', '.join(results['figures'])}")
     return 0

@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from oceanda.sampledata import make_sample_data
+    from oceanda import api
 
-    written = make_sample_data(args.testbed, args.out, seed=args.seed, size=args.size, overwrite=args.overwrite,
+    written = api.sample_data(args.testbed, args.out, seed=args.seed, size=args.size, overwrite=args.overwrite,
                                quiet=args.quiet)
     if not args.quiet:
         print(f"wrote {len(written)} files to {args.out}")

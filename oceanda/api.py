@@ -1,0 +1,373 @@
+"""The front door: what the CLI verbs and the notebooks call. Dataset in, Dataset out.
+
+Why a module of its own: each function here is a thin composition of the modules below (io, the
+sampler, kalman, report), so a user learns one page and the verbs hold no logic. Heavy imports (torch,
+dask) happen inside the functions, so ``import oceanda`` and ``oceanda --help`` stay light.
+
+=====================  ==============================================================
+``open_states``        a validated, lazy Dataset of gridded states (NetCDF/zarr, globs)
+``open_obs``           observations (gridded with NaN, or points), checked against a grid
+``open_library``       a :class:`~oceanda.analysis.Library` of prior states for the sampler
+``load_model``         a trained encoder pair from a checkpoint directory
+``train``              train a whole-field encoder pair and write its checkpoint
+``assimilate``         contrastive analyses (global, local, hybrid) of every observation time
+``analyse``            ensemble Kalman analyses (EnKF, ETKF, LETKF, EnOI) of every observation time
+``cycle``              a forecast-analysis cycle for any model ``forecast(E, t0, t1)``
+``run_twin``           a cycled twin experiment on a bundled testbed (Lorenz-96, QG altimetry)
+``evaluate``           score analyses against a truth; metrics.json, metrics.csv, figures
+``write``              atomic CF-1.8 NetCDF (never over an input, never over a file without overwrite)
+``sample_data``        write a testbed's sample data set
+``demo``               the whole chain on the bundled QG sample
+``reproduce``          a published experiment (``baptista2025``)
+=====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from oceanda import io
+from oceanda.errors import OceandaError, OutputExistsError
+
+PathLike = str | os.PathLike
+Paths = PathLike | Sequence[PathLike]
+
+
+def open_states(paths: Paths, *, variables: Sequence[str] | None = None, check_values: bool = True,
+                **kwargs: Any) -> xr.Dataset:
+    """Open gridded states lazily and validate them.
+
+    Parameters
+    ----------
+    paths : file(s) or glob(s), NetCDF or zarr; several are joined along time
+    variables : data variables to keep (default: all)
+    check_values : refuse Inf / all-NaN variables (False for analyses to score)
+    **kwargs : passed to :func:`oceanda.io.open_states` (``chunks``, ``engine``)
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    return io.open_states(paths, variables=variables, check_values=check_values, **kwargs)
+
+
+def open_obs(paths: Paths, *, like: xr.Dataset | None = None, variables: Sequence[str] | None = None,
+             **kwargs: Any) -> xr.Dataset:
+    """Open observations (gridded with NaN where unobserved, or points along ``obs``).
+
+    Parameters
+    ----------
+    paths : file(s) or glob(s)
+    like : the state grid the observations must match (checked when given)
+    variables : observed variables to keep (default: all)
+    **kwargs : passed to :func:`oceanda.io.open_obs`
+
+    Returns
+    -------
+    xarray.Dataset with ``<var>_error`` for every observed variable
+    """
+    return io.open_obs(paths, like=like, variables=variables, **kwargs)
+
+
+def open_library(paths: Paths, *, variables: Sequence[str] | None = None) -> Any:
+    """A library of prior states for the contrastive sampler (lazy; scattered reads without dask).
+
+    Parameters
+    ----------
+    paths : file(s) or glob(s)
+    variables : state variables (default: all)
+
+    Returns
+    -------
+    oceanda.analysis.Library
+    """
+    from oceanda.analysis.library import Library
+
+    return Library.open(paths, variables=variables)
+
+
+def load_model(model_dir: PathLike) -> Any:
+    """A trained encoder pair: ``(ContrastiveModel, EncoderPair)`` from ``model_dir``.
+
+    Parameters
+    ----------
+    model_dir : directory with ``model.safetensors`` and ``config.json``
+
+    Returns
+    -------
+    tuple of the model and its numpy-facing encoder pair
+    """
+    from oceanda.analysis.assimilate import load_model as _load
+
+    return _load(model_dir)
+
+
+def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -> Any:
+    """Train a whole-field contrastive encoder pair on ``states`` observed like ``obs``; write it to ``out``.
+
+    Parameters
+    ----------
+    states : training states (the last ``val_fraction`` of the times validates)
+    obs : observations whose patterns (operator or masks) and errors are applied to the states
+    out : checkpoint directory (``model.safetensors``, ``config.json``, ``history.json``)
+    **settings : see :func:`oceanda.pairs.train_field_model` (``window``, ``similarity``, ``loss``, ``encoder``,
+        ``embedding_dim``, ``epochs``, ``batch_size``, ``lr``, ``seconds``, ``seed``, ``resume``, ``overwrite``, ...)
+
+    Returns
+    -------
+    ``(ContrastiveModel, TrainResult)``
+    """
+    import inspect
+
+    import torch
+
+    from oceanda.pairs import train_field_model
+
+    seed = settings.get("seed", inspect.signature(train_field_model).parameters["seed"].default)
+    with torch.random.fork_rng(devices=[]):  # encoder initialisation from the seed; the caller's RNG is untouched
+        torch.manual_seed(seed)
+        return train_field_model(states, obs, out, **settings)
+
+
+def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr.Dataset:
+    """Contrastive analyses of every time of ``obs``: weight the library by softmax(similarity / tau).
+
+    Parameters
+    ----------
+    model : a model directory or a ``(ContrastiveModel, EncoderPair)`` from :func:`load_model`
+    library : a Library (:func:`open_library`), a Dataset of states, or file path(s)
+    obs : gridded observations (NaN where unobserved)
+    **settings : ``mode`` (global, local, hybrid; default by model), ``members``, ``seed``, ``tau``,
+        ``spread_factor``, ``min_ess``, ``tempering``, ``hybrid``, ``cache_dir``, ``scheduler``, ``quiet``, ...
+        (see :func:`oceanda.analysis.assimilate.assimilate`)
+
+    Returns
+    -------
+    xarray.Dataset: ``<var>_mean``, ``<var>_spread``, ensemble ``<var>`` (``member``), ``ess``, attributes
+    """
+    from oceanda.analysis.assimilate import assimilate as _assimilate
+
+    if isinstance(library, (str, os.PathLike, list, tuple)):
+        library = open_library(library)
+    return _assimilate(model, library, obs, **settings)
+
+
+def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **settings: Any) -> xr.Dataset:
+    """Ensemble Kalman analyses of every time of ``obs`` (EnKF, ETKF, LETKF or EnOI).
+
+    Parameters
+    ----------
+    ensemble : forecast ensemble (dim ``member``) or a library along ``time`` (a static ensemble)
+    obs : gridded or point observations
+    method : ``enkf``, ``etkf``, ``letkf`` or ``enoi``
+    **settings : ``loc_radius_km``, ``taper``, ``inflation``, ``rtps``, ``rtpp``, ``alpha``, ``members``,
+        ``block``, ``periodic``, ``rng``, ... (see :func:`oceanda.kalman.analyse_dataset`)
+
+    Returns
+    -------
+    xarray.Dataset in the layout of :func:`assimilate`
+    """
+    from oceanda.kalman import analyse_dataset
+
+    return analyse_dataset(ensemble, obs, method, **settings)
+
+
+def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any], filter: Any, **kwargs: Any) -> Any:
+    """Forecast-analysis cycling for any model: ``forecast(E, t0, t1) -> E`` is all that is known of it.
+
+    Parameters
+    ----------
+    forecast : advances an ensemble ``E [N, n]`` from ``t0`` to ``t1``
+    initial : the initial ensemble ``[N, n]``
+    observations : one :class:`oceanda.kalman.Observations` per cycle
+    filter : the filter settings (see :func:`oceanda.kalman.cycle`)
+    **kwargs : ``times``, ``truth``, ``localizer``, ``rng``, ``checkpoint_dir``, ``resume``, ``progress``, ...
+
+    Returns
+    -------
+    oceanda.kalman.CycleResult (per-cycle RMSE and spread; ``to_dataset()``)
+    """
+    from oceanda.kalman import cycle as _cycle
+
+    return _cycle(forecast, initial, observations, filter, **kwargs)
+
+
+def run_twin(testbed: str, method: str = "letkf", **settings: Any) -> tuple[Any, dict[str, Any]]:
+    """A cycled twin experiment on a bundled testbed: ``lorenz96`` or ``qg`` (daily altimetry).
+
+    Parameters
+    ----------
+    testbed : ``lorenz96`` or ``qg``
+    method : filter name (``enkf``, ``etkf``, ``letkf``)
+    **settings : ``members``, ``cycles``, ``seed``, ``inflation``, ``rtps``, ``radius``, ``taper``,
+        ``checkpoint_dir``, ``checkpoint_every``, ``resume``, ``progress``; None = the tuned value
+
+    Returns
+    -------
+    ``(CycleResult, extra scores)`` (the QG twin adds SSH scores)
+    """
+    from oceanda.experiments.twins import run_twin as _run
+
+    return _run(testbed, method, **settings)
+
+
+def cycle_summary(result: Any, burn_in: int | None = None) -> dict[str, float]:
+    """Means of a cycled run's RMSE, spread and timings after ``burn_in`` cycles (default 100, at most a third).
+
+    Parameters
+    ----------
+    result : a CycleResult from :func:`cycle` or :func:`run_twin`
+    burn_in : cycles to skip
+
+    Returns
+    -------
+    dict (``rmse_a``, ``spread_a``, ``seconds_per_analysis``, ``cycles_per_second``, ...)
+    """
+    from oceanda.experiments.twins import summary
+
+    return summary(result, burn_in)
+
+
+def evaluate(truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], out: PathLike, **settings: Any) -> dict[str, Any]:
+    """Score analyses against a truth; write ``metrics.json``, ``metrics.csv`` and figures into ``out``.
+
+    Parameters
+    ----------
+    truth : true states on the analyses' grid
+    analyses : ``{name: analysis Dataset}``
+    out : report directory
+    **settings : ``variables``, ``obs`` (drawn on maps), ``time_index``, ``overwrite``, ``spectrum``, ``quiet``,
+        ``figures``
+
+    Returns
+    -------
+    dict: the content of metrics.json
+    """
+    from oceanda import report
+
+    return report.evaluate(truth, analyses, out, **settings)
+
+
+def write(ds: xr.Dataset, path: PathLike, *, overwrite: bool = False, command: str | None = None) -> Path:
+    """Write ``ds`` as CF-1.8 NetCDF atomically; refuse to replace an input of ``ds`` or, without overwrite, any file.
+
+    Parameters
+    ----------
+    ds : the Dataset
+    path : output file
+    overwrite : replace an existing file (never one ``ds`` was read from)
+    command : command line recorded in ``history`` (default: the current one)
+
+    Returns
+    -------
+    pathlib.Path of the written file
+    """
+    return io.write_netcdf(ds, path, overwrite=overwrite, command=command)
+
+
+def check_output(path: PathLike, overwrite: bool = False) -> Path:
+    """Fail early (before a long computation) if ``path`` exists and ``overwrite`` is not given."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
+    return path
+
+
+def command_line() -> str:
+    """The command line recorded in output ``history`` attributes."""
+    return io.command_line()
+
+
+def sample_data(testbed: str, out: PathLike, **settings: Any) -> dict[str, Path]:
+    """Write a testbed's sample data (library, truths, observations, pairs) into ``out``.
+
+    Parameters
+    ----------
+    testbed : ``qg``, ``torus`` or ``lorenz96``
+    out : output folder
+    **settings : ``seed``, ``size`` (tiny, small, full), ``overwrite``, ``quiet``
+
+    Returns
+    -------
+    dict {file name: path}
+    """
+    from oceanda.sampledata import make_sample_data
+
+    return make_sample_data(testbed, out, **settings)
+
+
+def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
+    """The whole chain on the bundled QG sample: contrastive analyses vs EnOI and a cycled LETKF, a report.
+
+    Parameters
+    ----------
+    out : output directory
+    **settings : ``train``, ``truth``, ``members``, ``modes``, ``days``, ``seed``, ``overwrite``, ``quiet``
+
+    Returns
+    -------
+    oceanda.demo.DemoResult (``metrics``, ``seconds``, ``out_dir``); ``demo_table(result.metrics)`` prints it
+    """
+    from oceanda.demo import run_demo
+
+    return run_demo(out, **settings)
+
+
+def demo_table(metrics: Mapping[str, Any]) -> str:
+    """The demo's results table (as in the README) from its metrics."""
+    from oceanda.demo import format_table
+
+    return format_table(dict(metrics))
+
+
+def reproduce(experiment: str, out: PathLike | None = None, **settings: Any) -> dict[str, Any]:
+    """Run a published experiment (``baptista2025``) and write its results.json and figures.
+
+    Parameters
+    ----------
+    experiment : name (see :data:`oceanda.experiments.EXPERIMENTS`)
+    out : output directory (default ``reproduce-<name>[-quick]``)
+    **settings : ``quick``, ``seed``, ``overwrite``, ``quiet``, ``log``
+
+    Returns
+    -------
+    dict: the results
+    """
+    from oceanda import experiments
+
+    module = experiments.get(experiment)
+    out = out or f"reproduce-{experiment}{'-quick' if settings.get('quick') else ''}"
+    return module.run(out, **settings)
+
+
+def choices(what: str) -> list[str]:
+    """Allowed values of an option, for the CLI's ``--help``: similarity, loss, encoder, mode, method, taper, testbed."""
+    if what == "similarity":
+        from oceanda.contrastive.similarity import KINDS
+
+        return list(KINDS)
+    if what == "loss":
+        from oceanda.contrastive.losses import LOSSES
+
+        return [name for name in LOSSES if not name.startswith("mmd") and name != "weighted"]
+    if what == "encoder":
+        from oceanda.pairs import ENCODER_CHOICES
+
+        return list(ENCODER_CHOICES)
+    table = {"mode": ["global", "local", "hybrid"], "method": ["enkf", "etkf", "letkf", "enoi"],
+             "taper": ["gaspari_cohn", "gaussian", "boxcar"], "testbed": ["qg", "torus", "lorenz96"],
+             "twin": ["lorenz96", "qg"]}
+    if what not in table:
+        raise OceandaError(f"no choices for '{what}'")
+    return table[what]
+
+
+__all__ = [
+    "analyse", "assimilate", "check_output", "choices", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
+    "load_model", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
+]
