@@ -1,7 +1,7 @@
-"""Does `oceanda.report.evaluate` stream over time? Peak memory for a short and a 4x longer record.
+"""Does `oceanda.evaluate` stream over time? Peak memory for a short and a 4x longer record.
 
 Writes a synthetic truth (ssh, 64x64) and a 24-member ensemble analysis to a temporary directory,
-opens them lazily with oceanda.io.open_states (chunks of 64 times) and scores them (figures off).
+opens them lazily with oceanda.open_states (chunks of 64 times) and scores them (figures off).
 Prints the on-disk ensemble size, the wall time and the peak resident memory of each run (each in a
 fresh subprocess). Streaming means the peak stays flat while the record grows.
 
@@ -26,13 +26,13 @@ def hwm():  # peak RSS of this process image (ru_maxrss would carry the parent's
             return int(line.split()[1]) / 1024
 dask.config.set(scheduler="threads", num_workers=2)
 import torch; torch.set_num_threads(1)
-from oceanda import io, report
+import oceanda
 d = sys.argv[1]
 base = hwm()
 t0 = time.perf_counter()
-truth = io.open_states(f"{d}/truth.nc")
-ens = io.open_states(f"{d}/ens.nc", check_values=False)
-res = report.evaluate(truth, {"ens": ens}, f"{d}/report", figures=False, quiet=True, overwrite=True)
+truth = oceanda.open_states(f"{d}/truth.nc")
+ens = oceanda.open_states(f"{d}/ens.nc", check_values=False)
+res = oceanda.evaluate(truth, {"ens": ens}, f"{d}/report", figures=False, quiet=True, overwrite=True)
 print(json.dumps({"seconds": time.perf_counter() - t0, "base_rss_mb": base, "peak_rss_mb": hwm(),
                   "rmse": res["methods"]["ens"]["rmse"], "spread_skill": res["methods"]["ens"]["spread_skill"]}))
 """

@@ -13,19 +13,24 @@ chunk and never loaded whole. Conventions, shared by all functions:
   A calibrated ensemble of M members has E[(mean - truth)^2] = (1 + 1/M) E[var], hence the
   spread-skill ratio ``sqrt((M+1)/M) * spread / rmse`` is 1 for it.
 
+Why one module: ``oceanda evaluate`` (``oceanda.report``), the notebooks and the torus experiment score
+with these functions, so a number in a README table means the same thing everywhere.
+
 The proper scores (fair CRPS, energy score) are written here with dask-friendly numpy; the tests check
 them against ``properscoring`` and ``scoringrules`` (test-only dependencies).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from oceanda import grid
 from oceanda.errors import DataValidationError
+from oceanda.fields import spatial_dims
 
 MEMBER = "member"
 TIME = "time"
@@ -42,7 +47,19 @@ def space_dims(da: xr.DataArray) -> list[str]:
     return [str(d) for d in da.dims if d not in (TIME, MEMBER)]
 
 
-def _spatial_mean(da: xr.DataArray) -> xr.DataArray:
+def spatial_mean(da: xr.DataArray) -> xr.DataArray:
+    """Mean over the space dims (NaN skipped), per time and member.
+
+    Parameters
+    ----------
+    da : xarray.DataArray
+        Any field; dims other than ``time`` and ``member`` are averaged.
+
+    Returns
+    -------
+    xarray.DataArray
+        The field averaged over space (unchanged if it has no space dim).
+    """
     dims = space_dims(da)
     return da.mean(dims, skipna=True) if dims else da
 
@@ -73,13 +90,13 @@ def _check_members(ensemble: xr.DataArray) -> None:
 
 def rmse(mean: xr.DataArray, truth: xr.DataArray, *, per_time: bool = False) -> xr.DataArray:
     """Ensemble-mean RMSE: the spatial RMS of ``mean - truth`` per time, then its time mean."""
-    series = np.sqrt(_spatial_mean((mean - truth) ** 2))
+    series = np.sqrt(spatial_mean((mean - truth) ** 2))
     return series if per_time else _time_mean(series)
 
 
 def bias(mean: xr.DataArray, truth: xr.DataArray, *, per_time: bool = False) -> xr.DataArray:
     """Mean of ``mean - truth``: spatial mean per time, then time mean."""
-    series = _spatial_mean(mean - truth)
+    series = spatial_mean(mean - truth)
     return series if per_time else _time_mean(series)
 
 
@@ -112,7 +129,7 @@ def spread(
         raise ValueError("spread: give the ensemble or a spread field")
     if truth is not None:
         var = var.where(truth.notnull())
-    series = np.sqrt(_spatial_mean(var))
+    series = np.sqrt(spatial_mean(var))
     return series if per_time else _time_mean(series)
 
 
@@ -133,7 +150,7 @@ def rms(truth: xr.DataArray, *, where: xr.DataArray | None = None, per_time: boo
     sq = truth**2
     if where is not None:
         sq = sq.where(where)
-    series = np.sqrt(_spatial_mean(sq))
+    series = np.sqrt(spatial_mean(sq))
     return series if per_time else _time_mean(series)
 
 
@@ -336,39 +353,6 @@ def rank_histogram(ensemble: xr.DataArray, truth: xr.DataArray, *, per_time: boo
 
 
 # ----------------------------------------------------------------------------------------------
-# retrieval
-# ----------------------------------------------------------------------------------------------
-
-
-def recall_at_k(scores: Any, k: int | Sequence[int] = (1, 5), targets: Any = None) -> float | dict[int, float]:
-    """Retrieval R@K from a score matrix ``scores[query, candidate]`` (higher = more similar).
-
-    The correct candidate of query i is ``targets[i]`` (default i, the diagonal of a batch similarity
-    matrix). R@K is the fraction of queries whose correct candidate is among their K best; ties
-    count against the query (pessimistic). The other direction is ``recall_at_k(scores.T)``.
-    Accepts numpy arrays and torch tensors.
-    """
-    if hasattr(scores, "detach"):
-        scores = scores.detach().cpu().numpy()
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 2:
-        raise ValueError(f"recall_at_k: score matrix of shape {s.shape}; expected [query, candidate]")
-    nq, nc = s.shape
-    if targets is None:
-        if nc < nq:
-            raise ValueError(f"recall_at_k: {nq} queries but {nc} candidates; give targets")
-        targets = np.arange(nq)
-    targets = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets, dtype=np.int64)
-    true_score = s[np.arange(nq), targets]
-    better = (s > true_score[:, None]).sum(axis=1)
-    ties = (s == true_score[:, None]).sum(axis=1) - 1
-    rank = better + ties  # 0 = first
-    ks = [k] if np.isscalar(k) else list(k)
-    res = {int(kk): float((rank < kk).mean()) for kk in ks}
-    return res[int(k)] if np.isscalar(k) else res
-
-
-# ----------------------------------------------------------------------------------------------
 # spectra and effective resolution
 # ----------------------------------------------------------------------------------------------
 
@@ -380,9 +364,8 @@ def _spacing_km(da: xr.DataArray, dim: str) -> float:
     c = np.asarray(da[dim].values, dtype=np.float64)
     if c.size < 2:
         raise DataValidationError(f"variable '{da.name}': dimension '{dim}' has {c.size} point(s); a spectrum needs >= 2")
-    d = np.diff(c)
-    step = float(np.median(np.abs(d)))
-    if not np.allclose(np.abs(d), step, rtol=1e-3):
+    step = grid.spacing(c)
+    if not np.allclose(np.abs(np.diff(c)), step, rtol=1e-3):
         raise DataValidationError(f"variable '{da.name}': coordinate '{dim}' is not evenly spaced; expected a regular grid")
     units = str(da[dim].attrs.get("units", "km")).strip()
     if dim in ("lat", "lon") or units.startswith("degree"):
@@ -492,10 +475,10 @@ def power_spectrum(da: xr.DataArray, *, kind: str = "isotropic", window: str | N
 
 
 def _yx_dims(da: xr.DataArray) -> tuple[str, str]:
-    for pair in (("y", "x"), ("lat", "lon")):
-        if all(d in da.dims for d in pair):
-            return pair
-    raise DataValidationError(f"variable '{da.name}': dims {tuple(da.dims)}; expected (y, x) or (lat, lon)")
+    try:
+        return spatial_dims(da)
+    except DataValidationError:
+        raise DataValidationError(f"variable '{da.name}': dims {tuple(da.dims)}; expected (y, x) or (lat, lon)") from None
 
 
 def spectral_score(psd_error: xr.DataArray, psd_truth: xr.DataArray) -> xr.DataArray:
@@ -532,6 +515,51 @@ def resolution_from_score(score: xr.DataArray, threshold: float = 0.5) -> float:
     return float(np.exp(np.log(lam[n - 1]) + f * (np.log(lam[n]) - np.log(lam[n - 1]))))
 
 
+def error_spectra(
+    mean: xr.DataArray,
+    truth: xr.DataArray,
+    *,
+    kind: str = "isotropic",
+    window: str | None = "hann",
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Power spectra of the error ``mean - truth`` and of the truth over the same (finite-error) points.
+
+    Lazy when the inputs are, so a caller can compute them with its other scores in one pass.
+
+    Parameters
+    ----------
+    mean, truth : xarray.DataArray
+        Analysis mean and truth on the same grid, dims ``(time, [layer,] y, x)``.
+    kind, window : str
+        As in :func:`power_spectrum`.
+
+    Returns
+    -------
+    (psd_error, psd_truth) : tuple of xarray.DataArray
+        Spectra over ``wavenumber`` with a ``wavelength`` coordinate (km).
+    """
+    err = mean - truth
+    return power_spectrum(err, kind=kind, window=window), power_spectrum(truth.where(err.notnull()), kind=kind, window=window)
+
+
+def resolution_from_spectra(psd_error: xr.DataArray, psd_truth: xr.DataArray, threshold: float = 0.5) -> float:
+    """Effective resolution (km) from the two spectra of :func:`error_spectra`.
+
+    Parameters
+    ----------
+    psd_error, psd_truth : xarray.DataArray
+        Spectra of the error and of the truth (computed).
+    threshold : float
+        Score ``1 - PSD(error) / PSD(truth)`` that defines "resolved".
+
+    Returns
+    -------
+    float
+        The wavelength (km) where the score crosses ``threshold`` (see :func:`resolution_from_score`).
+    """
+    return resolution_from_score(spectral_score(psd_error, psd_truth), threshold)
+
+
 def effective_resolution(
     mean: xr.DataArray,
     truth: xr.DataArray,
@@ -540,8 +568,24 @@ def effective_resolution(
     window: str | None = "hann",
     threshold: float = 0.5,
 ) -> float:
-    """Effective resolution (km): the wavelength where ``1 - PSD(mean - truth)/PSD(truth)`` crosses 0.5."""
-    err = mean - truth
-    p_err = power_spectrum(err, kind=kind, window=window)
-    p_tru = power_spectrum(truth.where(err.notnull()), kind=kind, window=window)
-    return resolution_from_score(spectral_score(p_err, p_tru), threshold)
+    """Effective resolution (km): the wavelength where ``1 - PSD(mean - truth)/PSD(truth)`` crosses 0.5.
+
+    ``oceanda.report`` computes the same from the same two steps (:func:`error_spectra`, then
+    :func:`resolution_from_spectra`), the spectra being computed with its other scores in one pass.
+
+    Parameters
+    ----------
+    mean, truth : xarray.DataArray
+        Analysis mean and truth on the same grid.
+    kind, window : str
+        As in :func:`power_spectrum`.
+    threshold : float
+        Score that defines "resolved".
+
+    Returns
+    -------
+    float
+        Effective resolution in km.
+    """
+    psd_error, psd_truth = error_spectra(mean, truth, kind=kind, window=window)
+    return resolution_from_spectra(psd_error, psd_truth, threshold)

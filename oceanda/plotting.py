@@ -26,7 +26,14 @@ def configure_cartopy_offline() -> None:
     cartopy.config.setdefault("data_dir", os.path.join(os.path.expanduser("~"), ".local", "share", "cartopy"))
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot``, on the Agg backend when there is no display (and none was chosen).
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``.
+    """
     import matplotlib
 
     if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY"):
@@ -73,7 +80,7 @@ def plot_map(
     """
     import cartopy.crs as ccrs
 
-    plt = _pyplot()
+    plt = pyplot()
     field = np.asarray(field, dtype=float)
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     if lat.ndim == 1 and lon.ndim == 1:
@@ -130,7 +137,7 @@ def plot_analysis_maps(
 
     Observation locations ``points = (lat, lon)`` are drawn on the truth and mean panels.
     """
-    plt = _pyplot()
+    plt = pyplot()
     truth, mean = np.asarray(truth, float), np.asarray(mean, float)
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     if lat.ndim == 1 and lon.ndim == 1:
@@ -166,7 +173,7 @@ def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, yla
     ``series[name]`` holds ``"rmse"`` and optionally ``"spread"`` arrays aligned with ``times[name]``
     (or with ``times`` itself when it is one array).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
     for i, (name, s) in enumerate(series.items()):
         t = times[name] if isinstance(times, dict) else times
@@ -187,7 +194,7 @@ def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, yla
 
 def plot_rank_histograms(counts: dict[str, np.ndarray], *, title: str = ""):
     """Rank histograms (relative frequency) per method with the flat line of a calibrated ensemble."""
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(counts), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
     for ax, (name, c) in zip(axes[0], counts.items()):
@@ -219,7 +226,7 @@ def plot_spectra(
 ):
     """Left: PSD of the truth and of each method's error. Right: the score 1 - PSD(error)/PSD(truth),
     the 0.5 line and each method's effective resolution."""
-    plt = _pyplot()
+    plt = pyplot()
     wavelength = np.asarray(wavelength, float)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.loglog(wavelength, psd_truth, color="k", lw=2, label="truth")

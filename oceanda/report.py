@@ -1,5 +1,9 @@
 """`evaluate`: score analyses against a truth on the same grid; write metrics.json, metrics.csv and figures.
 
+Why a module apart from ``oceanda.metrics``: the metrics are pure functions of arrays; this module
+owns the choices around them (which variables, which times, which case of ensemble) so that every
+method in a comparison is scored by the same rules, and writes them down next to the numbers.
+
 Rules (documented here because the numbers depend on them):
 
 - Times: each analysis is scored on the times it shares with the truth; none in common is an error.
@@ -36,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from oceanda import io as oio
-from oceanda import metrics, plotting
+from oceanda import grid, metrics, plotting
 from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
 
 #: The keys every method has in metrics.json (the issue's contract), in CSV column order.
@@ -65,12 +69,36 @@ def _truth_label(ds: xr.Dataset) -> str:
 
 
 def truth_variables(truth: xr.Dataset) -> list[str]:
-    """Gridded truth variables (with a time dim, not ``*_error``)."""
+    """Gridded truth variables (with a time dim, not ``*_error``).
+
+    Parameters
+    ----------
+    truth : xarray.Dataset
+        The truth.
+
+    Returns
+    -------
+    list of str
+        Names of its variables that have a ``time`` dim, ``*_error`` excluded.
+    """
     return [str(v) for v in truth.data_vars if "time" in truth[v].dims and not str(v).endswith("_error")]
 
 
 def analysis_variables(ds: xr.Dataset, candidates: Sequence[str]) -> list[str]:
-    """Which of ``candidates`` an analysis holds, as ``<var>_mean`` or an ensemble ``<var>`` with members."""
+    """Which of ``candidates`` an analysis holds, as ``<var>_mean`` or an ensemble ``<var>`` with members.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        An analysis.
+    candidates : sequence of str
+        Variable names (those of the truth).
+
+    Returns
+    -------
+    list of str
+        The candidates present, in the candidates' order.
+    """
     out = []
     for v in candidates:
         if f"{v}_mean" in ds or (v in ds and "member" in ds[v].dims):
@@ -125,6 +153,98 @@ def _common_times(truth: xr.Dataset, ds: xr.Dataset, label: str, truth_label: st
     return common
 
 
+def _analysis_fields(
+    analysis: xr.Dataset, var: str, truth: xr.DataArray, label: str
+) -> tuple[xr.DataArray | None, xr.DataArray, xr.DataArray | None]:
+    """``(members, mean, spread field)`` of ``var`` on the truth's grid; members or spread may be None."""
+    ens = analysis[var] if var in analysis and "member" in analysis[var].dims else None
+    if ens is not None:
+        ens = _align_grid(ens.rename(var), truth, label)
+    if f"{var}_mean" in analysis:
+        mean = _align_grid(analysis[f"{var}_mean"].rename(var), truth, label)
+    else:
+        mean = ens.mean("member")
+    sp_field = None
+    if ens is None and f"{var}_spread" in analysis:
+        sp_field = _align_grid(analysis[f"{var}_spread"].rename(var), truth, label)
+    return ens, mean, sp_field
+
+
+def _uncertainty_scores(
+    ens: xr.DataArray | None,
+    mean: xr.DataArray,
+    sp_field: xr.DataArray | None,
+    truth: xr.DataArray,
+    n_members: int | None,
+) -> tuple[int | None, str, dict[str, Any]]:
+    """Member count, ``crps_kind`` and the lazy spread/CRPS/energy/rank scores of the case that applies."""
+    if ens is not None:
+        lazy = {
+            "spread_series": metrics.spread(ens, truth=truth, per_time=True),
+            "crps_map": metrics.crps_ensemble(ens, truth, fair=True),
+            "es_series": metrics.energy_score(ens, truth, fair=True),
+            "ranks": metrics.rank_histogram(ens, truth),
+        }
+        return int(ens.sizes["member"]), "ensemble_fair", lazy
+    if sp_field is not None:
+        lazy = {
+            "spread_series": metrics.spread(spread_field=sp_field, truth=truth, per_time=True),
+            "crps_map": metrics.crps_gaussian(mean, sp_field, truth),
+        }
+        return n_members, "gaussian", lazy
+    lazy = {
+        "spread_series": xr.zeros_like(metrics.rmse(mean, truth, per_time=True)),
+        "crps_map": abs(mean - truth),
+        "es_series": metrics.energy_score(mean.expand_dims(member=1), truth, fair=True),
+    }
+    return 1, "deterministic", lazy
+
+
+def _lazy_scores(
+    mean: xr.DataArray, truth: xr.DataArray, uncertainty: dict[str, Any], var: str, spectrum: str, label: str
+) -> dict[str, Any]:
+    """Every series and spectrum :func:`score_variable` computes, still lazy (one ``dask.compute``)."""
+    err = mean - truth
+    lazy = {
+        "rmse_series": metrics.rmse(mean, truth, per_time=True),
+        "bias_series": metrics.bias(mean, truth, per_time=True),
+        "spread_series": uncertainty["spread_series"],
+        "rms_truth_series": metrics.rms(truth, where=err.notnull(), per_time=True),
+        "crps_series": metrics.spatial_mean(uncertainty["crps_map"].where(truth.notnull())),
+        "es_series": uncertainty.get("es_series"),
+        "ranks": uncertainty.get("ranks"),
+    }
+    try:
+        lazy["psd_error"], lazy["psd_truth"] = metrics.error_spectra(mean, truth, kind=spectrum)
+    except DataValidationError as exc:  # no regular km/degree grid: no spectra, the other scores stand
+        warnings.warn(f"{label}: no spectra for '{var}' ({exc}); effective_resolution_km is null", stacklevel=3)
+    return {k: v for k, v in lazy.items() if v is not None}
+
+
+def _summary(done: dict[str, Any], m: int | None, kind: str, n_times: int) -> dict[str, Any]:
+    """The numbers of one variable from its computed series (time means, NaN skipped)."""
+    rmse_v = float(done["rmse_series"].mean(skipna=True))
+    spread_v = float(done["spread_series"].mean(skipna=True))
+    resolution = float("nan")
+    if "psd_error" in done:
+        resolution = metrics.resolution_from_spectra(done["psd_error"], done["psd_truth"])
+    return {
+        "rmse": rmse_v,
+        "bias": float(done["bias_series"].mean(skipna=True)),
+        "spread": spread_v,
+        "spread_skill": float(metrics.spread_skill_ratio(spread_v, rmse_v, m)) if rmse_v > 0 else float("nan"),
+        "crps": float(done["crps_series"].mean(skipna=True)),
+        "energy_score": float(done["es_series"].mean(skipna=True)) if "es_series" in done else float("nan"),
+        "nrmse_score": 1.0 - rmse_v / float(done["rms_truth_series"].mean(skipna=True)),
+        "effective_resolution_km": resolution,
+        "n_members": m,
+        "n_times": n_times,
+        "crps_kind": kind,
+        "_series": done,
+        "_has_spread": kind != "deterministic",
+    }
+
+
 def score_variable(
     truth: xr.DataArray,
     analysis: xr.Dataset,
@@ -136,82 +256,34 @@ def score_variable(
 ) -> dict[str, Any]:
     """All scores of one variable of one analysis (already on the truth's times); computes once with dask.
 
-    Returns the headline numbers plus the series and spectra the figures need.
+    Parameters
+    ----------
+    truth : xarray.DataArray
+        The truth of ``var``, dims ``(time, [layer,] y, x)``.
+    analysis : xarray.Dataset
+        The analysis on the same times: ``<var>_mean``, members ``<var>`` and/or ``<var>_spread``.
+    var : str
+        Variable name.
+    n_members : int, optional
+        Ensemble size behind a ``<var>_spread`` (for the spread-skill correction); ignored with members.
+    spectrum : {"isotropic", "x"}
+        Spectra behind the effective resolution.
+    label : str
+        Names the analysis in errors and warnings.
+
+    Returns
+    -------
+    dict
+        The headline numbers, ``n_members``, ``n_times``, ``crps_kind``, plus ``_series`` (the computed
+        series and spectra the figures need) and ``_has_spread``.
     """
     import dask
 
-    ens = analysis[var] if var in analysis and "member" in analysis[var].dims else None
-    if ens is not None:
-        ens = _align_grid(ens.rename(var), truth, label)
-    if f"{var}_mean" in analysis:
-        mean = _align_grid(analysis[f"{var}_mean"].rename(var), truth, label)
-    else:
-        mean = ens.mean("member")
-    sp_field = None
-    if ens is None and f"{var}_spread" in analysis:
-        sp_field = _align_grid(analysis[f"{var}_spread"].rename(var), truth, label)
-
-    if ens is not None:
-        m = int(ens.sizes["member"])
-        spread_series = metrics.spread(ens, truth=truth, per_time=True)
-        crps_map = metrics.crps_ensemble(ens, truth, fair=True)
-        es_series = metrics.energy_score(ens, truth, fair=True)
-        ranks = metrics.rank_histogram(ens, truth)
-        kind = "ensemble_fair"
-    elif sp_field is not None:
-        m = n_members
-        spread_series = metrics.spread(spread_field=sp_field, truth=truth, per_time=True)
-        crps_map = metrics.crps_gaussian(mean, sp_field, truth)
-        es_series = None
-        ranks = None
-        kind = "gaussian"
-    else:
-        m = 1
-        one = mean.expand_dims(member=1)
-        spread_series = xr.zeros_like(metrics.rmse(mean, truth, per_time=True))
-        crps_map = abs(mean - truth)
-        es_series = metrics.energy_score(one, truth, fair=True)
-        ranks = None
-        kind = "deterministic"
-    crps_map = crps_map.where(truth.notnull())
-    err = mean - truth
-    lazy = {
-        "rmse_series": metrics.rmse(mean, truth, per_time=True),
-        "bias_series": metrics.bias(mean, truth, per_time=True),
-        "spread_series": spread_series,
-        "rms_truth_series": metrics.rms(truth, where=err.notnull(), per_time=True),
-        "crps_series": metrics._spatial_mean(crps_map),
-        "es_series": es_series,
-        "ranks": ranks,
-    }
-    try:
-        lazy["psd_error"] = metrics.power_spectrum(err, kind=spectrum)
-        lazy["psd_truth"] = metrics.power_spectrum(truth.where(err.notnull()), kind=spectrum)
-    except DataValidationError as exc:  # no regular km/degree grid: no spectra, the other scores stand
-        warnings.warn(f"{label}: no spectra for '{var}' ({exc}); effective_resolution_km is null", stacklevel=2)
-    lazy = {k: v for k, v in lazy.items() if v is not None}
+    ens, mean, sp_field = _analysis_fields(analysis, var, truth, label)
+    m, kind, uncertainty = _uncertainty_scores(ens, mean, sp_field, truth, n_members)
+    lazy = _lazy_scores(mean, truth, uncertainty, var, spectrum, label)
     (done,) = dask.compute(lazy)
-    rmse_v = float(done["rmse_series"].mean(skipna=True))
-    spread_v = float(done["spread_series"].mean(skipna=True))
-    resolution = float("nan")
-    if "psd_error" in done:
-        resolution = metrics.resolution_from_score(metrics.spectral_score(done["psd_error"], done["psd_truth"]))
-    out: dict[str, Any] = {
-        "rmse": rmse_v,
-        "bias": float(done["bias_series"].mean(skipna=True)),
-        "spread": spread_v,
-        "spread_skill": float(metrics.spread_skill_ratio(spread_v, rmse_v, m)) if rmse_v > 0 else float("nan"),
-        "crps": float(done["crps_series"].mean(skipna=True)),
-        "energy_score": float(done["es_series"].mean(skipna=True)) if "es_series" in done else float("nan"),
-        "nrmse_score": 1.0 - rmse_v / float(done["rms_truth_series"].mean(skipna=True)),
-        "effective_resolution_km": resolution,
-        "n_members": m,
-        "n_times": int(truth.sizes["time"]),
-        "crps_kind": kind,
-        "_series": done,
-        "_has_spread": kind != "deterministic",
-    }
-    return out
+    return _summary(done, m, kind, int(truth.sizes["time"]))
 
 
 def _select_map_time(times: np.ndarray, time_index: Any) -> Any:
@@ -235,7 +307,24 @@ def _select_map_time(times: np.ndarray, time_index: Any) -> Any:
 
 
 def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dataset) -> tuple[np.ndarray, np.ndarray] | None:
-    """(lat, lon) of the observations at time ``when``: finite points of gridded obs, or point obs of that time."""
+    """(lat, lon) of the observations at time ``when``: finite points of gridded obs, or point obs of that time.
+
+    Parameters
+    ----------
+    obs : xarray.Dataset or None
+        Gridded observations (NaN where unobserved) or point observations along an ``obs`` dim.
+    var : str
+        Variable to take the points of (else the first observed variable).
+    when : time
+        The map time; point observations within half the truth's time step of it are kept.
+    like : xarray.Dataset
+        The truth: its grid gives lat/lon when the obs have none, its times the time step.
+
+    Returns
+    -------
+    tuple of numpy.ndarray or None
+        ``(lat, lon)`` of the points, None when there is nothing to draw.
+    """
     if obs is None:
         return None
     names = [str(v) for v in obs.data_vars if not str(v).endswith("_error")]
@@ -261,10 +350,10 @@ def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dat
     finite = np.isfinite(np.asarray(da.values, float))
     while finite.ndim > 2:  # levels: observed at any level
         finite = finite.any(axis=0)
-    src = obs if "lat" in obs.coords else like
-    lat, lon = np.asarray(src["lat"].values, float), np.asarray(src["lon"].values, float)
-    if lat.ndim == 1:
-        lon, lat = np.meshgrid(lon, lat)
+    lat_lon = grid.lat_lon(obs if "lat" in obs.coords else like)
+    if lat_lon is None:
+        return None
+    lat, lon = (np.asarray(a, float) for a in lat_lon)
     return lat[finite], lon[finite]
 
 
@@ -273,6 +362,45 @@ def _first_level(da: xr.DataArray) -> xr.DataArray:
         if d in da.dims:
             da = da.isel({d: 0})
     return da
+
+
+def _map_fields(ds: xr.Dataset, var: str, truth: xr.DataArray, label: str, map_time: Any) -> tuple[Any, Any]:
+    """2-D ``(mean, spread)`` of ``var`` at ``map_time`` (first level); spread None without one."""
+    mean = ds[f"{var}_mean"] if f"{var}_mean" in ds else ds[var].mean("member")
+    mean = _align_grid(mean.rename(var), truth, label)
+    spread = None
+    if var in ds and "member" in ds[var].dims:
+        ens = _align_grid(ds[var].rename(var), truth, label)
+        spread = ens.sel(time=map_time).std("member", ddof=1) if ens.sizes["member"] > 1 else None
+    elif f"{var}_spread" in ds:
+        spread = _align_grid(ds[f"{var}_spread"].rename(var), truth, label).sel(time=map_time)
+    m2d = _first_level(mean.sel(time=map_time)).values
+    return m2d, (_first_level(spread).values if spread is not None else None)
+
+
+def _map_figures(
+    out: Path, var: str, truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], scored: Any, obs: xr.Dataset | None,
+    map_time: Any, plt: Any,
+) -> list[str]:
+    """One map figure (truth, mean, error, spread) per scored analysis; none without lat/lon."""
+    lat = truth["lat"].values if "lat" in truth.coords else None
+    lon = truth["lon"].values if "lon" in truth.coords else None
+    points = observation_points(obs, var, map_time, truth)
+    if lat is None or lon is None:
+        return []
+    units = str(truth[var].attrs.get("units", ""))
+    t2d = _first_level(truth[var].sel(time=map_time)).values
+    level = " (first level)" if any(d in truth[var].dims for d in ("layer", "depth")) else ""
+    when = np.datetime_as_string(map_time, unit="s") if isinstance(map_time, np.datetime64) else map_time
+    files = []
+    for name, ds in analyses.items():
+        if name not in scored:
+            continue
+        m2d, s2d = _map_fields(ds, var, truth[var], _label(name, ds), map_time)
+        fig = plotting.plot_analysis_maps(t2d, m2d, s2d, lat, lon, points=points, units=units,
+                                          title=f"{name}: {var}{level} at {when}")
+        files.append(_save(fig, out / f"map_{_safe(name)}_{var}.png", plt))
+    return files
 
 
 def _figures(
@@ -284,33 +412,10 @@ def _figures(
     obs: xr.Dataset | None,
     map_time: Any,
 ) -> list[str]:
-    plt = plotting._pyplot()
-    files: list[str] = []
+    """Maps, RMSE/spread time series, rank histograms and spectra of the headline variable; the file names."""
+    plt = plotting.pyplot()
     units = str(truth[var].attrs.get("units", ""))
-    lat, lon = truth["lat"].values if "lat" in truth.coords else None, truth["lon"].values if "lon" in truth.coords else None
-    points = observation_points(obs, var, map_time, truth)
-    if lat is not None and lon is not None:
-        t2d = _first_level(truth[var].sel(time=map_time)).values
-        for name, ds in analyses.items():
-            if name not in results:
-                continue
-            label = _label(name, ds)
-            mean = ds[f"{var}_mean"] if f"{var}_mean" in ds else ds[var].mean("member")
-            mean = _align_grid(mean.rename(var), truth[var], label)
-            spread = None
-            if var in ds and "member" in ds[var].dims:
-                ens = _align_grid(ds[var].rename(var), truth[var], label)
-                spread = ens.sel(time=map_time).std("member", ddof=1) if ens.sizes["member"] > 1 else None
-            elif f"{var}_spread" in ds:
-                spread = _align_grid(ds[f"{var}_spread"].rename(var), truth[var], label).sel(time=map_time)
-            m2d = _first_level(mean.sel(time=map_time)).values
-            s2d = _first_level(spread).values if spread is not None else None
-            level = " (first level)" if any(d in truth[var].dims for d in ("layer", "depth")) else ""
-            fig = plotting.plot_analysis_maps(
-                t2d, m2d, s2d, lat, lon, points=points, units=units,
-                title=f"{name}: {var}{level} at {np.datetime_as_string(map_time, unit='s') if isinstance(map_time, np.datetime64) else map_time}",
-            )
-            files.append(_save(fig, out / f"map_{_safe(name)}_{var}.png", plt))
+    files = _map_figures(out, var, truth, analyses, results, obs, map_time, plt)
     times = {n: r["_series"]["rmse_series"]["time"].values for n, r in results.items()}
     series = {
         n: {"rmse": r["_series"]["rmse_series"].values,
@@ -364,27 +469,11 @@ def _csv(methods: dict[str, dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def evaluate(
-    truth: xr.Dataset,
-    analyses: Mapping[str, xr.Dataset],
-    out_dir: str | os.PathLike,
-    variables: Sequence[str] | None = None,
-    obs: xr.Dataset | None = None,
-    time_index: Any = None,
-    overwrite: bool = False,
-    *,
-    spectrum: str = "isotropic",
-    quiet: bool = False,
-    figures: bool = True,
-) -> dict[str, Any]:
-    """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
-
-    Returns the metrics.json content (NaN as None). See the module docstring for the rules (times, variables,
-    deterministic analyses). ``spectrum`` ("isotropic" or "x") chooses the spectra behind the
-    effective resolution. ``figures=False`` writes the numbers only.
-    """
-    if not analyses:
-        raise OceandaError("no analysis given; expected at least one NAME=FILE")
+def _choose_variables(
+    truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], variables: Sequence[str] | None
+) -> tuple[str, dict[str, list[str]], list[str] | None]:
+    """``(headline, present, scored)``: the headline variable, each analysis' truth variables, and the
+    variables to score in every analysis (None: each analysis' own ``present`` list)."""
     tlabel = _truth_label(truth)
     tvars = truth_variables(truth)
     if not tvars:
@@ -405,67 +494,136 @@ def evaluate(
                     raise DataValidationError(
                         f"{_label(name, analyses[name])}: variable '{v}' not found; expected '{v}_mean' or an ensemble '{v}'"
                     )
-        headline = variables[0]
-        scored_vars = list(variables)
-    else:
-        common = [v for v in tvars if all(v in vs for vs in present.values())]
-        if not common:
-            raise DataValidationError(
-                f"no truth variable is present in every analysis ({ {n: vs for n, vs in present.items()} }); "
-                "pass --variable to choose one"
-            )
-        headline = common[0]
-        scored_vars = None
-    times = {name: _common_times(truth, ds, _label(name, ds), tlabel) for name, ds in analyses.items()}
-    out = oio.prepare_output_dir(out_dir, overwrite=overwrite)
+        return variables[0], present, list(variables)
+    common = [v for v in tvars if all(v in vs for vs in present.values())]
+    if not common:
+        raise DataValidationError(
+            f"no truth variable is present in every analysis ({ {n: vs for n, vs in present.items()} }); "
+            "pass --variable to choose one"
+        )
+    return common[0], present, None
+
+
+def _score_all(
+    truth: xr.Dataset,
+    analyses: Mapping[str, xr.Dataset],
+    times: dict[str, np.ndarray],
+    work: list[tuple[str, str]],
+    headline: str,
+    spectrum: str,
+    quiet: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Score every ``(analysis, variable)`` of ``work``: per-analysis variable tables and the headline results."""
     from tqdm.auto import tqdm
 
     methods: dict[str, dict[str, Any]] = {}
     headline_results: dict[str, dict[str, Any]] = {}
-    work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
     bar = tqdm(work, desc="evaluate", disable=quiet or not sys.stderr.isatty(), leave=False)
     for name, var in bar:
         ds = analyses[name]
-        label = _label(name, ds)
         tr = truth[var].sel(time=times[name])
         an = ds.sel(time=times[name])
-        res = score_variable(tr, an, var, n_members=_n_members(ds, var), spectrum=spectrum, label=label)
+        res = score_variable(tr, an, var, n_members=_n_members(ds, var), spectrum=spectrum, label=_label(name, ds))
         entry = methods.setdefault(name, {"variables": {}})
         entry["variables"][var] = {k: v for k, v in res.items() if not k.startswith("_")}
         if var == headline:
             headline_results[name] = res
-    for name, ds in analyses.items():
-        entry = methods[name]
-        head = entry["variables"][headline]
-        sec = ds.attrs.get("seconds_per_analysis")
-        try:
-            sec = float(sec) if sec is not None else float("nan")
-        except (TypeError, ValueError):
-            sec = float("nan")
-        for vals in entry["variables"].values():
-            vals["seconds_per_analysis"] = sec
-        ordered = {k: head[k] for k in HEADLINE_KEYS}
-        ordered.update({"variable": headline, "n_members": head["n_members"], "n_times": head["n_times"],
-                        "crps_kind": head["crps_kind"], "method": ds.attrs.get("method"), "mode": ds.attrs.get("mode")})
-        ordered["variables"] = entry["variables"]
-        methods[name] = ordered
+    return methods, headline_results
+
+
+def _seconds_per_analysis(ds: xr.Dataset) -> float:
+    sec = ds.attrs.get("seconds_per_analysis")
+    try:
+        return float(sec) if sec is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _method_entry(entry: dict[str, Any], ds: xr.Dataset, headline: str) -> dict[str, Any]:
+    """One method of metrics.json: the headline numbers in contract order, then the per-variable table."""
+    head = entry["variables"][headline]
+    sec = _seconds_per_analysis(ds)
+    for vals in entry["variables"].values():
+        vals["seconds_per_analysis"] = sec
+    ordered = {k: head[k] for k in HEADLINE_KEYS}
+    ordered.update({"variable": headline, "n_members": head["n_members"], "n_times": head["n_times"],
+                    "crps_kind": head["crps_kind"], "method": ds.attrs.get("method"), "mode": ds.attrs.get("mode")})
+    ordered["variables"] = entry["variables"]
+    return ordered
+
+
+def _meta(headline: str, map_time: Any, spectrum: str, figure_files: list[str]) -> dict[str, Any]:
+    return {
+        "headline_variable": headline,
+        "map_time": str(map_time),
+        "spectrum": spectrum,
+        "figures": figure_files,
+        "aggregation": "spatial mean per time (layers pooled, NaN skipped), then time mean",
+        "crps": "fair ensemble CRPS; gaussian from <var>_spread without members; |error| for a deterministic analysis",
+        "energy_score": "fair estimator, one vector per time (whole field, layers included)",
+    }
+
+
+def evaluate(
+    truth: xr.Dataset,
+    analyses: Mapping[str, xr.Dataset],
+    out_dir: str | os.PathLike,
+    variables: Sequence[str] | None = None,
+    obs: xr.Dataset | None = None,
+    time_index: Any = None,
+    overwrite: bool = False,
+    *,
+    spectrum: str = "isotropic",
+    quiet: bool = False,
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
+
+    See the module docstring for the rules (times, variables, deterministic analyses).
+
+    Parameters
+    ----------
+    truth : xarray.Dataset
+        The truth, gridded variables with a ``time`` dim.
+    analyses : mapping of str to xarray.Dataset
+        Analyses by method name (``<var>_mean``, members ``<var>``, ``<var>_spread``).
+    out_dir : path
+        Folder for metrics.json, metrics.csv and the figures.
+    variables : sequence of str, optional
+        Variables to score, the first being the headline; default every truth variable each analysis has.
+    obs : xarray.Dataset, optional
+        Observations drawn on the maps.
+    time_index : int, str, datetime64 or None
+        Time of the maps (see the module docstring); None for the middle shared time.
+    overwrite : bool
+        Replace an existing ``out_dir``.
+    spectrum : {"isotropic", "x"}
+        Spectra behind the effective resolution.
+    quiet : bool
+        No progress bar.
+    figures : bool
+        False writes the numbers only.
+
+    Returns
+    -------
+    dict
+        The metrics.json content (NaN as None).
+    """
+    if not analyses:
+        raise OceandaError("no analysis given; expected at least one NAME=FILE")
+    headline, present, scored_vars = _choose_variables(truth, analyses, variables)
+    tlabel = _truth_label(truth)
+    times = {name: _common_times(truth, ds, _label(name, ds), tlabel) for name, ds in analyses.items()}
+    out = oio.prepare_output_dir(out_dir, overwrite=overwrite)
+    work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
+    methods, headline_results = _score_all(truth, analyses, times, work, headline, spectrum, quiet)
+    methods = {name: _method_entry(methods[name], ds, headline) for name, ds in analyses.items()}
     all_common = truth["time"].values
     for t in times.values():
         all_common = np.intersect1d(all_common, t)
     map_time = _select_map_time(all_common, time_index)
     figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
-    result = {
-        "methods": methods,
-        "meta": {
-            "headline_variable": headline,
-            "map_time": str(map_time),
-            "spectrum": spectrum,
-            "figures": figure_files,
-            "aggregation": "spatial mean per time (layers pooled, NaN skipped), then time mean",
-            "crps": "fair ensemble CRPS; gaussian from <var>_spread without members; |error| for a deterministic analysis",
-            "energy_score": "fair estimator, one vector per time (whole field, layers included)",
-        },
-    }
+    result = {"methods": methods, "meta": _meta(headline, map_time, spectrum, figure_files)}
     oio.write_json(result, out / "metrics.json", overwrite=True)
     oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
     return oio.read_json(out / "metrics.json")  # exactly what was written (NaN -> None)

@@ -111,14 +111,26 @@ def _version() -> str:
     return __version__
 
 
-def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
-    from oceanda.observe import AlongTrackAltimetry, GappyField, InSituPoints, QGDrifters, apply_mask
-    from oceanda.testbeds.qg import QGModel, perturbed_ensemble, spun_up_state
+class _Writer:
+    """Writes a set's NetCDF files through ``oceanda.io`` and records {file name: path} in order."""
 
-    cfg = QG_SIZES[size]
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    model = QGModel()
+    def __init__(self, out: Path, overwrite: bool, command: str) -> None:
+        self.out, self.overwrite, self.command = out, overwrite, command
+        self.written: dict[str, Path] = {}
+
+    def __call__(self, ds: xr.Dataset, name: str) -> None:
+        self.written[name] = io.write_netcdf(ds, self.out / name, overwrite=self.overwrite, command=self.command)
+
+    def readme(self, text: str) -> dict[str, Path]:
+        """Write README.txt last; return every file written."""
+        self.written["README.txt"] = io.write_text(text, self.out / "README.txt", overwrite=self.overwrite)
+        return self.written
+
+
+def _qg_runs(model: Any, cfg: QGSize, rng: np.random.Generator, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Daily states ``[day, run]`` of the library runs then the truth runs (one batch), and their days."""
+    from oceanda.testbeds.qg import perturbed_ensemble, spun_up_state
+
     n_truth = QG_TRUTH_RUNS
     _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from the shipped state", quiet)
     n_ship = spun_up_state().shape[0]
@@ -130,20 +142,12 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
                             members=members, progress=not quiet)
     ndays = max(cfg.library_days, cfg.truth_days)
     traj, days = model.run(q0, ndays, save_every_days=1, progress=not quiet)
-    traj = np.asarray(traj)
-    written: dict[str, Path] = {}
+    return np.asarray(traj), days
 
-    def write(ds: xr.Dataset, name: str) -> None:
-        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
 
-    lib_idx = np.arange(0, cfg.library_days + 1, cfg.library_every_days)
-    library = _concat_runs(model, traj[lib_idx][:, : cfg.library_runs], days[lib_idx],
-                           cfg.library_days + cfg.library_every_days)
-    library.attrs["title"] = "QG free-run library (prior sample)"
-    write(library, "library.nc")
-
-    ssh_std = float(library["ssh"].std())
-    alt = AlongTrackAltimetry(sigma=0.1 * ssh_std)
+def _qg_truths(model: Any, cfg: QGSize, traj: np.ndarray, days: np.ndarray, alt: Any, rng: np.random.Generator,
+               write: _Writer) -> dict[str, tuple[xr.Dataset, np.ndarray]]:
+    """Write each truth run and its along-track altimetry; return {name: (dataset, states)}."""
     truth_names = ["tune"] + [f"eval_{i + 1}" for i in range(cfg.n_eval)]
     truth_start = cfg.library_runs * (cfg.library_days + cfg.library_every_days) + 365
     truths = {}
@@ -157,25 +161,40 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
         obs = alt.observe(ds, rng, days=np.arange(ds.sizes["time"]))
         obs.attrs["title"] = f"along-track altimetry of truth_{name}.nc"
         write(obs, f"obs_altimetry_{name}.nc")
+    return truths
 
-    ds1, tr1 = truths["eval_1"]
+
+def _qg_other_obs(model: Any, cfg: QGSize, library: xr.Dataset, truth: tuple[xr.Dataset, np.ndarray],
+                  days: np.ndarray, rng: np.random.Generator, write: _Writer) -> None:
+    """Gappy SSH, in-situ psi profiles and drifters of one truth run (eval_1)."""
+    from oceanda.observe import GappyField, InSituPoints, QGDrifters
+
+    ds1, tr1 = truth
+    ssh_std = float(library["ssh"].std())
     write(GappyField(var="ssh", sigma=0.1 * ssh_std).observe(ds1, rng), "obs_gappy_eval_1.nc")
     psi_std = float(library["psi"].std())
     write(InSituPoints(n_profiles=20, var="psi", sigma=0.1 * psi_std).observe(ds1, rng), "obs_insitu_eval_1.nc")
     dr = QGDrifters(n_drifters=10).observe(model, tr1, days[: cfg.truth_days + 1], rng, ds1["time"].values)
     write(dr, "obs_drifters_eval_1.nc")
 
+
+def _qg_training_obs(model: Any, library: xr.Dataset, alt: Any, rng: np.random.Generator) -> xr.Dataset:
+    """Along-track altimetry of every library state: the contrastive training pairs."""
+    from oceanda.observe import apply_mask
+
     masks = alt.sample_mask(library.sizes["time"], rng, model.ny, model.nx, dy=model.dy / 1e3, dx=model.dx / 1e3)
     pair_obs = apply_mask(library["ssh"].values, masks, alt.sigma, rng)
-    train = xr.Dataset(
+    return xr.Dataset(
         {"ssh": (("time", "y", "x"), pair_obs, dict(library["ssh"].attrs)),
          "ssh_error": ((), np.float32(alt.sigma), {"units": "m"})},
         coords={c: library[c] for c in ("time", "y", "x", "lat", "lon", "run")},
         attrs={"operator": alt.name, "title": "training pairs: along-track altimetry of each library state "
                "(pairs with library.nc by time; random orbit phase and day per snapshot)", **alt._attrs(alt.sigma)},
     )
-    write(train, "train_obs.nc")
 
+
+def _qg_readme(cfg: QGSize, library: xr.Dataset, truth_names: list[str], alt: Any, command: str, seed: int,
+               size: str, seconds: float) -> str:
     files = {
         "library.nc": f"{library.sizes['time']} snapshots (psi, ssh) of {cfg.library_runs} independent runs of "
                       f"{cfg.library_days} days, every {cfg.library_every_days} days; coord 'run'",
@@ -189,7 +208,7 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
     notes = f"""
 Model: oceanda.testbeds.qg.QGModel() -- two-layer QG, pyqg "eddy" configuration, 64 x 64, dt = 2 h,
 float32, AB3; box centred at 38N 60W. Initial states: independent members of the shipped spun-up
-state (oceanda/testbeds/data/qg_spunup_nx64.npy; the truths start from the last {n_truth}, the library
+state (oceanda/testbeds/data/qg_spunup_nx64.npy; the truths start from the last {QG_TRUTH_RUNS}, the library
 runs from the others) plus 5 % noise, then a {cfg.decorrelation_days}-day free run (perturbed_ensemble),
 all in one batch: no truth state is in the library, nor correlated with one.
 Altimetry: AlongTrackAltimetry() (2 satellites x 2 passes = 4 tracks a day, 10-day repeat, day index =
@@ -197,9 +216,52 @@ days since the truth start), noise sigma = 10 % of the library SSH std = {alt.si
 q is not stored: QGModel().q_from_dataset(ds) recomputes it from psi.
 More library: oceanda.sampledata.qg_library(QGModel(), n_runs, run_days, rng) (or --size full).
 """
-    text = _readme("oceanda sample data: two-layer QG", command, seed, size, files, notes, time.perf_counter() - t0)
-    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
-    return written
+    return _readme("oceanda sample data: two-layer QG", command, seed, size, files, notes, seconds)
+
+
+def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    """Write the QG set: library, truth runs, their observations, training pairs, README.txt.
+
+    Parameters
+    ----------
+    out : Path
+        The (prepared) output folder.
+    seed : int
+        Seed of the one random generator behind every draw.
+    size : {"tiny", "small", "full"}
+        A key of :data:`QG_SIZES`.
+    overwrite : bool
+        Replace existing files.
+    quiet : bool
+        No progress messages.
+    command : str
+        The command line recorded in the files' history and the README.
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written, by name.
+    """
+    from oceanda.observe import AlongTrackAltimetry
+    from oceanda.testbeds.qg import QGModel
+
+    cfg = QG_SIZES[size]
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    model = QGModel()
+    traj, days = _qg_runs(model, cfg, rng, quiet)
+    write = _Writer(out, overwrite, command)
+    lib_idx = np.arange(0, cfg.library_days + 1, cfg.library_every_days)
+    library = _concat_runs(model, traj[lib_idx][:, : cfg.library_runs], days[lib_idx],
+                           cfg.library_days + cfg.library_every_days)
+    library.attrs["title"] = "QG free-run library (prior sample)"
+    write(library, "library.nc")
+    alt = AlongTrackAltimetry(sigma=0.1 * float(library["ssh"].std()))
+    truths = _qg_truths(model, cfg, traj, days, alt, rng, write)
+    _qg_other_obs(model, cfg, library, truths["eval_1"], days, rng, write)
+    write(_qg_training_obs(model, library, alt, rng), "train_obs.nc")
+    text = _qg_readme(cfg, library, list(truths), alt, command, seed, size, time.perf_counter() - t0)
+    return write.readme(text)
 
 
 # ---------------------------------------------------------------------- torus
@@ -221,6 +283,18 @@ TORUS_SIZES = {
 
 
 def make_torus(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    """Write the torus set: flows with their drifter paths (library, tuning, evaluation), two obs files, README.txt.
+
+    Parameters
+    ----------
+    out, seed, size, overwrite, quiet, command
+        As in :func:`make_qg` (``size``: a key of :data:`TORUS_SIZES`).
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written, by name.
+    """
     from oceanda.observe import GappyField, InSituPoints
     from oceanda.testbeds.torus import TorusFlow
 
@@ -228,10 +302,7 @@ def make_torus(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, co
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     flow = TorusFlow(seed=seed)
-    written: dict[str, Path] = {}
-
-    def write(ds: xr.Dataset, name: str) -> None:
-        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
+    write = _Writer(out, overwrite, command)
 
     names = ["library", "truth_tune"] + [f"truth_eval_{i + 1}" for i in range(3)]
     counts = [cfg.library] + [cfg.truth] * 4
@@ -261,8 +332,7 @@ step(s) kept): the training pairs are (coefficients, drifter path) of library.nc
 The paper's setting (dt = 1e-5, every 10th position, 32k flows) is --size full.
 """
     text = _readme("oceanda sample data: torus flow", command, seed, size, files, notes, time.perf_counter() - t0)
-    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
-    return written
+    return write.readme(text)
 
 
 # ---------------------------------------------------------------------- Lorenz-96
@@ -283,33 +353,23 @@ L96_SIZES = {
 }
 
 
-def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
-    from oceanda.testbeds.lorenz96 import Lorenz96
-
-    cfg = L96_SIZES[size]
-    t0 = time.perf_counter()
-    rng = np.random.default_rng(seed)
-    model = Lorenz96()
-    written: dict[str, Path] = {}
-
-    def write(ds: xr.Dataset, name: str) -> None:
-        written[name] = io.write_netcdf(ds, out / name, overwrite=overwrite, command=command)
-
-    n_truth = 4
-    x0 = model.initial_state(rng, (cfg.library_runs + n_truth,), spinup=1000)
-    _progress(f"lorenz96: {cfg.library_runs} library runs of {cfg.library_steps} steps, {n_truth} truths", quiet)
-    traj, times = model.run(x0, max(cfg.library_steps, cfg.truth_steps), save_every=1)
+def _l96_library(model: Any, cfg: L96Size, traj: np.ndarray, times: np.ndarray) -> tuple[xr.Dataset, float]:
+    """The library runs, subsampled and laid end to end in time (coord ``run``), and the time stride between runs."""
     lib = traj[: cfg.library_steps + 1 : cfg.library_every, : cfg.library_runs]
     lt = times[: cfg.library_steps + 1 : cfg.library_every]
     stride = lt[-1] + model.dt * cfg.library_every
     x = np.concatenate([lib[:, r] for r in range(cfg.library_runs)])
     t = np.concatenate([r * stride + lt for r in range(cfg.library_runs)])
-    library = model.to_dataset(x, t, as_grid=True).assign_coords(run=("time", np.repeat(np.arange(cfg.library_runs), len(lt)).astype(np.int32)))
+    run = np.repeat(np.arange(cfg.library_runs), len(lt)).astype(np.int32)
+    library = model.to_dataset(x, t, as_grid=True).assign_coords(run=("time", run))
     library.attrs["title"] = "Lorenz-96 free-run library"
-    write(library, "library.nc")
-    sigma = 1.0
+    return library, stride
+
+
+def _l96_truths(model: Any, cfg: L96Size, traj: np.ndarray, times: np.ndarray, start: float, sigma: float,
+                rng: np.random.Generator, write: _Writer) -> list[str]:
+    """Write each truth run, its full noisy observations and (eval_1) the even variables; return the names."""
     names = ["tune"] + [f"eval_{i + 1}" for i in range(3)]
-    start = cfg.library_runs * stride + 1000.0
     for j, name in enumerate(names):
         tr = traj[: cfg.truth_steps + 1, cfg.library_runs + j]
         ds = model.to_dataset(tr, start + j * 1000.0 + times[: cfg.truth_steps + 1], as_grid=True)
@@ -326,11 +386,11 @@ def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool,
             half["X"] = obs["X"].where(xr.DataArray(np.arange(model.n) % 2 == 0, dims="x"))
             half.attrs.update({"operator": "every_other_variable", "title": f"even variables of truth_{name} + N(0, 1)"})
             write(half, f"obs_half_{name}.nc")
-    train = library.copy()
-    train["X"] = library["X"] + sigma * rng.standard_normal(library["X"].shape)
-    train["X_error"] = ((), np.float32(sigma), {"units": "1"})
-    train.attrs.update({"operator": "identity", "title": "training pairs: noisy copies of library states (pairs by time)"})
-    write(train, "train_obs.nc")
+    return names
+
+
+def _l96_readme(cfg: L96Size, library: xr.Dataset, names: list[str], command: str, seed: int, size: str,
+                seconds: float) -> str:
     files = {
         "library.nc": f"{library.sizes['time']} states X (time, y=1, x=40) of {cfg.library_runs} runs, every {cfg.library_every} steps",
         **{f"truth_{n}.nc": f"truth '{n}', {cfg.truth_steps} steps of dt = 0.05" for n in names},
@@ -342,9 +402,43 @@ def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool,
 Model: oceanda.testbeds.lorenz96.Lorenz96(n=40, forcing=8.0, dt=0.05), RK4; initial states F + 0.01 noise
 spun up 1000 steps; library and truth runs are different members of one batch.
 """
-    text = _readme("oceanda sample data: Lorenz-96", command, seed, size, files, notes, time.perf_counter() - t0)
-    written["README.txt"] = io.write_text(text, out / "README.txt", overwrite=overwrite)
-    return written
+    return _readme("oceanda sample data: Lorenz-96", command, seed, size, files, notes, seconds)
+
+
+def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+    """Write the Lorenz-96 set: library, truth runs, full and half observations, training pairs, README.txt.
+
+    Parameters
+    ----------
+    out, seed, size, overwrite, quiet, command
+        As in :func:`make_qg` (``size``: a key of :data:`L96_SIZES`).
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written, by name.
+    """
+    from oceanda.testbeds.lorenz96 import Lorenz96
+
+    cfg = L96_SIZES[size]
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    model = Lorenz96()
+    write = _Writer(out, overwrite, command)
+    n_truth = 4
+    x0 = model.initial_state(rng, (cfg.library_runs + n_truth,), spinup=1000)
+    _progress(f"lorenz96: {cfg.library_runs} library runs of {cfg.library_steps} steps, {n_truth} truths", quiet)
+    traj, times = model.run(x0, max(cfg.library_steps, cfg.truth_steps), save_every=1)
+    library, stride = _l96_library(model, cfg, traj, times)
+    write(library, "library.nc")
+    sigma = 1.0
+    names = _l96_truths(model, cfg, traj, times, cfg.library_runs * stride + 1000.0, sigma, rng, write)
+    train = library.copy()
+    train["X"] = library["X"] + sigma * rng.standard_normal(library["X"].shape)
+    train["X_error"] = ((), np.float32(sigma), {"units": "1"})
+    train.attrs.update({"operator": "identity", "title": "training pairs: noisy copies of library states (pairs by time)"})
+    write(train, "train_obs.nc")
+    return write.readme(_l96_readme(cfg, library, names, command, seed, size, time.perf_counter() - t0))
 
 
 BUILDERS: dict[str, Callable[..., dict[str, Path]]] = {"qg": make_qg, "torus": make_torus, "lorenz96": make_lorenz96}
@@ -352,7 +446,30 @@ BUILDERS: dict[str, Callable[..., dict[str, Path]]] = {"qg": make_qg, "torus": m
 
 def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: str = "small", overwrite: bool = False,
                      quiet: bool = False, command: str | None = None) -> dict[str, Path]:
-    """Write a sample-data set for ``testbed`` into ``out``; return {file name: path}."""
+    """Write a sample-data set for ``testbed`` into ``out``.
+
+    Parameters
+    ----------
+    testbed : {"qg", "torus", "lorenz96"}
+        Which set.
+    out : path
+        Output folder (made; must be empty or absent unless ``overwrite``).
+    seed : int
+        Seed of the one random generator: the same seed gives the same data.
+    size : {"tiny", "small", "full"}
+        How much data.
+    overwrite : bool
+        Replace existing files.
+    quiet : bool
+        No progress messages.
+    command : str, optional
+        The command line to record; default the equivalent ``oceanda sample-data`` call.
+
+    Returns
+    -------
+    dict of str to Path
+        Every file written, by name.
+    """
     if testbed not in BUILDERS:
         raise OceandaError(f"unknown testbed '{testbed}'; expected one of {list(BUILDERS)}")
     if size not in SIZES:

@@ -8,6 +8,7 @@ import xarray as xr
 from sklearn.metrics import top_k_accuracy_score
 
 from oceanda import metrics as M
+from oceanda.contrastive.retrieval import recall_at_k
 from oceanda.errors import DataValidationError
 
 
@@ -176,25 +177,25 @@ def test_rank_histogram_flat_when_calibrated_u_shaped_when_narrow():
     assert M.rank_histogram(good, truth, per_time=True).sizes == {"time": nt, "rank": m + 1}
 
 
-# ---------------------------------------------------------------- retrieval
+# ---------------------------------------------------------------- retrieval (oceanda.contrastive.retrieval: the one R@K)
 
 
 def test_recall_at_k_vs_sklearn():
     rng = np.random.default_rng(8)
     scores = rng.normal(size=(60, 60)) + 1.5 * np.eye(60)
-    got = M.recall_at_k(scores, k=(1, 5, 10))
+    got = recall_at_k(scores, k=(1, 5, 10))
     for k in (1, 5, 10):
         assert got[k] == pytest.approx(top_k_accuracy_score(np.arange(60), scores, k=k, labels=np.arange(60)))
-    assert M.recall_at_k(np.eye(5), k=1) == 1.0
-    assert M.recall_at_k(-np.eye(5), k=4) == 0.0  # the true candidate is always last of 5
+    assert recall_at_k(np.eye(5), k=1) == 1.0
+    assert recall_at_k(-np.eye(5), k=4) == 0.0  # the true candidate is always last of 5
     targets = rng.permutation(60)
     permuted = scores[:, np.argsort(targets)]  # column targets[i] holds query i's true candidate
-    assert M.recall_at_k(permuted, k=5, targets=targets) == pytest.approx(got[5])
+    assert recall_at_k(permuted, k=5, targets=targets) == pytest.approx(got[5])
     torch = pytest.importorskip("torch")
-    assert M.recall_at_k(torch.tensor(scores).T, k=5) == pytest.approx(
+    assert recall_at_k(torch.tensor(scores).T, k=5) == pytest.approx(
         top_k_accuracy_score(np.arange(60), scores.T, k=5, labels=np.arange(60))
     )
-    assert M.recall_at_k(np.ones((3, 3)), k=2) == 0.0  # ties count against the query
+    assert recall_at_k(np.ones((3, 3)), k=2) == 0.0  # ties count against the query
 
 
 # ---------------------------------------------------------------- spectra / effective resolution

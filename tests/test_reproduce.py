@@ -8,7 +8,8 @@ import torch
 
 from oceanda import cli
 from oceanda.contrastive import gaussian
-from oceanda.experiments import _grf, _torus
+from oceanda.experiments import _grf
+from oceanda.experiments import torus_da as _torus
 from oceanda.testbeds.torus import TorusFlow
 
 

@@ -8,7 +8,7 @@ the paper lacked.
    encoders against the closed form, swept over embedding dimension, batch size and N;
 2. ``digits`` (6.2, :mod:`._digits`): scikit-learn's 8 x 8 digits replace MNIST; three losses,
    zero-shot classification, fine-tuning, generation by weighted resampling;
-3. ``lagrangian`` (6.3, :mod:`._torus`): torus flow and drifters, retrieval R@1/R@5 both ways, then
+3. ``lagrangian`` (6.3, :mod:`.torus_da`): torus flow and drifters, retrieval R@1/R@5 both ways, then
    the comparison contrastive posterior / augmented-state EnKF / linearised Gaussian;
 
 and writes ``results.json`` (every number, with the settings used and run times) and PNG figures
@@ -69,7 +69,18 @@ PAPER = {
 
 
 def reductions(cfg: dict) -> dict:
-    """What this configuration changes with respect to the paper's settings (said, not hidden)."""
+    """What this configuration changes with respect to the paper's settings (said, not hidden).
+
+    Parameters
+    ----------
+    cfg : dict
+        :data:`QUICK` or :data:`FULL`.
+
+    Returns
+    -------
+    dict
+        One sentence per experiment.
+    """
     t, g = cfg["torus"], cfg["grf"]
     return {
         "gaussian_random_field": f"AdamW lr {g['lr']} with a cosine schedule, {g['steps']} optimiser steps per run "
@@ -91,11 +102,32 @@ def _jsonable_cfg(cfg: dict) -> dict:
 
 def run(out, quick: bool = False, seed: int = 0, overwrite: bool = False, quiet: bool | None = None,
         only: tuple[str, ...] | None = None, log: Callable[[str], None] | None = None, threads: int = 1) -> dict:
-    """Run the experiments and write ``out/results.json`` and figures; return the results dict.
+    """Run the experiments and write ``out/results.json`` and figures.
 
-    ``only`` restricts to some of ``("gaussian_random_field", "digits", "lagrangian")`` (for checks).
-    ``threads``: torch threads while running (restored after); the models are small, and on a
-    shared machine one thread per process wastes least.
+    Parameters
+    ----------
+    out : path
+        Output folder.
+    quick : bool
+        :data:`QUICK` (test-suite size) instead of :data:`FULL`.
+    seed : int
+        Seed of every experiment.
+    overwrite : bool
+        Replace an existing ``out``.
+    quiet : bool, optional
+        No progress bars (default: quiet).
+    only : tuple of str, optional
+        Some of ``("gaussian_random_field", "digits", "lagrangian")`` (for checks).
+    log : callable, optional
+        Called with one-line progress messages.
+    threads : int
+        Torch threads while running (restored after); the models are small, and on a shared
+        machine one thread per process wastes least.
+
+    Returns
+    -------
+    dict
+        The content of results.json.
     """
     old_threads = torch.get_num_threads()
     torch.set_num_threads(int(threads))
@@ -112,7 +144,7 @@ def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from oceanda.experiments import _digits, _grf, _torus
+    from oceanda.experiments import _digits, _grf, torus_da
 
     out = io.prepare_output_dir(out, overwrite=overwrite)
     cfg = QUICK if quick else FULL
@@ -143,10 +175,10 @@ def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
         fig(_digits.plot_generated(Xlib, picks), "digits_generated.png")
         io.write_json(results, Path(out) / "results.json", overwrite=True)
     if "lagrangian" in parts:
-        r, fd = _torus.run_torus(cfg["torus"], seed, say, quiet=quiet if quiet is not None else True)
+        r, fd = torus_da.run_torus(cfg["torus"], seed, say, quiet=quiet if quiet is not None else True)
         results["lagrangian"] = r
-        fig(_torus.plot_training(fd["history"]), "torus_training.png")
-        fig(_torus.plot_da(fd, r["data_assimilation"]), "torus_assimilation.png")
+        fig(torus_da.plot_training(fd["history"]), "torus_training.png")
+        fig(torus_da.plot_da(fd, r["data_assimilation"]), "torus_assimilation.png")
     results["seconds_total"] = time.perf_counter() - t0
     io.write_json(results, Path(out) / "results.json", overwrite=True)
     return results
