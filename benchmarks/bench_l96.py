@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from oceanda.kalman import run_lorenz96, tuned_settings
+from oceanda.experiments.l96_twin import run_lorenz96
+from oceanda.kalman import tuned_settings
 
 TARGETS = {"letkf": (20, 0.21, 0.198), "etkf": (20, 0.20, 0.186), "enkf": (40, 0.23, 0.218)}
 

@@ -15,8 +15,8 @@ ratio and cycles per second. ``--write-tuned`` stores the choice in oceanda/kalm
 ``--enoi`` tunes the one-shot EnOI baseline instead ("qg_enoi"): a static ensemble of ``--library``
 states from a long free run (every 5 days, from a shipped state used by neither truth), background =
 its mean, radius and alpha (covariance scaling) searched on tuning-truth days, scored on evaluation days;
-the Schur-localised form (``kalman.schur_enoi_ensemble``), the one ``analyse_dataset(method='enoi')``
-and the demo use.
+the Schur-localised form (``EnOI(form='schur')``, ``kalman.schur_enoi_ensemble``), the one
+``analyse_dataset(method='enoi')`` and the demo use.
 
     .venv/bin/python benchmarks/tune_qg_letkf.py [--members 20] [--tune-days 30] [--eval-days 60] [--write-tuned]
 """
@@ -37,26 +37,26 @@ import numpy as np
 import torch
 
 from oceanda import io
-from oceanda.kalman import FilterSettings, cycle
-from oceanda.kalman.twins import QGAltimetryTwin
+from oceanda.experiments.qg_twin import QGAltimetryTwin
+from oceanda.kalman import LETKF, EnOI, cycle
 from oceanda.testbeds.qg import QGModel
 
 
 def run(twin: QGAltimetryTwin, radius: float, inflation: float, rtps: float, block: int, skip: int, seed: int):
-    settings = FilterSettings("letkf", inflation=inflation, rtps=rtps, localizer=twin.localizer(radius, block))
-    res = cycle(twin.forecast, twin.E0, twin.observations, settings, rng=seed, truth=twin.truth, keep_means=True, progress=False)
+    f = LETKF(radius=radius, inflation=inflation, rtps=rtps, block=block)
+    res = cycle(twin.forecast, twin.E0, twin.observations, f, localizer=twin.localizer(f), rng=seed, truth=twin.truth,
+                keep_means=True, progress=False)
     return twin.ssh_scores(res, skip)
 
 
 def enoi_scores(twin: QGAltimetryTwin, library: np.ndarray, radius: float, alpha: float, days: range) -> dict[str, float]:
-    from oceanda.kalman import schur_enoi_ensemble
-
-    loc = twin.localizer(radius, block=1)
+    f = EnOI(alpha=alpha, radius=radius, form="schur")  # the form analyse_dataset('enoi') uses for altimetry
+    loc = twin.localizer(f)
     bg = library.mean(0)
     err, spr, sec = [], [], []
     for k in days:
         tic = time.perf_counter()
-        Ea = schur_enoi_ensemble(bg, library, twin.observations[k], alpha=alpha, localizer=loc, rng=k)
+        Ea = f.assimilate(library, twin.observations[k], rng=k, localizer=loc, background=bg)
         sec.append(time.perf_counter() - tic)
         m = Ea.mean(0)[: twin.G] * twin.scale
         err.append(np.sqrt(np.mean((m - twin.truth[k, : twin.G] * twin.scale) ** 2)))

@@ -5,8 +5,9 @@ Every random choice comes from a passed ``numpy.random.Generator``. Gridded obse
 state grid with NaN where unobserved plus ``<var>_error``; point and trajectory observations carry
 an ``obs`` dimension with ``lat``, ``lon``, ``time`` (and grid indices for grid testbeds).
 
-Linear operators expose their flat indices / ``scipy.sparse`` matrix H for the state vector of
-``fields.to_array`` flattened in C order (flat index ``c*Y*X + iy*X + ix``). Contrastive training
+The operator H that maps a flat state to these observations is built in one place,
+:func:`oceanda.kalman.observations_from_dataset` (from the observation Dataset and the state layout;
+flat index ``c*Y*X + iy*X + ix``); grid geometry comes from :mod:`oceanda.grid`. Contrastive training
 redraws observation patterns every epoch: ``sample_mask(n, rng)`` returns fresh boolean masks and
 ``apply_mask`` turns true fields into noisy, NaN-masked observations, both vectorised.
 """
@@ -18,47 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import xarray as xr
 
+from oceanda import grid
 from oceanda.errors import DataValidationError
 
 # ---------------------------------------------------------------------- helpers
-
-
-def flat_index(channel: Any, iy: Any, ix: Any, ny: int, nx: int) -> np.ndarray:
-    """Flat state-vector index of grid point (channel, iy, ix): ``c*Y*X + iy*X + ix``."""
-    return (np.asarray(channel) * ny * nx + np.asarray(iy) * nx + np.asarray(ix)).astype(np.int64)
-
-
-def selection_matrix(indices: np.ndarray, n_state: int, scale: float | np.ndarray = 1.0) -> sp.csr_matrix:
-    """H as a sparse [n_obs, n_state] matrix with ``scale`` at (i, indices[i])."""
-    indices = np.asarray(indices, dtype=np.int64)
-    data = np.broadcast_to(np.asarray(scale, dtype=np.float64), indices.shape).copy()
-    return sp.csr_matrix((data, (np.arange(indices.size), indices)), shape=(indices.size, int(n_state)))
-
-
-def mask_indices(mask: np.ndarray, channel: int = 0) -> np.ndarray:
-    """Flat indices of the True cells of a [ny, nx] mask in state channel ``channel``."""
-    mask = np.asarray(mask, dtype=bool)
-    ny, nx = mask.shape
-    iy, ix = np.nonzero(mask)
-    return flat_index(channel, iy, ix, ny, nx)
-
-
-def gridded_operator(obs_field: Any, channel: int, n_channels: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix]:
-    """(indices, values, H) of one gridded observation field [ny, nx] (NaN = unobserved).
-
-    ``channel`` is the state channel observed; ``scale`` the factor from state to observation
-    (1 when the state holds the observed variable; f0/g when SSH is observed and the state is psi).
-    """
-    a = np.asarray(obs_field, dtype=np.float64)
-    if a.ndim != 2:
-        raise DataValidationError(f"gridded observation of shape {a.shape}; expected one [y, x] field")
-    ny, nx = a.shape
-    mask = np.isfinite(a)
-    idx = mask_indices(mask, channel)
-    return idx, a[mask], selection_matrix(idx, n_channels * ny * nx, scale)
 
 
 def apply_mask(values: np.ndarray, mask: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -75,18 +41,12 @@ def _grid(ds: xr.Dataset) -> tuple[int, int, float, float]:
     """(ny, nx, dy_km, dx_km) of a testbed Dataset with 1-D y, x in km (or a unit grid without coords)."""
     if "y" not in ds.dims or "x" not in ds.dims:
         raise DataValidationError(f"dataset with dims {tuple(ds.dims)}; expected a (y, x) grid")
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    dy = float(ds["y"][1] - ds["y"][0]) if "y" in ds.coords and ny > 1 else 1.0
-    dx = float(ds["x"][1] - ds["x"][0]) if "x" in ds.coords and nx > 1 else 1.0
-    return ny, nx, dy, dx
+    y, x = grid.coordinates(ds)
+    return len(y), len(x), grid.spacing(y), grid.spacing(x)
 
 
 def _grid_coords(ds: xr.Dataset) -> dict[str, Any]:
     return {c: ds[c] for c in ("y", "x", "lat", "lon") if c in ds.coords}
-
-
-def _times(ds: xr.Dataset) -> np.ndarray:
-    return ds["time"].values if "time" in ds.coords else np.arange(ds.sizes.get("time", 1))
 
 
 def _field(ds: xr.Dataset, var: str, layer: int | None) -> xr.DataArray:
@@ -321,7 +281,7 @@ class InSituPoints:
         iy, ix = ci // nx, ci % nx
         truth = values[ti, li, iy, ix]
         obs = truth + sigma * rng.standard_normal(truth.shape)
-        times = _times(ds)
+        times = grid.times(ds)
         coords = {
             "time": ("obs", times[ti]),
             "y_index": ("obs", iy.astype(np.int32)),
@@ -343,18 +303,6 @@ class InSituPoints:
         out.attrs.update({"operator": self.name, "observed_variable": self.var, "n_profiles_per_time": self.n_profiles,
                           "obs_error_std": sigma, "layered": int(layered)})
         return out
-
-
-def point_indices(obs: xr.Dataset, ny: int, nx: int, channel_offset: int = 0) -> np.ndarray:
-    """Flat state indices of point observations (``layer_index`` picks the channel after ``channel_offset``)."""
-    li = obs["layer_index"].values if "layer_index" in obs.coords else np.zeros(obs.sizes["obs"], int)
-    return flat_index(channel_offset + li, obs["y_index"].values, obs["x_index"].values, ny, nx)
-
-
-def point_operator(obs: xr.Dataset, ny: int, nx: int, n_channels: int, channel_offset: int = 0,
-                   scale: float = 1.0) -> sp.csr_matrix:
-    """Sparse H [n_obs, n_channels*ny*nx] of point observations."""
-    return selection_matrix(point_indices(obs, ny, nx, channel_offset), n_channels * ny * nx, scale)
 
 
 # ---------------------------------------------------------------------- drifters (nonlinear)

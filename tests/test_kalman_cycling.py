@@ -6,16 +6,24 @@ import xarray as xr
 
 from oceanda import io
 from oceanda.cli import main
+from oceanda.errors import ConfigurationError
+from oceanda.experiments.l96_twin import lorenz96_twin, run_lorenz96
 from oceanda.kalman import (
+    ETKF,
+    LETKF,
+    METHODS,
+    EnKF,
+    EnOI,
     analyse_dataset,
+    cycle,
     etkf,
     latest_checkpoint,
     letkf,
     localizer_for_dataset,
-    run_lorenz96,
+    make_filter,
+    tuned_filter,
     tuned_settings,
 )
-from oceanda.kalman.cycling import FilterSettings, cycle, lorenz96_twin
 from oceanda.kalman.inflation import AdaptiveInflation
 
 
@@ -34,14 +42,15 @@ def test_lorenz96_shortened_benchmark(method, members, limit):
 def test_checkpoint_resume_continues_exactly(tmp_path):
     twin = lorenz96_twin(24, 10, seed=3)
     # stochastic EnKF with adaptive inflation: the saved RNG and inflation states are exercised
-    settings = lambda: FilterSettings("enkf", inflation=1.02, adaptive=AdaptiveInflation(smoothing=0.2))  # noqa: E731
-    full = cycle(twin.forecast, twin.E0, twin.observations, settings(), rng=7, truth=twin.truth, progress=False)
+    f = EnKF(inflation=1.02)
+    adaptive = lambda: AdaptiveInflation(smoothing=0.2)  # noqa: E731
+    full = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=adaptive(), rng=7, truth=twin.truth, progress=False)
     ck = tmp_path / "ck"
-    cycle(twin.forecast, twin.E0, twin.observations[:10], settings(), rng=7, truth=twin.truth[:10], checkpoint_dir=ck,
-          progress=False)
+    cycle(twin.forecast, twin.E0, twin.observations[:10], f, adaptive=adaptive(), rng=7, truth=twin.truth[:10],
+          checkpoint_dir=ck, progress=False)
     assert latest_checkpoint(ck).name == "cycle_000009.nc"
-    resumed = cycle(twin.forecast, twin.E0, twin.observations, settings(), rng=7, truth=twin.truth, checkpoint_dir=ck,
-                    resume=True, progress=False)
+    resumed = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=adaptive(), rng=7, truth=twin.truth,
+                    checkpoint_dir=ck, resume=True, progress=False)
     assert resumed.resumed_from == 9
     np.testing.assert_array_equal(resumed.ensemble, full.ensemble)
     np.testing.assert_array_equal(resumed.stats["rmse_a"], full.stats["rmse_a"])
@@ -49,7 +58,11 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     assert full.stats["inflation"][-1] > 1.02
     assert latest_checkpoint(ck).name == "cycle_000023.nc"
     with pytest.raises(Exception, match="method"):
-        cycle(twin.forecast, twin.E0, twin.observations, FilterSettings("etkf"), checkpoint_dir=ck, resume=True, progress=False)
+        cycle(twin.forecast, twin.E0, twin.observations, ETKF(), checkpoint_dir=ck, resume=True, progress=False)
+    with pytest.raises(ConfigurationError, match="localizer"):
+        cycle(twin.forecast, twin.E0, twin.observations, LETKF(radius=5.0), progress=False)
+    with pytest.raises(ConfigurationError, match="cycling"):
+        cycle(twin.forecast, twin.E0, twin.observations, EnOI(), progress=False)
 
 
 def _grid_ensemble(N=12, Y=8, X=10, seed=0):
@@ -141,9 +154,61 @@ def test_etkf_is_used_by_enoi_consistently_with_array_api():
 
 
 def test_qg_altimetry_cycled_letkf_beats_climatology():
-    from oceanda.kalman.twins import run_qg_altimetry
+    from oceanda.experiments.qg_twin import run_qg_altimetry
 
     res, scores = run_qg_altimetry(days=3, members=8, radius_km=40.0, inflation=1.03, progress=False)
     assert res.stats["rmse_a"].shape == (3,)
     assert np.all(res.stats["rmse_a"] < res.stats["rmse_f"])  # every analysis improves on its forecast
     assert scores["ssh_rmse_ratio"] < 0.8  # already well below climatology after a few daily cycles
+
+
+def test_filter_settings_are_validated_and_dispatched_once():
+    assert set(METHODS) == {"enkf", "etkf", "letkf", "enoi"}
+    for bad in ({"inflation": 0.0}, {"inflation": float("inf")}, {"rtps": 1.5}, {"rtpp": -0.1}):
+        with pytest.raises(ConfigurationError, match=next(iter(bad))):
+            ETKF(**bad)
+    with pytest.raises(ConfigurationError, match="radius"):
+        LETKF()
+    with pytest.raises(ConfigurationError, match="block"):
+        LETKF(radius=3.0, block=0)
+    with pytest.raises(ConfigurationError, match="alpha"):
+        EnOI(alpha=-1.0)
+    with pytest.raises(ConfigurationError, match="members"):
+        EnOI(members=0)
+    with pytest.raises(ConfigurationError, match="form"):
+        EnOI(form="kalman")
+    with pytest.raises(ConfigurationError, match="method"):
+        make_filter("3dvar")
+    with pytest.raises(ConfigurationError, match="alpha"):
+        make_filter("etkf", alpha=0.5)
+    assert make_filter("etkf", strict=False, alpha=0.5, inflation=None) == ETKF()
+    assert make_filter(LETKF(radius=3.0), inflation=1.1) == LETKF(radius=3.0, inflation=1.1)
+    f = LETKF(radius=3.0, inflation=1.02, block=2)
+    assert LETKF.from_dict(f.to_dict()) == f
+    # the tuned values are the defaults: one loader
+    assert tuned_filter("qg_altimetry") == LETKF(radius=tuned_settings("qg_altimetry")["radius_km"],
+                                                 inflation=tuned_settings("qg_altimetry")["inflation"], block=2)
+    assert tuned_filter("lorenz96", "etkf").inflation == tuned_settings("lorenz96")["etkf"]["inflation"]
+    assert tuned_filter("qg_enoi", radius=50.0).radius == 50.0
+
+
+def test_filter_objects_equal_the_array_functions():
+    rng = np.random.default_rng(11)
+    E = rng.standard_normal((10, 12))
+    from oceanda.kalman import Observations, enkf, enoi, ring_localizer, schur_enoi_ensemble
+
+    o = Observations(rng.standard_normal(5), 0.5, np.array([0, 2, 5, 7, 11]))
+    loc = ring_localizer(12, 3.0)
+    kw = {"inflation": 1.05, "rtps": 0.3}
+    np.testing.assert_array_equal(ETKF(**kw).assimilate(E, o, 1), etkf(E, o, rng=1, **kw))
+    np.testing.assert_array_equal(EnKF(**kw).assimilate(E, o, 1), enkf(E, o, rng=1, **kw))
+    np.testing.assert_array_equal(LETKF(radius=3.0, **kw).assimilate(E, o, 1, loc), letkf(E, o, localizer=loc, rng=1, **kw))
+    np.testing.assert_array_equal(EnOI(alpha=0.5).assimilate(E, o, 1), enoi(E.mean(0), E, o, alpha=0.5, rng=1))
+    np.testing.assert_array_equal(EnOI(alpha=0.5, radius=3.0).assimilate(E, o, 1, loc),  # auto: Schur for index operators
+                                  schur_enoi_ensemble(E.mean(0), E, o, alpha=0.5, localizer=loc, rng=1))
+    np.testing.assert_array_equal(EnOI(alpha=0.5, radius=3.0, form="transform").assimilate(E, o, 1, loc),
+                                  enoi(E.mean(0), E, o, alpha=0.5, localizer=loc, rng=1))
+    with pytest.raises(ConfigurationError, match="localizer"):
+        LETKF(radius=3.0).assimilate(E, o, 1)
+    with pytest.raises(ConfigurationError, match="radius"):
+        LETKF(radius=4.0).assimilate(E, o, 1, loc)

@@ -1,4 +1,7 @@
-"""Observation operators: geometry, noise level, linear-operator form, reproducibility, drifters."""
+"""Observation generators: geometry, noise level, the operator H they imply, reproducibility, drifters.
+
+H is built by the one builder, ``oceanda.kalman.observations_from_dataset`` (and ``selection_operator``).
+"""
 
 import numpy as np
 import pytest
@@ -9,11 +12,23 @@ from oceanda.observe import (
     InSituPoints,
     QGDrifters,
     advect_gridded,
-    apply_mask,
-    gridded_operator,
-    point_operator,
 )
+from oceanda.fields import layout_of, to_array
+from oceanda.kalman import observations_from_dataset, selection_operator
 from oceanda.testbeds.qg import QGModel, spun_up_state
+
+
+def _state_and_observations(ds, obs, t, variables):
+    """The flat state at time index ``t`` and the Observations of that time (H from the one builder)."""
+    state = ds.isel(time=[t])
+    layout = layout_of(state, variables)
+    if "obs" in obs.dims:
+        sub = obs.isel(obs=np.flatnonzero(obs["time"].values == ds["time"].values[t]))
+    else:
+        sub = obs.isel(time=[t])
+    (o,) = observations_from_dataset(sub, layout, state)
+    X, _ = to_array(state, layout, dtype=np.float64)
+    return X.reshape(1, -1), o, sub
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +78,14 @@ def test_altimetry_noise_and_operator(qg):
     resid = (obs["ssh"] - ds["ssh"]).values
     resid = resid[np.isfinite(resid)]
     assert resid.std() == pytest.approx(sigma, rel=0.1)
-    # H maps the psi state vector (2 channels) to noise-free SSH on the tracks: ssh = f0 psi1 / g
-    psi = ds["psi"].values[3]
-    clean = apply_mask(ds["ssh"].values[3], np.isfinite(obs["ssh"].values[3]), 0.0, None)
-    idx, vals, H = gridded_operator(clean, channel=0, n_channels=2, scale=m.f0 / m.g)
-    assert H.shape == (idx.size, 2 * 64 * 64)
-    assert np.allclose(H @ psi.ravel(), vals, rtol=1e-5, atol=1e-9)
+    # H samples the state's ssh channel on the tracks; as a scaled operator on psi it is ssh = f0 psi1 / g
+    x, o, _ = _state_and_observations(ds, obs, 3, ["psi", "ssh"])
+    assert o.size == int(np.isfinite(obs["ssh"].values[3]).sum())
+    clean = o.apply(x)[0]
+    np.testing.assert_array_equal(clean, ds["ssh"].values[3].ravel()[o.H - 2 * 64 * 64])
+    H = selection_operator(o.H - 2 * 64 * 64, 2 * 64 * 64, m.f0 / m.g)
+    assert H.shape == (o.size, 2 * 64 * 64)
+    assert np.allclose(H @ ds["psi"].values[3].astype(np.float64).ravel(), clean, rtol=1e-5, atol=1e-9)
 
 
 def test_gappy_masks_are_cloud_like(qg):
@@ -91,11 +108,9 @@ def test_in_situ_points_and_operator(qg):
     assert obs.sizes["obs"] == 15 * 2 * ds.sizes["time"]
     for c in ("lat", "lon", "time", "y_index", "x_index", "layer_index"):
         assert c in obs.coords
-    t0 = obs["time"].values == ds["time"].values[2]
-    sub = obs.isel(obs=np.flatnonzero(t0))
-    H = point_operator(sub, 64, 64, n_channels=2)
-    truth = H @ ds["psi"].values[2].astype(np.float64).ravel()
-    assert np.allclose(truth, sub["psi"].values, atol=0.01)
+    x, o, sub = _state_and_observations(ds, obs, 2, ["psi"])
+    assert o.size == 15 * 2
+    assert np.allclose(o.apply(x)[0], sub["psi"].values, atol=0.01)
     assert abs(float(sub["lat"][0]) - float(ds["lat"][int(sub.y_index[0]), int(sub.x_index[0])])) < 1e-9
 
 

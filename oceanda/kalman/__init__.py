@@ -1,42 +1,30 @@
 """Ensemble Kalman baselines: stochastic EnKF, ETKF, LETKF (batched, R-localised), EnOI.
 
-Array level (ensembles ``E [N, n]``, observations ``y, error, H`` or :class:`Observations`):
-:func:`enkf`, :func:`etkf`, :func:`letkf`, :func:`enoi` (ETKF/LETKF transform of the static
-ensemble) and the Schur-localised EnOI in observation space, :func:`schur_enoi` (mean, variance) and
-:func:`schur_enoi_ensemble` (module ``schur``; what ``analyse_dataset`` uses for a localised EnOI of
-direct observations). Dataset level: :func:`analyse_dataset`
-(the ``oceanda enkf`` verb). Cycling with a testbed model: :func:`cycle`, :func:`run_lorenz96`.
-Tuned settings (inflation, localisation radius) are in ``tuned.json`` (:func:`tuned_settings`).
+Why a package that knows no testbed: these methods serve any model and any observations, so the
+package imports nothing from testbeds, observation generators, the contrastive sampler or the
+experiments; the twin experiments that join them live in :mod:`oceanda.experiments`.
+
+Configured methods (:mod:`~oceanda.kalman.methods`): :class:`EnKF`, :class:`ETKF`, :class:`LETKF`,
+:class:`EnOI` -- frozen, validated settings with one ``assimilate(E, observations, rng, localizer)``;
+:data:`METHODS` names them, :func:`make_filter` builds one, :func:`tuned_filter` reads the tuned
+ones from ``tuned.json`` (:func:`tuned_settings`: the raw entries). Array level (ensembles
+``E [N, n]``, observations ``y, error, H`` or :class:`Observations`): :func:`enkf`, :func:`etkf`,
+:func:`letkf`, :func:`enoi` and the Schur-localised EnOI :func:`schur_enoi` (mean, variance) and
+:func:`schur_enoi_ensemble`. Dataset level: :func:`analyse_dataset` (the ``oceanda enkf`` verb).
+Cycling with any model ``forecast(E, t0, t1) -> E``: :func:`cycle`.
 """
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-from typing import Any
-
-from oceanda.kalman.cycling import (
-    CycleResult,
-    FilterSettings,
-    cycle,
-    latest_checkpoint,
-    lorenz96_twin,
-    rmse,
-    run_lorenz96,
-    spread,
-)
-from oceanda.kalman.filters import (
-    enkf,
-    enoi,
-    etkf,
-    etkf_weights,
-    normalised_innovations,
-    repair_members,
-    static_ensemble,
-)
+from oceanda.kalman._core import etkf_weights, normalised_innovations, repair_members, static_ensemble
+from oceanda.kalman.cycling import CycleResult, cycle, latest_checkpoint, rmse, spread
+from oceanda.kalman.dataset import analyse_dataset, localizer_for_dataset
+from oceanda.kalman.filters import enkf, enoi, etkf
 from oceanda.kalman.inflation import AdaptiveInflation, inflate, innovation_inflation_estimate, rtpp, rtps
 from oceanda.kalman.letkf import letkf
 from oceanda.kalman.localization import (
+    DEFAULT_TAPER,
+    TAPERS,
     Localizer,
     gaspari_cohn,
     great_circle_km,
@@ -47,31 +35,17 @@ from oceanda.kalman.localization import (
     ring_localizer,
     taper,
 )
-from oceanda.kalman.obsspace import Observations, apply_operator, observations_from_dataset
-from oceanda.kalman.schur import grid_points, schur_enoi, schur_enoi_ensemble
-
-
-def tuned_settings(name: str | None = None) -> Any:
-    """Tuned filter settings shipped with the package (``tuned.json``); one entry by ``name``, or all."""
-    text = resources.files("oceanda.kalman").joinpath("tuned.json").read_text()
-    table = json.loads(text)
-    return table if name is None else table[name]
-
-
-def __getattr__(name: str) -> Any:  # lazy: the Dataset layer imports xarray-heavy helpers
-    if name in ("analyse_dataset", "localizer_for_dataset"):
-        from oceanda.kalman import dataset
-
-        return getattr(dataset, name)
-    raise AttributeError(name)
-
+from oceanda.kalman.methods import ENOI_FORMS, LETKF, METHODS, ETKF, EnKF, EnOI, Filter, make_filter
+from oceanda.kalman.obsspace import Observations, apply_operator, observations_from_dataset, selection_operator
+from oceanda.kalman.schur import schur_enoi, schur_enoi_ensemble
+from oceanda.kalman.tuned import tuned_filter, tuned_settings
 
 __all__ = [
-    "AdaptiveInflation", "CycleResult", "FilterSettings", "Localizer", "Observations", "analyse_dataset", "apply_operator",
-    "cycle", "enkf", "enoi", "etkf", "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "grid_points", "inflate",
-    "innovation_inflation_estimate", "latest_checkpoint", "letkf", "localizer_for_dataset", "lorenz96_twin",
+    "DEFAULT_TAPER", "ENOI_FORMS", "ETKF", "LETKF", "METHODS", "TAPERS", "AdaptiveInflation", "CycleResult", "EnKF", "EnOI",
+    "Filter", "Localizer", "Observations", "analyse_dataset", "apply_operator", "cycle", "enkf", "enoi", "etkf",
+    "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "inflate",
+    "innovation_inflation_estimate", "latest_checkpoint", "letkf", "localizer_for_dataset", "make_filter",
     "normalised_innovations", "observations_from_dataset", "pairwise_distances", "radius_from_dapper", "radius_to_dapper",
-    "repair_members", "ring_localizer", "rmse", "rtpp", "rtps", "run_lorenz96", "schur_enoi", "schur_enoi_ensemble", "spread",
-    "static_ensemble", "taper",
-    "tuned_settings",
+    "repair_members", "ring_localizer", "rmse", "rtpp", "rtps", "schur_enoi", "schur_enoi_ensemble", "selection_operator",
+    "spread", "static_ensemble", "taper", "tuned_filter", "tuned_settings",
 ]

@@ -6,106 +6,54 @@ done in ensemble space (N x N), so cost is linear in the number of observations 
 Inflation: ``inflation`` scales the forecast anomalies before the update (prior multiplicative),
 ``rtps``/``rtpp`` relax the analysis towards the forecast afterwards. NaN observations are
 skipped; members with non-finite values are reported and replaced (:func:`repair_members`).
+The steps every analysis shares live in :mod:`oceanda.kalman._core`; the configured objects that
+call these functions are in :mod:`oceanda.kalman.methods`.
 References: Evensen (2009), Burgers et al. (1998), Hunt et al. (2007), Sakov & Oke (2008), Oke et al. (2002).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
-from oceanda.errors import DataValidationError
-from oceanda.kalman.inflation import inflate, rtpp, rtps
-from oceanda.kalman.obsspace import Observations, as_observations
+from oceanda.kalman._core import (
+    as_rng,
+    etkf_weights,
+    normalised_innovations,
+    prepare,
+    relax,
+    repair_members,
+    static_ensemble,
+)
+from oceanda.kalman.letkf import letkf
+from oceanda.kalman.obsspace import as_observations
 
-
-def _rng(rng: Any) -> np.random.Generator:
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
-
-def repair_members(E: np.ndarray, rng: Any = None, jitter: float = 0.1, what: str = "ensemble") -> np.ndarray:
-    """Replace members with non-finite values by resampled finite members plus jitter (with a warning).
-
-    The jitter is Gaussian with ``jitter`` times the per-variable spread of the finite members, so
-    replacements are not exact copies. Fewer than two finite members is an error: nothing sane
-    can be resampled.
-    """
-    E = np.asarray(E, dtype=np.float64)
-    good = np.isfinite(E).all(axis=1)
-    if good.all():
-        return E
-    bad = np.flatnonzero(~good)
-    if good.sum() < 2:
-        raise DataValidationError(f"{what}: {bad.size} of {E.shape[0]} members are non-finite; cannot resample from fewer than 2 finite members")
-    warnings.warn(f"{what}: member(s) {bad.tolist()} have non-finite values; replaced by resampled finite members with jitter",
-                  RuntimeWarning, stacklevel=2)
-    g = _rng(rng)
-    src = g.choice(np.flatnonzero(good), size=bad.size)
-    sd = E[good].std(axis=0, ddof=1)
-    E = E.copy()
-    E[bad] = E[src] + jitter * sd * g.standard_normal((bad.size, E.shape[1]))
-    return E
-
-
-def _prepare(E: np.ndarray, obs: Observations, inflation: float, rng: Any) -> tuple[np.ndarray, np.ndarray, Observations]:
-    E = np.asarray(E, dtype=np.float64)
-    if E.ndim != 2 or E.shape[0] < 2:
-        raise DataValidationError(f"ensemble of shape {E.shape}; expected [N >= 2 members, n]")
-    obs = obs.finite()
-    E = repair_members(E, rng)
-    E = inflate(E, inflation)
-    Eo = obs.apply(E)
-    bad = ~np.isfinite(Eo).all(axis=1)
-    if bad.any():  # e.g. a drifter left the domain in some members
-        E = repair_members(np.where(bad[:, None], np.nan, E), rng, what="ensemble in observation space")
-        Eo = obs.apply(E)
-    return E, Eo, obs
-
-
-def normalised_innovations(E: np.ndarray, Eo: np.ndarray, obs: Observations) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(xmean, A, Ys, d)``: state mean and anomalies, obs anomalies / sigma, (y - mean Hx) / sigma."""
-    xm = E.mean(axis=0)
-    A = E - xm
-    ym = Eo.mean(axis=0)
-    Ys = (Eo - ym) / obs.error
-    d = (obs.y - ym) / obs.error
-    return xm, A, Ys, d
-
-
-def etkf_weights(Ys: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean weights ``w [N]`` and symmetric square-root transform ``T [N, N]`` of the ETKF.
-
-    With C = Ys Ys^T + (N-1) I = V diag(lam) V^T: w = C^-1 Ys d and T = V diag(sqrt((N-1)/lam)) V^T,
-    so that E_a = mean + (w + T)^T-weighted anomalies (Hunt et al. 2007, eqs. 22-24).
-    Works on a batch: ``Ys [..., N, p]``, ``d [..., p]``.
-    """
-    N = Ys.shape[-2]
-    C = Ys @ np.swapaxes(Ys, -1, -2)
-    C = C + (N - 1) * np.eye(N)
-    lam, V = np.linalg.eigh(C)
-    lam = np.maximum(lam, (N - 1) * 1e-12)
-    Vt = np.swapaxes(V, -1, -2)
-    Ysd = (Ys @ d[..., None])[..., 0]
-    w = (V @ (((Vt @ Ysd[..., None])[..., 0] / lam)[..., None]))[..., 0]
-    T = (V * np.sqrt((N - 1) / lam)[..., None, :]) @ Vt
-    return w, T
+__all__ = ["enkf", "enoi", "etkf", "etkf_weights", "normalised_innovations", "repair_members", "static_ensemble"]
 
 
 def etkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, inflation: float = 1.0, rtps: float = 0.0,
          rtpp: float = 0.0, rng: Any = None) -> np.ndarray:
     """Ensemble transform Kalman filter analysis (symmetric square root), global.
 
-    ``E [N, n]`` forecast ensemble; ``y`` an :class:`Observations` (or ``y, error, H``).
-    Returns the analysis ensemble ``[N, n]``. Deterministic: with a linear H the analysis mean and
-    covariance equal the Kalman filter's for the ensemble's sample covariance, exactly.
+    Deterministic: with a linear H the analysis mean and covariance equal the Kalman filter's for
+    the ensemble's sample covariance, exactly.
+
+    Parameters
+    ----------
+    E : forecast ensemble ``[N, n]``
+    y, error, H : an :class:`Observations`, or its values, error standard deviations and operator
+    inflation : multiplicative factor on the forecast anomalies
+    rtps, rtpp : relaxation of the analysis to the prior spread / perturbations, in [0, 1]
+    rng : generator for member repair
+
+    Returns
+    -------
+    numpy.ndarray: the analysis ensemble ``[N, n]``
     """
     obs = as_observations(y, error, H)
     Ef0 = np.asarray(E, dtype=np.float64)
-    E, Eo, obs = _prepare(Ef0, obs, inflation, rng)
+    E, Eo, obs = prepare(Ef0, obs, inflation, rng)
     if obs.size == 0:
         return E
     xm, A, Ys, d = normalised_innovations(E, Eo, obs)
@@ -119,15 +67,7 @@ def etkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, inflation: 
     else:
         w, T = etkf_weights(Ys, d)
         Ea = xm + (w[None, :] + T) @ A
-    return _relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
-
-
-def _relax(Ea: np.ndarray, Ef: np.ndarray, rtps_alpha: float, rtpp_alpha: float) -> np.ndarray:
-    if rtpp_alpha:
-        Ea = rtpp(Ea, Ef, rtpp_alpha)
-    if rtps_alpha:
-        Ea = rtps(Ea, Ef, rtps_alpha)
-    return Ea
+    return relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
 
 
 def enkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, rng: Any = None, inflation: float = 1.0,
@@ -137,10 +77,22 @@ def enkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, rng: Any = 
     Each member assimilates ``y + eps_m`` with eps_m ~ N(0, R) drawn from ``rng`` (centred over
     members by default, which removes the sampling error of their mean). Solved in ensemble space:
     E_a = E + D Ys^T (Ys Ys^T + (N-1) I)^-1 A, with D the normalised member innovations.
+
+    Parameters
+    ----------
+    E : forecast ensemble ``[N, n]``
+    y, error, H : an :class:`Observations`, or its values, error standard deviations and operator
+    rng : generator (or seed) of the observation perturbations
+    inflation, rtps, rtpp : as :func:`etkf`
+    center_perturbations : centre the perturbations over the members
+
+    Returns
+    -------
+    numpy.ndarray: the analysis ensemble ``[N, n]``
     """
     obs = as_observations(y, error, H)
-    g = _rng(rng)
-    E, Eo, obs = _prepare(np.asarray(E, dtype=np.float64), obs, inflation, g)
+    g = as_rng(rng)
+    E, Eo, obs = prepare(np.asarray(E, dtype=np.float64), obs, inflation, g)
     if obs.size == 0:
         return E
     N = E.shape[0]
@@ -156,21 +108,7 @@ def enkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, rng: Any = 
         C = Ys @ Ys.T + (N - 1) * np.eye(N)
         W = np.linalg.solve(C, Ys @ D.T).T  # [N, N]: member m's weights on the anomalies
         Ea = E + W @ A
-    return _relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
-
-
-def static_ensemble(library: np.ndarray, background: np.ndarray, alpha: float = 1.0, members: int | None = None,
-                    rng: Any = None) -> np.ndarray:
-    """EnOI ensemble: ``background`` plus ``sqrt(alpha)`` times library anomalies (about the library mean).
-
-    ``library [M, n]`` are states sampled from a long run (climatology); ``members`` draws that many
-    of them without replacement (all if None). B = alpha A A^T / (N-1) is then the EnOI covariance.
-    """
-    L = np.asarray(library, dtype=np.float64)
-    if members is not None and members < L.shape[0]:
-        L = L[np.sort(_rng(rng).choice(L.shape[0], size=members, replace=False))]
-    A = L - L.mean(axis=0)
-    return np.asarray(background, dtype=np.float64)[None, :] + np.sqrt(alpha) * A
+    return relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
 
 
 def enoi(background: np.ndarray, library: np.ndarray, y: Any, error: Any = None, H: Any = None, *,
@@ -181,14 +119,26 @@ def enoi(background: np.ndarray, library: np.ndarray, y: Any, error: Any = None,
     The covariance comes from ``library`` anomalies scaled by ``alpha``; the background is one state
     (e.g. climatology or a forecast). The update is the ETKF's (LETKF's when ``localizer`` is given)
     applied to ``background + sqrt(alpha) * anomalies``, so the result is an ensemble whose mean is
-    the EnOI analysis and whose spread is the analysis uncertainty under B. With
-    ``return_ensemble=False`` only the analysis mean ``[n]`` is returned.
+    the EnOI analysis and whose spread is the analysis uncertainty under B.
+
+    Parameters
+    ----------
+    background : the background state ``[n]``
+    library : states ``[M, n]`` whose anomalies give the covariance
+    y, error, H : an :class:`Observations`, or its values, error standard deviations and operator
+    alpha : covariance scaling
+    members : library states drawn (all if None)
+    localizer : a :class:`~oceanda.kalman.localization.Localizer` (LETKF transform) or None (global)
+    rng : generator for the draw
+    return_ensemble : False returns only the analysis mean ``[n]``
+
+    Returns
+    -------
+    numpy.ndarray: the analysis ensemble ``[N, n]`` (or its mean)
     """
     E = static_ensemble(library, background, alpha, members, rng)
     if localizer is None:
         Ea = etkf(E, y, error, H, rng=rng)
     else:
-        from oceanda.kalman.letkf import letkf
-
         Ea = letkf(E, y, error, H, localizer=localizer, rng=rng)
     return Ea if return_ensemble else Ea.mean(axis=0)

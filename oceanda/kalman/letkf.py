@@ -16,7 +16,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from oceanda.errors import DataValidationError
-from oceanda.kalman.filters import _prepare, _relax, etkf_weights, normalised_innovations
+from oceanda.kalman._core import etkf_weights, normalised_innovations, prepare, relax
 from oceanda.kalman.localization import Localizer
 from oceanda.kalman.obsspace import as_observations
 
@@ -64,9 +64,23 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
     index/sparse operators, from the state points they sample. ``chunk`` bounds memory
     (``chunk * N * K`` values at a time, K = most obs seen by one point).
     With an infinite radius (every taper 1) the result equals :func:`~oceanda.kalman.filters.etkf`.
+
+    Parameters
+    ----------
+    E : forecast ensemble ``[N, n]``
+    y, error, H : an :class:`Observations`, or its values, error standard deviations and operator
+    localizer : where the grid points are, the radius and taper, the analysis groups
+    inflation : multiplicative factor on the forecast anomalies
+    rtps, rtpp : relaxation of the analysis to the prior spread / perturbations, in [0, 1]
+    rng : generator for member repair
+    chunk : local analyses computed together
+
+    Returns
+    -------
+    numpy.ndarray: the analysis ensemble ``[N, n]``
     """
     obs = as_observations(y, error, H)
-    E, Eo, obs = _prepare(np.asarray(E, dtype=np.float64), obs, inflation, rng)
+    E, Eo, obs = prepare(np.asarray(E, dtype=np.float64), obs, inflation, rng)
     N, n = E.shape
     G = localizer.n_points
     if n % G:
@@ -100,4 +114,4 @@ def letkf(E: np.ndarray, y: Any, error: Any = None, H: Any = None, *, localizer:
             gi, si = np.nonzero(valid)
             Ea3[:, :, pts[gi, si]] = np.transpose(upd[gi, si], (1, 2, 0))
     Ea = Ea3.reshape(N, n)
-    return _relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)
+    return relax(Ea, E, rtps_alpha=rtps, rtpp_alpha=rtpp)

@@ -23,6 +23,8 @@ EARTH_RADIUS_KM = 6371.0
 #: c = DAPPER_GC_FACTOR * loc_rad (DAPPER's tapers equal exp(-1/2) at loc_rad).
 DAPPER_GC_FACTOR = 1.82
 TAPERS = ("gaspari_cohn", "gaussian", "boxcar")
+#: The taper used unless one is named: Gaspari-Cohn (compact support, smooth).
+DEFAULT_TAPER = TAPERS[0]
 METRICS = ("euclidean", "periodic", "great_circle")
 
 
@@ -61,7 +63,7 @@ def boxcar_taper(r: np.ndarray, c: float) -> np.ndarray:
     return (np.abs(np.asarray(r, dtype=np.float64)) <= c).astype(np.float64)
 
 
-def taper(r: np.ndarray, radius: float, kind: str = "gaspari_cohn") -> np.ndarray:
+def taper(r: np.ndarray, radius: float, kind: str = DEFAULT_TAPER) -> np.ndarray:
     """Evaluate the named taper (``gaspari_cohn``, ``gaussian`` or ``boxcar``) at distances ``r``."""
     if not radius > 0:
         raise ValueError(f"localisation radius must be > 0, got {radius}")
@@ -128,7 +130,7 @@ class Localizer:
     analysis at the group's centre (DAPPER's ``batch_shape``); default: one analysis per point.
     """
 
-    def __init__(self, coords: np.ndarray, radius: float, taper: str = "gaspari_cohn",
+    def __init__(self, coords: np.ndarray, radius: float, taper: str = DEFAULT_TAPER,
                  metric: str = "euclidean", period: Sequence[float | None] | None = None,
                  groups: np.ndarray | None = None):
         c = np.asarray(coords, dtype=np.float64)
@@ -240,7 +242,7 @@ def block_groups(shape: tuple[int, int], block: int | tuple[int, int]) -> np.nda
     return (iy * (-(-X // bx)) + ix).ravel()
 
 
-def grid_localizer(y: np.ndarray, x: np.ndarray, radius: float, *, taper: str = "gaspari_cohn",
+def grid_localizer(y: np.ndarray, x: np.ndarray, radius: float, *, taper: str = DEFAULT_TAPER,
                    period: tuple[float | None, float | None] | None = None, block: int | tuple[int, int] = 1,
                    lat: np.ndarray | None = None, lon: np.ndarray | None = None) -> Localizer:
     """Localizer for a ``(Y, X)`` grid with 1-D coordinates ``y``, ``x`` (e.g. km).
@@ -260,6 +262,6 @@ def grid_localizer(y: np.ndarray, x: np.ndarray, radius: float, *, taper: str = 
     return Localizer(coords, radius, taper, "euclidean", groups=groups)
 
 
-def ring_localizer(n: int, radius: float, taper: str = "gaspari_cohn") -> Localizer:
+def ring_localizer(n: int, radius: float, taper: str = DEFAULT_TAPER) -> Localizer:
     """Localizer on a periodic ring of ``n`` points one unit apart (Lorenz-96); radius in grid units."""
     return Localizer(np.arange(n, dtype=np.float64)[:, None], radius, taper, metric="periodic", period=[float(n)])

@@ -119,6 +119,26 @@ def as_observations(y: Any, error: Any = None, H: Any = None, coords: Any = None
     return Observations(y=y, error=error, H=H, coords=coords)
 
 
+def selection_operator(indices: np.ndarray, n_state: int, scale: float | np.ndarray = 1.0) -> sp.csr_matrix:
+    """A sparse ``H [p, n_state]`` sampling the flat state ``indices``, each times ``scale``.
+
+    For an observed quantity proportional to a state variable (SSH = f0 psi1 / g with psi in the state).
+
+    Parameters
+    ----------
+    indices : flat state index of each observation ``[p]``
+    n_state : size of the flat state
+    scale : factor from state to observation (scalar or ``[p]``)
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    data = np.broadcast_to(np.asarray(scale, dtype=np.float64), indices.shape).copy()
+    return sp.csr_matrix((data, (np.arange(indices.size), indices)), shape=(indices.size, int(n_state)))
+
+
 # ------------------------------------------------------------------------------------------------
 # Datasets -> Observations
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ infinite radius the analysis mean and variance are those of the ETKF form, exact
 
 Array level: :func:`schur_enoi` (mean and variance from grid points) and :func:`schur_enoi_ensemble`
 (an analysis ensemble, the signature of :func:`~oceanda.kalman.filters.enoi`, localised by a
-:class:`~oceanda.kalman.localization.Localizer`). :func:`grid_points` gives the points of a Dataset grid.
+:class:`~oceanda.kalman.localization.Localizer`). The points of a Dataset grid are
+:func:`oceanda.grid.points`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from oceanda.errors import DataValidationError
-from oceanda.kalman.localization import pairwise_distances
+from oceanda.kalman._core import as_rng, static_ensemble
+from oceanda.kalman.localization import DEFAULT_TAPER, pairwise_distances
 from oceanda.kalman.localization import taper as taper_fn
 from oceanda.kalman.obsspace import Observations, as_observations
 
@@ -38,19 +40,7 @@ from oceanda.kalman.obsspace import Observations, as_observations
 #: the non-zero pairs only pays when they are very few (on the QG grid dense is as fast at 4 % and 10x faster at 28 %).
 DENSE_FRACTION = 0.02
 
-
-def grid_points(like, periodic: bool) -> tuple[np.ndarray, tuple | None]:
-    """Horizontal grid-point coordinates ``[G, 2]`` (``y``, ``x`` in their units) and the periods."""
-    from oceanda.fields import spatial_dims
-
-    ydim, xdim = spatial_dims(like)
-    y = np.asarray(like[ydim].values, dtype=np.float64) if ydim in like.coords else np.arange(like.sizes[ydim], dtype=float)
-    x = np.asarray(like[xdim].values, dtype=np.float64) if xdim in like.coords else np.arange(like.sizes[xdim], dtype=float)
-    yy, xx = np.meshgrid(y, x, indexing="ij")
-    period = None
-    if periodic:
-        period = (len(y) * float(np.median(np.diff(y))), len(x) * float(np.median(np.diff(x))))
-    return np.c_[yy.ravel(), xx.ravel()], period
+__all__ = ["DENSE_FRACTION", "schur_enoi", "schur_enoi_ensemble"]
 
 
 def _direct(obs: Observations) -> np.ndarray:
@@ -62,7 +52,7 @@ def _direct(obs: Observations) -> np.ndarray:
 
 
 def _schur_update(xb: np.ndarray, X: np.ndarray, obs: Observations, points: np.ndarray, obs_points: np.ndarray, *,
-                  radius: float, metric: str, period: Sequence[float | None] | None, taper: str = "gaspari_cohn",
+                  radius: float, metric: str, period: Sequence[float | None] | None, taper: str = DEFAULT_TAPER,
                   var_channels: Sequence[int] | None = None, perturbations: np.ndarray | None = None,
                   chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The core: ``(x_a [n], var_a [n], analysis anomalies [m, n] or None)``.
@@ -122,7 +112,7 @@ def _schur_update(xb: np.ndarray, X: np.ndarray, obs: Observations, points: np.n
 def schur_enoi(xb: np.ndarray, static: np.ndarray, observations: Any, *, alpha: float, radius: float,
                points: np.ndarray, period: tuple | None = None, chunk: int = 4096,
                var_channels: Sequence[int] | None = None, metric: str | None = None,
-               taper: str = "gaspari_cohn") -> tuple[np.ndarray, np.ndarray]:
+               taper: str = DEFAULT_TAPER) -> tuple[np.ndarray, np.ndarray]:
     """EnOI with a Schur-localised gain in observation space: analysis mean ``[n]`` and variance ``[n]``.
 
     B = alpha A^T A / (m - 1) from the anomalies ``A`` of the static states ``[m, n]``; the flat
@@ -132,6 +122,21 @@ def schur_enoi(xb: np.ndarray, static: np.ndarray, observations: Any, *, alpha: 
     ``'euclidean'``; ``'great_circle'`` wants (lat, lon) points). ``radius`` is the ``taper``'s half-width.
     The variance is the diagonal of (I - K H)(B o rho), computed only on the channels ``var_channels``
     (default all; NaN elsewhere).
+
+    Parameters
+    ----------
+    xb : background state ``[n]``
+    static : static states ``[m, n]``
+    observations : an :class:`Observations` with a direct operator
+    alpha : covariance scaling
+    radius, taper : the taper's half-width and name
+    points, period, metric : horizontal grid points ``[G, d]``, periods, distance metric
+    chunk : grid points per block
+    var_channels : channels whose variance is computed
+
+    Returns
+    -------
+    ``(x_a [n], var_a [n])``
     """
     obs = as_observations(observations)
     obs = obs.finite()
@@ -160,7 +165,7 @@ def schur_enoi_ensemble(background: np.ndarray, library: np.ndarray, y: Any, err
     """Schur-localised EnOI as an analysis ensemble ``[N, n]`` (the arguments of :func:`~oceanda.kalman.filters.enoi`).
 
     The covariance is that of ``background + sqrt(alpha) *`` library anomalies
-    (:func:`~oceanda.kalman.filters.static_ensemble`, ``members`` of them drawn with ``rng``), localised
+    (:func:`~oceanda.kalman.static_ensemble`, ``members`` of them drawn with ``rng``), localised
     by the Schur product with ``localizer``'s taper (its points, metric, period, radius and taper;
     analysis groups are ignored: the gain is local to every state element). What the members are: the
     Schur-localised Kalman update of each static member with perturbed observations (errors drawn from
@@ -168,12 +173,25 @@ def schur_enoi_ensemble(background: np.ndarray, library: np.ndarray, y: Any, err
     anomalies then rescaled point by point so that the ensemble standard deviation (ddof=1) is
     sqrt(diag((I - K H)(B o rho))), the analysis variance. With ``return_ensemble=False`` only the
     analysis mean ``[n]`` is returned. Observation operators must be direct (index or sparse).
-    """
-    from oceanda.kalman.filters import _rng, static_ensemble
 
+    Parameters
+    ----------
+    background : background state ``[n]``
+    library : states ``[M, n]`` whose anomalies give the covariance
+    y, error, H : an :class:`Observations`, or its values, error standard deviations and operator
+    localizer : the :class:`~oceanda.kalman.localization.Localizer` whose taper localises B
+    alpha : covariance scaling
+    members : library states drawn (all if None)
+    rng : generator of the draw and the observation perturbations
+    return_ensemble : False returns only the analysis mean
+
+    Returns
+    -------
+    numpy.ndarray: the analysis ensemble ``[N, n]`` (or its mean ``[n]``)
+    """
     obs = as_observations(y, error, H).finite()
     _direct(obs)
-    g = _rng(rng)
+    g = as_rng(rng)
     xb = np.asarray(background, dtype=np.float64)
     E = static_ensemble(library, xb, alpha, members, g)
     N = E.shape[0]
