@@ -91,8 +91,7 @@ def main() -> None:
     import torch
     import xarray as xr
 
-    from oceanda.analysis.assimilate import assimilate
-    from oceanda.analysis.library import Library
+    from oceanda.analysis import Library, assimilate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))

@@ -49,11 +49,12 @@ def track_obs(truth: xr.Dataset, days: int, times: np.ndarray, sigma: float, see
 def enoi_analyses(lib, obs: xr.Dataset, background: np.ndarray, alpha: float, radius: float, members: int,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """EnOI (Schur-localised gain, the hybrid's Kalman step) of every obs time: (mean, spread, s/analysis)."""
-    from oceanda.analysis.hybrid import grid_points, schur_enoi, static_states
-    from oceanda.kalman.obsspace import observations_from_dataset
+    from oceanda import grid
+    from oceanda.analysis.hybrid import static_states
+    from oceanda.kalman import observations_from_dataset, schur_enoi
 
     static = static_states(lib, members, np.random.default_rng([seed, 99]))
-    points, period = grid_points(lib.ds, True)
+    points, period = grid.points(lib.ds, True)
     ol = observations_from_dataset(obs, lib.layout, lib.ds, variables=["ssh"])
     means, spreads = [], []
     t0 = time.perf_counter()
@@ -81,9 +82,8 @@ def main() -> None:
     import torch
 
     from oceanda import fields
-    from oceanda.analysis.assimilate import assimilate, load_model
-    from oceanda.analysis.hybrid import HybridConfig
-    from oceanda.analysis.library import Library
+    from oceanda.analysis import HybridSettings, Library, assimilate
+    from oceanda.analysis.encoding import load_model
     from oceanda.analysis.local_mode import calibrate_spread
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,8 +118,8 @@ def main() -> None:
         obs = track_obs(truth, days, times, sigma, seed)
         tr, _ = fields.to_array(truth.isel(time=times), lib.layout)
         out = {"times": len(times), "clim_mse_ssh": (rmse_per_time(np.broadcast_to(clim[ch_ssh], tr[:, ch_ssh].shape), tr[:, ch_ssh]) ** 2)}
-        hyb = HybridConfig(alpha=alpha if hybrid_alpha is None else hybrid_alpha, radius=radius, static_members=a.enoi_members,
-                           spread_factor=hybrid_spread)
+        hyb = HybridSettings(alpha=alpha if hybrid_alpha is None else hybrid_alpha, radius=radius, static_members=a.enoi_members,
+                             spread_factor=hybrid_spread)
 
         def arrays(ds, suffix):
             sub = ds[[f"{v}{suffix}" for v in lib.layout.variables]].rename({f"{v}{suffix}": v for v in lib.layout.variables})

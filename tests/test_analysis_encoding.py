@@ -10,7 +10,7 @@ from oceanda.analysis.library import Library
 from oceanda.contrastive.encoders import MaskedCNNEncoder
 from oceanda.contrastive.model import ContrastiveModel
 from oceanda.contrastive.similarity import Similarity
-from oceanda.pairs import encoder_state_input
+from oceanda.fields import encoder_state_input
 
 
 def _land_library(n=12, ny=8, nx=8, seed=0):
@@ -45,7 +45,7 @@ def test_library_with_a_land_mask_embeds_as_in_training():
     assert np.isnan(arr[:, 0, land]).all() and np.isfinite(arr[:, 0, ~land]).all()
     z = enc.embed_state(arr)
     assert z.shape == (len(arr), 6) and np.isfinite(z).all()
-    # exactly what whole-field training feeds the state encoder (pairs.encoder_state_input)
+    # exactly what whole-field training feeds the state encoder (fields.encoder_state_input)
     with torch.no_grad():
         z_train = enc.model.state_encoder(torch.as_tensor(encoder_state_input(arr, st))).numpy()
     np.testing.assert_array_equal(z, z_train)

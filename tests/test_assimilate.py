@@ -4,6 +4,8 @@ The encoders are fixed linear maps (the state itself, the observed values), so t
 answer is known: observing a library state exactly retrieves that state as top-1.
 """
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -177,3 +179,88 @@ def test_hybrid_spread_is_the_contrastive_spread_times_the_kalman_variance_reduc
     with pytest.raises(OceandaError, match="spread"):
         hybrid_update(mean, local, obs, localizer=(points, None), static=static,
                       config=HybridConfig(alpha=alpha, radius=radius, spread="bogus"), rng=np.random.default_rng(0))
+
+
+def test_sampler_objects_compose_to_assimilate(tmp_path):
+    """prepare once, analyse per time with the [seed, t] streams, one Dataset writer: assimilate's output."""
+    from oceanda.analysis import Library, LocalSampler, SamplerSettings, analyses_to_dataset
+    from oceanda.analysis.encoding import load_model
+
+    ds = _library()
+    mdir = _save_model(tmp_path / "w", ds, window={"size": 4, "stride": 2, "halo": 2, "periodic": True})
+    obs = _obs(ds, [5, 11], frac=0.6)
+    ref = assimilate(mdir, ds, obs, members=6, seed=4)
+    model, enc = load_model(mdir)
+    lib = Library(ds)
+    sampler = LocalSampler(enc, SamplerSettings(members=6)).prepare(lib, cache_dir=mdir / "library_cache")
+    inputs = sampler.read_obs(obs, lib)
+    analyses = [sampler.analyse(o, np.random.default_rng([4, o.index])) for o in inputs]
+    out = analyses_to_dataset(analyses, lib, obs.time.values, ref.attrs)
+    for v in ref.data_vars:
+        np.testing.assert_array_equal(out[v].values, ref[v].values, err_msg=v)
+    assert analyses[0].members.shape == (6, 3, 8, 8) and analyses[0].over_windows and analyses[0].posterior is None
+
+
+def test_stored_calibration_new_and_legacy_forms_load_the_same(tmp_path):
+    from oceanda import io
+    from oceanda.analysis import HybridSettings, SamplerSettings, stored_settings
+
+    legacy = {"extra": {"tau": 0.3, "spread_factor": 1.4, "library_stride": 2,
+                        "hybrid": {"alpha": 0.6, "radius": 80.0, "spread_factor": 1.2}}}
+    s = stored_settings(legacy)
+    assert s == SamplerSettings(tau=0.3, spread_factor=1.4, library_stride=2,
+                                hybrid=HybridSettings(alpha=0.6, radius=80.0, spread_factor=1.2))
+    assert stored_settings({"sampler": s.to_dict()}) == s  # versioned round trip
+    assert stored_settings({"temperature": 0.1}).temperature(0.1) == 0.1  # nothing stored: the trained tau
+    assert s.temperature(0.1) == 0.3  # a tuned tau wins
+    # an analysis with the legacy extra and one with config["sampler"] are the same
+    ds = _library()
+    obs = _obs(ds, [7], frac=0.5)
+    window = {"size": 4, "stride": 2, "halo": 2, "periodic": True}
+    outs = []
+    for name, stored in (("old", legacy["extra"]), ("new", None)):
+        mdir = _save_model(tmp_path / name, ds, window=window)
+        cfg = io.read_json(mdir / "config.json")
+        if stored is None:
+            cfg["sampler"] = s.to_dict()
+        else:
+            cfg["extra"].update(stored)
+        io.write_json(cfg, mdir / "config.json", overwrite=True)
+        outs.append(assimilate(mdir, ds, obs, mode="hybrid", members=4, seed=2))
+    for v in outs[0].data_vars:
+        np.testing.assert_array_equal(outs[0][v].values, outs[1][v].values, err_msg=v)
+    assert outs[0].attrs["tau"] == pytest.approx(0.3) and outs[0].attrs["hybrid_alpha"] == 0.6
+    assert outs[0].attrs["spread_factor"] == 1.4
+
+
+@pytest.mark.parametrize("key, value, match", [("tau", float("nan"), "tau=nan"), ("tau", "0.1", "tau='0.1'"),
+                                               ("spread_factor", -1.0, "spread_factor=-1.0"),
+                                               ("hybrid", {"radius": 0.0}, "radius=0.0")])
+def test_bad_stored_settings_name_the_file_and_the_key(tmp_path, key, value, match):
+    from oceanda import io
+    from oceanda.errors import ConfigurationError
+
+    ds = _library()
+    mdir = _save_model(tmp_path / "m", ds)
+    cfg = io.read_json(mdir / "config.json")
+    cfg["extra"][key] = value
+    (mdir / "config.json").write_text(json.dumps(cfg))  # as hand-edited (json writes NaN; io.write_json null)
+    with pytest.raises(ConfigurationError, match=match) as err:
+        assimilate(mdir, ds, _obs(ds, [1]), mode="global")
+    assert "config.json: extra" in str(err.value)
+
+
+def test_bad_settings_are_refused_naming_the_setting(tmp_path):
+    from oceanda.analysis import SamplerSettings
+    from oceanda.errors import ConfigurationError
+
+    ds = _library()
+    mdir = _save_model(tmp_path / "m", ds)
+    with pytest.raises(ConfigurationError, match="members=0"):
+        assimilate(mdir, ds, _obs(ds, [1]), mode="global", members=0)
+    with pytest.raises(ConfigurationError, match="mode='bogus'"):
+        assimilate(mdir, ds, _obs(ds, [1]), mode="bogus")
+    with pytest.raises(ConfigurationError, match="top_k"):
+        SamplerSettings(top_k=0)
+    with pytest.raises(ConfigurationError, match="hybrid: kalman='enkf'"):
+        SamplerSettings.from_dict({"hybrid": {"kalman": "enkf"}})

@@ -109,7 +109,7 @@ def _factor(B, tol=1e-10):
 
 
 def test_gaussian_acceptance_negsqdist_and_inner_product():
-    from oceanda.analysis.global_mode import library_scores
+    from oceanda.contrastive.similarity import numpy_scores
 
     Cuu, Cuv, Cvv = _gaussian_problem()
     A_ip, (A_q, B_q) = _optima(Cuu, Cuv, Cvv)
@@ -127,16 +127,27 @@ def test_gaussian_acceptance_negsqdist_and_inner_product():
     for v in vs:
         true_mean = Cuv @ Cvv_i @ v
         # negative squared distance, state|obs optimum: the true conditional, mean and covariance
-        s = library_scores(lib @ G.T, (H @ v)[None, :], kind="neg_sq_distance", tau=1.0)[:, 0]
+        s = numpy_scores(lib @ G.T, (H @ v)[None, :], kind="neg_sq_distance", tau=1.0)[:, 0]
         w = P.softmax_weights(s)
         m, C = P.weighted_covariance(lib, w)
         scale = np.sqrt(np.trace(true_cov))
         assert np.linalg.norm(m - true_mean) <= 0.03 * max(np.linalg.norm(true_mean), scale)
         assert np.linalg.norm(C - true_cov) <= 0.03 * np.linalg.norm(true_cov)
         # inner product optimum: right mean, covariance equal to the marginal (too wide)
-        s = library_scores(lib, (A_ip @ v)[None, :], kind="inner_product", tau=1.0)[:, 0]
+        s = numpy_scores(lib, (A_ip @ v)[None, :], kind="inner_product", tau=1.0)[:, 0]
         w = P.softmax_weights(s)
         m, C = P.weighted_covariance(lib, w)
         assert np.linalg.norm(m - true_mean) <= 0.03 * max(np.linalg.norm(true_mean), scale)
         assert np.linalg.norm(C - Cuu) <= 0.03 * np.linalg.norm(Cuu)
         assert np.linalg.norm(C - true_cov) > 0.3 * np.linalg.norm(true_cov)  # a real difference
+
+
+def test_one_quantile_pick_behind_every_resampling():
+    w = np.array([0.1, 0.0, 0.5, 0.4])
+    q = np.array([0.0, 0.0999, 0.1, 0.5999, 0.6, 0.99999])
+    np.testing.assert_array_equal(P.quantile_indices(w, q), [0, 0, 2, 2, 3, 3])  # zero weight never picked
+    np.testing.assert_array_equal(P.quantile_indices(w * 7.0, q), P.quantile_indices(w, q))  # unnormalised
+    np.testing.assert_array_equal(P.systematic_resample(w, 4, u=0.25), P.quantile_indices(w, (0.25 + np.arange(4)) / 4))
+    rng1, rng2 = np.random.default_rng(5), np.random.default_rng(5)
+    np.testing.assert_array_equal(P.multinomial_resample(w, 9, rng1), P.quantile_indices(w, rng2.random(9)))
+    assert P.quantile_indices(w, q).dtype == np.int64

@@ -1,7 +1,8 @@
 """Calibration of a trained window model on a tuning run: spread factors and the hybrid's Kalman settings.
 
 Why apart from training: calibration runs the sampler (assimilate) on a tuning truth, so it sits above
-both training and the sampler; it writes what it fits into the model's stored sampler settings.
+both training and the sampler; it writes what it fits into the model's stored sampler settings
+(``config["sampler"]``), which :func:`oceanda.analysis.settings.stored_settings` reads back.
 """
 
 from __future__ import annotations
@@ -13,16 +14,34 @@ import numpy as np
 
 def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[int] | None = None, members: int = 20,
                            seed: int = 0, cache_dir=None, hybrid_from_enoi: dict | None = None) -> float:
-    """Fit the local spread factor on a tuning run and store it in the model (``extra.spread_factor``).
+    """Fit the local spread factor on a tuning run and store it in the model's sampler settings.
 
     The factor makes the mean ensemble variance of SSH equal the mean squared error of the analysis
-    mean over ``times`` of the tuning truth (spread-skill ratio 1). With ``hybrid_from_enoi`` (tuned
-    EnOI settings: ``radius_km``, ``alpha``) the hybrid's Kalman settings are stored too
-    (``extra.hybrid``): EnOI's radius and alpha x (local RMSE / climatology RMSE on the tuning run)^2,
-    and the hybrid's spread factor fitted on the same times.
+    mean over ``times`` of the tuning truth (spread-skill ratio 1). With ``hybrid_from_enoi`` the
+    hybrid's Kalman settings are stored too: EnOI's radius and alpha x (local RMSE / climatology RMSE on
+    the tuning run)^2, and the hybrid's spread factor fitted on the same times. The settings are written
+    as ``config["sampler"]`` (:class:`~oceanda.analysis.settings.SamplerSettings`, versioned); the fit's
+    diagnostics as ``config["calibration"]``.
+
+    Parameters
+    ----------
+    model_dir : the window model's checkpoint directory (rewritten)
+    library : the library (a :class:`~oceanda.analysis.library.Library` or a Dataset)
+    obs : observations of the tuning truth
+    truth : the tuning truth (``ssh``)
+    times : indices of the tuning times (default: all)
+    members : ensemble members of the tuning analyses
+    seed : their random streams
+    cache_dir : library embedding cache
+    hybrid_from_enoi : tuned EnOI settings (``radius_km``, ``alpha``), or None
+
+    Returns
+    -------
+    the local spread factor
     """
     from oceanda.analysis.assimilate import assimilate, load_model
     from oceanda.analysis.local_mode import calibrate_spread
+    from oceanda.analysis.settings import HybridSettings, stored_settings
 
     model, enc = load_model(model_dir)
     idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
@@ -33,21 +52,29 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     lib_ds = library.ds if hasattr(library, "ds") else library
     clim = lib_ds.ssh.mean("time").values
     ratio = float(np.sqrt(np.mean((ds.ssh_mean.values - tr.ssh.values) ** 2) / np.mean((clim[None] - tr.ssh.values) ** 2)))
-    model.config["extra"]["spread_factor"] = float(factor)
-    model.config["extra"]["spread_calibration"] = {"times": len(idx), "members": members,
-                                                   "spread_skill_before": float(1.0 / factor),
-                                                   "ssh_rmse_to_climatology": ratio}
+    settings = stored_settings(model.config, f"{model_dir}/config.json").replace(spread_factor=float(factor))
+    model.config["calibration"] = {"times": len(idx), "members": members, "spread_skill_before": float(1.0 / factor),
+                                   "ssh_rmse_to_climatology": ratio}
     if hybrid_from_enoi is not None:
         # the hybrid's background is the local analysis, whose error variance is ratio^2 that of
         # climatology: EnOI's tuned B scaled by ratio^2, at EnOI's tuned radius (no extra tuning)
-        model.config["extra"]["hybrid"] = {"alpha": float(hybrid_from_enoi.get("alpha", 1.0)) * ratio ** 2,
-                                           "radius": float(hybrid_from_enoi["radius_km"])}
-        model.save(model_dir, overwrite=True)
+        settings = settings.replace(hybrid=HybridSettings(alpha=float(hybrid_from_enoi.get("alpha", 1.0)) * ratio ** 2,
+                                                          radius=float(hybrid_from_enoi["radius_km"])))
+        _store(model, model_dir, settings)
         # then the hybrid's own spread factor, on the same tuning times (its members start from the
         # calibrated local ones; the Kalman variance reduction is only as right as its static B)
         dh = assimilate(model_dir, library, obs, mode="hybrid", members=members, seed=seed, cache_dir=cache_dir,
                         times=idx)
         hf = calibrate_spread((dh.ssh_mean.values - tr.ssh.values) ** 2, dh.ssh_spread.values ** 2)
-        model.config["extra"]["hybrid"]["spread_factor"] = float(hf)
-    model.save(model_dir, overwrite=True)
+        settings = settings.replace(hybrid=settings.hybrid.replace(spread_factor=float(hf)))
+    _store(model, model_dir, settings)
     return factor
+
+
+def _store(model, model_dir, settings) -> None:
+    """Write ``settings`` as the model's ``config["sampler"]`` (the legacy ``extra`` copies removed)."""
+    extra = model.config.get("extra") or {}
+    for key in ("tau", "spread_factor", "hybrid", "spread_calibration"):
+        extra.pop(key, None)
+    model.config["sampler"] = settings.to_dict()
+    model.save(model_dir, overwrite=True)

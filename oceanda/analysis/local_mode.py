@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oceanda.analysis import windows as W
-from oceanda.analysis.global_mode import library_scores
+import oceanda.analysis.windows as W
 from oceanda.analysis.library import Library
-from oceanda.analysis.posterior import KEEP_MASS, posterior_from_scores
+from oceanda.analysis.posterior import KEEP_MASS, posterior_from_scores, quantile_indices
+from oceanda.analysis.settings import LOCAL_MAX_KEEP
+from oceanda.contrastive.similarity import numpy_scores
 
 
 class WindowLibrary:
@@ -121,43 +122,87 @@ def coupled_quantiles(members: int, shape: tuple[int, int], rng: np.random.Gener
     return ndtr(g)
 
 
-def _pick(weights: np.ndarray, q: np.ndarray) -> np.ndarray:
-    cum = np.cumsum(weights)
-    cum /= cum[-1]
-    return np.minimum(np.searchsorted(cum, q, side="right"), len(weights) - 1)
+def member_quantiles(coupling: str, members: int, iy: np.ndarray, ix: np.ndarray, rng: np.random.Generator,
+                     coherence: float = 1.5, periodic: bool = True) -> np.ndarray:
+    """The quantile at which each member picks each window's posterior.
+
+    Parameters
+    ----------
+    coupling : ``'copula'`` (:func:`coupled_quantiles`), ``'systematic'`` (one offset shared by all
+        windows) or ``'independent'`` (uniform draws)
+    members : ensemble members
+    iy, ix : window starts ``[P]``
+    rng : random generator
+    coherence : correlation length of the copula, in windows
+    periodic : doubly periodic grid
+
+    Returns
+    -------
+    ``[members, P]`` quantiles in [0, 1)
+    """
+    if coupling == "copula":
+        ys, xs = np.unique(iy), np.unique(ix)
+        q = coupled_quantiles(members, (len(ys), len(xs)), rng, coherence, periodic)
+        return q[:, np.searchsorted(ys, iy), np.searchsorted(xs, ix)]
+    if coupling == "systematic":
+        return np.repeat(((rng.random() + np.arange(members)) / members)[:, None], len(iy), axis=1)
+    if coupling == "independent":
+        return rng.random((members, len(iy)))
+    raise ValueError(f"unknown coupling '{coupling}'; expected 'copula', 'systematic' or 'independent'")
+
+
+def _window_members(post, wins: np.ndarray, taper: np.ndarray, q: np.ndarray,
+                    coupling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean ``[C, s, s]`` and members ``[M, C, s, s]`` (at quantiles ``q``) of one window's posterior."""
+    w = post.weights
+    # in the windows' precision (float32): a float64 weight vector would upcast a copy of
+    # every candidate window first (14x slower; relative difference of the mean ~1e-6)
+    m = np.tensordot(w.astype(wins.dtype), wins, axes=1)
+    if coupling == "copula":  # rank candidates by their tapered mean anomaly (standardised per channel)
+        tw = taper.astype(wins.dtype)
+        proj = np.einsum("kcyx,yx->kc", wins, tw) - np.einsum("cyx,yx->c", m, tw)[None]
+        sd = np.sqrt(np.maximum(w @ proj ** 2, 1e-30))
+        order = np.argsort((proj / sd[None]).sum(axis=1), kind="stable")
+    else:
+        order = np.argsort(post.indices, kind="stable")
+    return m, wins[order][quantile_indices(w[order], q)]
 
 
 def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   embed_obs: Callable[[np.ndarray], np.ndarray], *, kind: str = "neg_sq_distance", tau: float = 1.0,
                   members: int = 20, rng: np.random.Generator | None = None, coupling: str = "copula",
                   coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = KEEP_MASS,
-                  max_keep: int | None = 8192, min_ess: float | None = None, tempering: bool = False, top: int = 0,
-                  window_chunk: int = 16) -> LocalAnalysis:
-    """Local analysis of one observation field ``obs`` ``[C_obs, Y, X]`` (NaN = unobserved).
+                  max_keep: int | None = LOCAL_MAX_KEEP, min_ess: float | None = None, tempering: bool = False,
+                  top: int = 0, window_chunk: int = 16) -> LocalAnalysis:
+    """Local analysis of one observation field.
 
-    ``z_lib`` are the window library's embeddings, ``embed_obs`` maps observation windows
-    ``[P, C_obs, size + 2 halo, size + 2 halo]`` to embeddings; logits are ``s / tau``.
     Members: ``coupling='copula'`` (default) ranks each window's candidates by their mean anomaly
     and draws them at quantiles correlated across neighbouring windows (length ``coherence``
     windows), so blended members stay coherent while every window keeps its own posterior;
     ``'systematic'`` shares one systematic-resampling offset by all windows; ``'independent'``
     resamples every window on its own (multinomial).
+
+    Parameters
+    ----------
+    obs : ``[C_obs, Y, X]`` observed values, NaN unobserved
+    wlib : the window library; ``z_lib`` its embeddings ``[len(wlib), ne]``
+    embed_obs : maps observation windows ``[P, C_obs, size + 2 halo, size + 2 halo]`` to embeddings
+    kind, tau : the similarity and the temperature (logits ``s / tau``)
+    members : ensemble members; ``rng`` their random stream; ``coupling``, ``coherence`` as above
+    spread_factor : deviations from the blended mean x this
+    keep_mass, max_keep, min_ess, tempering, top : per-window posterior (:func:`posterior_from_scores`)
+    window_chunk : analysis windows scored at once
+
+    Returns
+    -------
+    LocalAnalysis
     """
     rng = rng if rng is not None else np.random.default_rng()
     spec = wlib.spec
     ny, nx = obs.shape[-2:]
     iy, ix = W.positions(ny, nx, spec)
     zo = np.asarray(embed_obs(W.extract(obs, iy, ix, spec.size, spec.halo, spec.periodic)))
-    ys, xs = np.unique(iy), np.unique(ix)
-    if coupling == "copula":
-        q = coupled_quantiles(members, (len(ys), len(xs)), rng, coherence, spec.periodic)
-        q = q[:, np.searchsorted(ys, iy), np.searchsorted(xs, ix)]  # [M, P]
-    elif coupling == "systematic":
-        q = np.repeat(((rng.random() + np.arange(members)) / members)[:, None], len(iy), axis=1)
-    elif coupling == "independent":
-        q = rng.random((members, len(iy)))
-    else:
-        raise ValueError(f"unknown coupling '{coupling}'; expected 'copula', 'systematic' or 'independent'")
+    q = member_quantiles(coupling, members, iy, ix, rng, coherence, spec.periodic)  # [M, P]
     P = len(iy)
     C = wlib.library.layout.n_channels
     t1 = W.taper_1d(spec.size, spec.stride)
@@ -168,26 +213,12 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     dropped = np.empty(P)
     retrieved = []
     for a in range(0, P, window_chunk):
-        logits = library_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
+        logits = numpy_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
         for j in range(logits.shape[1]):
             p = a + j
             post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass, max_keep=max_keep,
                                          min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
-            wins = wlib.windows(post.indices)
-            w = post.weights
-            # in the windows' precision (float32): a float64 weight vector would upcast a copy of
-            # every candidate window first (14x slower; relative difference of the mean ~1e-6)
-            m = np.tensordot(w.astype(wins.dtype), wins, axes=1)
-            win_mean[p] = m
-            if coupling == "copula":  # rank candidates by their tapered mean anomaly (standardised per channel)
-                tw = taper.astype(wins.dtype)
-                proj = np.einsum("kcyx,yx->kc", wins, tw) - np.einsum("cyx,yx->c", m, tw)[None]
-                sd = np.sqrt(np.maximum(w @ proj ** 2, 1e-30))
-                key = (proj / sd[None]).sum(axis=1)
-                order = np.argsort(key, kind="stable")
-            else:
-                order = np.argsort(post.indices, kind="stable")
-            win_members[p] = wins[order][_pick(w[order], q[:, p])]
+            win_mean[p], win_members[p] = _window_members(post, wlib.windows(post.indices), taper, q[:, p], coupling)
             ess[p], dropped[p] = post.ess, post.dropped_mass
             retrieved.append(post.top_indices)
     mean = W.blend(win_mean, iy, ix, (ny, nx), spec)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oceanda.analysis.global_mode import library_scores
 from oceanda.analysis.posterior import posterior_from_scores, resample, softmax_weights, weighted_mean_var
+from oceanda.contrastive.similarity import numpy_scores
 
 
 @dataclass
@@ -34,14 +34,24 @@ def particle_update(ensemble: np.ndarray, z_ensemble: np.ndarray, z_obs: np.ndar
                     kind: str = "neg_sq_distance", tau: float = 1.0, min_ess: float | None = None,
                     tempering: bool = False, resample_members: int | None = None,
                     rng: np.random.Generator | None = None, method: str = "systematic") -> ParticleUpdate:
-    """Weight ``ensemble`` ``[M, ...]`` (embedded as ``z_ensemble`` ``[M, ne]``) by observation ``z_obs``.
+    """Weight a prior ensemble by one observation (a particle filter step with the learned likelihood).
 
-    ``min_ess`` defaults to M / 10; below it a :class:`DegenerateWeightsWarning` is issued, or with
-    ``tempering`` tau is raised until the ESS reaches it.
+    Parameters
+    ----------
+    ensemble : ``[M, ...]`` prior members
+    z_ensemble : ``[M, ne]`` their embeddings; ``z_obs`` ``[ne]`` the observation's
+    kind, tau : the similarity and the temperature
+    min_ess : default M / 10; below it a :class:`DegenerateWeightsWarning` is issued, or with
+        ``tempering`` tau is raised until the ESS reaches it
+    resample_members : members to resample (None: none), by ``method`` with ``rng``
+
+    Returns
+    -------
+    ParticleUpdate
     """
     x = np.asarray(ensemble)
     m = x.shape[0]
-    logits = library_scores(z_ensemble, np.asarray(z_obs).reshape(1, -1), kind=kind, tau=tau)[:, 0]
+    logits = numpy_scores(z_ensemble, np.asarray(z_obs).reshape(1, -1), kind=kind, tau=tau)[:, 0]
     post = posterior_from_scores(logits, 1.0, min_ess=m / 10 if min_ess is None else min_ess, tempering=tempering,
                                  keep_mass=1.0, where="particle update")
     w = softmax_weights(logits, post.tau)
@@ -51,16 +61,3 @@ def particle_update(ensemble: np.ndarray, z_ensemble: np.ndarray, z_obs: np.ndar
         idx = resample(w, int(resample_members), rng, method)
         members = x[idx]
     return ParticleUpdate(w, post.ess, tau * post.tau, mean, var, members, idx)
-
-
-def weight_ensemble(ensemble: np.ndarray, obs: np.ndarray, encoders, layout=None, **kwargs) -> ParticleUpdate:
-    """:func:`particle_update` with a whole-field encoder pair (:class:`~oceanda.analysis.encoding.EncoderPair`).
-
-    ``ensemble`` ``[M, C, Y, X]`` in physical units (``layout`` says which channels are which),
-    ``obs`` ``[C_obs, Y, X]`` with NaN where unobserved.
-    """
-    z_e = encoders.embed_state(ensemble, layout)
-    z_o = encoders.embed_obs(np.asarray(obs)[None])[0]
-    kwargs.setdefault("kind", encoders.kind)
-    kwargs.setdefault("tau", encoders.tau)
-    return particle_update(ensemble, z_e, z_o, **kwargs)

@@ -110,30 +110,66 @@ def weighted_covariance(states: np.ndarray, weights: np.ndarray) -> tuple[np.nda
     return mean, (d * w[:, None]).T @ d
 
 
+def quantile_indices(weights: np.ndarray, q: np.ndarray | float) -> np.ndarray:
+    """The members at quantiles ``q`` of the weights: the first ``i`` with cumulative weight above ``q``.
+
+    The one inverse-CDF pick behind systematic and multinomial resampling and local mode's coupled
+    members.
+
+    Parameters
+    ----------
+    weights : ``[N]`` non-negative weights (normalised here)
+    q : quantiles in [0, 1)
+
+    Returns
+    -------
+    int64 indices into ``weights``, the shape of ``q``
+    """
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    cum = np.cumsum(w)
+    cum /= cum[-1]
+    return np.minimum(np.searchsorted(cum, q, side="right"), w.size - 1).astype(np.int64)
+
+
 def systematic_resample(weights: np.ndarray, m: int, rng: np.random.Generator | None = None,
                         u: float | None = None) -> np.ndarray:
     """Systematic resampling: ``m`` indices at positions ``(u + j) / m`` of the cumulative weights.
 
     Passing the same ``u`` to neighbouring windows (shared resampling noise) keeps local ensembles
     coherent: member j picks the same quantile of every window's posterior.
+
+    Parameters
+    ----------
+    weights : ``[N]`` weights
+    m : members to draw
+    rng : draws ``u`` when not given
+    u : the offset in [0, 1)
+
+    Returns
+    -------
+    ``[m]`` int64 indices
     """
-    w = np.asarray(weights, dtype=np.float64).ravel()
     if u is None:
         if rng is None:
             raise ValueError("systematic_resample needs rng or u")
         u = float(rng.random())
-    pos = (float(u) + np.arange(m)) / m
-    cum = np.cumsum(w)
-    cum /= cum[-1]
-    return np.minimum(np.searchsorted(cum, pos, side="right"), w.size - 1).astype(np.int64)
+    return quantile_indices(weights, (float(u) + np.arange(m)) / m)
 
 
 def multinomial_resample(weights: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
-    """Multinomial resampling: ``m`` independent draws with probabilities ``weights``."""
-    w = np.asarray(weights, dtype=np.float64).ravel()
-    cum = np.cumsum(w)
-    cum /= cum[-1]
-    return np.minimum(np.searchsorted(cum, rng.random(m), side="right"), w.size - 1).astype(np.int64)
+    """Multinomial resampling: ``m`` independent draws with probabilities ``weights``.
+
+    Parameters
+    ----------
+    weights : ``[N]`` weights
+    m : members to draw
+    rng : random generator
+
+    Returns
+    -------
+    ``[m]`` int64 indices
+    """
+    return quantile_indices(weights, rng.random(m))
 
 
 def resample(weights: np.ndarray, m: int, rng: np.random.Generator | None = None, method: str = "systematic",

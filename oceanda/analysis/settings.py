@@ -1,0 +1,196 @@
+"""Typed settings of the contrastive sampler and its hybrid Kalman step, and where their values come from.
+
+Why a module of its own: a sampler's settings arrive from three places -- the class defaults here
+(each defined once), the calibration a checkpoint stores (``config["sampler"]``, written by
+:func:`oceanda.analysis.calibration.calibrate_model_spread`; older checkpoints carry the same values as
+``extra.tau`` / ``extra.spread_factor`` / ``extra.hybrid`` / ``extra.library_stride``) and what a caller
+passes. :func:`stored_settings` reads the checkpoint (both forms, validated), ``Settings.replace`` lays
+the caller's values on top. The temperature follows one rule, :meth:`SamplerSettings.temperature`: the
+caller's, else the tuned one a checkpoint stores, else the trained temperature of the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from oceanda.errors import ConfigurationError
+from oceanda.settings import Settings, check_choice, check_number
+
+#: Library windows kept per analysis window when ``max_keep`` is not set (local and hybrid modes).
+LOCAL_MAX_KEEP = 8192
+
+#: Legacy ``config["extra"]`` keys that held sampler settings before ``config["sampler"]``.
+_LEGACY_KEYS = ("tau", "spread_factor", "library_stride")
+
+
+@dataclass(frozen=True)
+class HybridSettings(Settings):
+    """The Kalman side of the hybrid: covariance source, EnOI scaling, localisation, member spread.
+
+    Attributes
+    ----------
+    ensemble : ``'static'`` (library anomalies x ``alpha``: EnOI), ``'local'`` (the local posterior members,
+        LETKF) or ``'both'`` (their union; the local anomalies x ``beta``)
+    alpha, beta : scalings of the static and of the local covariance
+    radius : Gaspari-Cohn half-width in the units of the grid coordinates (km on the testbeds)
+    static_members : library states drawn for the static ensemble
+    inflation : LETKF multiplicative inflation (``kalman='letkf'``)
+    kalman : ``'schur'`` (Schur-localised EnOI in observation space) or ``'letkf'``
+    spread_channels : ``'observed'`` (Kalman spread on observed channels only) or ``'all'``
+    spread : ``'reduction'`` (contrastive spread x Kalman variance reduction) or ``'kalman'`` (EnOI's own)
+    spread_factor : anomalies x this after the update (calibrated on a tuning run)
+    """
+
+    SCHEMA: ClassVar[str] = "oceanda.analysis.HybridSettings"
+    VERSION: ClassVar[int] = 1
+
+    ensemble: str = "static"
+    alpha: float = 0.3
+    beta: float = 1.0
+    radius: float = 200.0
+    static_members: int = 500
+    inflation: float = 1.0
+    kalman: str = "schur"
+    spread_channels: str = "observed"
+    spread: str = "reduction"
+    spread_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        _plain_numbers(self)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        check_choice("ensemble", self.ensemble, ("static", "local", "both"))
+        check_number("alpha", self.alpha, lo=0, lo_open=True)
+        check_number("beta", self.beta, lo=0)
+        check_number("radius", self.radius, lo=0, lo_open=True)
+        check_number("static_members", self.static_members, lo=1, integer=True)
+        check_number("inflation", self.inflation, lo=0, lo_open=True)
+        check_choice("kalman", self.kalman, ("schur", "letkf"))
+        check_choice("spread_channels", self.spread_channels, ("observed", "all"))
+        check_choice("spread", self.spread, ("reduction", "kalman"))
+        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True)
+
+    @property
+    def uses_schur(self) -> bool:
+        """Whether the update is the Schur-localised EnOI (static ensemble, ``kalman='schur'``)."""
+        return self.ensemble == "static" and self.kalman == "schur"
+
+
+@dataclass(frozen=True)
+class SamplerSettings(Settings):
+    """Settings of the contrastive sampler (global, local and hybrid modes).
+
+    Attributes
+    ----------
+    members : ensemble members per analysis
+    top_k : retrieved library states recorded per analysis (global mode)
+    tau : temperature of the weights softmax(s / tau); None = the trained temperature (:meth:`temperature`)
+    spread_factor : ensemble deviations x this (local and hybrid modes; calibrated on a tuning run)
+    min_ess : effective sample size below which a warning is issued (or, with ``tempering``, tau raised)
+    tempering : raise tau until the ESS reaches ``min_ess`` instead of warning
+    max_keep : most library entries kept per posterior (None: all in global mode, ``LOCAL_MAX_KEEP`` windows
+        in local mode)
+    library_stride : pixels between library window starts (None: the window stride)
+    hybrid : the hybrid's Kalman settings
+    """
+
+    SCHEMA: ClassVar[str] = "oceanda.analysis.SamplerSettings"
+    VERSION: ClassVar[int] = 1
+
+    members: int = 20
+    top_k: int = 10
+    tau: float | None = None
+    spread_factor: float = 1.0
+    min_ess: float | None = None
+    tempering: bool = False
+    max_keep: int | None = None
+    library_stride: int | None = None
+    hybrid: HybridSettings = field(default_factory=HybridSettings)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hybrid, Mapping):  # from JSON
+            object.__setattr__(self, "hybrid", HybridSettings.from_dict(self.hybrid, where="hybrid"))
+        _plain_numbers(self)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        check_number("members", self.members, lo=1, integer=True)
+        check_number("top_k", self.top_k, lo=1, integer=True)
+        check_number("tau", self.tau, lo=0, lo_open=True, optional=True)
+        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True)
+        check_number("min_ess", self.min_ess, lo=0, optional=True)
+        if not isinstance(self.tempering, bool):
+            _type_error("tempering", self.tempering, "True or False")
+        check_number("max_keep", self.max_keep, lo=1, integer=True, optional=True)
+        check_number("library_stride", self.library_stride, lo=1, integer=True, optional=True)
+        if not isinstance(self.hybrid, HybridSettings):
+            _type_error("hybrid", self.hybrid, "HybridSettings or a dict of its settings")
+
+    def temperature(self, trained: float) -> float:
+        """The temperature of the weights: ``tau`` when set (given, or tuned and stored), else ``trained``.
+
+        The one rule for the sampler's tau on every path (global, local, hybrid, calibration).
+
+        Parameters
+        ----------
+        trained : the model's trained temperature (:func:`trained_temperature`)
+
+        Returns
+        -------
+        float
+        """
+        return float(self.tau) if self.tau is not None else float(trained)
+
+
+def _plain_numbers(settings: Settings) -> None:
+    """numpy scalars (``np.int64(20)``, ``np.float32(0.1)``) -> Python numbers, so checks and JSON see plain values."""
+    for f in fields(settings):
+        v = getattr(settings, f.name)
+        if isinstance(v, np.generic):
+            object.__setattr__(settings, f.name, v.item())
+
+
+def _type_error(name: str, value: Any, expected: str) -> None:
+    raise ConfigurationError(f"{name}={value!r}; expected {expected}")
+
+
+def trained_temperature(config: Mapping[str, Any]) -> float:
+    """The temperature a model was trained with (``temperature``, else ``similarity.tau``, else 1).
+
+    Parameters
+    ----------
+    config : the model's ``config`` (``config.json``)
+
+    Returns
+    -------
+    float
+    """
+    sim = config.get("similarity") or {}
+    return float(config.get("temperature", sim.get("tau", 1.0)))
+
+
+def stored_settings(config: Mapping[str, Any], where: str = "config.json") -> SamplerSettings:
+    """The sampler settings a checkpoint stores: ``config["sampler"]``, or the legacy ``extra`` keys.
+
+    Parameters
+    ----------
+    config : the model's ``config``
+    where : the file to name in errors (``<model dir>/config.json``)
+
+    Returns
+    -------
+    SamplerSettings (class defaults where nothing is stored); a stored value out of range raises
+    :class:`~oceanda.errors.ConfigurationError` naming ``where`` and the key
+    """
+    if config.get("sampler") is not None:
+        return SamplerSettings.from_dict(config["sampler"], where=f"{where}: sampler")
+    extra = config.get("extra") or {}
+    legacy: dict[str, Any] = {k: extra[k] for k in _LEGACY_KEYS if extra.get(k) is not None}
+    if extra.get("hybrid"):
+        legacy["hybrid"] = extra["hybrid"]
+    return SamplerSettings.from_dict(legacy, where=f"{where}: extra")
