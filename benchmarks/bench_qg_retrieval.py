@@ -49,7 +49,7 @@ def make_library(path: Path, runs: int = 32, days: int = 200, decorrelate: int =
     flat = np.transpose(traj, (1, 0, 2, 3, 4)).reshape(R * T, *traj.shape[2:])
     times = (np.arange(R)[:, None] * 1000 + np.arange(T)[None, :]).ravel().astype(float)
     ds = m.to_dataset(flat, times, attrs={"title": "QG free runs end to end"})
-    path.parent.mkdir(parents=True, exist_ok=True)
+    io.make_dir(path.parent)
     io.write_netcdf(ds, path, overwrite=True)
 
 
@@ -68,9 +68,11 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     from oceanda.contrastive.encoders import MaskedCNNEncoder
     from oceanda.contrastive.model import ContrastiveModel
     from oceanda.contrastive.similarity import Similarity
-    from oceanda.contrastive.training import embed_in_batches, recall_at_k, train
+    from oceanda.contrastive.retrieval import retrieval_recalls
+    from oceanda.contrastive.training import embed_in_batches, train
+    from oceanda.fields import encoder_obs_input, encoder_state_input
     from oceanda.observe import AlongTrackAltimetry
-    from oceanda.pairs import FieldPairSampler, encoder_obs_input, encoder_state_input, stack_obs_window
+    from oceanda.pairs import FieldPairSampler, stack_obs_window
 
     Y, X = arr.shape[-2:]
     alt = AlongTrackAltimetry()
@@ -122,7 +124,7 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
     zs, zo = embed_in_batches(model, pairs, 256)
     with torch.no_grad():
         S = model.logits(zs, zo)
-    rec = recall_at_k(S, ks=(1, 5, 10))
+    rec = retrieval_recalls(S, ks=(1, 5, 10))
     obs_frac = float(np.isfinite(ow).any(1).mean())
     if args.diagnostics:  # the same candidates queried with training-style random orbit phases
         fresh = FieldPairSampler(arr, [0], [0], mask_fn, [sigma], window=window, segments=seg, norm_state=norm,
@@ -130,9 +132,9 @@ def run_one(arr, seg, window, args, train_runs, val_runs, test_runs, dy, dx, log
         pf = fresh(np.random.default_rng(7), t=cand)
         zf = embed_in_batches(model, pf, 256)[1]
         with torch.no_grad():
-            rf = recall_at_k(model.logits(zs, zf), ks=(5,))
+            rf = retrieval_recalls(model.logits(zs, zf), ks=(5,))
             sub = np.flatnonzero(np.isin(seg[cand], test_runs[:2]))
-            r2 = recall_at_k(model.logits(zs[sub], zo[sub]), ks=(5,))
+            r2 = retrieval_recalls(model.logits(zs[sub], zo[sub]), ks=(5,))
         log(f"  diagnostics: R@5 with random-phase queries {rf['r5_state_from_obs']:.3f}; "
             f"R@5 among the {len(sub)} candidates of 2 held-out runs {r2['r5_state_from_obs']:.3f}")
     if args.save_dir is not None:
@@ -149,7 +151,7 @@ def oracle_recall(states: np.ndarray, obs_window: np.ndarray, sigma: float) -> d
     window day's observations are compared with the candidate (a state-only library does not hold
     the candidate's past days, so older tracks count as observations of today's state, as the
     learned model also sees them)."""
-    from oceanda.contrastive.training import recall_at_k
+    from oceanda.contrastive.retrieval import retrieval_recalls
 
     x = torch.as_tensor(states[:, 0].reshape(len(states), -1), dtype=torch.float64)  # [N, P]
     ow = torch.as_tensor(obs_window.reshape(len(obs_window), obs_window.shape[1], -1), dtype=torch.float64)  # [N, W, P]
@@ -159,7 +161,7 @@ def oracle_recall(states: np.ndarray, obs_window: np.ndarray, sigma: float) -> d
     ysq = torch.where(m, ow, torch.zeros_like(ow)).pow(2).sum(1)
     # -sum_w sum_obs (x - y_w)^2 / 2 sigma^2 = (x . y - x^2 . cnt / 2 - ysq / 2) / sigma^2; rows: candidates
     ll = (x @ y.T - 0.5 * (x * x) @ cnt.T - 0.5 * ysq.sum(1)[None, :]) / sigma**2
-    return {k: round(v, 3) for k, v in recall_at_k(ll, ks=(1, 5, 10)).items()}
+    return {k: round(v, 3) for k, v in retrieval_recalls(ll, ks=(1, 5, 10)).items()}
 
 
 def main():

@@ -185,8 +185,9 @@ def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any
     forecast : advances an ensemble ``E [N, n]`` from ``t0`` to ``t1``
     initial : the initial ensemble ``[N, n]``
     observations : one :class:`oceanda.kalman.Observations` per cycle
-    filter : the filter settings (see :func:`oceanda.kalman.cycle`)
-    **kwargs : ``times``, ``truth``, ``localizer``, ``rng``, ``checkpoint_dir``, ``resume``, ``progress``, ...
+    filter : a cycling method: ``oceanda.kalman.make_filter('letkf', inflation=1.03)``, ``EnKF()``, ...
+    **kwargs : ``localizer``, ``adaptive``, ``rng``, ``t0``, ``truth``, ``checkpoint_dir``, ``checkpoint_every``,
+        ``resume``, ``progress``, ``keep_means``
 
     Returns
     -------
@@ -359,12 +360,23 @@ def choices(what: str) -> list[str]:
         from oceanda.pairs import ENCODER_CHOICES
 
         return list(ENCODER_CHOICES)
-    table = {"mode": ["global", "local", "hybrid"], "method": ["enkf", "etkf", "letkf", "enoi"],
-             "taper": ["gaspari_cohn", "gaussian", "boxcar"], "testbed": ["qg", "torus", "lorenz96"],
-             "twin": ["lorenz96", "qg"]}
-    if what not in table:
-        raise OceandaError(f"no choices for '{what}'")
-    return table[what]
+    if what == "mode":
+        from oceanda.analysis.samplers import MODES
+
+        return list(MODES)
+    if what in ("method", "taper"):
+        from oceanda.kalman import METHODS, TAPERS
+
+        return list(METHODS if what == "method" else TAPERS)
+    if what == "testbed":
+        from oceanda.sampledata import BUILDERS
+
+        return list(BUILDERS)
+    if what == "twin":
+        from oceanda.experiments.twins import TWINS
+
+        return list(TWINS)
+    raise OceandaError(f"no choices for '{what}'")
 
 
 __all__ = [

@@ -5,6 +5,10 @@ variable with a ``layer``/``depth`` dimension -- is one channel. NaN (land, unob
 the values and can be split off as a separate 0/1 mask channel for encoders. Standardisation
 statistics are stored (plain JSON-able dicts) so training and inference use the same ones, and a
 grid fingerprint lets a model refuse data on another grid.
+
+The encoder input is defined here, once, for training and for the sampler alike:
+:func:`encoder_state_input` (standardised, land set to 0) and :func:`encoder_obs_input`
+(standardised values with 0 in gaps, then their 0/1 masks).
 """
 
 from __future__ import annotations
@@ -24,7 +28,17 @@ SPATIAL_PAIRS = (("y", "x"), ("lat", "lon"))
 
 
 def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:
-    """The (row, column) dimension names of a gridded Dataset: ('y', 'x') or ('lat', 'lon')."""
+    """The (row, column) dimension names of a gridded Dataset: ('y', 'x') or ('lat', 'lon').
+
+    Parameters
+    ----------
+    ds : a Dataset or DataArray
+
+    Returns
+    -------
+    tuple of str
+        The two spatial dimension names.
+    """
     for pair in SPATIAL_PAIRS:
         if all(d in ds.dims for d in pair):
             return pair
@@ -43,6 +57,7 @@ class FieldLayout:
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored in checkpoints as ``extra.layout``)."""
         return {
             "variables": self.variables,
             "channels": [[v, lev] for v, lev in self.channels],
@@ -54,6 +69,7 @@ class FieldLayout:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FieldLayout":
+        """Rebuild from :meth:`to_dict` output."""
         return cls(
             variables=list(d["variables"]),
             channels=[(v, lev) for v, lev in d["channels"]],
@@ -65,6 +81,7 @@ class FieldLayout:
 
     @property
     def n_channels(self) -> int:
+        """The number of channels."""
         return len(self.channels)
 
 
@@ -79,7 +96,19 @@ def _attrs_jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim: str = "time") -> FieldLayout:
-    """Describe the channels of ``variables`` in ``ds`` (all non-error data variables by default)."""
+    """Describe the channels of ``variables`` in ``ds``.
+
+    Parameters
+    ----------
+    ds : a gridded Dataset
+    variables : the variables (default: every data variable with ``sample_dim``, except ``*_error``)
+    sample_dim : the sample dimension
+
+    Returns
+    -------
+    FieldLayout
+        One channel per variable, or per level of a variable with a ``layer``/``depth`` dimension.
+    """
     if variables is None:
         variables = [str(v) for v in ds.data_vars if not str(v).endswith("_error") and sample_dim in ds[v].dims]
     if not variables:
@@ -110,7 +139,19 @@ def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim
 
 
 def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.float32) -> tuple[np.ndarray, FieldLayout]:
-    """Stack ``ds`` into ``[sample, channel, y, x]`` (NaN kept). Loads the data."""
+    """Stack ``ds`` into ``[sample, channel, y, x]`` (NaN kept). Loads the data.
+
+    Parameters
+    ----------
+    ds : a gridded Dataset
+    layout : which channels (default: :func:`layout_of` ``ds``)
+    dtype : the array's dtype
+
+    Returns
+    -------
+    tuple
+        ``(array, layout)``.
+    """
     if layout is None:
         layout = layout_of(ds)
     planes = []
@@ -130,6 +171,19 @@ def from_array(array: np.ndarray, layout: FieldLayout, like: xr.Dataset, sample_
 
     ``sample_coord`` gives the values of the sample dimension (default: those of ``like`` when the
     sizes agree, else 0..N-1). Attributes stored in ``layout`` are restored.
+
+    Parameters
+    ----------
+    array : ``[sample, channel, y, x]``
+    layout : the channels' variables and levels
+    like : a Dataset on the grid (its coordinates are copied)
+    sample_coord : values of the sample dimension
+    sample_dim : its name (default: ``layout.sample_dim``)
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per layout variable.
     """
     array = np.asarray(array)
     if array.ndim != 4 or array.shape[1] != layout.n_channels:
@@ -165,15 +219,77 @@ def from_array(array: np.ndarray, layout: FieldLayout, like: xr.Dataset, sample_
 
 
 def split_mask(array: np.ndarray, fill: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(values with NaN replaced by fill, mask)``; mask is 1 where finite, 0 where NaN."""
+    """Split NaN gaps off an array.
+
+    Parameters
+    ----------
+    array : any float array, NaN where unobserved
+    fill : the value written into the gaps
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(values with NaN replaced by fill, mask)``; mask is 1 where finite, 0 where NaN, both in
+        ``array``'s dtype.
+    """
     mask = np.isfinite(array)
     return np.where(mask, array, fill).astype(array.dtype, copy=False), mask.astype(array.dtype)
 
 
 def with_mask_channels(array: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """``[N, C, Y, X]`` -> ``[N, 2C, Y, X]``: filled values, then their 0/1 masks (the encoder's input)."""
+    """Filled values, then their 0/1 masks, as channels.
+
+    Parameters
+    ----------
+    array : ``[N, C, Y, X]``, NaN where unobserved
+    fill : the value written into the gaps
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[N, 2C, Y, X]`` in ``array``'s dtype.
+    """
     values, mask = split_mask(array, fill)
     return np.concatenate([values, mask], axis=1)
+
+
+def encoder_state_input(states: np.ndarray, norm: Standardizer | None = None) -> np.ndarray:
+    """What a state encoder sees: standardised values, NaN (land) set to 0 (the channel mean).
+
+    Parameters
+    ----------
+    states : ``[N, C, ...]`` in physical units
+    norm : the model's state statistics (``None``: values are used as given)
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, the shape of ``states``.
+    """
+    x = np.asarray(states, dtype=np.float32)
+    if norm is not None:
+        x = norm.transform(x).astype(np.float32)
+    return np.nan_to_num(x, nan=0.0).astype(np.float32)
+
+
+def encoder_obs_input(obs: np.ndarray, norm: Standardizer | None = None) -> np.ndarray:
+    """What an observation encoder sees: standardised values (0 in gaps), then their 0/1 masks.
+
+    Parameters
+    ----------
+    obs : ``[N, C, ...]`` in physical units, NaN unobserved (a multi-day window stacks its days as
+        channels, see ``pairs.stack_obs_window``)
+    norm : the model's observation statistics, one per channel of ``obs`` (``None``: as given)
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``[N, 2C, ...]``.
+    """
+    x = np.asarray(obs, dtype=np.float32)
+    if norm is not None:
+        x = norm.transform(x).astype(np.float32)
+    return with_mask_channels(x).astype(np.float32)
 
 
 @dataclass
@@ -188,6 +304,18 @@ class Standardizer:
 
     @classmethod
     def fit(cls, array: np.ndarray, min_std: float = 1e-12) -> "Standardizer":
+        """Fit per-channel statistics.
+
+        Parameters
+        ----------
+        array : ``[sample, channel, ...]``, NaN ignored
+        min_std : a smaller standard deviation (a constant channel) is replaced by 1
+
+        Returns
+        -------
+        Standardizer
+            The statistics; an all-NaN channel is refused.
+        """
         a = np.asarray(array, dtype=np.float64)
         axes = tuple(i for i in range(a.ndim) if i != 1)
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -204,25 +332,44 @@ class Standardizer:
         return (1, -1) + (1,) * (ndim - 2)
 
     def transform(self, array: np.ndarray) -> np.ndarray:
+        """``(array - mean) / std`` per channel (axis 1), in ``array``'s float dtype.
+
+        Parameters
+        ----------
+        array : ``[sample, channel, ...]`` in physical units
+
+        Returns
+        -------
+        numpy.ndarray
+            Standardised values, NaN kept.
+        """
         a = np.asarray(array)
         out = (a - self.mean.reshape(self._shape(a.ndim))) / self.std.reshape(self._shape(a.ndim))
         return out.astype(a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64, copy=False)
 
     def inverse(self, array: np.ndarray) -> np.ndarray:
+        """``array * std + mean`` per channel: the inverse of :meth:`transform`.
+
+        Parameters
+        ----------
+        array : ``[sample, channel, ...]`` standardised values
+
+        Returns
+        -------
+        numpy.ndarray
+            Physical values.
+        """
         a = np.asarray(array)
         out = a * self.std.reshape(self._shape(a.ndim)) + self.mean.reshape(self._shape(a.ndim))
         return out.astype(a.dtype if np.issubdtype(a.dtype, np.floating) else np.float64, copy=False)
 
-    def inverse_scale(self, array: np.ndarray) -> np.ndarray:
-        """Undo the scaling only (for spreads and errors, which have no offset)."""
-        a = np.asarray(array)
-        return (a * self.std.reshape(self._shape(a.ndim))).astype(a.dtype, copy=False)
-
     def to_dict(self) -> dict[str, list[float]]:
+        """JSON-able ``{"mean": [...], "std": [...]}`` (stored in checkpoints)."""
         return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in self.std]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Sequence[float]]) -> "Standardizer":
+        """Rebuild from :meth:`to_dict` output."""
         return cls(mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64))
 
 
@@ -230,6 +377,16 @@ def grid_fingerprint(ds: xr.Dataset, variables: Sequence[str] | None = None) -> 
     """A short hash of the grid: spatial/level dimensions, their coordinates and the variable names.
 
     Time and member are excluded, so states and observations on one grid share a fingerprint.
+
+    Parameters
+    ----------
+    ds : a gridded Dataset
+    variables : the variable names hashed (default: every data variable except ``*_error``)
+
+    Returns
+    -------
+    str
+        16 hex digits.
     """
     if variables is None:
         variables = sorted(str(v) for v in ds.data_vars if not str(v).endswith("_error"))
@@ -248,7 +405,15 @@ def grid_fingerprint(ds: xr.Dataset, variables: Sequence[str] | None = None) -> 
 
 
 def check_fingerprint(expected: str, ds: xr.Dataset, variables: Sequence[str], what: str) -> None:
-    """Raise :class:`GridMismatchError` if ``ds`` is not on the grid a model was trained on."""
+    """Raise :class:`GridMismatchError` if ``ds`` is not on the grid a model was trained on.
+
+    Parameters
+    ----------
+    expected : the model's fingerprint
+    ds : the data
+    variables : the variables the model encodes
+    what : the data's name in the error (a file)
+    """
     got = grid_fingerprint(ds, variables)
     if got != expected:
         raise GridMismatchError(
@@ -272,6 +437,20 @@ def analysis_dataset(
     ``v`` the result holds ``v_mean`` and ``v_spread`` (ensemble standard deviation, ddof=1) with dims
     ``(time, [level,] y, x)`` and, if ``keep_members``, the ensemble ``v`` with dims
     ``(time, member, [level,] y, x)``. Grid coordinates come from ``like``.
+
+    Parameters
+    ----------
+    members : ``[time, member, channel, y, x]`` physical units
+    layout : the channels' variables and levels
+    like : a Dataset on the grid
+    times : the analysis times
+    attrs : global attributes of the result
+    keep_members : also store the ensemble
+
+    Returns
+    -------
+    xarray.Dataset
+        The analysis Dataset.
     """
     members = np.asarray(members)
     if members.ndim != 5 or members.shape[2] != layout.n_channels:

@@ -3,7 +3,8 @@
 A pair is (state, observations of that state). The observation side may be a *window* of recent
 days: with ``window`` W the encoder input holds W days of observations stacked as channels --
 channel ``k*C + c`` is observed channel c on day t-k (k = 0 the latest), so each channel's age is
-its position -- then their 0/1 masks: ``[N, 2*W*C, Y, X]`` (``fields.with_mask_channels`` layout).
+its position -- then their 0/1 masks: ``[N, 2*W*C, Y, X]`` (:func:`oceanda.fields.encoder_obs_input`).
+:func:`stack_days` is the one place that layout is written.
 One day of altimetry tracks sees about 6 % of the grid; five days see about a quarter.
 
 :class:`FieldPairSampler` draws pairs afresh at every call: a fresh observation pattern for every
@@ -17,24 +18,39 @@ Window (local) pairs for the sampler's local mode live in ``oceanda.analysis.win
 
 Values are standardised with the state statistics (an observed channel shares the statistics of
 the state channel it observes); NaN in states (land) becomes 0 after standardisation.
+
+:func:`train_field_model` (what ``oceanda train`` runs) trains with the shared
+:class:`~oceanda.contrastive.training.Trainer`; its training defaults are :data:`FIELD_TRAINING`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import xarray as xr
 
-from oceanda import fields
+from oceanda import fields, grid
+from oceanda.contrastive.training import TrainConfig, Trainer, TrainResult, time_split
 from oceanda.errors import DataValidationError
+from oceanda.fields import encoder_obs_input, encoder_state_input  # noqa: F401  (their former home)
 
 MaskFn = Callable[[int, np.random.Generator], np.ndarray]
 
 
 def segments_from_times(times: Sequence) -> np.ndarray:
-    """Label contiguous runs of a time axis: a step larger than 1.5x the most common step starts a new run."""
+    """Label contiguous runs of a time axis: a step larger than 1.5x the most common step starts a new run.
+
+    Parameters
+    ----------
+    times : numbers or datetime64 values, in order
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 run label of each time (0, 1, ...).
+    """
     t = np.asarray(times)
     if t.size < 2:
         return np.zeros(t.size, np.int64)
@@ -47,7 +63,19 @@ def segments_from_times(times: Sequence) -> np.ndarray:
 
 
 def valid_window_times(segments: np.ndarray, window: int, indices: np.ndarray | None = None) -> np.ndarray:
-    """Times t (among ``indices``) whose previous ``window - 1`` days lie in the same run."""
+    """Times t (among ``indices``) whose previous ``window - 1`` days lie in the same run.
+
+    Parameters
+    ----------
+    segments : run label of each time (:func:`segments_from_times`)
+    window : days per observation window
+    indices : the candidate times (default: all)
+
+    Returns
+    -------
+    numpy.ndarray
+        The candidate times that have a full window.
+    """
     seg = np.asarray(segments)
     idx = np.arange(len(seg)) if indices is None else np.asarray(indices)
     ok = np.ones(len(idx), bool)
@@ -58,7 +86,18 @@ def valid_window_times(segments: np.ndarray, window: int, indices: np.ndarray | 
 
 
 def periodic_shift(a: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
-    """Roll each sample ``a[i] [..., Y, X]`` by (sy[i], sx[i]) cells (np.roll convention)."""
+    """Roll each sample ``a[i] [..., Y, X]`` by (sy[i], sx[i]) cells (np.roll convention).
+
+    Parameters
+    ----------
+    a : ``[n, ..., Y, X]`` samples
+    sy, sx : ``[n]`` shifts in cells along y and x
+
+    Returns
+    -------
+    numpy.ndarray
+        The shifted samples, the shape of ``a``.
+    """
     n, Y, X = a.shape[0], a.shape[-2], a.shape[-1]
     iy = (np.arange(Y)[None, :] - np.asarray(sy)[:, None]) % Y  # [n, Y]
     ix = (np.arange(X)[None, :] - np.asarray(sx)[:, None]) % X
@@ -68,35 +107,47 @@ def periodic_shift(a: np.ndarray, sy: np.ndarray, sx: np.ndarray) -> np.ndarray:
     return np.moveaxis(out, (1, 2), (-2, -1))
 
 
+def stack_days(days: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack daily observations as channels, the observation window's layout.
+
+    Parameters
+    ----------
+    days : ``[n, C, Y, X]`` arrays, ``days[k]`` the observations of day t-k (k = 0 the latest)
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``[n, W*C, Y, X]``: channel ``k*C + c`` is channel c on day t-k.
+    """
+    return np.concatenate([np.asarray(d, dtype=np.float32) for d in days], axis=1)
+
+
 def stack_obs_window(obs: np.ndarray, t: np.ndarray, window: int, segments: np.ndarray | None = None) -> np.ndarray:
-    """Observation windows from a daily observation array ``[T, C, Y, X]`` (NaN unobserved):
-    ``[n, W*C, Y, X]`` with day t-k in channels k*C..(k+1)*C-1; days before a run started are NaN."""
+    """Observation windows of times ``t`` from a daily observation array.
+
+    Parameters
+    ----------
+    obs : ``[T, C, Y, X]`` daily observations, NaN unobserved
+    t : the times (indices into ``obs``) whose windows are wanted
+    window : days per window
+    segments : run label of each time (default: one run); days before a run started are NaN
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``[n, W*C, Y, X]`` in the layout of :func:`stack_days`.
+    """
     obs = np.asarray(obs)
-    T, C = obs.shape[:2]
     t = np.asarray(t)
-    seg = np.zeros(T, np.int64) if segments is None else np.asarray(segments)
-    out = np.full((len(t), int(window) * C) + obs.shape[2:], np.nan, dtype=np.float32)
+    seg = np.zeros(len(obs), np.int64) if segments is None else np.asarray(segments)
+    days = []
     for k in range(int(window)):
         p = t - k
         ok = (p >= 0) & (seg[np.maximum(p, 0)] == seg[t])
-        out[ok, k * C:(k + 1) * C] = obs[p[ok]]
-    return out
-
-
-def encoder_obs_input(obs_window: np.ndarray, norm: fields.Standardizer | None = None) -> np.ndarray:
-    """``[n, W*C, Y, X]`` physical (NaN unobserved) -> standardised values (0 in gaps) then masks."""
-    x = np.asarray(obs_window, dtype=np.float32)
-    if norm is not None:
-        x = norm.transform(x).astype(np.float32)
-    return fields.with_mask_channels(x).astype(np.float32)
-
-
-def encoder_state_input(states: np.ndarray, norm: fields.Standardizer | None = None) -> np.ndarray:
-    """``[n, C, Y, X]`` physical -> standardised, NaN (land) set to 0."""
-    x = np.asarray(states, dtype=np.float32)
-    if norm is not None:
-        x = norm.transform(x).astype(np.float32)
-    return np.nan_to_num(x, nan=0.0).astype(np.float32)
+        day = np.full((len(t),) + obs.shape[1:], np.nan, dtype=np.float32)
+        day[ok] = obs[p[ok]]
+        days.append(day)
+    return stack_days(days)
 
 
 @dataclass
@@ -140,11 +191,23 @@ class FieldPairSampler:
         return len(self.valid)
 
     def observe(self, t: np.ndarray, rng: np.random.Generator, shifts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-        """Physical observation windows ``[n, W*C, Y, X]`` of states at times ``t`` (fresh patterns and noise)."""
+        """Physical observation windows of the states at times ``t`` (fresh patterns and noise).
+
+        Parameters
+        ----------
+        t : the times
+        rng : draws the patterns and the noise
+        shifts : ``(sy, sx)`` periodic shifts of each sample (as :func:`periodic_shift`), or None
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 ``[n, W*C, Y, X]``, NaN unobserved (:func:`stack_days` layout).
+        """
         t = np.asarray(t)
         n, C = len(t), len(self.obs_channels)
         Y, X = self.states.shape[-2:]
-        out = np.full((n, self.window * C, Y, X), np.nan, dtype=np.float32)
+        days = []
         for k in range(self.window):
             vals = self.states[t - k][:, self.obs_channels].astype(np.float32)
             if shifts is not None:
@@ -155,11 +218,23 @@ class FieldPairSampler:
             if mask.shape not in ((n, 1, Y, X), (n, C, Y, X)):
                 raise DataValidationError(f"observation pattern of shape {mask.shape}; expected [{n}, ({C},) {Y}, {X}]")
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
-            out[:, k * C:(k + 1) * C] = np.where(mask, noisy, np.nan)
-        return out
+            days.append(np.where(mask, noisy, np.nan))
+        return stack_days(days)
 
     def __call__(self, rng: np.random.Generator, n: int | None = None, t: np.ndarray | None = None):
-        """``(state input [n, Cs, Y, X], obs input [n, 2*W*C, Y, X])``; all valid times once when n is None."""
+        """Fresh encoder inputs of ``n`` random valid times, of the times ``t``, or of every valid time once.
+
+        Parameters
+        ----------
+        rng : draws times, shifts, patterns and noise
+        n : number of random times (default: every valid time once)
+        t : the times themselves (overrides ``n``)
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(state input [n, Cs, Y, X], obs input [n, 2*W*C, Y, X])``.
+        """
         if t is None:
             t = self.valid.copy() if n is None else rng.choice(self.valid, size=int(n))
         t = np.asarray(t)
@@ -177,7 +252,18 @@ class FieldPairSampler:
         return encoder_state_input(st, self.norm_state), encoder_obs_input(ob, self.norm_obs)
 
     def epoch(self, epoch: int, rng: np.random.Generator):
-        """The ``train_data`` callable of ``training.train``: every valid time once, fresh observations."""
+        """The ``train_data`` callable of the Trainer: every valid time once, fresh observations.
+
+        Parameters
+        ----------
+        epoch : the epoch (unused: the freshness comes from ``rng``)
+        rng : the epoch's generator
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            As :meth:`__call__`.
+        """
         return self(rng)
 
 
@@ -189,6 +275,18 @@ def mask_sampler(obs: xr.Dataset, var: str, ny: int, nx: int, prefer_operator: b
     Along-track altimetry (attribute ``operator``) is rebuilt from the recorded orbit attributes
     and draws random orbit phases and days; any other gridded operator is bootstrapped: a random
     time's pattern from the file.
+
+    Parameters
+    ----------
+    obs : the observation Dataset
+    var : the observed variable
+    ny, nx : the states' grid shape
+    prefer_operator : rebuild along-track altimetry from its attributes (else bootstrap the file's masks)
+
+    Returns
+    -------
+    callable
+        ``mask_fn(n, rng) -> bool [n, ny, nx]``.
     """
     from oceanda import observe
 
@@ -200,8 +298,7 @@ def mask_sampler(obs: xr.Dataset, var: str, ny: int, nx: int, prefer_operator: b
               (("n_satellites", "n_satellites"), ("passes_per_day", "passes_per_day"),
                ("repeat_days", "repeat_days"), ("angle_deg", "track_angle_deg")) if a in attrs}
         alt = observe.AlongTrackAltimetry(var=var, **kw)
-        dy = float(obs["y"][1] - obs["y"][0]) if "y" in obs.coords and ny > 1 else 1.0
-        dx = float(obs["x"][1] - obs["x"][0]) if "x" in obs.coords and nx > 1 else 1.0
+        dy, dx = (grid.spacing(c) for c in grid.coordinates(obs))
         return lambda n, rng: alt.sample_mask(n, rng, ny=ny, nx=nx, dy=dy, dx=dx)
     a = da
     if "layer" in a.dims:
@@ -214,7 +311,18 @@ def mask_sampler(obs: xr.Dataset, var: str, ny: int, nx: int, prefer_operator: b
 
 
 def obs_sigma(obs: xr.Dataset, var: str) -> float:
-    """Observation error standard deviation of ``var`` from ``<var>_error`` (its mean if a field)."""
+    """Observation error standard deviation of ``var`` from ``<var>_error`` (its mean if a field).
+
+    Parameters
+    ----------
+    obs : the observation Dataset
+    var : the observed variable
+
+    Returns
+    -------
+    float
+        The standard deviation, in the variable's units.
+    """
     name = f"{var}_error"
     if name not in obs:
         raise DataValidationError(f"observation dataset lacks '{name}'; expected the error standard deviation of '{var}'")
@@ -224,6 +332,9 @@ def obs_sigma(obs: xr.Dataset, var: str) -> float:
 # --- from files to a trained model (what `oceanda train` calls) ------------------------------------
 
 ENCODER_CHOICES = ("cnn", "mlp", "linear")
+
+#: Training settings of a whole-field model where the caller gives none (``oceanda train``'s defaults).
+FIELD_TRAINING = TrainConfig(epochs=20, batch_size=128, lr=2e-3, weight_decay=1e-4, warmup_steps=20)
 
 
 def _field_encoder(kind: str, in_shape: tuple[int, ...], ne: int, periodic: bool, cnn: dict | None = None):
@@ -238,6 +349,124 @@ def _field_encoder(kind: str, in_shape: tuple[int, ...], ne: int, periodic: bool
     raise DataValidationError(f"encoder '{kind}' unknown; expected one of {list(ENCODER_CHOICES)}")
 
 
+def _data_variables(ds: xr.Dataset, given: Sequence[str] | None) -> list[str]:
+    return list(given or [str(v) for v in ds.data_vars if not str(v).endswith("_error") and "time" in ds[v].dims])
+
+
+@dataclass
+class _FieldData:
+    """Training states as arrays, their channels, time split and statistics (see ``_field_data``)."""
+
+    array: np.ndarray  # [T, C, Y, X] physical units
+    layout: fields.FieldLayout
+    state_channels: list[int]
+    obs_channels: list[int]
+    segments: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    norm_state: fields.Standardizer
+    norm_obs: fields.Standardizer
+    sigma: list[float]
+
+    def obs_names(self) -> list[str]:
+        """The variable of each observed channel."""
+        return [self.layout.channels[i][0] for i in self.obs_channels]
+
+
+def _field_data(states: xr.Dataset, obs: xr.Dataset, state_vars: Sequence[str], obs_vars: Sequence[str], window: int,
+                val_fraction: float) -> _FieldData:
+    """Stack the states, split them in time and fit the statistics that whole-field training uses.
+
+    Parameters
+    ----------
+    states : the training states
+    obs : observations of some state variables (their ``<var>_error`` gives the noise)
+    state_vars, obs_vars : the encoded and the observed variables (each observed one a state variable)
+    window : days of observations per sample (also the gap between training and validation times)
+    val_fraction : last fraction of the times that validates
+
+    Returns
+    -------
+    _FieldData
+        Arrays, channels, split and statistics (the obs statistics repeat the state ones per window day).
+    """
+    for v in obs_vars:
+        if v not in states:
+            raise DataValidationError(f"observed variable '{v}' is not in the states ({sorted(map(str, states.data_vars))}); expected observations of a state variable")
+        if v not in obs:
+            raise DataValidationError(f"observation dataset lacks '{v}'; expected one of {sorted(map(str, obs.data_vars))}")
+    all_vars = list(dict.fromkeys(list(state_vars) + list(obs_vars)))
+    arr, layout = fields.to_array(states, fields.layout_of(states, all_vars))
+    sc = [i for i, c in enumerate(layout.channels) if c[0] in state_vars]
+    oc = [i for i, c in enumerate(layout.channels) if c[0] in obs_vars]
+    seg = segments_from_times(states["time"].values) if "time" in states.coords else np.zeros(len(arr), np.int64)
+    tr_idx, va_idx = time_split(len(arr), val_fraction, gap=int(window))
+    norm_all = fields.Standardizer.fit(arr[tr_idx])
+    norm_s = fields.Standardizer(norm_all.mean[sc], norm_all.std[sc])
+    norm_o = fields.Standardizer(np.tile(norm_all.mean[oc], window), np.tile(norm_all.std[oc], window))
+    sig_by_var = {v: obs_sigma(obs, v) for v in obs_vars}
+    sigma = [sig_by_var[layout.channels[i][0]] for i in oc]
+    return _FieldData(arr, layout, sc, oc, seg, tr_idx, va_idx, norm_s, norm_o, sigma)
+
+
+def _fresh_pairs(d: _FieldData, obs: xr.Dataset, obs_vars: Sequence[str], window: int, shift: bool, block: int):
+    """Training and validation callables that redraw observation patterns and noise."""
+    Y, X = d.array.shape[-2:]
+    names = d.obs_names()
+    fns = {v: mask_sampler(obs, v, Y, X) for v in obs_vars}  # drawn in this order each call
+
+    def mask_fn(n, rng):
+        drawn = {v: np.asarray(f(n, rng), bool) for v, f in fns.items()}
+        return np.stack([drawn[v] for v in names], axis=1)
+
+    def sampler(idx, sh):
+        return FieldPairSampler(d.array, d.state_channels, d.obs_channels, mask_fn, d.sigma, window, d.segments, idx,
+                                d.norm_state, d.norm_obs, sh, block)
+
+    val_sampler = sampler(d.val_idx, False)
+    return sampler(d.train_idx, shift).epoch, lambda rng: val_sampler(rng)
+
+
+def _fixed_pairs(d: _FieldData, obs: xr.Dataset, obs_vars: Sequence[str], window: int):
+    """Training and validation pairs from the file's own observations (times must match the states)."""
+    lay = d.layout
+    o_arr, _ = fields.to_array(obs, fields.FieldLayout(list(obs_vars), [lay.channels[i] for i in d.obs_channels],
+                                                         lay.level_dim, lay.spatial, lay.sample_dim))
+    if o_arr.shape[0] != d.array.shape[0]:
+        raise DataValidationError(f"observations hold {o_arr.shape[0]} times, states {d.array.shape[0]}; expected the same times for fixed pairs")
+
+    def fixed(idx):
+        t = valid_window_times(d.segments, window, idx)
+        return (encoder_state_input(d.array[t][:, d.state_channels], d.norm_state),
+                encoder_obs_input(stack_obs_window(o_arr, t, window, d.segments), d.norm_obs))
+
+    return fixed(d.train_idx), fixed(d.val_idx)
+
+
+def _field_model(d: _FieldData, states: xr.Dataset, state_vars: Sequence[str], *, window: int, encoder: str,
+                 embedding_dim: int, similarity: str, tau: float, learn_tau: bool, periodic: bool, cnn: dict | None,
+                 fresh: bool, source: dict | None):
+    """The untrained encoder pair with the config that ``oceanda.analysis`` reads."""
+    from oceanda.contrastive.model import ContrastiveModel
+    from oceanda.contrastive.similarity import Similarity
+
+    Y, X = d.array.shape[-2:]
+    ch = d.layout.channels
+    se = _field_encoder(encoder, (len(d.state_channels), Y, X), embedding_dim, bool(periodic), cnn)
+    oe = _field_encoder(encoder, (2 * window * len(d.obs_channels), Y, X), embedding_dim, bool(periodic), cnn)
+    cfg = {
+        "grid_fingerprint": fields.grid_fingerprint(states[list(state_vars)], list(state_vars)),
+        "normalization": {"state": d.norm_state.to_dict(), "obs": d.norm_obs.to_dict()},
+        "extra": {"state_channels": [list(ch[i]) for i in d.state_channels],
+                  "obs_channels": [list(ch[i]) for i in d.obs_channels],
+                  "obs_window_days": int(window),
+                  "obs_window_layout": "channel k*C + c = obs channel c on day t-k (k=0 latest), then 0/1 masks",
+                  "obs_sigma": d.sigma, "fresh_patterns": bool(fresh), "periodic": bool(periodic),
+                  "layout": d.layout.to_dict(), "source": source or {}},
+    }
+    return ContrastiveModel(se, oe, Similarity(similarity, tau=tau, learn_tau=learn_tau), cfg)
+
+
 def train_field_model(
     states: xr.Dataset,
     obs: xr.Dataset,
@@ -247,103 +476,70 @@ def train_field_model(
     obs_vars: Sequence[str] | None = None,
     window: int = 1,
     similarity: str = "cosine",
-    loss: str = "clip",
+    loss: str = FIELD_TRAINING.loss,
     encoder: str = "cnn",
     embedding_dim: int = 128,
     tau: float = 0.07,
     learn_tau: bool = True,
-    epochs: int = 20,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    weight_decay: float = 1e-4,
+    epochs: int = FIELD_TRAINING.epochs,
+    batch_size: int = FIELD_TRAINING.batch_size,
+    lr: float = FIELD_TRAINING.lr,
+    weight_decay: float = FIELD_TRAINING.weight_decay,
     val_fraction: float = 0.2,
     fresh: bool = True,
     shift: bool | None = None,
     periodic: bool = True,
-    seed: int = 0,
+    seed: int = FIELD_TRAINING.seed,
     seconds: float | None = None,
     patience: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
     quiet: bool | None = None,
     cnn: dict | None = None,
-    block: int = 1,
+    block: int = FIELD_TRAINING.block_size,
     source: dict | None = None,
-):
+) -> tuple[Any, TrainResult]:
     """Train a whole-field encoder pair on gridded states and observations; save it in ``out_dir``.
 
-    ``obs`` supplies the observation patterns (its operator, or its own masks bootstrapped) and the
-    noise (``<var>_error``); with ``fresh`` (default) each epoch redraws both on the training states,
-    otherwise the file's observations are the fixed pairs (times must match the states). The last
-    ``val_fraction`` of the times validates, after a gap of ``window`` days. Returns
-    ``(model, TrainResult)``; the model's config holds what ``oceanda.analysis`` reads (channels,
-    statistics, grid fingerprint, observation window). ``block``: batches hold blocks of this many
-    consecutive days sharing one shift, hard negatives that teach neighbouring days apart.
+    Parameters
+    ----------
+    states, obs : the training states; observations supplying the patterns (their operator, or their
+        own masks bootstrapped) and the noise (``<var>_error``)
+    out_dir : the checkpoint directory
+    state_vars, obs_vars : encoded and observed variables (default: every gridded variable)
+    window : days of observations per sample, stacked as channels
+    similarity, tau, learn_tau, encoder, embedding_dim, cnn : the model (``cnn``: options of the masked CNN)
+    loss, epochs, batch_size, lr, weight_decay, seed, patience : training settings
+        (:class:`~oceanda.contrastive.training.TrainConfig`; ``None`` takes :data:`FIELD_TRAINING`'s)
+    seconds : wall-clock budget (``TrainConfig.max_seconds``)
+    block : batches hold blocks of this many consecutive days sharing one shift (hard negatives)
+    val_fraction : the last fraction of the times validates, after a gap of ``window`` days
+    fresh : redraw patterns and noise on the training states each epoch; otherwise the file's
+        observations are the fixed pairs (times must match the states)
+    shift : random periodic shifts (default: ``periodic``); periodic : the grid is doubly periodic
+    resume, overwrite, quiet : as :meth:`~oceanda.contrastive.training.Trainer.fit` / ``Trainer``
+    source : provenance stored in ``extra.source``
+
+    Returns
+    -------
+    tuple
+        ``(model, TrainResult)``; the model's config holds what ``oceanda.analysis`` reads (channels,
+        statistics, grid fingerprint, observation window) and the training settings (``train``).
     """
-    from oceanda.contrastive.model import ContrastiveModel
-    from oceanda.contrastive.similarity import Similarity
-    from oceanda.contrastive.training import time_split, train
-
-    state_vars = list(state_vars or [str(v) for v in states.data_vars if not str(v).endswith("_error") and "time" in states[v].dims])
-    obs_vars = list(obs_vars or [str(v) for v in obs.data_vars if not str(v).endswith("_error") and "time" in obs[v].dims])
-    for v in obs_vars:
-        if v not in states:
-            raise DataValidationError(f"observed variable '{v}' is not in the states ({sorted(map(str, states.data_vars))}); expected observations of a state variable")
-        if v not in obs:
-            raise DataValidationError(f"observation dataset lacks '{v}'; expected one of {sorted(map(str, obs.data_vars))}")
-    all_vars = list(dict.fromkeys(state_vars + obs_vars))
-    arr, layout = fields.to_array(states, fields.layout_of(states, all_vars))
-    sc = [i for i, c in enumerate(layout.channels) if c[0] in state_vars]
-    oc = [i for i, c in enumerate(layout.channels) if c[0] in obs_vars]
-    Y, X = arr.shape[-2:]
-    seg = segments_from_times(states["time"].values) if "time" in states.coords else np.zeros(len(arr), np.int64)
-    tr_idx, va_idx = time_split(len(arr), val_fraction, gap=int(window))
-    norm_all = fields.Standardizer.fit(arr[tr_idx])
-    norm_s = fields.Standardizer(norm_all.mean[sc], norm_all.std[sc])
-    norm_o = fields.Standardizer(np.tile(norm_all.mean[oc], window), np.tile(norm_all.std[oc], window))
-    sig_by_var = {v: obs_sigma(obs, v) for v in obs_vars}
-    sigma = [sig_by_var[layout.channels[i][0]] for i in oc]
+    tc = FIELD_TRAINING.replace(loss=loss, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                seed=seed, max_seconds=seconds, patience=patience, block_size=block)
+    tc = tc.replace(block_start=min(3, max(0, tc.epochs // 4)))
+    state_vars, obs_vars = _data_variables(states, state_vars), _data_variables(obs, obs_vars)
+    d = _field_data(states, obs, state_vars, obs_vars, window, val_fraction)
     if fresh:
-        fns = {v: mask_sampler(obs, v, Y, X) for v in obs_vars}
-        names = [layout.channels[i][0] for i in oc]
-
-        def mask_fn(n, rng):
-            drawn = {v: np.asarray(f(n, rng), bool) for v, f in fns.items()}
-            return np.stack([drawn[v] for v in names], axis=1)
-
-        shift = periodic if shift is None else shift
-        mk = lambda idx, sh: FieldPairSampler(arr, sc, oc, mask_fn, sigma, window, seg, idx, norm_s, norm_o, sh, block)  # noqa: E731
-        train_data, val_sampler = mk(tr_idx, shift).epoch, mk(va_idx, False)
-        val_data = lambda rng: val_sampler(rng)  # noqa: E731
+        train_data, val_data = _fresh_pairs(d, obs, obs_vars, window, periodic if shift is None else shift, tc.block_size)
     else:
-        o_arr, _ = fields.to_array(obs, fields.FieldLayout(obs_vars, [layout.channels[i] for i in oc], layout.level_dim,
-                                                             layout.spatial, layout.sample_dim))
-        if o_arr.shape[0] != arr.shape[0]:
-            raise DataValidationError(f"observations hold {o_arr.shape[0]} times, states {arr.shape[0]}; expected the same times for fixed pairs")
-
-        def fixed(idx):
-            t = valid_window_times(seg, window, idx)
-            return (encoder_state_input(arr[t][:, sc], norm_s), encoder_obs_input(stack_obs_window(o_arr, t, window, seg), norm_o))
-
-        train_data, val_data = fixed(tr_idx), fixed(va_idx)
-    periodic_cnn = bool(periodic)
-    se = _field_encoder(encoder, (len(sc), Y, X), embedding_dim, periodic_cnn, cnn)
-    oe = _field_encoder(encoder, (2 * window * len(oc), Y, X), embedding_dim, periodic_cnn, cnn)
-    cfg = {
-        "grid_fingerprint": fields.grid_fingerprint(states[state_vars], state_vars),
-        "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
-        "extra": {"state_channels": [list(layout.channels[i]) for i in sc],
-                  "obs_channels": [list(layout.channels[i]) for i in oc],
-                  "obs_window_days": int(window),
-                  "obs_window_layout": "channel k*C + c = obs channel c on day t-k (k=0 latest), then 0/1 masks",
-                  "obs_sigma": sigma, "fresh_patterns": bool(fresh), "periodic": bool(periodic),
-                  "layout": layout.to_dict(), "source": source or {}},
-    }
-    model = ContrastiveModel(se, oe, Similarity(similarity, tau=tau, learn_tau=learn_tau), cfg)
-    res = train(model, train_data, val_data, loss=loss, epochs=epochs, batch_size=batch_size, lr=lr,
-                weight_decay=weight_decay, warmup_steps=20, seed=seed, checkpoint_dir=out_dir, resume=resume,
-                overwrite=overwrite, quiet=quiet, max_seconds=seconds, patience=patience, block_size=block,
-                block_start=min(3, max(0, epochs // 4)))
+        train_data, val_data = _fixed_pairs(d, obs, obs_vars, window)
+    model = _field_model(d, states, state_vars, window=window, encoder=encoder, embedding_dim=embedding_dim,
+                         similarity=similarity, tau=tau, learn_tau=learn_tau, periodic=periodic, cnn=cnn, fresh=fresh,
+                         source=source)
+    res = Trainer(tc, quiet=quiet).fit(model, train_data, val_data, checkpoint_dir=out_dir, resume=resume,
+                                       overwrite=overwrite)
     return model, res
 
 
@@ -354,8 +550,18 @@ def train_bundled_field_model(sample_dir, out_dir, *, quiet: bool = True, seed: 
     A small masked CNN pair (64-d embedding, 2x2 input pooling, cosine similarity, CLIP loss) trained on
     ``sample_dir/library.nc`` with fresh daily altimetry patterns from ``train_obs.nc`` within ``seconds``.
     The resume state is removed afterwards: it is not needed to use the model.
+
+    Parameters
+    ----------
+    sample_dir : the sample folder (``library.nc``, ``train_obs.nc``)
+    out_dir : the checkpoint directory
+    quiet, seed, seconds, overwrite : as :func:`train_field_model`
+
+    Returns
+    -------
+    tuple
+        ``(model, TrainResult)``.
     """
-    import shutil
     from pathlib import Path
 
     from oceanda import io
@@ -367,5 +573,5 @@ def train_bundled_field_model(sample_dir, out_dir, *, quiet: bool = True, seed: 
                                       quiet=quiet, overwrite=overwrite, cnn={"input_pool": 2, "width": 16, "depth": 3},
                                       source={"states": str(sample_dir / "library.nc"), "obs": str(sample_dir / "train_obs.nc"),
                                               "recipe": "oceanda.pairs.train_bundled_field_model"})
-    shutil.rmtree(Path(out_dir) / "resume", ignore_errors=True)
+    io.remove_tree(Path(out_dir) / "resume")
     return model, result

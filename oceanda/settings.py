@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
+
+import numpy as np
 
 from oceanda.errors import ConfigurationError
 
@@ -34,10 +37,11 @@ def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | 
     """
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or (
+            integer and not float(value).is_integer()):
         raise ConfigurationError(f"{name}={value!r}; expected {'an integer' if integer else 'a number'}"
                                  f"{_range_text(lo, hi, lo_open, hi_open)}")
-    ok = math.isfinite(value)
+    ok = math.isfinite(float(value))
     ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
     ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
     if not ok:

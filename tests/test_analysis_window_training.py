@@ -1,6 +1,7 @@
 """Window pairs for training the local encoder pair, and a tiny end-to-end training run."""
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from oceanda.analysis import windows as W
@@ -52,8 +53,20 @@ def test_tiny_training_run_gives_a_model_local_mode_can_use(tmp_path):
     model, info = train_window_model(lib, masks, [0.05], tmp_path / "m", config=cfg)
     assert len(info["history"]) == 2 and np.isfinite(info["history"][-1]["val_loss"])
     assert model.config["extra"]["window"]["size"] == 8
+    assert model.config["train"] == cfg.train_config().to_dict() and model.config["train"]["schedule"] == "constant"
     obs = ds[["ssh"]].isel(time=[3]).where(rng.random((1, ny, nx)) < 0.3)
     obs["ssh_error"] = xr.DataArray(0.05, attrs={"units": "m"})
     out = assimilate(tmp_path / "m", ds, obs, members=4)
     assert out.attrs["mode"] == "local" and np.isfinite(out.ssh_mean.values).all()
     load_model(tmp_path / "m")
+
+
+def test_window_training_config_is_validated_and_round_trips():
+    cfg = WindowTrainingConfig(size=8, max_days=2, seconds=10.0)
+    assert WindowTrainingConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.train_config().max_seconds == 10.0 and cfg.train_config().warmup_steps == 20
+    for bad, name in ((dict(size=0), "size"), (dict(similarity="euclid"), "similarity"), (dict(lr=0.0), "lr"),
+                      (dict(pairs_per_epoch=100), "pairs_per_epoch"), (dict(obs_encoder={"type": "rnn"}), "obs_encoder"),
+                      (dict(tau=-1.0), "tau"), (dict(epochs=0), "epochs")):
+        with pytest.raises(ValueError, match=name):
+            WindowTrainingConfig(**bad)

@@ -106,3 +106,21 @@ def test_analysis_dataset_layout():
     psi_idx = [layout.channels.index(("psi", k)) for k in (0, 1)]
     np.testing.assert_allclose(out.psi_spread.values, members[:, :, psi_idx].std(1, ddof=1), rtol=1e-5)
     assert "lat" in out.coords and out.attrs["seconds_per_analysis"] == 0.5
+
+
+def test_encoder_inputs_standardise_then_fill_and_mask():
+    rng = np.random.default_rng(0)
+    arr = rng.normal(3.0, 2.0, size=(4, 2, 5, 6))
+    arr[0, 1, 2, 3] = np.nan
+    norm = fields.Standardizer.fit(arr)
+    s = fields.encoder_state_input(arr, norm)
+    assert s.dtype == np.float32 and s.shape == arr.shape and s[0, 1, 2, 3] == 0.0  # land -> the channel mean
+    np.testing.assert_allclose(s[1], norm.transform(arr)[1], rtol=1e-6)
+    o = fields.encoder_obs_input(arr, norm)
+    assert o.dtype == np.float32 and o.shape == (4, 4, 5, 6)
+    np.testing.assert_array_equal(o[:, :2], s)  # values as the state side sees them ...
+    np.testing.assert_array_equal(o[:, 2:], np.isfinite(arr).astype(np.float32))  # ... then the masks
+    np.testing.assert_array_equal(fields.encoder_obs_input(arr), fields.with_mask_channels(arr.astype(np.float32)))
+    from oceanda import pairs
+
+    assert pairs.encoder_obs_input is fields.encoder_obs_input  # the former home still works

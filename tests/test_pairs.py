@@ -10,8 +10,8 @@ from conftest import make_state_dataset
 from oceanda import fields, io
 from oceanda.errors import DataValidationError, OutputExistsError
 from oceanda.observe import AlongTrackAltimetry
-from oceanda.pairs import (FieldPairSampler, mask_sampler, obs_sigma, periodic_shift, segments_from_times,
-                           stack_obs_window, train_field_model, valid_window_times)
+from oceanda.pairs import (FIELD_TRAINING, FieldPairSampler, mask_sampler, obs_sigma, periodic_shift,
+                           segments_from_times, stack_days, stack_obs_window, train_field_model, valid_window_times)
 
 
 def test_periodic_shift_is_roll_per_sample():
@@ -34,6 +34,7 @@ def test_segments_and_windows():
     assert w.shape == (2, 6, 1, 1)
     assert w[0, :, 0, 0].tolist() == [6, 7, 4, 5, 2, 3]  # day t, t-1, t-2; channels within a day kept
     assert w[1, :4, 0, 0].tolist() == [10, 11, 8, 9] and np.isnan(w[1, 4:]).all()  # day 3 is in another run
+    assert np.array_equal(stack_days([obs[[3, 5]], obs[[2, 4]]]), w[:, :4])  # the one layout: day t-k in k*C..
 
 
 def _sampler(window=2, shift=True, sigma=0.0, full=False):
@@ -104,6 +105,9 @@ def test_train_field_model_and_cli(tmp_path):
     assert cfg["extra"]["obs_channels"] == [["ssh", None]] and cfg["extra"]["obs_window_days"] == 2
     assert len(cfg["normalization"]["obs"]["mean"]) == 2 and len(cfg["normalization"]["state"]["mean"]) == 3
     assert cfg["grid_fingerprint"] == fields.grid_fingerprint(ds[["ssh", "psi"]], ["ssh", "psi"])
+    assert cfg["train"] == FIELD_TRAINING.replace(epochs=2, batch_size=8).to_dict()  # block_start: min(3, 2 // 4)
+    with pytest.raises(ValueError, match="lr"):
+        train_field_model(ds, obs, tmp_path / "bad", lr=-1.0, quiet=True)
     from oceanda.analysis.encoding import EncoderPair
     from oceanda.contrastive.model import ContrastiveModel
 

@@ -83,3 +83,11 @@ def test_check_number_bounds():
         check_number("x", 1.0, lo=1.0, hi=2, lo_open=True)
     with pytest.raises(ConfigurationError, match="x=None"):
         check_number("x", None)
+
+
+def test_numpy_numbers_are_numbers():
+    import numpy as np
+
+    assert Toy(tau=np.float32(0.5), members=np.int64(3)).members == 3
+    with pytest.raises(ConfigurationError, match="expected a number"):
+        Toy(tau=np.bool_(True))

@@ -1,9 +1,10 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from oceanda.contrastive.similarity import Similarity
+from oceanda.contrastive.similarity import ALIASES, KINDS, Similarity, canonical_kind, numpy_scores
 from oceanda.errors import OceandaError
 
 
@@ -54,6 +55,30 @@ def test_learned_tau_is_clamped_and_trainable():
 
 def test_errors():
     with pytest.raises(OceandaError, match="expected one of"):
-        Similarity("dot")
+        Similarity("dott")
+    with pytest.raises(ValueError, match="tau"):
+        Similarity("cosine", tau=0.0)
     with pytest.raises(OceandaError, match="same ne"):
         Similarity()(_z(0, 3, 4), _z(1, 3, 5))
+
+
+def test_one_alias_table_for_torch_and_numpy():
+    assert KINDS == ("cosine", "inner_product", "neg_sq_distance")
+    assert canonical_kind("Dot") == "inner_product" and canonical_kind("neg-sq-dist") == "neg_sq_distance"
+    assert Similarity("negsqdist").kind == "neg_sq_distance"
+    assert set(ALIASES.values()) == set(KINDS)
+    with pytest.raises(ValueError, match="unknown similarity"):
+        canonical_kind("euclid")
+
+
+def test_numpy_scores_match_the_torch_similarity():
+    a, b = _z(4, 50, 6), _z(5, 7, 6)
+    for kind in KINDS:
+        sim = Similarity(kind, tau=0.3).double()
+        ref = sim(a, b).numpy()
+        got = numpy_scores(a.numpy(), b.numpy(), kind, tau=float(sim.tau), chunk=16)  # several chunks
+        assert got.shape == (50, 7) and got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+        one = numpy_scores(a.numpy(), b.numpy()[3], kind, tau=0.3)
+        assert one.shape == (50,)
+        np.testing.assert_array_equal(one, numpy_scores(a.numpy(), b.numpy()[3:4], kind, tau=0.3)[:, 0])

@@ -10,8 +10,9 @@ from oceanda.contrastive import gaussian as G
 from oceanda.contrastive.encoders import LinearEncoder, MLPEncoder
 from oceanda.contrastive.model import ContrastiveModel
 from oceanda.contrastive.similarity import Similarity
-from oceanda.contrastive.training import evaluate, recall_at_k, time_split, train
-from oceanda.errors import OceandaError, OutputExistsError
+from oceanda.contrastive.retrieval import recall_at_k, retrieval_recalls
+from oceanda.contrastive.training import TrainConfig, Trainer, evaluate, time_split, train
+from oceanda.errors import ConfigurationError, OceandaError, OutputExistsError
 
 
 def _cov(seed=0):
@@ -116,6 +117,8 @@ def test_deterministic_and_resumable(tmp_path):
     hist = json.loads((tmp_path / "c" / "history.json").read_text())
     assert len(hist) == 4 and {"val_loss", "val_r1_state_from_obs", "val_r5_obs_from_state"} <= set(hist[0])
     assert back.config["loss"]["name"] == "clip" and back.config["training"]["seed"] == 7
+    assert TrainConfig.from_dict(back.config["train"]) == TrainConfig(epochs=4, batch_size=64, lr=1e-2, seed=7,
+                                                                      warmup_steps=3, weight_decay=1e-3)
     with pytest.raises(OutputExistsError):
         train(_small(), _fresh, val, checkpoint_dir=tmp_path / "c", **kw)
 
@@ -149,7 +152,7 @@ def test_training_improves_retrieval_and_mmd_runs():
 
 def test_recall_and_time_split():
     S = torch.tensor([[3.0, 0.0, 0.0], [4.0, 1.0, 0.0], [0.0, 2.0, 5.0]])
-    r = recall_at_k(S, ks=(1, 2))
+    r = retrieval_recalls(S, ks=(1, 2))
     assert r["r1_state_from_obs"] == pytest.approx(1 / 3)  # columns 0 and 1: another state scores higher
     assert r["r1_obs_from_state"] == pytest.approx(2 / 3)  # row 1: obs 0 scores higher than obs 1
     assert r["r2_state_from_obs"] == 1.0
@@ -159,6 +162,48 @@ def test_recall_and_time_split():
         time_split(10, 0.0)
     with pytest.raises(OceandaError, match="batch_size"):
         train(_small(), _small_data(10), epochs=1, batch_size=1)
+
+
+def test_recall_counts_ties_against_the_query():
+    # query 0: its candidate ties with candidate 1 -> rank 1; query 1: clear first; query 2: all equal -> rank 2
+    S = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [5.0, 5.0, 5.0]])
+    assert recall_at_k(S, k=1) == pytest.approx(1 / 3)
+    assert recall_at_k(S, k=(2, 3)) == {2: pytest.approx(2 / 3), 3: 1.0}
+    assert recall_at_k(torch.tensor(S, dtype=torch.float32), k=1) == pytest.approx(1 / 3)  # torch input
+    assert recall_at_k(np.ones((4, 4)), k=3) == 0.0  # a collapsed model retrieves nothing
+    assert recall_at_k(S[[2, 0]], k=1, targets=[2, 0]) == 0.0
+    both = retrieval_recalls(torch.ones(3, 3), ks=(1,))
+    assert both == {"r1_state_from_obs": 0.0, "r1_obs_from_state": 0.0}
+    nan_true = np.array([[np.nan, 0.0], [0.0, 1.0]])
+    assert recall_at_k(nan_true, k=2) == 0.5  # a NaN score never counts as retrieved
+    with pytest.raises(ValueError, match="expected"):
+        recall_at_k(np.ones((3, 2)), k=1)
+
+
+def test_train_config_validates_and_round_trips():
+    cfg = TrainConfig(epochs=3, lr=0.01, patience=2, loss="state|obs", max_seconds=5.0)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(epochs=None, lr=0.5).lr == 0.5 and cfg.replace(epochs=None).epochs == 3
+    for bad, name in ((dict(epochs=0), "epochs"), (dict(lr=0.0), "lr"), (dict(lr=float("inf")), "lr"),
+                      (dict(batch_size=1), "batch_size"), (dict(schedule="linear"), "schedule"),
+                      (dict(patience=0), "patience"), (dict(loss="nope"), "loss"), (dict(min_lr_ratio=2.0), "min_lr_ratio"),
+                      (dict(loss_kwargs={"kernel_state": len}), "loss_kwargs")):
+        with pytest.raises(ConfigurationError, match=name):
+            TrainConfig(**bad)
+    with pytest.raises(ConfigurationError, match="unknown"):
+        TrainConfig.from_dict({**cfg.to_dict(), "epoch": 3})
+
+
+def test_trainer_equals_train():
+    torch.set_num_threads(1)
+    tr, val = _small_data(256, 4), _small_data(128, 5)
+    a, b = _small(), _small()
+    ra = train(a, tr, val, epochs=3, batch_size=64, lr=1e-2, seed=3, quiet=True, block_size=4, block_start=1)
+    rb = Trainer(TrainConfig(epochs=3, batch_size=64, lr=1e-2, seed=3, block_size=4, block_start=1), quiet=True).fit(b, tr, val)
+    assert [h["val_loss"] for h in ra.history] == [h["val_loss"] for h in rb.history]
+    for va, vb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(va, vb)
+    assert b.config["train"]["block_size"] == 4 and b.config["train"]["schema"] == "oceanda.TrainConfig"
 
 
 def test_block_permutation_keeps_neighbours_together():

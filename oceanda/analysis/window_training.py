@@ -4,10 +4,13 @@ Pairs are drawn afresh every epoch: a random library state, a random window posi
 (doubly periodic) grid, a fresh observation pattern over ``1..max_days`` days (each day's
 observations taken from that day's state, the latest day winning where tracks cross) with noise.
 The state encoder sees the ``size x size`` state window, the observation encoder the
-``size + 2 halo`` window of observations around it (values, then 0/1 masks). Standardisation uses
-the library's per-channel statistics, which the model stores. The default variant is the
-negative-squared-distance similarity with the one-sided state|obs loss: in the Gaussian case it
-recovers the conditional covariance, not only the mean (paper-notes section 5(b)).
+``size + 2 halo`` window of observations around it (values, then 0/1 masks, as
+:func:`oceanda.fields.encoder_obs_input` builds them for every model). Standardisation uses the
+library's per-channel statistics, which the model stores. Training runs on the shared
+:class:`~oceanda.contrastive.training.Trainer`; :class:`WindowTrainingConfig` (frozen, validated)
+holds the architecture, the variant and the budget, and :meth:`WindowTrainingConfig.train_config`
+the training settings it implies. The default variant is cosine similarity with the CLIP loss (see
+:data:`VARIANTS` for what was measured against the Gaussian-optimal neg-sq-distance state|obs).
 """
 
 from __future__ import annotations
@@ -15,17 +18,36 @@ from __future__ import annotations
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from oceanda import fields
+from oceanda import fields, grid
 from oceanda.analysis import windows as W
+from oceanda.contrastive.losses import LOSSES
+from oceanda.contrastive.similarity import canonical_kind
+from oceanda.contrastive.training import TrainConfig, Trainer
+from oceanda.errors import ConfigurationError
+from oceanda.pairs import valid_window_times
+from oceanda.settings import Settings, check_choice, check_number
+
+ENCODER_TYPES = ("mlp", "masked_cnn")
 
 
-@dataclass
-class WindowTrainingConfig:
-    """Architecture, variant and budget of the window encoder pair."""
+@dataclass(frozen=True)
+class WindowTrainingConfig(Settings):
+    """Architecture, variant and budget of the window encoder pair (checked on construction).
+
+    ``size``/``stride``/``halo``: the window geometry (:class:`~oceanda.analysis.windows.WindowSpec`);
+    ``state_encoder``/``obs_encoder``: ``{"type": "mlp" | "masked_cnn", ...options}``; ``max_days``:
+    observation days per pair (1..max_days drawn); ``pairs_per_epoch``/``val_pairs``: fresh pairs per
+    epoch and validation pairs; ``seconds``: the training budget; ``library_stride``: the stride of
+    library windows local mode uses; ``mask_bank``: day patterns drawn once and cut at random
+    positions (periodic grids; 0 draws fresh patterns for every pair).
+    """
+
+    SCHEMA: ClassVar[str] = "oceanda.WindowTrainingConfig"
+    VERSION: ClassVar[int] = 1
 
     size: int = 16
     stride: int = 8
@@ -48,6 +70,34 @@ class WindowTrainingConfig:
     mask_bank: int = 2000
     seed: int = 0
 
+    def validate(self) -> None:
+        """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
+        for name in ("size", "stride", "embedding_dim", "max_days", "library_stride"):
+            check_number(name, getattr(self, name), lo=1, integer=True)
+        check_number("halo", self.halo, lo=0, integer=True)
+        check_number("mask_bank", self.mask_bank, lo=0, integer=True)
+        canonical_kind(self.similarity)
+        check_choice("loss", self.loss, LOSSES)
+        check_number("tau", self.tau, lo=0, lo_open=True)
+        for name in ("state_encoder", "obs_encoder"):
+            spec = getattr(self, name)
+            if not isinstance(spec, dict) or spec.get("type") not in ENCODER_TYPES:
+                raise ConfigurationError(f"{name}={spec!r}; expected a dict with 'type' one of {list(ENCODER_TYPES)}")
+        check_number("val_pairs", self.val_pairs, lo=2, integer=True)
+        self.train_config()  # the training settings: epochs, batch_size, lr, seconds, seed
+        check_number("pairs_per_epoch", self.pairs_per_epoch, lo=self.batch_size, integer=True)
+
+    def train_config(self) -> TrainConfig:
+        """The training settings of these windows (constant learning rate after 20 warm-up steps).
+
+        Returns
+        -------
+        TrainConfig
+            What :class:`~oceanda.contrastive.training.Trainer` runs with.
+        """
+        return TrainConfig(loss=self.loss, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                           max_seconds=self.seconds, warmup_steps=20, schedule="constant")
+
 
 def _encoder(spec: dict, in_shape: Sequence[int], out_dim: int, periodic: bool):
     from oceanda.contrastive.encoders import MaskedCNNEncoder, MLPEncoder
@@ -59,7 +109,7 @@ def _encoder(spec: dict, in_shape: Sequence[int], out_dim: int, periodic: bool):
     if kind == "masked_cnn":
         spec.setdefault("periodic", False)  # a window is not periodic even when the grid is
         return MaskedCNNEncoder(in_shape, out_dim, **spec)
-    raise ValueError(f"encoder type '{kind}'; expected 'mlp' or 'masked_cnn'")
+    raise ConfigurationError(f"encoder type '{kind}'; expected one of {list(ENCODER_TYPES)}")
 
 
 class WindowPairSampler:
@@ -84,12 +134,7 @@ class WindowPairSampler:
         self.max_days = int(max_days)
         self.norm_state, self.norm_obs = norm_state, norm_obs
         self.indices = np.arange(len(states)) if indices is None else np.asarray(indices)
-        seg = self.segments[self.indices]
-        ok = np.ones(len(self.indices), bool)
-        for k in range(1, self.max_days):  # the previous days must exist in the same run
-            prev = self.indices - k
-            ok &= (prev >= 0) & (self.segments[np.maximum(prev, 0)] == seg)
-        self.valid = self.indices[ok]
+        self.valid = valid_window_times(self.segments, self.max_days, self.indices)  # previous days in the same run
         h = spec.halo  # padded once: gathering windows is then pure indexing
         self._state_pad = W.pad(states[:, self.state_ch], 0, spec.size, spec.periodic)
         self._obs_pad = W.pad(states[:, self.obs_ch], h, h + spec.size, spec.periodic)
@@ -101,6 +146,19 @@ class WindowPairSampler:
             self._bank = W.pad(bank[:, None].astype(np.float32), h, h + spec.size, True)
 
     def __call__(self, n: int, rng: np.random.Generator, days: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` fresh pairs: (state input ``[n, Cs, size, size]``, obs input ``[n, 2 Co, obs_size, obs_size]``).
+
+        Parameters
+        ----------
+        n : pairs to draw
+        rng : the random generator (times, positions, day counts, patterns, noise)
+        days : observation days of every pair (default: drawn in ``1..max_days``)
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            float32 encoder inputs (:func:`oceanda.fields.encoder_state_input` / ``encoder_obs_input``).
+        """
         spec = self.spec
         ny, nx = self.states.shape[-2:]
         t = rng.choice(self.valid, size=n)
@@ -108,29 +166,72 @@ class WindowPairSampler:
         ix = rng.integers(0, nx, size=n) if spec.periodic else rng.integers(0, nx - spec.size + 1, size=n)
         nd = np.full(n, days) if days is not None else rng.integers(1, self.max_days + 1, size=n)
         sw = W.gather(self._state_pad, t, iy, ix, spec.size)
+        obs = self._observe(t, iy, ix, nd, rng)
+        return fields.encoder_state_input(sw, self.norm_state), fields.encoder_obs_input(obs, self.norm_obs)
+
+    def _observe(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+        """Physical observation windows, NaN unobserved: ``nd`` days merged, the latest day winning."""
+        spec = self.spec
         o = spec.obs_size
-        h = spec.halo
-        padded = self._obs_pad
-        obs = np.full((n, len(self.obs_ch), o, o), np.nan, np.float32)
+        obs = np.full((len(t), len(self.obs_ch), o, o), np.nan, np.float32)
         for k in range(int(nd.max()) - 1, -1, -1):  # oldest first; the latest day overwrites
             sel = np.flatnonzero(nd > k)
-            vals = W.gather(padded, t[sel] - k, iy[sel], ix[sel], o)
-            if self._bank is not None:
-                mwin = W.gather(self._bank, rng.integers(0, len(self._bank), len(sel)), rng.integers(0, ny, len(sel)),
-                                rng.integers(0, nx, len(sel)), o)
-            else:
-                masks = self.mask_fn(len(sel), rng)
-                mwin = W.gather(W.pad(masks[:, None].astype(np.float32), h, h + spec.size, spec.periodic),
-                                np.arange(len(sel)), iy[sel], ix[sel], o)
+            vals = W.gather(self._obs_pad, t[sel] - k, iy[sel], ix[sel], o)
+            mwin = self._pattern_windows(iy[sel], ix[sel], rng)
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
             obs[sel] = np.where(mwin > 0.5, noisy, obs[sel])
-        if self.norm_state is not None:
-            sw = self.norm_state.transform(sw.astype(np.float32))
-        if self.norm_obs is not None:
-            obs = self.norm_obs.transform(obs)
-        m = np.isfinite(obs)
-        obs_in = np.concatenate([np.where(m, obs, 0.0), m.astype(np.float32)], axis=1).astype(np.float32)
-        return sw.astype(np.float32), obs_in
+        return obs
+
+    def _pattern_windows(self, iy: np.ndarray, ix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One day's observation pattern in the observation windows at ``(iy, ix)``, ``[n, 1, o, o]``."""
+        spec, n = self.spec, len(iy)
+        ny, nx = self.states.shape[-2:]
+        o, h = spec.obs_size, spec.halo
+        if self._bank is not None:  # a banked pattern at a random position: the window's own is irrelevant
+            return W.gather(self._bank, rng.integers(0, len(self._bank), n), rng.integers(0, ny, n),
+                            rng.integers(0, nx, n), o)
+        masks = self.mask_fn(n, rng)
+        return W.gather(W.pad(masks[:, None].astype(np.float32), h, h + spec.size, spec.periodic), np.arange(n), iy, ix, o)
+
+
+def _channels(library, state_variables: Sequence[str], obs_variables: Sequence[str]) -> tuple[list[int], list[int]]:
+    lay = library.layout
+    sc = [lay.channels.index(c) for c in lay.channels if c[0] in state_variables]
+    oc = [lay.channels.index(c) for c in lay.channels if c[0] in obs_variables]
+    return sc, oc
+
+
+def _validation_times(seg: np.ndarray) -> np.ndarray:
+    """Whether each time validates: the last segments (or the last 10 % of times), never trained on."""
+    useg = np.unique(seg)
+    if len(useg) >= 5:
+        return np.isin(seg, useg[-max(1, len(useg) // 8):])
+    return np.arange(len(seg)) >= int(0.9 * len(seg))
+
+
+def _window_model(library, cfg: WindowTrainingConfig, spec: W.WindowSpec, sc: list[int], oc: list[int],
+                  norm_s: fields.Standardizer, norm_o: fields.Standardizer, sigma: Sequence[float], periodic: bool,
+                  extra: dict | None):
+    """The untrained window encoder pair with the config local mode reads (seeded from ``cfg.seed``)."""
+    import torch
+
+    from oceanda.contrastive.model import ContrastiveModel
+    from oceanda.contrastive.similarity import Similarity
+
+    lay = library.layout
+    state_vars = list(dict.fromkeys(lay.channels[i][0] for i in sc))
+    torch.manual_seed(cfg.seed)
+    se = _encoder(cfg.state_encoder, (len(sc), cfg.size, cfg.size), cfg.embedding_dim, periodic)
+    oe = _encoder(cfg.obs_encoder, (2 * len(oc), spec.obs_size, spec.obs_size), cfg.embedding_dim, periodic)
+    model_cfg = {
+        "grid_fingerprint": fields.grid_fingerprint(library.ds[state_vars], state_vars),
+        "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
+        "extra": {"state_channels": [list(lay.channels[i]) for i in sc], "obs_channels": [list(lay.channels[i]) for i in oc],
+                  "window": spec.to_dict(), "library_stride": cfg.library_stride, "obs_sigma": [float(s) for s in sigma],
+                  "max_days": cfg.max_days, "training_config": dict(cfg.__dict__), **(extra or {})},
+    }
+    return ContrastiveModel(se, oe, Similarity(cfg.similarity, tau=cfg.tau, learn_tau=cfg.learn_tau), model_cfg)
 
 
 def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np.ndarray], sigma: Sequence[float],
@@ -140,51 +241,42 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
                        overwrite: bool = False, extra: dict | None = None) -> tuple[Any, dict]:
     """Train a window encoder pair on a library within ``config.seconds``; save it to ``out_dir``.
 
-    ``library`` is an :class:`~oceanda.analysis.library.Library` (its states are loaded: a few
-    hundred MB for the QG library). Returns ``(ContrastiveModel, history)``; the model's config
-    carries everything local mode needs (channels, statistics, window, grid fingerprint).
+    Parameters
+    ----------
+    library : an :class:`~oceanda.analysis.library.Library` (its states are loaded: a few hundred MB
+        for the QG library)
+    mask_fn : ``mask_fn(n, rng) -> bool [n, Y, X]``, one day's observation patterns
+    sigma : observation noise per observed channel (physical units)
+    out_dir : where to save the model (``None``: not saved)
+    state_variables, obs_variables : encoded and observed variables
+    segments : run label of each library time (default: one run)
+    config : architecture, variant and budget (default: ``WindowTrainingConfig()``)
+    periodic : the grid is doubly periodic
+    quiet : no progress bar
+    overwrite : replace a model in ``out_dir``
+    extra : more entries for the model's ``config["extra"]`` (e.g. the variant)
+
+    Returns
+    -------
+    tuple
+        ``(ContrastiveModel, {"history", "best_epoch"})``; the model's config carries everything local
+        mode needs (channels, statistics, window, grid fingerprint) and the training settings (``train``).
     """
-    import torch
-
-    from oceanda.contrastive.model import ContrastiveModel
-    from oceanda.contrastive.similarity import Similarity
-    from oceanda.contrastive.training import train
-
     cfg = config or WindowTrainingConfig()
     spec = W.WindowSpec(cfg.size, cfg.stride, cfg.halo, periodic)
-    lay = library.layout
-    sc = [lay.channels.index(c) for c in lay.channels if c[0] in state_variables]
-    state_vars = list(dict.fromkeys(lay.channels[i][0] for i in sc))
-    oc = [lay.channels.index(c) for c in lay.channels if c[0] in obs_variables]
+    sc, oc = _channels(library, state_variables, obs_variables)
     states = library.read(np.arange(library.n))
     seg = np.zeros(library.n, np.int64) if segments is None else np.asarray(segments)
     norm_s = fields.Standardizer.fit(states[:, sc])
     norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
-    # validation: the last segments (or the last 10 % of times) are never trained on
-    useg = np.unique(seg)
-    if len(useg) >= 5:
-        val_seg = useg[-max(1, len(useg) // 8):]
-        is_val = np.isin(seg, val_seg)
-    else:
-        is_val = np.arange(library.n) >= int(0.9 * library.n)
-    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,
+    is_val = _validation_times(seg)
+    mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,  # noqa: E731
                                        mask_bank=cfg.mask_bank, seed=cfg.seed)
     train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val))
-    torch.manual_seed(cfg.seed)
-    se = _encoder(cfg.state_encoder, (len(sc), cfg.size, cfg.size), cfg.embedding_dim, periodic)
-    oe = _encoder(cfg.obs_encoder, (2 * len(oc), spec.obs_size, spec.obs_size), cfg.embedding_dim, periodic)
-    model_cfg = {
-        "grid_fingerprint": fields.grid_fingerprint(library.ds[state_vars], state_vars),
-        "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
-        "extra": {"state_channels": [list(lay.channels[i]) for i in sc], "obs_channels": [list(lay.channels[i]) for i in oc],
-                  "window": spec.to_dict(), "library_stride": cfg.library_stride, "obs_sigma": [float(s) for s in sigma],
-                  "max_days": cfg.max_days, "training_config": cfg.__dict__, **(extra or {})},
-    }
-    model = ContrastiveModel(se, oe, Similarity(cfg.similarity, tau=cfg.tau, learn_tau=cfg.learn_tau), model_cfg)
+    model = _window_model(library, cfg, spec, sc, oc, norm_s, norm_o, sigma, periodic, extra)
     t0 = _time.perf_counter()
-    res = train(model, lambda epoch, rng: train_s(cfg.pairs_per_epoch, rng), lambda rng: val_s(cfg.val_pairs, rng),
-                loss=cfg.loss, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                max_seconds=cfg.seconds, quiet=quiet, warmup_steps=20, schedule="constant")
+    res = Trainer(cfg.train_config(), quiet=quiet).fit(
+        model, lambda epoch, rng: train_s(cfg.pairs_per_epoch, rng), lambda rng: val_s(cfg.val_pairs, rng))
     model.config["extra"]["training_seconds"] = _time.perf_counter() - t0
     model.eval()
     if out_dir is not None:
@@ -214,7 +306,18 @@ DEFAULT_VARIANT = next(iter(VARIANTS))
 
 
 def altimetry_mask_fn(ny: int, nx: int, dy: float, dx: float):
-    """One day of along-track altimetry (``observe.AlongTrackAltimetry()``) with a fresh orbit phase per sample."""
+    """One day of along-track altimetry (``observe.AlongTrackAltimetry()``) with a fresh orbit phase per sample.
+
+    Parameters
+    ----------
+    ny, nx : the grid's shape
+    dy, dx : its spacing (km)
+
+    Returns
+    -------
+    callable
+        ``mask_fn(n, rng) -> bool [n, ny, nx]``.
+    """
     from oceanda.observe import AlongTrackAltimetry
 
     alt = AlongTrackAltimetry()
@@ -227,16 +330,31 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     """Train the QG altimetry window model on a library (path or Library with ``ssh``; ``run`` marks runs).
 
     Observations: 1..``max_days`` days of 4 altimetry tracks a day, noise ``sigma_fraction`` x the
-    library SSH standard deviation. ``overrides`` set :class:`WindowTrainingConfig` fields.
+    library SSH standard deviation.
+
+    Parameters
+    ----------
+    library : a library path or :class:`~oceanda.analysis.library.Library`
+    out_dir : where to save the model (``None``: not saved)
+    seconds, seed : the training budget and seed
+    variant : a key of :data:`VARIANTS`
+    quiet, overwrite : as :func:`train_window_model`
+    sigma_fraction : observation noise as a fraction of the library SSH standard deviation
+    **overrides : :class:`WindowTrainingConfig` fields
+
+    Returns
+    -------
+    tuple
+        As :func:`train_window_model`.
     """
     from oceanda.analysis.library import Library
 
+    check_choice("variant", variant, list(VARIANTS))
     lib = library if isinstance(library, Library) else Library.open(library)
     lib.load(3e9)
     seg = np.asarray(lib.ds["run"].values) if "run" in lib.ds.variables else None
     ny, nx = lib.shape
-    dy = float(lib.ds.y[1] - lib.ds.y[0]) if "y" in lib.ds.coords else 1.0
-    dx = float(lib.ds.x[1] - lib.ds.x[0]) if "x" in lib.ds.coords else 1.0
+    dy, dx = (grid.spacing(c) for c in grid.coordinates(lib.ds))
     ch = lib.layout.channels.index(("ssh", None))
     sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
     cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
@@ -251,6 +369,18 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     Trained on ``sample_dir/library.nc`` with 1-day altimetry pairs (the sample's observations are
     daily tracks) within ``seconds``; the spread factor is then calibrated on the tuning truth
     (``truth_tune.nc`` / ``obs_altimetry_tune.nc``), never on an evaluation run.
+
+    Parameters
+    ----------
+    sample_dir : the sample folder
+    out_dir : where the model is saved
+    quiet, seed, seconds : as :func:`train_qg_window_model`
+    calibrate : calibrate the spread factor and the hybrid settings on the tuning truth
+
+    Returns
+    -------
+    ContrastiveModel
+        The saved (and calibrated) model.
     """
     from pathlib import Path
 
@@ -260,20 +390,16 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     sample_dir = Path(sample_dir)
     lib = Library.open(sample_dir / "library.nc")
     model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
-                                        pairs_per_epoch=4096, val_pairs=1024)
+                                     pairs_per_epoch=4096, val_pairs=1024)
     if calibrate and (sample_dir / "truth_tune.nc").exists():
-        truth = io.open_states(sample_dir / "truth_tune.nc").load()
-        obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
+        from oceanda.analysis.calibration import calibrate_model_spread
+        from oceanda.contrastive.model import ContrastiveModel
         from oceanda.kalman import tuned_settings
 
-        from oceanda.analysis.calibration import calibrate_model_spread
-
+        truth = io.open_states(sample_dir / "truth_tune.nc").load()
+        obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
         calibrate_model_spread(out_dir, lib, obs, truth, times=np.arange(0, obs.sizes["time"], 3), seed=seed,
                                cache_dir=Path(out_dir) / "library_cache", hybrid_from_enoi=tuned_settings("qg_enoi"))
-        import shutil
-
-        shutil.rmtree(Path(out_dir) / "library_cache", ignore_errors=True)  # not shipped
-        from oceanda.contrastive.model import ContrastiveModel
-
+        io.remove_tree(Path(out_dir) / "library_cache")  # not shipped
         model = ContrastiveModel.load(out_dir)
     return model

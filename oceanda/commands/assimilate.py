@@ -14,11 +14,13 @@ Library embeddings are computed once and cached in MODEL_DIR/library_cache."""
 
 
 def add_arguments(parser) -> None:
+    from oceanda import api
+
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained encoder pair (model.safetensors + config.json)")
     parser.add_argument("--library", required=True, nargs="+", metavar="LIB.nc", help="library of prior states (NetCDF/zarr; globs allowed)")
     parser.add_argument("--obs", required=True, nargs="+", metavar="OBS.nc", help="gridded observations (NaN where unobserved)")
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF file")
-    parser.add_argument("--mode", choices=["global", "local", "hybrid"], default=None,
+    parser.add_argument("--mode", choices=api.choices("mode"), default=None,
                         help="analysis mode (default: local for window models, global otherwise)")
     parser.add_argument("--members", type=int, default=None, metavar="M", help="ensemble members to write (default 20)")
     parser.add_argument("--top-k", type=int, default=None, metavar="K", help="retrieved library states to record in global mode (default 10)")

@@ -19,7 +19,9 @@ of them, a paired training set, and README.txt saying how it was made. Same --se
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--testbed", required=True, choices=["qg", "torus", "lorenz96"], help="which testbed")
+    from oceanda import api
+
+    parser.add_argument("--testbed", required=True, choices=api.choices("testbed"), help="which testbed")
     parser.add_argument("--out", required=True, help="output folder (created; refused if not empty without --overwrite)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", default="small", choices=["tiny", "small", "full"], help="data size (default small)")

@@ -33,6 +33,7 @@ class Encoder(nn.Module):
         self._kwargs: dict[str, Any] = {}
 
     def check(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as a tensor of shape ``[N, *in_shape]``; another shape raises ``OceandaError``."""
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         if x.ndim != len(self.in_shape) + 1 or tuple(x.shape[1:]) != self.in_shape:
@@ -43,6 +44,7 @@ class Encoder(nn.Module):
         return x
 
     def config(self) -> dict[str, Any]:
+        """JSON-able architecture (:func:`build_encoder` rebuilds the encoder from it)."""
         return {"type": self.kind, "in_shape": list(self.in_shape), "out_dim": self.out_dim, **self._kwargs}
 
 
@@ -58,9 +60,11 @@ class LinearEncoder(Encoder):
 
     @property
     def weight(self) -> torch.Tensor:
+        """The matrix W ``[out_dim, prod(in_shape)]``."""
         return self.linear.weight
 
     def forward(self, x):
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
         x = self.check(x)
         return self.linear(x.reshape(x.shape[0], -1))
 
@@ -88,6 +92,7 @@ class MLPEncoder(Encoder):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
         x = self.check(x)
         return self.net(x.reshape(x.shape[0], -1))
 
@@ -165,6 +170,7 @@ class MaskedCNNEncoder(Encoder):
         self.spatial = head == "spatial"
 
     def forward(self, x):
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
         x = self.check(x)
         if torch.isnan(x).any():
             raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
@@ -175,7 +181,20 @@ class MaskedCNNEncoder(Encoder):
 
 
 def masked_input(values: torch.Tensor | np.ndarray, fill: float = 0.0) -> torch.Tensor:
-    """``[N, C, Y, X]`` with NaN gaps -> ``[N, 2C, Y, X]`` (filled values, then 0/1 masks)."""
+    """``[N, C, Y, X]`` with NaN gaps -> ``[N, 2C, Y, X]`` (filled values, then 0/1 masks).
+
+    The tensor twin of ``oceanda.fields.with_mask_channels`` (the contrastive core knows no fields).
+
+    Parameters
+    ----------
+    values : ``[N, C, Y, X]``, NaN unobserved
+    fill : the value written into the gaps
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, 2C, Y, X]`` in ``values``' dtype.
+    """
     v = torch.as_tensor(values)
     m = torch.isfinite(v)
     return torch.cat([torch.where(m, v, torch.full_like(v, fill)), m.to(v.dtype)], dim=1)
@@ -214,6 +233,7 @@ class TrajectoryTransformer(Encoder):
         self.proj = nn.Linear(d_model, self.out_dim)
 
     def forward(self, x):
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
         x = self.check(x)
         valid = torch.isfinite(x).all(-1)  # [N, L]
         if not bool(valid.any(1).all()):
@@ -257,10 +277,12 @@ class FixedEncoder(Encoder):
         self.register_buffer("matrix", M * float(scale))
 
     def forward(self, x):
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
         x = self.check(x)
         return x.reshape(x.shape[0], -1).to(self.matrix.dtype) @ self.matrix.T
 
     def config(self):
+        """As :meth:`Encoder.config`; the fixed matrix itself travels with the weights."""
         cfg = super().config()
         cfg["scale"] = 1.0  # the buffer already holds the scaled matrix
         cfg["matrix"] = "buffer"
@@ -271,7 +293,17 @@ ENCODERS = {c.kind: c for c in (LinearEncoder, MLPEncoder, MaskedCNNEncoder, Tra
 
 
 def build_encoder(config: dict[str, Any]) -> Encoder:
-    """Rebuild an encoder from ``Encoder.config()`` (weights are loaded separately)."""
+    """Rebuild an encoder from ``Encoder.config()`` (weights are loaded separately).
+
+    Parameters
+    ----------
+    config : the dict of :meth:`Encoder.config` (``type`` one of :data:`ENCODERS`)
+
+    Returns
+    -------
+    Encoder
+        An untrained encoder of that architecture.
+    """
     cfg = dict(config)
     kind = cfg.pop("type", None)
     if kind not in ENCODERS:

@@ -34,29 +34,80 @@ def _logmeanexp(S: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def state_given_obs(S: torch.Tensor) -> torch.Tensor:
-    """One-sided loss fitting nu(state | obs): -mean_j S_jj + mean_j logmeanexp_i S_ij."""
+    """One-sided loss fitting nu(state | obs): -mean_j S_jj + mean_j logmeanexp_i S_ij.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits ``s(state_i, obs_j) / tau`` of N matched pairs (diagonal)
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     _square(S)
     return -S.diagonal().mean() + _logmeanexp(S, 0).mean()
 
 
 def obs_given_state(S: torch.Tensor) -> torch.Tensor:
-    """One-sided loss fitting nu(obs | state): -mean_i S_ii + mean_i logmeanexp_j S_ij."""
+    """One-sided loss fitting nu(obs | state): -mean_i S_ii + mean_i logmeanexp_j S_ij.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits ``s(state_i, obs_j) / tau`` of N matched pairs (diagonal)
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     _square(S)
     return -S.diagonal().mean() + _logmeanexp(S, 1).mean()
 
 
 def weighted_conditional(S: torch.Tensor, lambda_state: float = 1.0, lambda_obs: float = 1.0) -> torch.Tensor:
-    """lambda_state/2 * (state|obs loss) + lambda_obs/2 * (obs|state loss)."""
+    """lambda_state/2 * (state|obs loss) + lambda_obs/2 * (obs|state loss).
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits of N matched pairs (diagonal)
+    lambda_state, lambda_obs : weights of the two sides
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     return 0.5 * lambda_state * state_given_obs(S) + 0.5 * lambda_obs * obs_given_state(S)
 
 
 def clip(S: torch.Tensor) -> torch.Tensor:
-    """Two-sided conditional loss (CLIP/InfoNCE minus log N); population limit: mean of both conditional KLs."""
+    """Two-sided conditional loss (CLIP/InfoNCE minus log N); population limit: mean of both conditional KLs.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits ``s(state_i, obs_j) / tau`` of N matched pairs (diagonal)
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     return weighted_conditional(S, 1.0, 1.0)
 
 
 def clip_cross_entropy(S: torch.Tensor) -> torch.Tensor:
-    """The usual CLIP implementation (mean of row and column cross-entropies); equals clip(S) + log N."""
+    """The usual CLIP implementation (mean of row and column cross-entropies); equals clip(S) + log N.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits ``s(state_i, obs_j) / tau`` of N matched pairs (diagonal)
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     n = _square(S)
     target = torch.arange(n, device=S.device)
     ce = torch.nn.functional.cross_entropy
@@ -64,7 +115,17 @@ def clip_cross_entropy(S: torch.Tensor) -> torch.Tensor:
 
 
 def joint(S: torch.Tensor) -> torch.Tensor:
-    """Joint loss: -mean_i S_ii + log mean_{i != j} exp(S_ij); fits the joint law (KL(mu || nu))."""
+    """Joint loss: -mean_i S_ii + log mean_{i != j} exp(S_ij); fits the joint law (KL(mu || nu)).
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits ``s(state_i, obs_j) / tau`` of N matched pairs (diagonal)
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
+    """
     n = _square(S)
     off = S.masked_fill(torch.eye(n, dtype=torch.bool, device=S.device), float("-inf"))
     return -S.diagonal().mean() + torch.logsumexp(off.reshape(-1), 0) - math.log(n * (n - 1))
@@ -82,6 +143,17 @@ def mmd_conditional(S: torch.Tensor, K_state: torch.Tensor | None = None, K_obs:
     state|obs side (needs ``K_state``): for each obs j, weights w_j = softmax_i S_ij over states,
     term 1/2 w_j^T K_state w_j - sum_i K_state[j, i] w_j[i]. obs|state side symmetric with ``K_obs``
     and softmax over each row. A side whose kernel is None is left out.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits of N matched pairs (diagonal)
+    K_state, K_obs : ``[N, N]`` kernel matrices of the batch's states and observations
+    lambda_state, lambda_obs : weights of the two sides
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
     """
     n = _square(S)
     if K_state is None and K_obs is None:
@@ -103,6 +175,16 @@ def mmd_joint(S: torch.Tensor, K_state: torch.Tensor, K_obs: torch.Tensor) -> to
     Model joint on the batch: P_ij ∝ exp(S_ij) over off-diagonal pairs (samples of the product of
     marginals); data: the N matched pairs. Loss = 1/2 sum_{ij,kl} P_ij P_kl Ks_ik Ko_jl
     - 1/N sum_{ij,m} P_ij Ks_im Ko_jm.
+
+    Parameters
+    ----------
+    S : ``[N, N]`` logits of N matched pairs (diagonal)
+    K_state, K_obs : ``[N, N]`` kernel matrices of the batch's states and observations
+
+    Returns
+    -------
+    torch.Tensor
+        The loss, a 0-d tensor.
     """
     n = _square(S)
     for K, name in ((K_state, "K_state"), (K_obs, "K_obs")):
@@ -116,7 +198,18 @@ def mmd_joint(S: torch.Tensor, K_state: torch.Tensor, K_obs: torch.Tensor) -> to
 
 
 def gaussian_kernel(x: torch.Tensor, bandwidth: float | None = None) -> torch.Tensor:
-    """exp(-|x_i - x_k|^2 / (2 h^2)) on flattened rows; h = median pairwise distance when None."""
+    """exp(-|x_i - x_k|^2 / (2 h^2)) on flattened rows; h = median pairwise distance when None.
+
+    Parameters
+    ----------
+    x : ``[N, ...]`` a batch (NaN read as 0)
+    bandwidth : h (default: the median pairwise distance)
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N, N]`` kernel matrix.
+    """
     x = x.reshape(x.shape[0], -1)
     x = torch.nan_to_num(x)
     d2 = torch.cdist(x, x).pow(2)
@@ -148,6 +241,7 @@ class Loss:
         return self.fn(S, Ks, Ko, **self.kwargs)
 
     def config(self) -> dict:
+        """JSON-able name and scalar options (stored in checkpoints as ``config["loss"]``)."""
         return {"name": self.name, **{k: v for k, v in self.kwargs.items() if isinstance(v, (int, float, str, bool))}}
 
     def __repr__(self) -> str:
@@ -156,7 +250,18 @@ class Loss:
 
 def get_loss(name: str, **kw) -> Loss:
     """Loss by name: 'clip', 'weighted' (lambda_state, lambda_obs), 'state|obs', 'obs|state', 'joint',
-    'mmd_conditional' (lambda_state, lambda_obs, kernel_state, kernel_obs), 'mmd_joint' (kernels)."""
+    'mmd_conditional' (lambda_state, lambda_obs, kernel_state, kernel_obs), 'mmd_joint' (kernels).
+
+    Parameters
+    ----------
+    name : one of :data:`LOSSES` (a :class:`Loss` is returned as is)
+    **kw : the loss's options
+
+    Returns
+    -------
+    Loss
+        A callable ``loss(S, state=None, obs=None)``.
+    """
     if isinstance(name, Loss):
         return name
     ks, ko = kw.pop("kernel_state", None), kw.pop("kernel_obs", None)

@@ -26,6 +26,15 @@ def _version() -> str:
 
 
 class ContrastiveModel(nn.Module):
+    """The state encoder, the observation encoder and their similarity; ``config`` rebuilds it.
+
+    Parameters
+    ----------
+    state_encoder, obs_encoder : encoders with the same ``out_dim``
+    similarity : default cosine with tau 1
+    config : JSON-able entries kept with the model (normalisation, grid fingerprint, ``extra``, ...)
+    """
+
     def __init__(self, state_encoder: Encoder, obs_encoder: Encoder, similarity: Similarity | None = None,
                  config: dict[str, Any] | None = None):
         super().__init__()
@@ -53,22 +62,49 @@ class ContrastiveModel(nn.Module):
 
     @property
     def tau(self) -> torch.Tensor:
+        """The similarity's temperature."""
         return self.similarity.tau
 
     def embed_state(self, x) -> torch.Tensor:
+        """State embeddings ``[N, ne]`` of encoder inputs ``x``."""
         return self.state_encoder(x)
 
     def embed_obs(self, y) -> torch.Tensor:
+        """Observation embeddings ``[N, ne]`` of encoder inputs ``y``."""
         return self.obs_encoder(y)
 
     def logits(self, z_state: torch.Tensor, z_obs: torch.Tensor) -> torch.Tensor:
-        """``[Ns, No]`` matrix s(z_state_i, z_obs_j) / tau."""
+        """The logits s(z_state_i, z_obs_j) / tau.
+
+        Parameters
+        ----------
+        z_state : ``[Ns, ne]`` state embeddings
+        z_obs : ``[No, ne]`` observation embeddings
+
+        Returns
+        -------
+        torch.Tensor
+            ``[Ns, No]``.
+        """
         return self.similarity(z_state, z_obs)
 
     def forward(self, x, y) -> torch.Tensor:
+        """The logits ``[Ns, No]`` of state inputs ``x`` against observation inputs ``y``."""
         return self.logits(self.embed_state(x), self.embed_obs(y))
 
     def save(self, directory, overwrite: bool = False) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (no pickle).
+
+        Parameters
+        ----------
+        directory : the checkpoint directory
+        overwrite : replace a checkpoint there
+
+        Returns
+        -------
+        pathlib.Path
+            The directory.
+        """
         from oceanda.io import save_checkpoint
 
         self._refresh_config()
@@ -76,7 +112,17 @@ class ContrastiveModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "ContrastiveModel":
-        """A fresh (untrained) model with the architecture in ``config``."""
+        """A fresh (untrained) model with the architecture in ``config``.
+
+        Parameters
+        ----------
+        config : a model config (``config.json``)
+
+        Returns
+        -------
+        ContrastiveModel
+            Untrained, with the other config entries kept.
+        """
         try:
             sim_cfg = dict(config["similarity"])
             sim = Similarity(sim_cfg["kind"], tau=sim_cfg.get("tau", 1.0), learn_tau=sim_cfg.get("learn_tau", False),
@@ -90,6 +136,17 @@ class ContrastiveModel(nn.Module):
 
     @classmethod
     def load(cls, directory) -> "ContrastiveModel":
+        """Load a checkpoint written by :meth:`save` (eval mode).
+
+        Parameters
+        ----------
+        directory : the checkpoint directory
+
+        Returns
+        -------
+        ContrastiveModel
+            The trained model; weights that do not fit the config raise ``CheckpointError``.
+        """
         from oceanda.io import load_checkpoint
 
         tensors, config = load_checkpoint(directory)

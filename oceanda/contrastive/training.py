@@ -1,6 +1,12 @@
-"""One training loop for every encoder, similarity and loss.
+"""One training loop for every encoder, similarity and loss: :class:`Trainer` with a :class:`TrainConfig`.
 
-``train(model, train_data, val_data, loss=..., epochs=..., batch_size=..., lr=..., seed=...)``.
+Why a class: the loop has several separate concerns -- the learning-rate schedule, shuffling,
+early stopping, resuming, progress and checkpoint writing -- each now a small method, and every
+training setting lives in one frozen, validated :class:`TrainConfig` (defaults written once, a
+versioned JSON round trip stored in the checkpoint as ``config["train"]``). Field training
+(``oceanda.pairs``) and window training (``oceanda.analysis.window_training``) use the same
+trainer. :func:`train` is the former function API, a thin wrapper with the same results.
+
 Data are pairs ``(states [N, ...], obs [N, ...])`` (numpy or torch, matched by row) or a callable
 ``f(epoch, rng) -> pairs`` that redraws them each epoch (fresh observation patterns and noise);
 ``rng`` is a ``numpy.random.Generator`` seeded from ``(seed, epoch)``, so a run is deterministic
@@ -21,21 +27,99 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from oceanda.contrastive.losses import Loss, get_loss
-from oceanda.errors import OceandaError, OutputExistsError
+from oceanda.contrastive.losses import LOSSES, Loss, get_loss
+from oceanda.contrastive.retrieval import retrieval_recalls
+from oceanda.errors import ConfigurationError, OceandaError, OutputExistsError
+from oceanda.settings import Settings, check_choice, check_number
 
 Pairs = tuple[Any, Any]
+TrainData = Pairs | Callable[[int, np.random.Generator], Pairs]
+ValData = Pairs | Callable[[np.random.Generator], Pairs] | None
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig(Settings):
+    """Every setting of a training run (defaults defined here once; checked on construction).
+
+    ``loss``/``loss_kwargs``: the loss by name and its numeric options (:func:`get_loss`);
+    ``schedule``: ``cosine`` (after ``warmup_steps`` of linear warm-up, down to ``min_lr_ratio`` x
+    ``lr``) or ``constant``; ``grad_clip``: gradient-norm clip (``None``/0: off); ``patience``: stop
+    after that many epochs without an improvement larger than ``min_delta`` of the monitored loss
+    (validation, else training); ``max_seconds``: stop after the epoch during which the wall-clock
+    budget ran out; ``block_size`` k > 1: shuffle blocks of k consecutive rows (hard negatives)
+    from epoch ``block_start`` (0-based) on; ``retrieval_max``: validation pairs scored for R@K (0: none,
+    the recalls read NaN).
+    """
+
+    SCHEMA: ClassVar[str] = "oceanda.TrainConfig"
+    VERSION: ClassVar[int] = 1
+
+    loss: str = "clip"
+    loss_kwargs: Mapping[str, Any] | None = None
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = None
+    min_delta: float = 0.0
+    seed: int = 0
+    max_seconds: float | None = None
+    block_size: int = 1
+    block_start: int = 0
+    retrieval_max: int = 1000
+
+    def validate(self) -> None:
+        """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
+        check_choice("loss", self.loss, LOSSES)
+        for k, v in (self.loss_kwargs or {}).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+                raise ConfigurationError(f"loss_kwargs[{k!r}]={v!r}; expected a number or a string (pass a Loss "
+                                         "object to the Trainer for kernel functions)")
+        check_number("epochs", self.epochs, lo=1, integer=True)
+        check_number("batch_size", self.batch_size, lo=2, integer=True)  # a contrastive batch needs 2 pairs
+        check_number("lr", self.lr, lo=0, lo_open=True)
+        check_number("weight_decay", self.weight_decay, lo=0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_number("warmup_steps", self.warmup_steps, lo=0, integer=True)
+        check_number("min_lr_ratio", self.min_lr_ratio, lo=0, hi=1)
+        check_number("grad_clip", self.grad_clip, lo=0, optional=True)
+        check_number("patience", self.patience, lo=1, integer=True, optional=True)
+        check_number("min_delta", self.min_delta, lo=0)
+        check_number("seed", self.seed, lo=0, integer=True)
+        check_number("max_seconds", self.max_seconds, lo=0, lo_open=True, optional=True)
+        check_number("block_size", self.block_size, lo=1, integer=True)
+        check_number("block_start", self.block_start, lo=0, integer=True)
+        check_number("retrieval_max", self.retrieval_max, lo=0, integer=True)
+
+    def make_loss(self) -> Loss:
+        """The loss these settings name.
+
+        Returns
+        -------
+        Loss
+            ``get_loss(loss, **loss_kwargs)``.
+        """
+        return get_loss(self.loss, **dict(self.loss_kwargs or {}))
 
 
 @dataclass
 class TrainResult:
+    """Per-epoch ``history`` (dicts of metrics), the best epoch (1-based) and its monitored loss."""
+
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_metric: float = math.inf
@@ -43,8 +127,19 @@ class TrainResult:
 
 
 def time_split(n_or_times: int | Sequence, val_fraction: float = 0.2, gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, val)`` of a time series: validation is the last block of times, and ``gap``
-    samples between the two are dropped so autocorrelated neighbours do not leak."""
+    """Indices ``(train, val)`` of a time series: validation is the last block of times.
+
+    Parameters
+    ----------
+    n_or_times : the number of times, or the times themselves
+    val_fraction : fraction of the times that validates
+    gap : samples dropped between the two parts, so autocorrelated neighbours do not leak
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(train indices, validation indices)``.
+    """
     n = int(n_or_times) if np.isscalar(n_or_times) else len(n_or_times)
     n_val = int(round(n * val_fraction))
     if not 0 < n_val < n - gap:
@@ -74,25 +169,22 @@ def _dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float32
 
 
-def recall_at_k(S: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """Retrieval recalls of matched pairs on the diagonal of a square logits matrix (ties count against).
-
-    ``state_from_obs``: for each obs (column), is its state among the k highest of the column;
-    ``obs_from_state``: the same along rows.
-    """
-    d = S.diagonal()
-    rank_state = (S > d.unsqueeze(0)).sum(0)  # per column
-    rank_obs = (S > d.unsqueeze(1)).sum(1)  # per row
-    out = {}
-    for k in ks:
-        out[f"r{k}_state_from_obs"] = float((rank_state < k).double().mean())
-        out[f"r{k}_obs_from_state"] = float((rank_obs < k).double().mean())
-    return out
-
-
 @torch.no_grad()
 def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embeddings ``(z_state, z_obs)`` of all pairs, computed in chunks (eval mode)."""
+    """Embeddings of all pairs, computed in chunks (the model's current mode).
+
+    Parameters
+    ----------
+    model : a ``ContrastiveModel``
+    pairs : ``(states, obs)`` matched by row
+    batch_size : rows embedded at once
+    device : where to compute (default: cpu)
+
+    Returns
+    -------
+    tuple of torch.Tensor
+        ``(z_state [N, ne], z_obs [N, ne])``.
+    """
     device = device or "cpu"
     n = _n(pairs)
     dt = _dtype(model)
@@ -107,7 +199,22 @@ def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None) -> tuple
 @torch.no_grad()
 def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 256, retrieval_max: int = 1000,
              device=None) -> dict[str, float]:
-    """Mean loss over consecutive batches of ``batch_size`` and R@1/R@5 among the first ``retrieval_max`` pairs."""
+    """Mean loss over consecutive batches and retrieval recalls, in eval mode.
+
+    Parameters
+    ----------
+    model : a ``ContrastiveModel``
+    pairs : ``(states, obs)`` matched by row
+    loss : a loss or its name
+    batch_size : pairs per loss batch (batches of fewer than 2 pairs are skipped)
+    retrieval_max : R@1/R@5 are scored among the first this many pairs
+    device : where to compute (default: cpu)
+
+    Returns
+    -------
+    dict
+        ``loss`` (weighted by batch size) and the keys of :func:`retrieval_recalls`.
+    """
     loss_fn = get_loss(loss) if isinstance(loss, str) else loss
     was = model.training
     model.eval()
@@ -130,7 +237,7 @@ def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 2
         weights.append(j - i)
     m = min(n, retrieval_max)
     out = {"loss": float(np.average(vals, weights=weights)) if vals else math.nan}
-    out.update(recall_at_k(model.logits(zs[:m], zo[:m])))
+    out.update(retrieval_recalls(model.logits(zs[:m], zo[:m])))
     model.train(was)
     return out
 
@@ -195,10 +302,220 @@ def _load_resume(directory: Path, model, opt):
     return best, meta
 
 
+# --- the trainer ----------------------------------------------------------------------------------
+
+@dataclass
+class _Run:
+    """Mutable state of one run: what a resumable checkpoint restores."""
+
+    result: TrainResult
+    epoch: int = 0  # first epoch to run (0-based)
+    step: int = 0
+    bad_epochs: int = 0
+    best_state: dict | None = None
+    t0: float = 0.0
+
+
+class Trainer:
+    """Trains a ``ContrastiveModel`` in place with the settings of a :class:`TrainConfig`.
+
+    Parameters
+    ----------
+    config : the training settings (default: ``TrainConfig()``)
+    loss : a ready :class:`~oceanda.contrastive.losses.Loss` (e.g. with kernel functions); default
+        ``config.make_loss()``
+    device : where to train (default: cpu)
+    quiet : no progress bar (default: quiet unless stderr is a terminal)
+    callback : ``callback(epoch, metrics)`` after each epoch (after the resumable state is written)
+    """
+
+    def __init__(self, config: TrainConfig | None = None, *, loss: Loss | None = None,
+                 device: str | torch.device | None = None, quiet: bool | None = None,
+                 callback: Callable[[int, dict], None] | None = None):
+        self.config = config if config is not None else TrainConfig()
+        self.loss_fn = loss if loss is not None else self.config.make_loss()
+        self.device = torch.device(device or "cpu")
+        self.quiet = (not sys.stderr.isatty()) if quiet is None else bool(quiet)
+        self.callback = callback
+
+    def fit(self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=None,
+            resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train ``model``; restore its best weights; with ``checkpoint_dir`` save it there.
+
+        Parameters
+        ----------
+        model : a ``ContrastiveModel`` (trained in place)
+        train_data : pairs, or ``f(epoch, rng) -> pairs`` redrawn each epoch
+        val_data : pairs, ``f(rng) -> pairs`` (called once), or ``None`` (monitor the training loss)
+        checkpoint_dir : where the model, ``history.json`` and the resumable state are written
+        resume : continue from ``checkpoint_dir/resume`` (same settings as the interrupted run)
+        overwrite : replace a model already in ``checkpoint_dir``
+
+        Returns
+        -------
+        TrainResult
+            The per-epoch history, the best epoch and whether the run stopped early.
+        """
+        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        resume_dir = ckpt / "resume" if ckpt is not None else None
+        self._check_outputs(ckpt, resume_dir, resume, overwrite)
+        model.to(self.device)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.config.lr,
+                                weight_decay=self.config.weight_decay)
+        run = self._start(model, opt, resume_dir if resume else None)
+        val_pairs = self._validation_pairs(val_data)
+        self._loop(model, opt, run, train_data, val_pairs, resume_dir)
+        self._finish(model, run, ckpt)
+        return run.result
+
+    # -- before the loop ---------------------------------------------------------------------------
+
+    def _check_outputs(self, ckpt: Path | None, resume_dir: Path | None, resume: bool, overwrite: bool) -> None:
+        if ckpt is not None and not resume and not overwrite and (ckpt / "model.safetensors").exists():
+            raise OutputExistsError(f"{ckpt}: holds a model already; pass overwrite=True (CLI: --overwrite) or resume=True")
+        if resume and (resume_dir is None or not (resume_dir / "model.safetensors").exists()):
+            raise OceandaError(f"resume: no resumable state in {resume_dir}; expected a checkpoint directory written by train")
+
+    def _start(self, model, opt, resume_dir: Path | None) -> _Run:
+        """A fresh run, or the one stored in ``resume_dir``."""
+        run = _Run(TrainResult())
+        if resume_dir is not None:
+            run.best_state, meta = _load_resume(resume_dir, model, opt)
+            run.epoch, run.step, run.bad_epochs = meta["epoch"], meta["step"], meta["bad_epochs"]
+            run.result.history = list(meta["history"])
+            run.result.best_epoch, run.result.best_metric = meta["best_epoch"], meta["best_metric"]
+            if meta.get("finished"):
+                run.epoch = self.config.epochs
+        return run
+
+    def _validation_pairs(self, val_data: ValData) -> Pairs | None:
+        if val_data is None:
+            return None
+        return val_data(np.random.default_rng([self.config.seed, 2**31 - 1])) if callable(val_data) else val_data
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def _loop(self, model, opt, run: _Run, train_data: TrainData, val_pairs: Pairs | None,
+              resume_dir: Path | None) -> None:
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        run.t0 = time.perf_counter()
+        bar = tqdm(total=cfg.epochs, initial=run.epoch, desc="train", unit="epoch", disable=self.quiet, leave=False)
+        model.train()
+        try:
+            for epoch in range(run.epoch, cfg.epochs):
+                metrics = self._epoch(model, opt, run, epoch, train_data, val_pairs)
+                stop = self._track(model, run, epoch, metrics)
+                if resume_dir is not None:
+                    self._write_resume(resume_dir, model, opt, run, epoch, stop)
+                self._progress(bar, metrics)
+                if self.callback is not None:
+                    self.callback(epoch + 1, metrics)
+                if stop:
+                    run.result.stopped_early = True
+                    break
+        finally:
+            bar.close()
+
+    def _epoch(self, model, opt, run: _Run, epoch: int, train_data: TrainData, val_pairs: Pairs | None) -> dict:
+        """One epoch of optimiser steps, then its metrics."""
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, epoch])
+        pairs = train_data(epoch, rng) if callable(train_data) else train_data
+        n = _n(pairs)
+        if n < cfg.batch_size:
+            raise OceandaError(f"{n} training pairs; expected at least batch_size={cfg.batch_size}")
+        per_epoch = n // cfg.batch_size
+        perm = self._permutation(n, epoch, rng)
+        dt = _dtype(model)
+        run_loss, f = 0.0, 1.0
+        for b in range(per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            f = self._set_lr(opt, run.step, per_epoch * cfg.epochs)
+            run_loss += self._step(model, opt, _take(pairs[0], idx, dt, self.device), _take(pairs[1], idx, dt, self.device))
+            run.step += 1
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / per_epoch, "lr": cfg.lr * f,
+                                   "tau": float(model.tau.detach()), "seconds": time.perf_counter() - run.t0}
+        if val_pairs is not None:
+            ev = evaluate(model, val_pairs, self.loss_fn, cfg.batch_size, cfg.retrieval_max, self.device)
+            metrics.update({f"val_{k}": v for k, v in ev.items()})
+            model.train()
+        return metrics
+
+    def _permutation(self, n: int, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        """Shuffled row order: blocks of ``block_size`` rows from epoch ``block_start`` on."""
+        k = int(self.config.block_size) if epoch >= self.config.block_start else 1
+        return _block_permutation(n, k, rng)
+
+    def _set_lr(self, opt, step: int, total: int) -> float:
+        """Set the learning rate of ``step`` (of ``total``); return its factor of ``lr``."""
+        cfg = self.config
+        f = _lr_factor(step, total, cfg.warmup_steps, cfg.schedule, cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * f
+        return f
+
+    def _step(self, model, opt, xs: torch.Tensor, xo: torch.Tensor) -> float:
+        """One optimiser step on a batch; return its loss."""
+        S = model(xs, xo)
+        L = self.loss_fn(S, xs, xo) if self.loss_fn.needs_data else self.loss_fn(S)
+        opt.zero_grad(set_to_none=True)
+        L.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.grad_clip)
+        opt.step()
+        return float(L.detach())
+
+    def _track(self, model, run: _Run, epoch: int, metrics: dict) -> bool:
+        """Record the epoch, keep the best weights; return whether to stop (patience or time budget)."""
+        cfg, res = self.config, run.result
+        monitor = metrics.get("val_loss", metrics["train_loss"])
+        if monitor < res.best_metric - cfg.min_delta:
+            res.best_metric, res.best_epoch, run.bad_epochs = float(monitor), epoch + 1, 0
+            run.best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
+        else:
+            run.bad_epochs += 1
+        res.history.append(metrics)
+        return (cfg.patience is not None and run.bad_epochs >= cfg.patience) or (
+            cfg.max_seconds is not None and time.perf_counter() - run.t0 >= cfg.max_seconds)
+
+    def _write_resume(self, resume_dir: Path, model, opt, run: _Run, epoch: int, stop: bool) -> None:
+        cfg, res = self.config, run.result
+        _save_resume(resume_dir, model, opt, run.best_state, {
+            "epoch": epoch + 1, "step": run.step, "bad_epochs": run.bad_epochs, "history": res.history,
+            "best_epoch": res.best_epoch, "best_metric": res.best_metric, "finished": bool(stop),
+            "seed": cfg.seed, "epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "train": cfg.to_dict()})
+
+    @staticmethod
+    def _progress(bar, metrics: dict) -> None:
+        bar.update(1)
+        bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_r5_state_from_obs")})
+
+    # -- after the loop ----------------------------------------------------------------------------
+
+    def _finish(self, model, run: _Run, ckpt: Path | None) -> None:
+        """Restore the best weights, record the settings in ``model.config``, write the checkpoint."""
+        cfg, res = self.config, run.result
+        if run.best_state is not None:
+            model.load_state_dict(run.best_state)
+        model.config["loss"] = self.loss_fn.config()
+        model.config["training"] = {"epochs": cfg.epochs, "epochs_run": len(res.history), "batch_size": cfg.batch_size,
+                                    "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
+                                    "seed": cfg.seed, "best_epoch": res.best_epoch, "stopped_early": res.stopped_early}
+        model.config["train"] = cfg.to_dict()
+        if ckpt is not None:
+            from oceanda.io import write_json
+
+            model.save(ckpt, overwrite=True)
+            write_json(res.history, ckpt / "history.json", overwrite=True)
+
+
 def train(
     model,
-    train_data: Pairs | Callable[[int, np.random.Generator], Pairs],
-    val_data: Pairs | Callable[[np.random.Generator], Pairs] | None = None,
+    train_data: TrainData,
+    val_data: ValData = None,
     *,
     loss: str | Loss = "clip",
     loss_kwargs: dict | None = None,
@@ -224,121 +541,28 @@ def train(
     block_start: int = 0,
     callback: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` (a ``ContrastiveModel``) in place and return the per-epoch history.
+    """Train ``model`` (a ``ContrastiveModel``) in place: ``Trainer(TrainConfig(...)).fit(...)``.
 
-    ``patience``: stop after that many epochs without improvement of the validation loss (train
-    loss without validation data); the best weights are restored at the end. ``resume`` continues
-    from ``checkpoint_dir/resume`` with the same arguments (same seed, epochs, ...). ``max_seconds``
-    stops after the epoch during which the wall-clock budget ran out. ``callback(epoch, metrics)``
-    is called after each epoch (after the resumable state is written). ``block_size`` k > 1 shuffles
-    blocks of k consecutive rows instead of rows, so a batch holds batch_size/k runs of neighbours
-    (e.g. consecutive days): hard negatives that teach fine distinctions; from epoch ``block_start``
-    on (0-based), since a model that has not yet left its collapsed start learns nothing from them.
+    Parameters
+    ----------
+    model, train_data, val_data, checkpoint_dir, resume, overwrite : as :meth:`Trainer.fit`
+    loss : a loss name or a ready :class:`~oceanda.contrastive.losses.Loss`
+    loss_kwargs, epochs, batch_size, lr, weight_decay, schedule, warmup_steps, min_lr_ratio, grad_clip,
+    patience, min_delta, seed, retrieval_max, max_seconds, block_size, block_start : the fields of
+        :class:`TrainConfig`
+    quiet, device, callback : as :class:`Trainer`
+
+    Returns
+    -------
+    TrainResult
+        The per-epoch history, the best epoch and whether the run stopped early.
     """
-    import time
-
-    from tqdm.auto import tqdm
-
-    if schedule not in ("cosine", "constant"):
-        raise OceandaError(f"schedule '{schedule}'; expected 'cosine' or 'constant'")
-    if batch_size < 2:
-        raise OceandaError(f"batch_size={batch_size}; a contrastive batch needs at least 2 pairs")
-    loss_fn = get_loss(loss, **(loss_kwargs or {})) if not isinstance(loss, Loss) else loss
-    device = torch.device(device or "cpu")
-    model.to(device)
-    dt = _dtype(model)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    resume_dir = ckpt / "resume" if ckpt is not None else None
-    if ckpt is not None and not resume and not overwrite and (ckpt / "model.safetensors").exists():
-        raise OutputExistsError(f"{ckpt}: holds a model already; pass overwrite=True (CLI: --overwrite) or resume=True")
-    if resume and (resume_dir is None or not (resume_dir / "model.safetensors").exists()):
-        raise OceandaError(f"resume: no resumable state in {resume_dir}; expected a checkpoint directory written by train")
-
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    result = TrainResult()
-    start_epoch, step, bad_epochs = 0, 0, 0
-    best_state = None
-    if resume:
-        best_state, meta = _load_resume(resume_dir, model, opt)
-        start_epoch, step, bad_epochs = meta["epoch"], meta["step"], meta["bad_epochs"]
-        result.history = list(meta["history"])
-        result.best_epoch, result.best_metric = meta["best_epoch"], meta["best_metric"]
-        if meta.get("finished"):
-            start_epoch = epochs
-
-    val_pairs = None
-    if val_data is not None:
-        val_pairs = val_data(np.random.default_rng([seed, 2**31 - 1])) if callable(val_data) else val_data
-
-    if quiet is None:
-        quiet = not sys.stderr.isatty()
-    t0 = time.perf_counter()
-    bar = tqdm(total=epochs, initial=start_epoch, desc="train", unit="epoch", disable=quiet, leave=False)
-    model.train()
-    try:
-        for epoch in range(start_epoch, epochs):
-            rng = np.random.default_rng([seed, epoch])
-            pairs = train_data(epoch, rng) if callable(train_data) else train_data
-            n = _n(pairs)
-            if n < batch_size:
-                raise OceandaError(f"{n} training pairs; expected at least batch_size={batch_size}")
-            per_epoch = n // batch_size
-            total = per_epoch * epochs
-            perm = _block_permutation(n, int(block_size) if epoch >= block_start else 1, rng)
-            run_loss = 0.0
-            for b in range(per_epoch):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
-                xs, xo = _take(pairs[0], idx, dt, device), _take(pairs[1], idx, dt, device)
-                f = _lr_factor(step, total, warmup_steps, schedule, min_lr_ratio)
-                for g in opt.param_groups:
-                    g["lr"] = lr * f
-                S = model(xs, xo)
-                L = loss_fn(S, xs, xo) if loss_fn.needs_data else loss_fn(S)
-                opt.zero_grad(set_to_none=True)
-                L.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                opt.step()
-                step += 1
-                run_loss += float(L.detach())
-            metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / per_epoch, "lr": lr * f,
-                                       "tau": float(model.tau.detach()), "seconds": time.perf_counter() - t0}
-            if val_pairs is not None:
-                ev = evaluate(model, val_pairs, loss_fn, batch_size, retrieval_max, device)
-                metrics.update({f"val_{k}": v for k, v in ev.items()})
-                model.train()
-            monitor = metrics.get("val_loss", metrics["train_loss"])
-            if monitor < result.best_metric - min_delta:
-                result.best_metric, result.best_epoch, bad_epochs = float(monitor), epoch + 1, 0
-                best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
-            else:
-                bad_epochs += 1
-            result.history.append(metrics)
-            stop = (patience is not None and bad_epochs >= patience) or (
-                max_seconds is not None and time.perf_counter() - t0 >= max_seconds)
-            if resume_dir is not None:
-                _save_resume(resume_dir, model, opt, best_state, {
-                    "epoch": epoch + 1, "step": step, "bad_epochs": bad_epochs, "history": result.history,
-                    "best_epoch": result.best_epoch, "best_metric": result.best_metric, "finished": bool(stop),
-                    "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr})
-            bar.update(1)
-            bar.set_postfix({k: round(v, 4) for k, v in metrics.items() if k in ("train_loss", "val_loss", "val_r5_state_from_obs")})
-            if callback is not None:
-                callback(epoch + 1, metrics)
-            if stop:
-                result.stopped_early = True
-                break
-    finally:
-        bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.config["loss"] = loss_fn.config()
-    model.config["training"] = {"epochs": epochs, "epochs_run": len(result.history), "batch_size": batch_size, "lr": lr,
-                                "weight_decay": weight_decay, "schedule": schedule, "seed": seed,
-                                "best_epoch": result.best_epoch, "stopped_early": result.stopped_early}
-    if ckpt is not None:
-        from oceanda.io import write_json
-
-        model.save(ckpt, overwrite=True)
-        write_json(result.history, ckpt / "history.json", overwrite=True)
-    return result
+    loss_fn = loss if isinstance(loss, Loss) else get_loss(loss, **(loss_kwargs or {}))
+    options = {k: v for k, v in loss_fn.config().items() if k != "name"}
+    config = TrainConfig(loss=loss_fn.name, loss_kwargs=options or None, epochs=epochs, batch_size=batch_size, lr=lr,
+                         weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
+                         min_lr_ratio=min_lr_ratio, grad_clip=grad_clip, patience=patience, min_delta=min_delta,
+                         seed=seed, max_seconds=max_seconds, block_size=block_size, block_start=block_start,
+                         retrieval_max=retrieval_max)
+    trainer = Trainer(config, loss=loss_fn, device=device, quiet=quiet, callback=callback)
+    return trainer.fit(model, train_data, val_data, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite)

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from oceanda.errors import ConfigurationError
+from oceanda.kalman import METHODS
 
 #: Cycles excluded from the printed means when the user gives no burn-in.
 DEFAULT_BURN_IN = 100
 #: Methods that cycle (EnOI is a static-ensemble method: nothing to cycle).
-CYCLING_METHODS = ("enkf", "etkf", "letkf")
+CYCLING_METHODS = tuple(name for name, cls in METHODS.items() if cls.cycles)
 TWINS = ("lorenz96", "qg")
 
 
