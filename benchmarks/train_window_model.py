@@ -25,6 +25,7 @@ if __name__ == "__main__":
     import torch
 
     from oceanda.analysis.window_training import DEFAULT_VARIANT, VARIANTS, train_bundled_window_model, train_qg_window_model
+    from oceanda.analysis import stored_settings
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))
@@ -42,7 +43,7 @@ if __name__ == "__main__":
     if a.sample is not None:
         model = train_bundled_window_model(a.sample, a.out, quiet=False, seed=a.seed, seconds=a.seconds)
         print(json.dumps({"out": str(a.out), "seconds": time.time() - t0,
-                          "spread_factor": model.config["extra"].get("spread_factor"),
+                          "spread_factor": stored_settings(model.config).spread_factor,
                           "training": model.config.get("training")}, indent=1, default=float))
     else:
         enc = {"type": "masked_cnn", "width": 16, "depth": 2} if a.obs_encoder == "masked_cnn" else \

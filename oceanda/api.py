@@ -272,7 +272,17 @@ def write(ds: xr.Dataset, path: PathLike, *, overwrite: bool = False, command: s
 
 
 def check_output(path: PathLike, overwrite: bool = False) -> Path:
-    """Fail early (before a long computation) if ``path`` exists and ``overwrite`` is not given."""
+    """Fail early (before a long computation) if ``path`` exists and ``overwrite`` is not given.
+
+    Parameters
+    ----------
+    path : output file
+    overwrite : allow replacing it
+
+    Returns
+    -------
+    pathlib.Path
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
@@ -320,7 +330,16 @@ def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
 
 
 def demo_table(metrics: Mapping[str, Any]) -> str:
-    """The demo's results table (as in the README) from its metrics."""
+    """The demo's results table (as in the README) from its metrics.
+
+    Parameters
+    ----------
+    metrics : ``result.metrics`` of :func:`demo`
+
+    Returns
+    -------
+    str
+    """
     from oceanda.demo import format_table
 
     return format_table(dict(metrics))
@@ -347,7 +366,16 @@ def reproduce(experiment: str, out: PathLike | None = None, **settings: Any) -> 
 
 
 def choices(what: str) -> list[str]:
-    """Allowed values of an option, for the CLI's ``--help``: similarity, loss, encoder, mode, method, taper, testbed."""
+    """Allowed values of an option, for the CLI's ``--help``: similarity, loss, encoder, mode, method, taper, testbed.
+
+    Parameters
+    ----------
+    what : the option (``similarity``, ``loss``, ..., ``testbed``, ``twin``)
+
+    Returns
+    -------
+    list of str
+    """
     if what == "similarity":
         from oceanda.contrastive.similarity import KINDS
 

@@ -67,6 +67,16 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``oceanda`` command line.
+
+    Parameters
+    ----------
+    argv : the arguments after ``oceanda`` (default: ``sys.argv[1:]``)
+
+    Returns
+    -------
+    int: the exit status (2 on an oceanda error, 130 on interrupt)
+    """
     from oceanda import io
 
     parser, modules = build_parser()

@@ -46,7 +46,19 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def climatology_analysis(library: xr.Dataset, times: Any, members: int, rng: np.random.Generator) -> xr.Dataset:
-    """The no-skill reference: at every time, the library mean, spread and ``members`` random library states."""
+    """The no-skill reference: at every time, the library mean, spread and ``members`` random library states.
+
+    Parameters
+    ----------
+    library : library states (dim ``time``)
+    times : analysis times
+    members : number of library states drawn as the ensemble
+    rng : generator of the draw
+
+    Returns
+    -------
+    xarray.Dataset: an analysis (members, ``<var>_mean``, ``<var>_spread``)
+    """
     layout = fields.layout_of(library)
     pick = np.sort(rng.choice(library.sizes["time"], size=members, replace=False))
     arr, _ = fields.to_array(library.isel(time=pick), layout, dtype=np.float32)
@@ -213,7 +225,17 @@ def _thin_members(ds: xr.Dataset, members: int, rng: np.random.Generator) -> xr.
 
 
 def format_table(metrics: dict[str, Any], seconds: dict[str, float] | None = None) -> str:
-    """A plain-text table of the headline metrics, one row per method."""
+    """A plain-text table of the headline metrics, one row per method.
+
+    Parameters
+    ----------
+    metrics : the demo's metrics (``{"methods": {name: {...}}}``)
+    seconds : not used (timings come from ``metrics``)
+
+    Returns
+    -------
+    str
+    """
     cols = [("rmse", "RMSE"), ("crps", "CRPS"), ("spread_skill", "spread/skill"), ("nrmse_score", "1-RMSE/RMS"),
             ("effective_resolution_km", "eff.res km"), ("seconds_per_analysis", "s/analysis")]
     methods = metrics.get("methods", {})

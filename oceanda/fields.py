@@ -69,7 +69,16 @@ class FieldLayout:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FieldLayout":
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        d : a dict from :meth:`to_dict`
+
+        Returns
+        -------
+        FieldLayout
+        """
         return cls(
             variables=list(d["variables"]),
             channels=[(v, lev) for v, lev in d["channels"]],
@@ -369,7 +378,16 @@ class Standardizer:
 
     @classmethod
     def from_dict(cls, d: dict[str, Sequence[float]]) -> "Standardizer":
-        """Rebuild from :meth:`to_dict` output."""
+        """Rebuild from :meth:`to_dict` output.
+
+        Parameters
+        ----------
+        d : a dict from :meth:`to_dict`
+
+        Returns
+        -------
+        Standardizer
+        """
         return cls(mean=np.asarray(d["mean"], dtype=np.float64), std=np.asarray(d["std"], dtype=np.float64))
 
 

@@ -116,7 +116,16 @@ def _open_one(path: Path, chunks: Any, engine: str | None) -> xr.Dataset:
 
 
 def units_are_known(units: str) -> bool:
-    """Whether a UDUNITS-like string is made of unit symbols oceanda recognises."""
+    """Whether a UDUNITS-like string is made of unit symbols oceanda recognises.
+
+    Parameters
+    ----------
+    units : a units string such as ``m s-1`` or ``days since 2000-01-01``
+
+    Returns
+    -------
+    bool
+    """
     units = units.strip()
     if not units:
         return False
@@ -186,6 +195,18 @@ def validate_dataset(
     """Check layout, dtypes, units, coordinates and values; return the data-variable names.
 
     Raises :class:`DataValidationError` naming ``source`` and the offending variable.
+
+    Parameters
+    ----------
+    ds : the Dataset to check
+    source : what to call it in errors (usually its file)
+    variables : data variables required (default: all but ``*_error`` and diagnostics)
+    require_time, check_values, check_units : check the time dim, Inf/all-NaN values, units
+    allow_all_nan : accept an all-NaN variable
+
+    Returns
+    -------
+    list of str: the data-variable names
     """
     names = _data_variables(ds, variables, source)
     if not names:
@@ -256,6 +277,18 @@ def open_states(
     ``chunks`` is passed to xarray (dask); by default one chunk spans whole fields. Every file is
     validated on its own (so errors name it) and the concatenation is checked for increasing,
     non-duplicated times.
+
+    Parameters
+    ----------
+    paths : one file or zarr store, or a sequence of them (globs expanded)
+    chunks : dask chunks for xarray (``"auto"``: 64 time steps per chunk)
+    variables : data variables kept (default: all; their ``<var>_error`` too)
+    engine : xarray engine for NetCDF (None: xarray's choice)
+    check_values : reject Inf and all-NaN variables
+
+    Returns
+    -------
+    xarray.Dataset: lazy, concatenated along ``time``
     """
     files = _expand_paths(paths)
     if chunks == "auto":
@@ -321,6 +354,18 @@ def open_obs(
     Every observed variable gets an error standard deviation ``<var>_error``: read from the file,
     or -- with a warning -- ``default_error_fraction`` times the standard deviation of the observed
     values. With ``like``, gridded observations must sit on the state grid and name state variables.
+
+    Parameters
+    ----------
+    path : one file or zarr store, or a sequence of them (globs expanded)
+    like : the states the gridded observations must match (None: no check)
+    chunks, engine : as :func:`open_states`
+    variables : observed variables required (default: every data variable)
+    default_error_fraction : error std, as a fraction of the observed std, where ``<var>_error`` is missing
+
+    Returns
+    -------
+    xarray.Dataset: the observations and a ``<var>_error`` per observed variable
     """
     files = _expand_paths(path)
     if chunks == "auto":
@@ -370,7 +415,16 @@ _COMMAND_OVERRIDE: list[str] | None = None
 
 
 def set_command_line(argv: Sequence[str] | None) -> None:
-    """Record the command being run (the CLI calls this with its own argv; None reverts to sys.argv)."""
+    """Record the command being run (the CLI calls this with its own argv; None reverts to sys.argv).
+
+    Parameters
+    ----------
+    argv : the command's words, or None to use ``sys.argv`` again
+
+    Returns
+    -------
+    None
+    """
     global _COMMAND_OVERRIDE
     _COMMAND_OVERRIDE = None if argv is None else list(argv)
 
@@ -400,6 +454,16 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
 
     On any exception the temporary file is removed and ``path`` is left as it was. Refuses an
     existing ``path`` unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : the final file
+    overwrite : replace an existing ``path``
+    suffix : suffix of the temporary file (default ``.tmp``)
+
+    Yields
+    ------
+    pathlib.Path: the temporary file to write
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -432,7 +496,18 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
 
 
 def cf_attributes(ds: xr.Dataset, command: str | None = None, extra_history: str | None = None) -> xr.Dataset:
-    """Return a copy with CF-1.8 global attributes, standard names and provenance added."""
+    """Return a copy with CF-1.8 global attributes, standard names and provenance added.
+
+    Parameters
+    ----------
+    ds : the Dataset (not modified)
+    command : command line recorded in ``history`` (default: this process's)
+    extra_history : note appended in brackets to the history line
+
+    Returns
+    -------
+    xarray.Dataset: the annotated copy
+    """
     from oceanda._version import __version__
 
     ds = ds.copy()
@@ -508,6 +583,20 @@ def write_netcdf(
     Floating fields are stored as float32 with zlib + shuffle, chunked by time step. The file is
     written to a temporary name in the target directory, fsynced and renamed. An existing file is
     refused unless ``overwrite``; a file the Dataset was read from is always refused.
+
+    Parameters
+    ----------
+    ds : the Dataset
+    path : output file
+    overwrite : replace an existing file (never one ``ds`` was read from)
+    engine : ``"netcdf4"`` or ``"h5netcdf"``
+    command : command line recorded in ``history`` (default: this process's)
+    complevel : zlib compression level
+    keep_float64 : variables stored as float64
+
+    Returns
+    -------
+    pathlib.Path: ``path``
     """
     path = Path(path)
     if engine not in ("netcdf4", "h5netcdf"):
@@ -528,7 +617,16 @@ def write_netcdf(
 
 
 def read_netcdf(path: PathLike) -> xr.Dataset:
-    """Load a whole NetCDF file oceanda wrote itself (a checkpoint) into memory and close it."""
+    """Load a whole NetCDF file oceanda wrote itself (a checkpoint) into memory and close it.
+
+    Parameters
+    ----------
+    path : a NetCDF file
+
+    Returns
+    -------
+    xarray.Dataset, loaded into memory
+    """
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: no such file")
@@ -540,7 +638,18 @@ def read_netcdf(path: PathLike) -> xr.Dataset:
 
 
 def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:
-    """Write JSON atomically (NaN written as null)."""
+    """Write JSON atomically (NaN written as null).
+
+    Parameters
+    ----------
+    obj : JSON-able data (numpy values and paths are converted)
+    path : output file
+    overwrite : replace an existing file
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
 
     def clean(o: Any) -> Any:
         if isinstance(o, dict):
@@ -565,12 +674,34 @@ def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:
 
 
 def write_text(text: str, path: PathLike, overwrite: bool = False) -> Path:
+    """Write a text file atomically.
+
+    Parameters
+    ----------
+    text : the contents
+    path : output file
+    overwrite : replace an existing file
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)
 
 
 def read_json(path: PathLike) -> Any:
+    """Read a JSON file; a missing or invalid one raises :class:`OceandaError`.
+
+    Parameters
+    ----------
+    path : a JSON file
+
+    Returns
+    -------
+    the decoded object
+    """
     path = Path(path)
     try:
         return json.loads(path.read_text())
@@ -581,7 +712,19 @@ def read_json(path: PathLike) -> Any:
 
 
 def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110) -> Path:
-    """Save a matplotlib figure atomically (PNG by default)."""
+    """Save a matplotlib figure atomically (PNG by default).
+
+    Parameters
+    ----------
+    fig : a matplotlib Figure
+    path : output file (its suffix gives the format)
+    overwrite : replace an existing file
+    dpi : resolution
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
     path = Path(path)
     with atomic_path(path, overwrite=overwrite, suffix=path.suffix or ".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=(path.suffix.lstrip(".") or "png"))
@@ -589,7 +732,17 @@ def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110
 
 
 def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
-    """Create an output directory; refuse a non-empty existing one unless ``overwrite``."""
+    """Create an output directory; refuse a non-empty existing one unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : the directory
+    overwrite : allow writing into a non-empty one
+
+    Returns
+    -------
+    pathlib.Path: the directory
+    """
     path = Path(path)
     if path.exists():
         if not path.is_dir():
@@ -601,14 +754,32 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
 
 
 def remove_tree(path: PathLike) -> None:
-    """Delete a directory oceanda made (a scratch or cache folder); a missing one is fine."""
+    """Delete a directory oceanda made (a scratch or cache folder); a missing one is fine.
+
+    Parameters
+    ----------
+    path : the directory
+
+    Returns
+    -------
+    None
+    """
     import shutil
 
     shutil.rmtree(Path(path), ignore_errors=True)
 
 
 def make_dir(path: PathLike) -> Path:
-    """Create a directory (and its parents) if missing; return it."""
+    """Create a directory (and its parents) if missing; return it.
+
+    Parameters
+    ----------
+    path : the directory
+
+    Returns
+    -------
+    pathlib.Path: the directory
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -623,7 +794,19 @@ CHECKPOINT_CONFIG = "config.json"
 
 
 def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Mapping[str, Any], overwrite: bool = False) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically, file by file)."""
+    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically, file by file).
+
+    Parameters
+    ----------
+    directory : checkpoint folder (created if missing)
+    tensors : {name: torch tensor}
+    config : JSON-able settings
+    overwrite : replace an existing checkpoint
+
+    Returns
+    -------
+    pathlib.Path: ``directory``
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -639,7 +822,16 @@ def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Map
 
 
 def load_checkpoint(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read ``(tensors, config)`` from a checkpoint directory; nothing is unpickled."""
+    """Read ``(tensors, config)`` from a checkpoint directory; nothing is unpickled.
+
+    Parameters
+    ----------
+    directory : a folder written by :func:`save_checkpoint`
+
+    Returns
+    -------
+    tuple (tensors, config): {name: torch tensor} and the settings dict
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -659,5 +851,14 @@ def load_checkpoint(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def iter_files(paths: Iterable[PathLike]) -> list[Path]:
-    """Expand globs and check existence (shared by the CLI verbs)."""
+    """Expand globs and check existence (shared by the CLI verbs).
+
+    Parameters
+    ----------
+    paths : file paths or glob patterns
+
+    Returns
+    -------
+    list of pathlib.Path, all existing
+    """
     return _expand_paths(list(paths))

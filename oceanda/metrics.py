@@ -43,7 +43,16 @@ KM_PER_DEG = 111.32
 
 
 def space_dims(da: xr.DataArray) -> list[str]:
-    """Dims averaged over: everything but ``time`` and ``member`` (layers are pooled)."""
+    """Dims averaged over: everything but ``time`` and ``member`` (layers are pooled).
+
+    Parameters
+    ----------
+    da : any DataArray
+
+    Returns
+    -------
+    list of str
+    """
     return [str(d) for d in da.dims if d not in (TIME, MEMBER)]
 
 
@@ -89,19 +98,49 @@ def _check_members(ensemble: xr.DataArray) -> None:
 
 
 def rmse(mean: xr.DataArray, truth: xr.DataArray, *, per_time: bool = False) -> xr.DataArray:
-    """Ensemble-mean RMSE: the spatial RMS of ``mean - truth`` per time, then its time mean."""
+    """Ensemble-mean RMSE: the spatial RMS of ``mean - truth`` per time, then its time mean.
+
+    Parameters
+    ----------
+    mean : the analysis mean (or a deterministic analysis)
+    truth : the true field on the same grid
+    per_time : return the series over ``time`` instead of its mean
+
+    Returns
+    -------
+    xarray.DataArray
+    """
     series = np.sqrt(spatial_mean((mean - truth) ** 2))
     return series if per_time else _time_mean(series)
 
 
 def bias(mean: xr.DataArray, truth: xr.DataArray, *, per_time: bool = False) -> xr.DataArray:
-    """Mean of ``mean - truth``: spatial mean per time, then time mean."""
+    """Mean of ``mean - truth``: spatial mean per time, then time mean.
+
+    Parameters
+    ----------
+    mean, truth : the analysis mean and the true field
+    per_time : as :func:`rmse`
+
+    Returns
+    -------
+    xarray.DataArray
+    """
     series = spatial_mean(mean - truth)
     return series if per_time else _time_mean(series)
 
 
 def ensemble_variance(ensemble: xr.DataArray) -> xr.DataArray:
-    """Unbiased (ddof=1) variance over members; zero for a one-member ensemble."""
+    """Unbiased (ddof=1) variance over members; zero for a one-member ensemble.
+
+    Parameters
+    ----------
+    ensemble : a field with a ``member`` dim
+
+    Returns
+    -------
+    xarray.DataArray without ``member``
+    """
     _check_members(ensemble)
     if ensemble.sizes[MEMBER] < 2:
         return xr.zeros_like(ensemble.isel({MEMBER: 0}, drop=True))
@@ -120,6 +159,17 @@ def spread(
     From the members (ddof=1) or, without them, from a stored standard deviation ``spread_field``
     (``<var>_spread``, ddof=1 in oceanda's layout). With ``truth`` the variance is averaged only where
     the truth is finite, i.e. over the same points as the RMSE it is compared with.
+
+    Parameters
+    ----------
+    ensemble : a field with a ``member`` dim (or None)
+    spread_field : a stored ensemble standard deviation, used without ``ensemble``
+    truth : average only where it is finite (None: everywhere)
+    per_time : as :func:`rmse`
+
+    Returns
+    -------
+    xarray.DataArray
     """
     if ensemble is not None:
         var = ensemble_variance(ensemble)
@@ -134,19 +184,49 @@ def spread(
 
 
 def spread_correction(n_members: int | None) -> float:
-    """``sqrt((M+1)/M)``: the finite-ensemble factor of the spread-skill ratio (1 if M is unknown)."""
+    """``sqrt((M+1)/M)``: the finite-ensemble factor of the spread-skill ratio (1 if M is unknown).
+
+    Parameters
+    ----------
+    n_members : ensemble size M (None if unknown)
+
+    Returns
+    -------
+    float
+    """
     if n_members is None or not np.isfinite(n_members) or n_members <= 0:
         return 1.0
     return float(np.sqrt((n_members + 1.0) / n_members))
 
 
 def spread_skill_ratio(spread_value: Any, rmse_value: Any, n_members: int | None) -> Any:
-    """``sqrt((M+1)/M) * spread / RMSE``: about 1 when calibrated, below 1 when under-dispersed."""
+    """``sqrt((M+1)/M) * spread / RMSE``: about 1 when calibrated, below 1 when under-dispersed.
+
+    Parameters
+    ----------
+    spread_value, rmse_value : the spread and the RMSE (numbers or DataArrays)
+    n_members : ensemble size M (None: no correction)
+
+    Returns
+    -------
+    the ratio, of the inputs' type
+    """
     return spread_correction(n_members) * spread_value / rmse_value
 
 
 def rms(truth: xr.DataArray, *, where: xr.DataArray | None = None, per_time: bool = False) -> xr.DataArray:
-    """Spatial RMS of a field per time, then the time mean (``where``: points to keep)."""
+    """Spatial RMS of a field per time, then the time mean (``where``: points to keep).
+
+    Parameters
+    ----------
+    truth : the field
+    where : boolean mask of the points kept (None: all)
+    per_time : as :func:`rmse`
+
+    Returns
+    -------
+    xarray.DataArray
+    """
     sq = truth**2
     if where is not None:
         sq = sq.where(where)
@@ -155,7 +235,16 @@ def rms(truth: xr.DataArray, *, where: xr.DataArray | None = None, per_time: boo
 
 
 def nrmse_score(mean: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
-    """``1 - RMSE / RMS(truth)``, both time means of spatial RMS over the same points (1 = perfect)."""
+    """``1 - RMSE / RMS(truth)``, both time means of spatial RMS over the same points (1 = perfect).
+
+    Parameters
+    ----------
+    mean, truth : the analysis mean and the true field
+
+    Returns
+    -------
+    xarray.DataArray
+    """
     err = mean - truth
     return 1.0 - rmse(mean, truth) / rms(truth, where=err.notnull())
 
@@ -191,6 +280,16 @@ def crps_ensemble(ensemble: xr.DataArray, truth: xr.DataArray, *, fair: bool = T
     ``fair=True`` uses the unbiased pair term ``1/(2M(M-1))`` (Ferro 2014), so ensembles of different
     sizes compare fairly; ``fair=False`` the plug-in ``1/(2M^2)`` (as ``properscoring.crps_ensemble``).
     The two differ by exactly ``E_plugin|X - X'| / (2 (M - 1))``. One member: ``|x - y|``.
+
+    Parameters
+    ----------
+    ensemble : a field with a ``member`` dim
+    truth : the true field
+    fair : unbiased pair term (False: plug-in)
+
+    Returns
+    -------
+    xarray.DataArray: the CRPS at every point and time
     """
     _check_members(ensemble)
     ensemble = _unchunk(ensemble, [MEMBER])
@@ -206,7 +305,17 @@ def crps_ensemble(ensemble: xr.DataArray, truth: xr.DataArray, *, fair: bool = T
 
 
 def crps_gaussian(mean: xr.DataArray, sigma: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
-    """Pointwise CRPS of N(mean, sigma^2) (Gneiting et al. 2005 closed form); ``|mean - y|`` where sigma = 0."""
+    """Pointwise CRPS of N(mean, sigma^2) (Gneiting et al. 2005 closed form); ``|mean - y|`` where sigma = 0.
+
+    Parameters
+    ----------
+    mean, sigma : the Gaussian's mean and standard deviation
+    truth : the true field
+
+    Returns
+    -------
+    xarray.DataArray: the CRPS at every point
+    """
     from scipy.special import erf
 
     def f(mu, sd, y):
@@ -275,6 +384,16 @@ def energy_score(ensemble: xr.DataArray, truth: xr.DataArray, *, fair: bool = Tr
     ``ES = mean_i ||x_i - y|| - sum_{i,j} ||x_i - x_j|| / (2 M (M-1))`` (``fair``) or ``/ (2 M^2)``
     (``scoringrules``' "nrg" estimator). Points where the truth or any member is NaN are left out.
     It is not normalised: it grows like the square root of the number of grid points.
+
+    Parameters
+    ----------
+    ensemble : a field with a ``member`` dim
+    truth : the true field
+    fair : unbiased pair term (False: plug-in)
+
+    Returns
+    -------
+    xarray.DataArray: one score per time
     """
     _check_members(ensemble)
     sp = space_dims(truth)
@@ -331,6 +450,16 @@ def rank_histogram(ensemble: xr.DataArray, truth: xr.DataArray, *, per_time: boo
 
     Flat for a calibrated ensemble, U-shaped for an under-dispersed one, dome-shaped for an
     over-dispersed one. ``per_time`` keeps the time dimension (the counts stream over time).
+
+    Parameters
+    ----------
+    ensemble : a field with a ``member`` dim
+    truth : the true field
+    per_time : keep the ``time`` dim
+
+    Returns
+    -------
+    xarray.DataArray ``rank_count`` over ``rank`` (0..M)
     """
     _check_members(ensemble)
     m = ensemble.sizes[MEMBER]
@@ -442,6 +571,16 @@ def power_spectrum(da: xr.DataArray, *, kind: str = "isotropic", window: str | N
     (mean-removed) field up to the resolved ring (Parseval). Each field has its spatial mean removed,
     NaN points set to 0, and -- by default -- a Hann taper (power-preserving), since ocean fields are
     rarely periodic. Coordinate ``wavelength`` (km) is 1/wavenumber. Streams over time.
+
+    Parameters
+    ----------
+    da : a field on a regular (y, x) or (lat, lon) grid with coordinates
+    kind : ``"isotropic"`` or ``"x"``
+    window : ``"hann"`` or None
+
+    Returns
+    -------
+    xarray.DataArray ``psd`` over ``wavenumber`` (km-1), with ``wavelength`` (km)
     """
     ydim, xdim = _yx_dims(da)
     dy, dx = _spacing_km(da, ydim), _spacing_km(da, xdim)
@@ -482,7 +621,16 @@ def _yx_dims(da: xr.DataArray) -> tuple[str, str]:
 
 
 def spectral_score(psd_error: xr.DataArray, psd_truth: xr.DataArray) -> xr.DataArray:
-    """``1 - PSD(error) / PSD(truth)`` per wavenumber (1 = scale perfectly resolved)."""
+    """``1 - PSD(error) / PSD(truth)`` per wavenumber (1 = scale perfectly resolved).
+
+    Parameters
+    ----------
+    psd_error, psd_truth : spectra of the error and of the truth
+
+    Returns
+    -------
+    xarray.DataArray over ``wavenumber`` (NaN where PSD(truth) is 0)
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         score = 1.0 - psd_error / psd_truth.where(psd_truth > 0)
     score.name = "spectral_score"
@@ -495,6 +643,15 @@ def resolution_from_score(score: xr.DataArray, threshold: float = 0.5) -> float:
     Linear interpolation in log-wavelength between the two bins around the crossing. If the score
     is below the threshold at every scale the result is the longest wavelength (nothing resolved); if
     it never falls below, the shortest (resolved down to the grid): bounds, not estimates.
+
+    Parameters
+    ----------
+    score : a :func:`spectral_score` with a ``wavelength`` coordinate
+    threshold : the score that defines "resolved"
+
+    Returns
+    -------
+    float: the wavelength in km (NaN if no score is finite)
     """
     s = np.asarray(score.values, dtype=np.float64)
     lam = np.asarray(score["wavelength"].values, dtype=np.float64)

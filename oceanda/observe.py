@@ -28,7 +28,19 @@ from oceanda.errors import DataValidationError
 
 
 def apply_mask(values: np.ndarray, mask: np.ndarray, sigma: float | np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-    """Noisy observations of ``values`` where ``mask`` is True, NaN elsewhere (float32 kept if given)."""
+    """Noisy observations of ``values`` where ``mask`` is True, NaN elsewhere (float32 kept if given).
+
+    Parameters
+    ----------
+    values : true fields
+    mask : boolean, True = observed (broadcast to ``values``)
+    sigma : noise standard deviation (scalar or broadcastable)
+    rng : noise generator (None = no noise)
+
+    Returns
+    -------
+    numpy.ndarray: like ``values``, NaN where unobserved
+    """
     values = np.asarray(values)
     dtype = values.dtype if values.dtype.kind == "f" else np.float64
     out = values.astype(dtype)
@@ -121,27 +133,83 @@ class AlongTrackAltimetry:
         return masks.reshape(n, ny, nx)
 
     def mask(self, ny: int, nx: int, day: int | Sequence[int], dy: float = 1.0, dx: float = 1.0) -> np.ndarray:
-        """Boolean [n_days, ny, nx] observed cells for model day index(es) ``day`` (deterministic)."""
+        """Boolean [n_days, ny, nx] observed cells for model day index(es) ``day`` (deterministic).
+
+        Parameters
+        ----------
+        ny, nx : grid size
+        day : model day index(es)
+        dy, dx : grid spacing (km)
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         days = np.atleast_1d(np.asarray(day))
         return self._masks(ny, nx, days, np.full(days.shape, self.phase), dy, dx)
 
     def sample_mask(self, n: int, rng: np.random.Generator, ny: int = 64, nx: int = 64, day_offset: int | None = None,
                     dy: float = 1.0, dx: float = 1.0) -> np.ndarray:
-        """``n`` fresh patterns [n, ny, nx]: random orbit phase (and random day unless ``day_offset``)."""
+        """``n`` fresh patterns [n, ny, nx]: random orbit phase (and random day unless ``day_offset``).
+
+        Parameters
+        ----------
+        n : number of patterns
+        rng : random generator
+        ny, nx : grid size
+        day_offset : fixed day index (None = random)
+        dy, dx : grid spacing (km)
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         days = rng.integers(0, self.repeat_days, size=n) if day_offset is None else np.full(n, int(day_offset))
         return self._masks(ny, nx, days, rng.random(n), dy, dx)
 
     def resolve_sigma(self, values: np.ndarray) -> float:
+        """The error std: ``sigma``, else ``sigma_fraction`` x the std of ``values``.
+
+        Parameters
+        ----------
+        values : the true fields (used only when ``sigma`` is None)
+
+        Returns
+        -------
+        float: the observation error standard deviation
+        """
         return float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
 
     def draw(self, values: np.ndarray, rng: np.random.Generator, dy: float = 1.0, dx: float = 1.0) -> np.ndarray:
-        """Fresh noisy along-track observations of fields [n, ny, nx] (new pattern each): for training epochs."""
+        """Fresh noisy along-track observations of fields [n, ny, nx] (new pattern each): for training epochs.
+
+        Parameters
+        ----------
+        values : true fields ``[n, ny, nx]``
+        rng : random generator (patterns and noise)
+        dy, dx : grid spacing (km)
+
+        Returns
+        -------
+        numpy.ndarray: NaN where unobserved
+        """
         values = np.asarray(values)
         n, ny, nx = values.shape
         return apply_mask(values, self.sample_mask(n, rng, ny, nx, dy=dy, dx=dx), self.resolve_sigma(values), rng)
 
     def observe(self, ds: xr.Dataset, rng: np.random.Generator, days: Sequence[int] | None = None) -> xr.Dataset:
-        """Gridded along-track observations of ``ds[var]`` at every time of ``ds`` (day index = position unless ``days``)."""
+        """Gridded along-track observations of ``ds[var]`` at every time of ``ds`` (day index = position unless ``days``).
+
+        Parameters
+        ----------
+        ds : state Dataset with ``var`` on a (time, y, x) grid
+        rng : noise generator
+        days : day index of each time (default 0, 1, ...)
+
+        Returns
+        -------
+        xarray.Dataset: gridded observations with ``<var>_error``
+        """
         da = _field(ds, self.var, None)
         ny, nx, dy, dx = _grid(ds)
         nt = da.sizes["time"]
@@ -195,7 +263,19 @@ class GappyField:
 
     def sample_mask(self, n: int, rng: np.random.Generator, ny: int = 64, nx: int = 64, dy: float = 15.625,
                     dx: float = 15.625) -> np.ndarray:
-        """``n`` boolean masks [n, ny, nx], True = clear sky (observed)."""
+        """``n`` boolean masks [n, ny, nx], True = clear sky (observed).
+
+        Parameters
+        ----------
+        n : number of masks
+        rng : random generator
+        ny, nx : grid size
+        dy, dx : grid spacing (km)
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         ky = 2 * np.pi * np.fft.fftfreq(ny, d=dy)
         kx = 2 * np.pi * np.fft.rfftfreq(nx, d=dx)
         k2 = ky[:, None] ** 2 + kx[None, :] ** 2
@@ -207,15 +287,47 @@ class GappyField:
         return field > thr[:, None, None]
 
     def resolve_sigma(self, values: np.ndarray) -> float:
+        """The error std: ``sigma``, else ``sigma_fraction`` x the std of ``values``.
+
+        Parameters
+        ----------
+        values : the true fields (used only when ``sigma`` is None)
+
+        Returns
+        -------
+        float: the observation error standard deviation
+        """
         return float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
 
     def draw(self, values: np.ndarray, rng: np.random.Generator, dy: float = 15.625, dx: float = 15.625) -> np.ndarray:
-        """Fresh noisy cloud-masked observations of fields [n, ny, nx] (new gaps each): for training epochs."""
+        """Fresh noisy cloud-masked observations of fields [n, ny, nx] (new gaps each): for training epochs.
+
+        Parameters
+        ----------
+        values : true fields ``[n, ny, nx]``
+        rng : random generator (patterns and noise)
+        dy, dx : grid spacing (km)
+
+        Returns
+        -------
+        numpy.ndarray: NaN where unobserved
+        """
         values = np.asarray(values)
         n, ny, nx = values.shape
         return apply_mask(values, self.sample_mask(n, rng, ny, nx, dy, dx), self.resolve_sigma(values), rng)
 
     def observe(self, ds: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
+        """Cloud-masked noisy observations of ``ds[var]`` (one ``layer`` if set) at every time.
+
+        Parameters
+        ----------
+        ds : state Dataset on a (time, [layer,] y, x) grid
+        rng : random generator (patterns and noise)
+
+        Returns
+        -------
+        xarray.Dataset: gridded observations with ``<var>_error``
+        """
         da = _field(ds, self.var, self.layer)
         ny, nx, dy, dx = _grid(ds)
         values = np.asarray(da.values)
@@ -261,9 +373,30 @@ class InSituPoints:
     name = "in_situ_points"
 
     def resolve_sigma(self, values: np.ndarray) -> float:
+        """The error std: ``sigma``, else ``sigma_fraction`` x the std of ``values``.
+
+        Parameters
+        ----------
+        values : the true fields (used only when ``sigma`` is None)
+
+        Returns
+        -------
+        float: the observation error standard deviation
+        """
         return float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
 
     def observe(self, ds: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
+        """Noisy point observations of ``ds[var]`` at random cells per time, every layer.
+
+        Parameters
+        ----------
+        ds : state Dataset on a (time, [layer,] y, x) grid
+        rng : random generator (patterns and noise)
+
+        Returns
+        -------
+        xarray.Dataset: ``obs`` dim with time, grid indices (and lat/lon, y/x)
+        """
         if self.var not in ds:
             raise DataValidationError(f"state dataset has no variable '{self.var}'; expected it for in-situ points")
         da = ds[self.var]
@@ -336,6 +469,18 @@ def advect_gridded(u: np.ndarray, v: np.ndarray, t: np.ndarray, x0: np.ndarray, 
 
     Positions and box sizes in metres, ``t`` in seconds. Returns unwrapped (x, y) [time, n]; wrap
     with ``% L``/``% W`` for grid positions.
+
+    Parameters
+    ----------
+    u, v : velocities [m s-1] ``[time, ny, nx]``
+    t : save times [s] ``[time]``
+    x0, y0 : start positions [m] ``[n]``
+    L, W : box size [m]
+    substeps : RK4 steps between saves
+
+    Returns
+    -------
+    tuple of numpy.ndarray: (x, y)
     """
     u, v = np.asarray(u, float), np.asarray(v, float)
     nt, ny, nx = u.shape
@@ -379,7 +524,19 @@ class QGDrifters:
     name = "drifters"
 
     def simulate(self, model: Any, q_traj: np.ndarray, days: np.ndarray, x0_km: np.ndarray, y0_km: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Unwrapped drifter positions (x_km, y_km) [time, n] for one PV trajectory [time, 2, ny, nx]."""
+        """Unwrapped drifter positions (x_km, y_km) [time, n] for one PV trajectory [time, 2, ny, nx].
+
+        Parameters
+        ----------
+        model : the :class:`~oceanda.testbeds.qg.QGModel`
+        q_traj : PV ``[time, 2, ny, nx]``
+        days : model day of each state
+        x0_km, y0_km : start positions [km] ``[n]``
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (x_km, y_km)
+        """
         q_traj = np.asarray(q_traj)
         psi = np.asarray(model.psi_from_q(q_traj))
         u, v = model.velocity(psi, include_mean=True)
@@ -390,7 +547,20 @@ class QGDrifters:
 
     def observe(self, model: Any, q_traj: np.ndarray, days: np.ndarray, rng: np.random.Generator,
                 time_coord: Any = None) -> xr.Dataset:
-        """Drifter position observations (obs dim: time, drifter, x, y, lat, lon, grid indices)."""
+        """Drifter position observations (obs dim: time, drifter, x, y, lat, lon, grid indices).
+
+        Parameters
+        ----------
+        model : the :class:`~oceanda.testbeds.qg.QGModel`
+        q_traj : PV ``[time, 2, ny, nx]``
+        days : model day of each state
+        rng : random generator (start positions and noise)
+        time_coord : time values written (default ``days``)
+
+        Returns
+        -------
+        xarray.Dataset
+        """
         x0 = rng.uniform(0, model.L / 1e3, self.n_drifters)
         y0 = rng.uniform(0, model.W / 1e3, self.n_drifters)
         xk, yk = self.simulate(model, q_traj, days, x0, y0)
@@ -443,7 +613,18 @@ class TorusDrifters:
     name = "drifters"
 
     def positions(self, flow: Any, coeffs: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """([F, n_keep, n_drifters, 2] wrapped positions (+ noise), times)."""
+        """([F, n_keep, n_drifters, 2] wrapped positions (+ noise), times).
+
+        Parameters
+        ----------
+        flow : the :class:`~oceanda.testbeds.torus.TorusFlow`
+        coeffs : flow coefficients ``[F, 98]``
+        rng : noise generator (needed if noisy)
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (positions, times)
+        """
         pos, t = flow.drifters(coeffs, x0=self.x0, y0=self.y0, dt=self.dt, T=self.T, keep_every=self.keep_every)
         if self.position_error > 0:
             if rng is None:
@@ -452,6 +633,18 @@ class TorusDrifters:
         return pos, t
 
     def observe(self, flow: Any, coeffs: np.ndarray, rng: np.random.Generator | None = None) -> xr.Dataset:
+        """Drifter position observations of every flow as an ``obs`` Dataset.
+
+        Parameters
+        ----------
+        flow : the :class:`~oceanda.testbeds.torus.TorusFlow`
+        coeffs : flow coefficients ``[F, 98]`` (or ``[98]``)
+        rng : noise generator (needed if noisy)
+
+        Returns
+        -------
+        xarray.Dataset
+        """
         pos, t = self.positions(flow, np.atleast_2d(coeffs), rng)
         F, nk, nd, _ = pos.shape
         s, k, d = np.meshgrid(np.arange(F), np.arange(nk), np.arange(nd), indexing="ij")

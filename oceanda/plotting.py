@@ -44,7 +44,18 @@ def pyplot():
 
 
 def map_axes(fig: Any, position: Any = 111, extent: Sequence[float] | None = None):
-    """A PlateCarree GeoAxes with shipped coastlines and land, gridlines labelled."""
+    """A PlateCarree GeoAxes with shipped coastlines and land, gridlines labelled.
+
+    Parameters
+    ----------
+    fig : a matplotlib Figure
+    position : subplot position (e.g. ``111``, ``221``)
+    extent : ``[lon0, lon1, lat0, lat1]`` in degrees (None: automatic)
+
+    Returns
+    -------
+    cartopy GeoAxes
+    """
     configure_cartopy_offline()
     import cartopy.crs as ccrs
     import cartopy.feature as cfeature
@@ -77,6 +88,22 @@ def plot_map(
 
     Returns the GeoAxes. The extent is the grid's bounding box plus ``margin_deg`` so that the
     nearest coasts show.
+
+    Parameters
+    ----------
+    field : 2-D values ``[ny, nx]``
+    lat, lon : 2-D (or 1-D) coordinates in degrees
+    ax : GeoAxes to draw on (None: a new figure)
+    title : panel title
+    cmap : colormap name
+    vmin, vmax : colour limits (default: symmetric about 0 for diverging colormaps)
+    points : observation locations ``(lat, lon)``
+    units : colour-bar label
+    margin_deg : margin around the grid, in degrees
+
+    Returns
+    -------
+    cartopy GeoAxes
     """
     import cartopy.crs as ccrs
 
@@ -136,6 +163,20 @@ def plot_analysis_maps(
     """Truth, analysis mean (same colour scale), error (mean - truth) and spread on four maps.
 
     Observation locations ``points = (lat, lon)`` are drawn on the truth and mean panels.
+
+    Parameters
+    ----------
+    truth, mean : 2-D fields
+    spread : 2-D ensemble standard deviation, or None (deterministic analysis)
+    lat, lon : coordinates in degrees
+    points : observation locations ``(lat, lon)``
+    title : figure title
+    units : colour-bar label
+    margin_deg : margin around the grid, in degrees
+
+    Returns
+    -------
+    matplotlib Figure
     """
     plt = pyplot()
     truth, mean = np.asarray(truth, float), np.asarray(mean, float)
@@ -172,6 +213,17 @@ def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, yla
 
     ``series[name]`` holds ``"rmse"`` and optionally ``"spread"`` arrays aligned with ``times[name]``
     (or with ``times`` itself when it is one array).
+
+    Parameters
+    ----------
+    times : time values, or {method: time values}
+    series : {method: {"rmse": ..., "spread": ...}}
+    ylabel : y-axis label
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -193,7 +245,17 @@ def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, yla
 
 
 def plot_rank_histograms(counts: dict[str, np.ndarray], *, title: str = ""):
-    """Rank histograms (relative frequency) per method with the flat line of a calibrated ensemble."""
+    """Rank histograms (relative frequency) per method with the flat line of a calibrated ensemble.
+
+    Parameters
+    ----------
+    counts : {method: counts over ranks 0..M}
+    title : figure title
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     plt = pyplot()
     n = max(len(counts), 1)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
@@ -225,7 +287,21 @@ def plot_spectra(
     units: str = "",
 ):
     """Left: PSD of the truth and of each method's error. Right: the score 1 - PSD(error)/PSD(truth),
-    the 0.5 line and each method's effective resolution."""
+    the 0.5 line and each method's effective resolution.
+
+    Parameters
+    ----------
+    wavelength : wavelengths (km)
+    psd_truth : PSD of the truth
+    psd_error : {method: PSD of its error}
+    resolution_km : {method: effective resolution (km)}, drawn as dotted lines
+    title : figure title
+    units : field units, for the PSD axis label
+
+    Returns
+    -------
+    matplotlib Figure
+    """
     plt = pyplot()
     wavelength = np.asarray(wavelength, float)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))

@@ -30,7 +30,16 @@ ENV_SAMPLE_DATA = "OCEANDA_SAMPLE_DATA"
 
 
 def bundled_sample_dir(testbed: str | None = None) -> Path:
-    """The repository's ``sample_data/`` (or ``$OCEANDA_SAMPLE_DATA``); with ``testbed``, its sub-folder."""
+    """The repository's ``sample_data/`` (or ``$OCEANDA_SAMPLE_DATA``); with ``testbed``, its sub-folder.
+
+    Parameters
+    ----------
+    testbed : ``qg``, ``torus`` or ``lorenz96`` (None: the root folder)
+
+    Returns
+    -------
+    pathlib.Path
+    """
     env = os.environ.get(ENV_SAMPLE_DATA)
     root = Path(env) if env else Path(__file__).resolve().parents[1] / "sample_data"
     path = root / testbed if testbed else root
@@ -77,6 +86,21 @@ def qg_library(model: Any, n_runs: int, run_days: int, rng: np.random.Generator,
     Runs follow one another in time (run r starts ``run_days + every_days`` days after run r-1), so
     ``time`` increases; ``run`` says which run a snapshot belongs to. Use it to extend the bundled
     library (a few seconds per hundred model days on a CPU).
+
+    Parameters
+    ----------
+    model : a QG model (:mod:`oceanda.testbeds.qg`)
+    n_runs : number of runs
+    run_days : length of each run (days)
+    rng : generator of the initial perturbations
+    every_days : days between saved snapshots
+    decorrelation_days : free run that decorrelates the initial states (days)
+    members : shipped members to start from (default: all but the truth runs')
+    progress : show progress
+
+    Returns
+    -------
+    xarray.Dataset with a ``run`` coordinate along ``time``
     """
     from oceanda.testbeds.qg import perturbed_ensemble, spun_up_state
 
@@ -122,7 +146,16 @@ class _Writer:
         self.written[name] = io.write_netcdf(ds, self.out / name, overwrite=self.overwrite, command=self.command)
 
     def readme(self, text: str) -> dict[str, Path]:
-        """Write README.txt last; return every file written."""
+        """Write README.txt last; return every file written.
+
+        Parameters
+        ----------
+        text : the README contents
+
+        Returns
+        -------
+        dict {file name: path}
+        """
         self.written["README.txt"] = io.write_text(text, self.out / "README.txt", overwrite=self.overwrite)
         return self.written
 

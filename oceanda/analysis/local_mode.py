@@ -52,23 +52,64 @@ class WindowLibrary:
         return self.library.n * self.P
 
     def key(self, model_key: str) -> str:
+        """Cache key of the window embeddings: the model's key plus the window geometry.
+
+        Parameters
+        ----------
+        model_key : key identifying the model (its embeddings)
+
+        Returns
+        -------
+        str
+        """
         s = self.spec
         return f"{model_key}-win{s.size}-lib{self.stride}-{'p' if s.periodic else 'np'}-{self.P}"
 
     def state_windows(self, states: np.ndarray) -> np.ndarray:
-        """``[T, C, Y, X]`` -> all library windows ``[T * P, C, size, size]`` (entry order)."""
+        """``[T, C, Y, X]`` -> all library windows ``[T * P, C, size, size]`` (entry order).
+
+        Parameters
+        ----------
+        states : ``[T, C, Y, X]`` library states
+
+        Returns
+        -------
+        ``[T * P, C, size, size]`` windows
+        """
         w = W.extract(states, self.iy, self.ix, self.spec.size, 0, self.spec.periodic)
         return w.reshape(-1, *w.shape[2:])
 
     def embeddings(self, embed_state: Callable[[np.ndarray], np.ndarray], model_key: str, cache_dir=None,
                    chunk: int = 64, quiet: bool = True) -> np.ndarray:
-        """Window embeddings ``[len(self), ne]``, computed in chunks of library states and cached."""
+        """Window embeddings ``[len(self), ne]``, computed in chunks of library states and cached.
+
+        Parameters
+        ----------
+        embed_state : maps windows ``[k, C, size, size]`` to embeddings ``[k, ne]``
+        model_key : key of the model, for the cache
+        cache_dir : cache directory (None: no cache)
+        chunk : library states per chunk
+        quiet : no progress bar
+
+        Returns
+        -------
+        ``[len(self), ne]`` embeddings
+        """
         return self.library.embeddings(lambda states: embed_state(self.state_windows(states)),
                                        key=self.key(model_key), cache_dir=cache_dir, chunk=chunk, quiet=quiet,
                                        desc="embedding library windows")
 
     def windows(self, k: np.ndarray) -> np.ndarray:
-        """Window states ``[len(k), C, size, size]`` of entries ``k``; reads only their library samples."""
+        """Window states ``[len(k), C, size, size]`` of entries ``k``; reads only their library samples.
+
+        Parameters
+        ----------
+        k : entry indices
+
+        Returns
+        -------
+        ``[len(k), C, size, size]`` window states
+        """
         k = np.asarray(k, dtype=np.int64)
         t, p = k // self.P, k % self.P
         cache = getattr(self.library, "_cache", None)
@@ -110,6 +151,18 @@ def coupled_quantiles(members: int, shape: tuple[int, int], rng: np.random.Gener
     A Gaussian random field with correlation length ``length`` (in windows) pushed through the
     normal CDF: each window's quantiles are uniform (so its members follow its own posterior), while
     neighbouring windows get similar quantiles (a Gaussian copula; ``length = 0`` = independent).
+
+    Parameters
+    ----------
+    members : ensemble size
+    shape : ``(ny_w, nx_w)`` of the window grid
+    rng : random generator
+    length : correlation length in windows (0: independent)
+    periodic : wrap the smoothing around
+
+    Returns
+    -------
+    ``[members, ny_w, nx_w]`` quantiles in (0, 1)
     """
     from scipy.ndimage import gaussian_filter
     from scipy.special import ndtr
@@ -233,6 +286,15 @@ def calibrate_spread(errors_sq: np.ndarray, spread_sq: np.ndarray) -> float:
 
     Use on a tuning run only: ``errors_sq`` = (analysis mean - truth)^2, ``spread_sq`` = ensemble
     variance, over the same times and points. Returns sqrt(mean error^2 / mean spread^2).
+
+    Parameters
+    ----------
+    errors_sq : squared errors of the analysis mean
+    spread_sq : ensemble variances at the same times and points
+
+    Returns
+    -------
+    float: the spread factor (1 when the spread is zero)
     """
     e, s = float(np.nanmean(errors_sq)), float(np.nanmean(spread_sq))
     return float(np.sqrt(e / s)) if s > 0 else 1.0

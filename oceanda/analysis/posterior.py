@@ -22,7 +22,18 @@ class DegenerateWeightsWarning(UserWarning):
 
 
 def log_softmax(scores: np.ndarray, tau: float = 1.0, axis: int = 0) -> np.ndarray:
-    """``log softmax(scores / tau)`` along ``axis`` (the library axis), computed stably."""
+    """``log softmax(scores / tau)`` along ``axis`` (the library axis), computed stably.
+
+    Parameters
+    ----------
+    scores : similarity scores, library along ``axis``
+    tau : temperature
+    axis : the library axis
+
+    Returns
+    -------
+    float64 log-weights, the shape of ``scores``
+    """
     s = np.asarray(scores, dtype=np.float64) / float(tau)
     m = np.max(s, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
@@ -31,19 +42,50 @@ def log_softmax(scores: np.ndarray, tau: float = 1.0, axis: int = 0) -> np.ndarr
 
 
 def softmax_weights(scores: np.ndarray, tau: float = 1.0, axis: int = 0) -> np.ndarray:
-    """Posterior weights ``softmax(scores / tau)`` along the library axis; they sum to one."""
+    """Posterior weights ``softmax(scores / tau)`` along the library axis; they sum to one.
+
+    Parameters
+    ----------
+    scores : similarity scores, library along ``axis``
+    tau : temperature
+    axis : the library axis
+
+    Returns
+    -------
+    float64 weights, the shape of ``scores``
+    """
     return np.exp(log_softmax(scores, tau, axis))
 
 
 def effective_sample_size(weights: np.ndarray, axis: int = 0) -> np.ndarray | float:
-    """Kish's ESS ``1 / sum w^2`` of normalised weights (1 = degenerate, N = uniform)."""
+    """Kish's ESS ``1 / sum w^2`` of normalised weights (1 = degenerate, N = uniform).
+
+    Parameters
+    ----------
+    weights : normalised weights, library along ``axis``
+    axis : the library axis
+
+    Returns
+    -------
+    float for 1-D weights, else an array of the remaining axes
+    """
     w = np.asarray(weights, dtype=np.float64)
     out = 1.0 / np.sum(w * w, axis=axis)
     return float(out) if np.ndim(out) == 0 else out
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the ``k`` highest scores of a 1-D score vector, best first (retrieval)."""
+    """Indices and scores of the ``k`` highest scores of a 1-D score vector, best first (retrieval).
+
+    Parameters
+    ----------
+    scores : score vector (raveled)
+    k : how many to return (clipped to ``[0, scores.size]``)
+
+    Returns
+    -------
+    tuple: int64 indices ``[k]`` and their scores ``[k]``
+    """
     s = np.asarray(scores).ravel()
     k = int(min(max(k, 0), s.size))
     if k == 0:
@@ -66,6 +108,16 @@ def truncate(weights: np.ndarray, keep_mass: float = KEEP_MASS, max_keep: int | 
     """Keep the smallest set of members holding ``keep_mass`` of the weight (then at most ``max_keep``).
 
     Only these members' states need to be read, which is what lets a library stay on disk.
+
+    Parameters
+    ----------
+    weights : ``[N]`` non-negative weights
+    keep_mass : fraction of the total weight to keep
+    max_keep : at most this many members (None: no cap)
+
+    Returns
+    -------
+    Truncation
     """
     w = np.asarray(weights, dtype=np.float64).ravel()
     total = w.sum()
@@ -90,6 +142,15 @@ def weighted_mean_var(states: np.ndarray, weights: np.ndarray) -> tuple[np.ndarr
 
     The variance is that of the weighted empirical measure (no small-sample correction), i.e. the
     posterior variance the model defines.
+
+    Parameters
+    ----------
+    states : ``[N, ...]`` member states
+    weights : ``[N]`` non-negative weights (normalised here)
+
+    Returns
+    -------
+    tuple: mean and variance, each the shape of ``states[0]``
     """
     x = np.asarray(states, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
@@ -101,7 +162,17 @@ def weighted_mean_var(states: np.ndarray, weights: np.ndarray) -> tuple[np.ndarr
 
 
 def weighted_covariance(states: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean ``[D]`` and covariance ``[D, D]`` of vectors ``states`` ``[N, D]``."""
+    """Weighted mean ``[D]`` and covariance ``[D, D]`` of vectors ``states`` ``[N, D]``.
+
+    Parameters
+    ----------
+    states : ``[N, D]`` member vectors
+    weights : ``[N]`` non-negative weights (normalised here)
+
+    Returns
+    -------
+    tuple: mean ``[D]`` and covariance ``[D, D]``
+    """
     x = np.asarray(states, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     w = w / w.sum()
@@ -174,7 +245,20 @@ def multinomial_resample(weights: np.ndarray, m: int, rng: np.random.Generator) 
 
 def resample(weights: np.ndarray, m: int, rng: np.random.Generator | None = None, method: str = "systematic",
              u: float | None = None) -> np.ndarray:
-    """Draw ``m`` member indices by ``systematic`` (default, lower variance) or ``multinomial`` resampling."""
+    """Draw ``m`` member indices by ``systematic`` (default, lower variance) or ``multinomial`` resampling.
+
+    Parameters
+    ----------
+    weights : ``[N]`` weights
+    m : members to draw
+    rng : random generator (multinomial; systematic when ``u`` is not given)
+    method : ``systematic`` or ``multinomial``
+    u : systematic offset in [0, 1)
+
+    Returns
+    -------
+    ``[m]`` int64 indices
+    """
     if method == "systematic":
         return systematic_resample(weights, m, rng, u)
     if method == "multinomial":
@@ -190,6 +274,18 @@ def temper(scores: np.ndarray, tau: float = 1.0, min_ess: float = 10.0, max_fact
 
     Tempering flattens a degenerate likelihood (a particle filter's standard remedy); ``tau``
     itself is returned when the weights are already healthy. Bisection on log(tau').
+
+    Parameters
+    ----------
+    scores : ``[N]`` scores before the temperature
+    tau : the starting (smallest) temperature
+    min_ess : target ESS (capped at N)
+    max_factor : largest ratio ``tau' / tau`` tried
+    iters : bisection steps
+
+    Returns
+    -------
+    float: the temperature ``tau'``
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     min_ess = min(float(min_ess), float(s.size))
@@ -221,7 +317,17 @@ class WeightedPosterior:
 
     def resample(self, m: int, rng: np.random.Generator | None = None, method: str = "systematic",
                  u: float | None = None) -> np.ndarray:
-        """Library indices of ``m`` posterior members."""
+        """Library indices of ``m`` posterior members.
+
+        Parameters
+        ----------
+        m : members to draw
+        rng, method, u : as for :func:`resample`
+
+        Returns
+        -------
+        ``[m]`` int64 library indices
+        """
         return self.indices[resample(self.weights, m, rng, method, u)]
 
 
@@ -233,6 +339,20 @@ def posterior_from_scores(scores: np.ndarray, tau: float = 1.0, *, top: int = 0,
     ``scores`` are similarities before the temperature (so ``softmax(scores / tau)``). If the ESS is
     below ``min_ess`` a :class:`DegenerateWeightsWarning` is issued, and with ``tempering`` tau is
     raised until the ESS reaches ``min_ess``.
+
+    Parameters
+    ----------
+    scores : ``[N]`` scores of the library against one observation
+    tau : temperature
+    top : how many top-K retrieval results to keep
+    keep_mass, max_keep : truncation, as for :func:`truncate`
+    min_ess : ESS below which to warn or temper (None: no check)
+    tempering : raise tau instead of warning
+    where : prefix naming the caller in the warning
+
+    Returns
+    -------
+    WeightedPosterior
     """
     s = np.asarray(scores, dtype=np.float64).ravel()
     used_tau = float(tau)

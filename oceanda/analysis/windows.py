@@ -34,9 +34,30 @@ class WindowSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> WindowSpec:
+        """A spec from a dict (e.g. a checkpoint's config); unknown keys are ignored.
+
+        Parameters
+        ----------
+        d : mapping with any of ``size``, ``stride``, ``halo``, ``periodic``
+
+        Returns
+        -------
+        WindowSpec
+        """
         return cls(**{k: d[k] for k in ("size", "stride", "halo", "periodic") if k in d})
 
     def check(self, ny: int, nx: int, what: str = "grid") -> None:
+        """Raise if the spec is invalid or does not fit an ``ny x nx`` grid.
+
+        Parameters
+        ----------
+        ny, nx : grid size
+        what : name of the grid in the error message
+
+        Raises
+        ------
+        DataValidationError
+        """
         if self.size < 1 or self.stride < 1 or self.halo < 0:
             raise DataValidationError(f"window size {self.size}, stride {self.stride}, halo {self.halo}; expected positive sizes")
         if self.size > min(ny, nx):
@@ -46,7 +67,19 @@ class WindowSpec:
 
 
 def starts(n: int, size: int, stride: int, periodic: bool) -> np.ndarray:
-    """Window start indices along one axis covering all ``n`` pixels."""
+    """Window start indices along one axis covering all ``n`` pixels.
+
+    Parameters
+    ----------
+    n : pixels along the axis
+    size : window size
+    stride : spacing of the starts
+    periodic : wrap around (else the last window ends at ``n``)
+
+    Returns
+    -------
+    int64 start indices
+    """
     if periodic:
         return np.arange(0, n, stride, dtype=np.int64)
     s = list(range(0, max(n - size, 0) + 1, stride))
@@ -61,6 +94,17 @@ def positions(ny: int, nx: int, spec: WindowSpec, stride: int | None = None,
 
     ``allowed`` is a boolean ``[ny, nx]`` map of window *starts* that may enter a library (e.g. away
     from coasts where the statistics differ); statistically homogeneous boxes allow all.
+
+    Parameters
+    ----------
+    ny, nx : grid size
+    spec : the window spec
+    stride : overrides ``spec.stride`` when given
+    allowed : boolean ``[ny, nx]`` map of allowed starts (None: all)
+
+    Returns
+    -------
+    tuple: int64 ``iy``, ``ix`` of the window starts
     """
     st = spec.stride if stride is None else stride
     ys, xs = starts(ny, spec.size, st, spec.periodic), starts(nx, spec.size, st, spec.periodic)
@@ -73,14 +117,35 @@ def positions(ny: int, nx: int, spec: WindowSpec, stride: int | None = None,
 
 
 def taper_1d(size: int, stride: int) -> np.ndarray:
-    """sin^2 taper over a window; for ``stride == size/2`` shifted copies sum exactly to one."""
+    """sin^2 taper over a window; for ``stride == size/2`` shifted copies sum exactly to one.
+
+    Parameters
+    ----------
+    size : window size
+    stride : window stride (no taper, all ones, when ``stride >= size``)
+
+    Returns
+    -------
+    ``[size]`` taper
+    """
     if stride >= size:
         return np.ones(size)
     return np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2
 
 
 def pad(fields: np.ndarray, before: int, after: int, periodic: bool) -> np.ndarray:
-    """Pad the last two axes: wrap-around if periodic, NaN (unobserved) otherwise."""
+    """Pad the last two axes: wrap-around if periodic, NaN (unobserved) otherwise.
+
+    Parameters
+    ----------
+    fields : array ``[..., Y, X]``
+    before, after : pixels added before and after on each of the last two axes
+    periodic : wrap around (else NaN)
+
+    Returns
+    -------
+    the padded array
+    """
     widths = [(0, 0)] * (fields.ndim - 2) + [(before, after), (before, after)]
     if periodic:
         return np.pad(fields, widths, mode="wrap")
@@ -92,6 +157,17 @@ def gather(padded: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, si
     """Windows ``[k, C, size, size]`` from ``padded`` ``[T, C, Yp, Xp]`` at times ``t`` and starts ``(iy, ix)``.
 
     Starts are in padded coordinates.
+
+    Parameters
+    ----------
+    padded : ``[T, C, Yp, Xp]`` padded fields
+    t : ``[k]`` time indices
+    iy, ix : ``[k]`` window starts (padded coordinates)
+    size : window size
+
+    Returns
+    -------
+    ``[k, C, size, size]`` windows
     """
     ar = np.arange(size)
     rows = (np.asarray(iy)[:, None] + ar[None, :])[:, None, :, None]
@@ -104,6 +180,17 @@ def gather_wrapped(fields: np.ndarray, t: np.ndarray, iy: np.ndarray, ix: np.nda
     """Windows ``[k, C, size, size]`` of unpadded periodic ``fields`` ``[T, C, Y, X]`` (indices wrap).
 
     No padded copy of the fields is made: what a large in-memory library needs.
+
+    Parameters
+    ----------
+    fields : ``[T, C, Y, X]`` periodic fields
+    t : ``[k]`` time indices
+    iy, ix : ``[k]`` window starts
+    size : window size
+
+    Returns
+    -------
+    ``[k, C, size, size]`` windows
     """
     ny, nx = fields.shape[-2:]
     ar = np.arange(size)
@@ -119,6 +206,18 @@ def extract(fields: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int, halo:
 
     ``fields`` is ``[C, Y, X]`` (one time) -> ``[P, C, s, s]``, or ``[T, C, Y, X]`` -> ``[T, P, C, s, s]``.
     Outside a non-periodic grid the halo is NaN (unobserved).
+
+    Parameters
+    ----------
+    fields : ``[C, Y, X]`` or ``[T, C, Y, X]``
+    iy, ix : ``[P]`` state window starts
+    size : state window size
+    halo : extra pixels on every side
+    periodic : wrap around (else NaN outside the grid)
+
+    Returns
+    -------
+    ``[P, C, s, s]`` or ``[T, P, C, s, s]`` windows, ``s = size + 2 halo``
     """
     one = fields.ndim == 3
     f = fields[None] if one else fields
@@ -135,6 +234,17 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
 
     The result at each pixel is the taper-weighted average of the windows covering it (a partition
     of unity), so a constant field is reproduced exactly.
+
+    Parameters
+    ----------
+    windows : ``[P, ..., size, size]`` window values
+    iy, ix : ``[P]`` window starts
+    shape : ``(Y, X)`` of the grid
+    spec : the window spec (size, stride, periodic)
+
+    Returns
+    -------
+    ``[..., Y, X]`` blended fields
     """
     ny, nx = shape
     size = spec.size

@@ -33,7 +33,17 @@ class Encoder(nn.Module):
         self._kwargs: dict[str, Any] = {}
 
     def check(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as a tensor of shape ``[N, *in_shape]``; another shape raises ``OceandaError``."""
+        """``x`` as a tensor of shape ``[N, *in_shape]``; another shape raises ``OceandaError``.
+
+        Parameters
+        ----------
+        x : the input (tensor or array-like)
+
+        Returns
+        -------
+        torch.Tensor
+            ``x``, float32 when converted.
+        """
         if not isinstance(x, torch.Tensor):
             x = torch.as_tensor(np.asarray(x), dtype=torch.float32)
         if x.ndim != len(self.in_shape) + 1 or tuple(x.shape[1:]) != self.in_shape:
@@ -64,7 +74,17 @@ class LinearEncoder(Encoder):
         return self.linear.weight
 
     def forward(self, x):
-        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``.
+
+        Parameters
+        ----------
+        x : ``[N, *in_shape]`` inputs (tensor or array)
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, out_dim]``.
+        """
         x = self.check(x)
         return self.linear(x.reshape(x.shape[0], -1))
 
@@ -92,7 +112,17 @@ class MLPEncoder(Encoder):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
-        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``.
+
+        Parameters
+        ----------
+        x : ``[N, *in_shape]`` inputs (tensor or array)
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, out_dim]``.
+        """
         x = self.check(x)
         return self.net(x.reshape(x.shape[0], -1))
 
@@ -170,7 +200,17 @@ class MaskedCNNEncoder(Encoder):
         self.spatial = head == "spatial"
 
     def forward(self, x):
-        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``.
+
+        Parameters
+        ----------
+        x : ``[N, *in_shape]`` inputs (values then masks, no NaN)
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, out_dim]``.
+        """
         x = self.check(x)
         if torch.isnan(x).any():
             raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
@@ -233,7 +273,17 @@ class TrajectoryTransformer(Encoder):
         self.proj = nn.Linear(d_model, self.out_dim)
 
     def forward(self, x):
-        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``.
+
+        Parameters
+        ----------
+        x : ``[N, *in_shape]`` inputs (NaN tokens are padding)
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, out_dim]``.
+        """
         x = self.check(x)
         valid = torch.isfinite(x).all(-1)  # [N, L]
         if not bool(valid.any(1).all()):
@@ -277,7 +327,17 @@ class FixedEncoder(Encoder):
         self.register_buffer("matrix", M * float(scale))
 
     def forward(self, x):
-        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``."""
+        """Embeddings ``[N, out_dim]`` of inputs ``[N, *in_shape]``.
+
+        Parameters
+        ----------
+        x : ``[N, *in_shape]`` inputs (tensor or array)
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, out_dim]``.
+        """
         x = self.check(x)
         return x.reshape(x.shape[0], -1).to(self.matrix.dtype) @ self.matrix.T
 

@@ -66,11 +66,31 @@ class ContrastiveModel(nn.Module):
         return self.similarity.tau
 
     def embed_state(self, x) -> torch.Tensor:
-        """State embeddings ``[N, ne]`` of encoder inputs ``x``."""
+        """State embeddings ``[N, ne]`` of encoder inputs ``x``.
+
+        Parameters
+        ----------
+        x : ``[N, ...]`` inputs of the state encoder
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, ne]``.
+        """
         return self.state_encoder(x)
 
     def embed_obs(self, y) -> torch.Tensor:
-        """Observation embeddings ``[N, ne]`` of encoder inputs ``y``."""
+        """Observation embeddings ``[N, ne]`` of encoder inputs ``y``.
+
+        Parameters
+        ----------
+        y : ``[N, ...]`` inputs of the observation encoder
+
+        Returns
+        -------
+        torch.Tensor
+            ``[N, ne]``.
+        """
         return self.obs_encoder(y)
 
     def logits(self, z_state: torch.Tensor, z_obs: torch.Tensor) -> torch.Tensor:
@@ -89,7 +109,18 @@ class ContrastiveModel(nn.Module):
         return self.similarity(z_state, z_obs)
 
     def forward(self, x, y) -> torch.Tensor:
-        """The logits ``[Ns, No]`` of state inputs ``x`` against observation inputs ``y``."""
+        """The logits ``[Ns, No]`` of state inputs ``x`` against observation inputs ``y``.
+
+        Parameters
+        ----------
+        x : ``[Ns, ...]`` state encoder inputs
+        y : ``[No, ...]`` observation encoder inputs
+
+        Returns
+        -------
+        torch.Tensor
+            ``[Ns, No]``.
+        """
         return self.logits(self.embed_state(x), self.embed_obs(y))
 
     def save(self, directory, overwrite: bool = False) -> Path:

@@ -33,7 +33,17 @@ LOSS_OF = {"label|image": "obs|state", "image|label": "state|obs", "two-sided": 
 
 
 def load_split(test_fraction: float, rng: np.random.Generator):
-    """Digits as ``[N, 1, 8, 8]`` in [0, 1] and one-hot labels, split stratified by class."""
+    """Digits as ``[N, 1, 8, 8]`` in [0, 1] and one-hot labels, split stratified by class.
+
+    Parameters
+    ----------
+    test_fraction : fraction of each class held out for testing
+    rng : random generator (the split)
+
+    Returns
+    -------
+    tuple: ``(X, y, onehot)`` for train, then for test
+    """
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -48,6 +58,18 @@ def load_split(test_fraction: float, rng: np.random.Generator):
 
 
 def build_model(kind: str, ne: int, width: int) -> ContrastiveModel:
+    """An untrained image/label model for loss ``kind`` (a key of :data:`LOSS_OF`).
+
+    Parameters
+    ----------
+    kind : ``label|image``, ``image|label`` or ``two-sided``
+    ne : embedding dimension (10 for ``label|image``)
+    width : CNN width
+
+    Returns
+    -------
+    ContrastiveModel
+    """
     img = MaskedCNNEncoder((1, 8, 8), ne if kind != "label|image" else 10, width=width, depth=2, periodic=False)
     if kind == "label|image":  # fixed one-hot label embeddings: exactly the cross-entropy classifier
         return ContrastiveModel(img, FixedEncoder(10), Similarity("inner_product", tau=1.0))
@@ -56,13 +78,36 @@ def build_model(kind: str, ne: int, width: int) -> ContrastiveModel:
 
 @torch.no_grad()
 def label_logits(model: ContrastiveModel, X: np.ndarray) -> torch.Tensor:
-    """s(image_i, label k) / tau for the 10 labels, [N, 10] (the zero-shot classifier)."""
+    """s(image_i, label k) / tau for the 10 labels, [N, 10] (the zero-shot classifier).
+
+    Parameters
+    ----------
+    model : a trained image/label model
+    X : ``[N, 1, 8, 8]`` images
+
+    Returns
+    -------
+    torch.Tensor ``[N, 10]``
+    """
     model.eval()
     return model.logits(model.embed_state(torch.as_tensor(X)), model.embed_obs(torch.eye(10)))
 
 
 def fine_tune(model: ContrastiveModel, Xtr, ytr, Xte, yte, steps: int, seed: int) -> float:
-    """Frozen image encoder; learned G (ne x 10) and log-prior F (10); returns test accuracy."""
+    """Frozen image encoder; learned G (ne x 10) and log-prior F (10); returns test accuracy.
+
+    Parameters
+    ----------
+    model : a trained image/label model (its image encoder is frozen)
+    Xtr, ytr : training images and integer labels
+    Xte, yte : test images and integer labels
+    steps : Adam steps
+    seed : torch seed
+
+    Returns
+    -------
+    float: test accuracy
+    """
     torch.manual_seed(seed)
     with torch.no_grad():
         model.eval()
@@ -84,7 +129,19 @@ def fine_tune(model: ContrastiveModel, Xtr, ytr, Xte, yte, steps: int, seed: int
 
 
 def generate(model: ContrastiveModel, Xlib, ylib, members: int, rng: np.random.Generator) -> dict:
-    """Weighted resampling of a library of images for each label."""
+    """Weighted resampling of a library of images for each label.
+
+    Parameters
+    ----------
+    model : a trained image/label model
+    Xlib, ylib : library images ``[N, 1, 8, 8]`` and their integer labels
+    members : images resampled per label
+    rng : random generator
+
+    Returns
+    -------
+    dict: ESS, purity and diversity diagnostics, and ``picks`` ``[10, members]``
+    """
     S = label_logits(model, Xlib).double().numpy()  # [N, 10]
     W = softmax_weights(S, axis=0)
     ess = effective_sample_size(W, axis=0)
@@ -98,6 +155,19 @@ def generate(model: ContrastiveModel, Xlib, ylib, members: int, rng: np.random.G
 
 
 def run_digits(cfg: dict, seed: int, progress=None) -> dict:
+    """Train the three losses on the digits; zero-shot, fine-tuned and generation results.
+
+    Parameters
+    ----------
+    cfg : settings (``test_fraction``, ``ne``, ``width``, ``epochs``, ``batch``, ``lr``,
+        ``finetune_steps``, ``members``)
+    seed : random seed
+    progress : callable taking a message string (None: silent)
+
+    Returns
+    -------
+    tuple: the results dict, and ``(Xte, picks)`` for :func:`plot_generated`
+    """
     t0 = time.perf_counter()
     rng = np.random.default_rng([seed, 62])
     (Xtr, ytr, Ytr), (Xte, yte, Yte) = load_split(cfg["test_fraction"], rng)
@@ -128,6 +198,18 @@ def run_digits(cfg: dict, seed: int, progress=None) -> dict:
 
 
 def plot_generated(Xlib, picks: dict, show: int = 8):
+    """Figure of the resampled images: per loss, row k holds ``show`` members for label k.
+
+    Parameters
+    ----------
+    Xlib : library images ``[N, 1, 8, 8]``
+    picks : per loss, the ``[10, members]`` indices from :func:`generate`
+    show : members shown per label
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import matplotlib.pyplot as plt
 
     kinds = list(picks)

@@ -35,7 +35,20 @@ class GRFProblem:
 
 def grf_problem(n_modes: int = 1000, n_points: int = 12, n_kl: int = 5, noise: float = 0.05,
                 kappa2: float = 9.0) -> GRFProblem:
-    """Joint covariance of (u standardised, v)."""
+    """Joint covariance of (u standardised, v).
+
+    Parameters
+    ----------
+    n_modes : cosine eigenfunctions in the expansion
+    n_points : interior observation points of u
+    n_kl : KL coefficients in v
+    noise : observation noise standard deviation
+    kappa2 : the 9 in ``(-d^2/dx^2 + 9)^-2``
+
+    Returns
+    -------
+    GRFProblem
+    """
     j = np.arange(n_modes)
     lam = ((j * np.pi) ** 2 + kappa2) ** -2.0
     x = (np.arange(n_points) + 1.0) / (n_points + 1.0)
@@ -48,7 +61,18 @@ def grf_problem(n_modes: int = 1000, n_points: int = 12, n_kl: int = 5, noise: f
 
 
 def sample_pairs(p: GRFProblem, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Exact draws: v ~ N(0, Cvv), u | v ~ N(M v, Cu|v)."""
+    """Exact draws: v ~ N(0, Cvv), u | v ~ N(M v, Cu|v).
+
+    Parameters
+    ----------
+    p : the problem
+    n : pairs to draw
+    rng : random generator
+
+    Returns
+    -------
+    tuple: float32 ``u`` ``[n, n_points]`` and ``v`` ``[n, n_kl]``
+    """
     M, C = gaussian.conditional_state_given_obs(p.Cuu, p.Cuv, p.Cvv)
     v = rng.standard_normal((n, p.Cvv.shape[0])) @ np.linalg.cholesky(p.Cvv).T
     u = v @ M.T + rng.standard_normal((n, p.Cuu.shape[0])) @ np.linalg.cholesky(C).T
@@ -57,7 +81,17 @@ def sample_pairs(p: GRFProblem, n: int, rng: np.random.Generator) -> tuple[np.nd
 
 def mean_errors(A: np.ndarray, p: GRFProblem) -> dict[str, float]:
     """Relative errors of the model's E[u|v] and E[v|u], exact expectations over v (resp. u):
-    sqrt(tr(dM C dM^T) / tr(M C M^T))."""
+    sqrt(tr(dM C dM^T) / tr(M C M^T)).
+
+    Parameters
+    ----------
+    A : ``[n_points, n_kl]`` the trained ``G^T H``
+    p : the problem
+
+    Returns
+    -------
+    dict: ``err_u_given_v`` and ``err_v_given_u``
+    """
     Mu, _ = gaussian.conditional_state_given_obs(p.Cuu, p.Cuv, p.Cvv)
     Mv, _ = gaussian.conditional_obs_given_state(p.Cuu, p.Cuv, p.Cvv)
     Au, _ = gaussian.inner_product_model_state_given_obs(A, p.Cuu)
@@ -70,7 +104,20 @@ def mean_errors(A: np.ndarray, p: GRFProblem) -> dict[str, float]:
 
 
 def train_linear(p: GRFProblem, n: int, dim: int, batch: int, epochs: int, lr: float, seed: int) -> np.ndarray:
-    """Linear encoders, inner product (tau = 1), CLIP loss; returns A = G^T H."""
+    """Linear encoders, inner product (tau = 1), CLIP loss; returns A = G^T H.
+
+    Parameters
+    ----------
+    p : the problem
+    n : training pairs
+    dim : embedding dimension
+    batch, epochs, lr : training settings
+    seed : random seed (data and initialisation)
+
+    Returns
+    -------
+    ``[n_points, n_kl]`` matrix A
+    """
     rng = np.random.default_rng([seed, n, dim, batch])
     data = sample_pairs(p, n, rng)
     torch.manual_seed(int(rng.integers(2**31)))
@@ -87,7 +134,18 @@ def train_linear(p: GRFProblem, n: int, dim: int, batch: int, epochs: int, lr: f
 
 
 def run_grf(cfg: dict, seed: int, progress=None) -> dict:
-    """Sweeps over embedding dimension, batch size and N (others at their base values)."""
+    """Sweeps over embedding dimension, batch size and N (others at their base values).
+
+    Parameters
+    ----------
+    cfg : settings (``problem``, ``base``, ``steps``, ``lr``, ``dims``, ``batches``, ``ns``)
+    seed : random seed
+    progress : callable taking a message string (None: silent)
+
+    Returns
+    -------
+    dict: the setting, canonical correlations and the three sweeps' errors
+    """
     p = grf_problem(**cfg.get("problem", {}))
     t0 = time.perf_counter()
     base = cfg["base"]
@@ -134,6 +192,16 @@ def run_grf(cfg: dict, seed: int, progress=None) -> dict:
 
 
 def plot_grf(res: dict):
+    """Figure of the three sweeps: relative errors of both conditional means.
+
+    Parameters
+    ----------
+    res : the dict of :func:`run_grf`
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
     import matplotlib.pyplot as plt
 
     sw = res["sweeps"]

@@ -14,7 +14,17 @@ import numpy as np
 
 
 def inflate(E: np.ndarray, factor: float) -> np.ndarray:
-    """Scale the anomalies of ``E [N, n]`` about the ensemble mean by ``factor``."""
+    """Scale the anomalies of ``E [N, n]`` about the ensemble mean by ``factor``.
+
+    Parameters
+    ----------
+    E : ensemble ``[N, n]``
+    factor : multiplicative factor on the anomalies
+
+    Returns
+    -------
+    numpy.ndarray: the inflated ensemble (``E`` itself when factor is 1)
+    """
     if factor == 1.0:
         return E
     mean = E.mean(axis=0, keepdims=True)
@@ -22,7 +32,18 @@ def inflate(E: np.ndarray, factor: float) -> np.ndarray:
 
 
 def rtps(Ea: np.ndarray, Ef: np.ndarray, alpha: float) -> np.ndarray:
-    """Relaxation to prior spread: per-variable spread -> alpha * sigma_f + (1 - alpha) * sigma_a."""
+    """Relaxation to prior spread: per-variable spread -> alpha * sigma_f + (1 - alpha) * sigma_a.
+
+    Parameters
+    ----------
+    Ea : analysis ensemble ``[N, n]``
+    Ef : forecast ensemble ``[N, n]``
+    alpha : relaxation in [0, 1]
+
+    Returns
+    -------
+    numpy.ndarray: the relaxed analysis ensemble
+    """
     if alpha == 0.0:
         return Ea
     ma = Ea.mean(0, keepdims=True)
@@ -35,7 +56,18 @@ def rtps(Ea: np.ndarray, Ef: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def rtpp(Ea: np.ndarray, Ef: np.ndarray, alpha: float) -> np.ndarray:
-    """Relaxation to prior perturbations: A_a -> (1 - alpha) A_a + alpha A_f."""
+    """Relaxation to prior perturbations: A_a -> (1 - alpha) A_a + alpha A_f.
+
+    Parameters
+    ----------
+    Ea : analysis ensemble ``[N, n]``
+    Ef : forecast ensemble ``[N, n]``
+    alpha : relaxation in [0, 1]
+
+    Returns
+    -------
+    numpy.ndarray: the relaxed analysis ensemble
+    """
     if alpha == 0.0:
         return Ea
     ma = Ea.mean(0, keepdims=True)
@@ -48,6 +80,15 @@ def innovation_inflation_estimate(d: np.ndarray, Ys: np.ndarray) -> float:
     ``d [p]`` = (y - mean H(x_f)) / sigma_o and ``Ys [N, p]`` the normalised forecast obs
     anomalies. Since E[d.d] = p + lambda tr(H P_f H^T R^-1), lambda = (d.d - p) / tr(...).
     Returns the variance factor lambda (may be < 1 or negative from noise; callers clip).
+
+    Parameters
+    ----------
+    d : normalised innovations ``[p]``
+    Ys : normalised forecast observation anomalies ``[N, p]``
+
+    Returns
+    -------
+    float: the variance factor (1.0 without observations)
     """
     p = d.size
     N = Ys.shape[0]
@@ -76,7 +117,17 @@ class AdaptiveInflation:
         return float(np.sqrt(self.variance))
 
     def update(self, d: np.ndarray, Ys: np.ndarray) -> float:
-        """Feed one cycle's innovations (forecast, before inflation); return the new factor."""
+        """Feed one cycle's innovations (forecast, before inflation); return the new factor.
+
+        Parameters
+        ----------
+        d : normalised innovations ``[p]``
+        Ys : normalised forecast observation anomalies ``[N, p]``
+
+        Returns
+        -------
+        float: the new multiplicative factor
+        """
         raw = innovation_inflation_estimate(d, Ys)
         raw = float(np.clip(raw, self.min_factor**2, self.max_factor**2))
         self.variance = (1.0 - self.smoothing) * self.variance + self.smoothing * raw
@@ -87,6 +138,16 @@ class AdaptiveInflation:
 
     @classmethod
     def from_state(cls, s: dict[str, float]) -> AdaptiveInflation:
+        """Rebuild from a :meth:`state` dict (for restarts).
+
+        Parameters
+        ----------
+        s : the dict written by :meth:`state`
+
+        Returns
+        -------
+        AdaptiveInflation
+        """
         obj = cls(1.0, s["smoothing"], s["min_factor"], s["max_factor"])
         obj.variance = float(s["variance"])
         return obj

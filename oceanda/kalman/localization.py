@@ -29,17 +29,45 @@ METRICS = ("euclidean", "periodic", "great_circle")
 
 
 def radius_from_dapper(loc_rad: float) -> float:
-    """Half-width ``c`` equivalent to DAPPER's ``loc_rad``."""
+    """Half-width ``c`` equivalent to DAPPER's ``loc_rad``.
+
+    Parameters
+    ----------
+    loc_rad : DAPPER's localisation radius (where the taper is exp(-1/2))
+
+    Returns
+    -------
+    float
+    """
     return DAPPER_GC_FACTOR * float(loc_rad)
 
 
 def radius_to_dapper(radius: float) -> float:
-    """DAPPER's ``loc_rad`` equivalent to the half-width ``c``."""
+    """DAPPER's ``loc_rad`` equivalent to the half-width ``c``.
+
+    Parameters
+    ----------
+    radius : Gaspari-Cohn half-width ``c``
+
+    Returns
+    -------
+    float
+    """
     return float(radius) / DAPPER_GC_FACTOR
 
 
 def gaspari_cohn(r: np.ndarray, c: float) -> np.ndarray:
-    """Gaspari-Cohn 5th-order piecewise rational taper, half-width ``c`` (0 beyond 2c)."""
+    """Gaspari-Cohn 5th-order piecewise rational taper, half-width ``c`` (0 beyond 2c).
+
+    Parameters
+    ----------
+    r : distances
+    c : half-width (same units as ``r``)
+
+    Returns
+    -------
+    numpy.ndarray: taper values in [0, 1], shaped like ``r``
+    """
     z = np.abs(np.asarray(r, dtype=np.float64)) / float(c)
     out = np.zeros_like(z)
     a = z <= 1.0
@@ -52,19 +80,50 @@ def gaspari_cohn(r: np.ndarray, c: float) -> np.ndarray:
 
 
 def gaussian_taper(r: np.ndarray, c: float) -> np.ndarray:
-    """exp(-r^2 / (2 L^2)) with L = c / 1.82, cut to zero beyond 2c."""
+    """exp(-r^2 / (2 L^2)) with L = c / 1.82, cut to zero beyond 2c.
+
+    Parameters
+    ----------
+    r : distances
+    c : Gaspari-Cohn-equivalent half-width (same units as ``r``)
+
+    Returns
+    -------
+    numpy.ndarray: taper values, shaped like ``r``
+    """
     r = np.abs(np.asarray(r, dtype=np.float64))
     length = float(c) / DAPPER_GC_FACTOR
     return np.where(r < 2.0 * c, np.exp(-0.5 * (r / length) ** 2), 0.0)
 
 
 def boxcar_taper(r: np.ndarray, c: float) -> np.ndarray:
-    """1 up to distance c, 0 beyond."""
+    """1 up to distance c, 0 beyond.
+
+    Parameters
+    ----------
+    r : distances
+    c : cut-off distance
+
+    Returns
+    -------
+    numpy.ndarray: 1.0 or 0.0, shaped like ``r``
+    """
     return (np.abs(np.asarray(r, dtype=np.float64)) <= c).astype(np.float64)
 
 
 def taper(r: np.ndarray, radius: float, kind: str = DEFAULT_TAPER) -> np.ndarray:
-    """Evaluate the named taper (``gaspari_cohn``, ``gaussian`` or ``boxcar``) at distances ``r``."""
+    """Evaluate the named taper (``gaspari_cohn``, ``gaussian`` or ``boxcar``) at distances ``r``.
+
+    Parameters
+    ----------
+    r : distances
+    radius : half-width ``c`` (> 0)
+    kind : taper name (aliases ``gc``, ``gauss``, ``step``)
+
+    Returns
+    -------
+    numpy.ndarray: taper values, shaped like ``r``
+    """
     if not radius > 0:
         raise ValueError(f"localisation radius must be > 0, got {radius}")
     if kind in ("gaspari_cohn", "gc", "GC"):
@@ -77,7 +136,17 @@ def taper(r: np.ndarray, radius: float, kind: str = DEFAULT_TAPER) -> np.ndarray
 
 
 def great_circle_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in km between points given in degrees (broadcasting; haversine)."""
+    """Great-circle distance in km between points given in degrees (broadcasting; haversine).
+
+    Parameters
+    ----------
+    lat1, lon1 : first points, degrees
+    lat2, lon2 : second points, degrees
+
+    Returns
+    -------
+    numpy.ndarray: distances in km (broadcast shape)
+    """
     p1, p2 = np.radians(lat1), np.radians(lat2)
     dphi = p2 - p1
     dlmb = np.radians(np.asarray(lon2) - np.asarray(lon1))
@@ -91,6 +160,17 @@ def pairwise_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean",
 
     ``great_circle`` expects columns (lat, lon) in degrees and returns km; ``periodic`` wraps
     axis ``i`` at ``period[i]`` (``None`` = not periodic along that axis).
+
+    Parameters
+    ----------
+    a : points ``[na, d]``
+    b : points ``[nb, d]``
+    metric : ``euclidean``, ``periodic`` or ``great_circle``
+    period : period of each axis for ``periodic`` (None = not periodic)
+
+    Returns
+    -------
+    numpy.ndarray: distances ``[na, nb]``
     """
     a = np.atleast_2d(np.asarray(a, dtype=np.float64))
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
@@ -193,6 +273,15 @@ class Localizer:
         """Taper weight of every observation for every analysis point, kept only where > 0 (padded).
 
         The last result is cached: a fixed observing network costs nothing after its first cycle.
+
+        Parameters
+        ----------
+        obs_coords : observation locations ``[p, d]`` (or ``[p]``)
+        chunk : analysis points per distance batch (memory bound)
+
+        Returns
+        -------
+        LocalWeights
         """
         obs_coords = np.asarray(obs_coords, dtype=np.float64)
         if obs_coords.ndim == 1:
@@ -229,13 +318,32 @@ class Localizer:
         return LocalWeights(index=index, weight=weight, count=count)
 
     def obs_coords_of_state(self, state_index: np.ndarray) -> np.ndarray:
-        """Locations of observations that sample flat state indices directly."""
+        """Locations of observations that sample flat state indices directly.
+
+        Parameters
+        ----------
+        state_index : flat state indices ``[p]``
+
+        Returns
+        -------
+        numpy.ndarray: locations ``[p, d]``
+        """
         idx = np.asarray(state_index, dtype=np.int64)
         return self.coords[idx % self.n_points]
 
 
 def block_groups(shape: tuple[int, int], block: int | tuple[int, int]) -> np.ndarray:
-    """Group ids of a ``(Y, X)`` grid cut into ``block x block`` tiles (edge tiles may be smaller)."""
+    """Group ids of a ``(Y, X)`` grid cut into ``block x block`` tiles (edge tiles may be smaller).
+
+    Parameters
+    ----------
+    shape : grid shape ``(Y, X)``
+    block : tile side, or ``(by, bx)``
+
+    Returns
+    -------
+    numpy.ndarray: group id of each flattened grid point ``[Y * X]``
+    """
     by, bx = (block, block) if isinstance(block, int) else block
     Y, X = shape
     iy, ix = np.meshgrid(np.arange(Y) // by, np.arange(X) // bx, indexing="ij")
@@ -249,6 +357,19 @@ def grid_localizer(y: np.ndarray, x: np.ndarray, radius: float, *, taper: str = 
 
     With ``lat``/``lon`` (2-D, degrees) distances are great-circle km; else Euclidean in the units
     of ``y``/``x``, periodic along axes whose ``period`` is given. ``block`` batches tiles of points.
+
+    Parameters
+    ----------
+    y, x : 1-D grid coordinates
+    radius : taper half-width ``c`` (units of y/x, km with lat/lon)
+    taper : taper name
+    period : period of the (y, x) axes (None = not periodic)
+    block : tile side (or ``(by, bx)``) of points sharing one analysis
+    lat, lon : 2-D cell latitudes/longitudes in degrees (great-circle distances)
+
+    Returns
+    -------
+    Localizer
     """
     Y, X = len(y), len(x)
     groups = None if block in (1, (1, 1)) else block_groups((Y, X), block)
@@ -263,5 +384,16 @@ def grid_localizer(y: np.ndarray, x: np.ndarray, radius: float, *, taper: str = 
 
 
 def ring_localizer(n: int, radius: float, taper: str = DEFAULT_TAPER) -> Localizer:
-    """Localizer on a periodic ring of ``n`` points one unit apart (Lorenz-96); radius in grid units."""
+    """Localizer on a periodic ring of ``n`` points one unit apart (Lorenz-96); radius in grid units.
+
+    Parameters
+    ----------
+    n : number of points on the ring
+    radius : taper half-width in grid units
+    taper : taper name
+
+    Returns
+    -------
+    Localizer
+    """
     return Localizer(np.arange(n, dtype=np.float64)[:, None], radius, taper, metric="periodic", period=[float(n)])

@@ -107,7 +107,16 @@ class EnKF(_Relaxed):
 
     def assimilate(self, E: np.ndarray, observations: Observations, rng: Any = None,
                    localizer: Any = None) -> np.ndarray:
-        """See :meth:`Filter.assimilate` (``localizer`` is ignored: the EnKF is global)."""
+        """See :meth:`Filter.assimilate` (``localizer`` is ignored: the EnKF is global).
+
+        Parameters
+        ----------
+        E, observations, rng, localizer : as :meth:`Filter.assimilate`
+
+        Returns
+        -------
+        numpy.ndarray: the analysis ensemble ``[N, n]``
+        """
         return enkf(E, observations, rng=rng, center_perturbations=self.center_perturbations, **self._kw())
 
 
@@ -120,7 +129,16 @@ class ETKF(_Relaxed):
 
     def assimilate(self, E: np.ndarray, observations: Observations, rng: Any = None,
                    localizer: Any = None) -> np.ndarray:
-        """See :meth:`Filter.assimilate` (``localizer`` is ignored: the ETKF is global)."""
+        """See :meth:`Filter.assimilate` (``localizer`` is ignored: the ETKF is global).
+
+        Parameters
+        ----------
+        E, observations, rng, localizer : as :meth:`Filter.assimilate`
+
+        Returns
+        -------
+        numpy.ndarray: the analysis ensemble ``[N, n]``
+        """
         return etkf(E, observations, rng=rng, **self._kw())
 
 
@@ -146,7 +164,16 @@ class LETKF(_Relaxed):
 
     def assimilate(self, E: np.ndarray, observations: Observations, rng: Any = None,
                    localizer: Any = None) -> np.ndarray:
-        """See :meth:`Filter.assimilate`; ``localizer`` is required."""
+        """See :meth:`Filter.assimilate`; ``localizer`` is required.
+
+        Parameters
+        ----------
+        E, observations, rng, localizer : as :meth:`Filter.assimilate`
+
+        Returns
+        -------
+        numpy.ndarray: the analysis ensemble ``[N, n]``
+        """
         loc = self._localizer(localizer, required=True)
         return letkf(E, observations, localizer=loc, rng=rng, **self._kw())
 
@@ -198,7 +225,18 @@ class EnOI(Filter):
 
     def assimilate(self, E: np.ndarray, observations: Observations, rng: Any = None, localizer: Any = None,
                    background: np.ndarray | None = None) -> np.ndarray:
-        """See :meth:`Filter.assimilate`; ``E`` are the library states, ``background`` defaults to their mean."""
+        """See :meth:`Filter.assimilate`; ``E`` are the library states, ``background`` defaults to their mean.
+
+        Parameters
+        ----------
+        E : library states ``[M, n]``
+        observations, rng, localizer : as :meth:`Filter.assimilate`
+        background : background state ``[n]`` (default: the library mean)
+
+        Returns
+        -------
+        numpy.ndarray: the analysis ensemble
+        """
         obs = as_observations(observations)
         loc = self._localizer(localizer, required=self.form == "schur")
         xb = E.mean(axis=0) if background is None else background

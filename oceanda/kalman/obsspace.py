@@ -24,7 +24,17 @@ Operator = np.ndarray | sp.spmatrix | sp.sparray | Callable[[np.ndarray], np.nda
 
 
 def apply_operator(H: Operator, E: np.ndarray) -> np.ndarray:
-    """``H`` applied to every member of ``E [N, n]`` -> ``[N, p]``."""
+    """``H`` applied to every member of ``E [N, n]`` -> ``[N, p]``.
+
+    Parameters
+    ----------
+    H : index array, sparse matrix ``[p, n]`` or callable ``[N, n] -> [N, p]``
+    E : ensemble ``[N, n]``
+
+    Returns
+    -------
+    numpy.ndarray: ``[N, p]`` float64
+    """
     E = np.asarray(E)
     if callable(H) and not sp.issparse(H):
         out = np.asarray(H(E), dtype=np.float64)
@@ -67,10 +77,29 @@ class Observations:
         return int(self.y.size)
 
     def apply(self, E: np.ndarray) -> np.ndarray:
+        """The operator applied to every member of ``E``.
+
+        Parameters
+        ----------
+        E : ensemble ``[N, n]``
+
+        Returns
+        -------
+        numpy.ndarray: ``[N, p]``
+        """
         return apply_operator(self.H, E)
 
     def subset(self, keep: np.ndarray) -> Observations:
-        """Only the observations ``keep`` (boolean or indices)."""
+        """Only the observations ``keep`` (boolean or indices).
+
+        Parameters
+        ----------
+        keep : boolean mask ``[p]`` or integer indices
+
+        Returns
+        -------
+        Observations
+        """
         keep = np.asarray(keep)
         H = self.H
         if callable(H) and not sp.issparse(H):
@@ -101,7 +130,16 @@ class Observations:
         return np.asarray(self.H, dtype=np.int64)
 
     def locations(self, localizer: Any) -> np.ndarray:
-        """Observation locations in the localizer's coordinates."""
+        """Observation locations in the localizer's coordinates.
+
+        Parameters
+        ----------
+        localizer : the :class:`~oceanda.kalman.localization.Localizer` of the state
+
+        Returns
+        -------
+        numpy.ndarray: locations ``[p, d]``
+        """
         if self.coords is not None:
             return self.coords
         idx = self.state_index()
@@ -111,7 +149,19 @@ class Observations:
 
 
 def as_observations(y: Any, error: Any = None, H: Any = None, coords: Any = None) -> Observations:
-    """Accept an :class:`Observations` or the pieces ``(y, error, H, coords)``."""
+    """Accept an :class:`Observations` or the pieces ``(y, error, H, coords)``.
+
+    Parameters
+    ----------
+    y : an :class:`Observations`, or the values ``[p]``
+    error : error standard deviations
+    H : observation operator
+    coords : observation locations (optional)
+
+    Returns
+    -------
+    Observations
+    """
     if isinstance(y, Observations):
         return y
     if error is None or H is None:
@@ -172,6 +222,18 @@ def observations_from_dataset(obs: xr.Dataset, layout: FieldLayout, like: xr.Dat
     and point observations (dim ``obs`` with integer ``y_index``, ``x_index`` and optionally
     ``layer_index``, per-obs ``time``) are both understood. The flat index of grid point
     ``(c, iy, ix)`` is ``c*Y*X + iy*X + ix``. ``<var>_error`` may be a scalar or have the values' dims.
+
+    Parameters
+    ----------
+    obs : observation Dataset (gridded or with an ``obs`` dim)
+    layout : the state layout (channels and spatial dims)
+    like : a state Dataset giving the grid
+    source : what to call ``obs`` in errors
+    variables : observed variables (default: every data variable)
+
+    Returns
+    -------
+    list of Observations: one per time
     """
     names = list(variables) if variables is not None else [
         str(v) for v in obs.data_vars if not str(v).endswith("_error") and str(v) not in ("y_index", "x_index", "layer_index")

@@ -25,11 +25,30 @@ class Lorenz96:
         self.dt = float(dt)
 
     def tendency(self, x: np.ndarray) -> np.ndarray:
-        """dx/dt for a batch of states ``[..., n]``."""
+        """dx/dt for a batch of states ``[..., n]``.
+
+        Parameters
+        ----------
+        x : states ``[..., n]``
+
+        Returns
+        -------
+        numpy.ndarray: like ``x``
+        """
         return (np.roll(x, -1, axis=-1) - np.roll(x, 2, axis=-1)) * np.roll(x, 1, axis=-1) - x + self.forcing
 
     def step(self, x: np.ndarray, dt: float | None = None) -> np.ndarray:
-        """One RK4 step of length ``dt`` (default ``self.dt``); returns a new array."""
+        """One RK4 step of length ``dt`` (default ``self.dt``); returns a new array.
+
+        Parameters
+        ----------
+        x : states ``[..., n]``
+        dt : step length (None = ``self.dt``)
+
+        Returns
+        -------
+        numpy.ndarray: like ``x``
+        """
         h = self.dt if dt is None else float(dt)
         x = np.asarray(x, dtype=np.float64)
         k1 = self.tendency(x)
@@ -39,7 +58,17 @@ class Lorenz96:
         return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
     def forecast(self, x: np.ndarray, duration: float) -> np.ndarray:
-        """Integrate for ``duration`` time units (a whole number of steps of ``dt``)."""
+        """Integrate for ``duration`` time units (a whole number of steps of ``dt``).
+
+        Parameters
+        ----------
+        x : states ``[..., n]``
+        duration : model time units
+
+        Returns
+        -------
+        numpy.ndarray: float64, like ``x``
+        """
         nsteps = round(duration / self.dt)
         if nsteps < 0 or abs(nsteps * self.dt - duration) > 1e-9 * max(1.0, abs(duration)):
             raise ValueError(f"duration {duration} is not a non-negative multiple of dt = {self.dt}")
@@ -52,6 +81,16 @@ class Lorenz96:
 
         Returns ``(traj, times)``: ``traj [nsave, ..., n]`` holds ``x0`` and every ``save_every``-th
         state; ``times`` are in model time units starting at 0.
+
+        Parameters
+        ----------
+        x0 : initial states ``[..., n]``
+        nsteps : number of steps
+        save_every : steps between saved states
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (traj, times)
         """
         if save_every < 1:
             raise ValueError("save_every must be >= 1")
@@ -68,7 +107,18 @@ class Lorenz96:
         return np.stack(out), np.asarray(times)
 
     def initial_state(self, rng: np.random.Generator, shape: tuple[int, ...] = (), spinup: int = 0) -> np.ndarray:
-        """F plus small Gaussian noise, optionally spun up onto the attractor for ``spinup`` steps."""
+        """F plus small Gaussian noise, optionally spun up onto the attractor for ``spinup`` steps.
+
+        Parameters
+        ----------
+        rng : random generator
+        shape : leading batch shape
+        spinup : number of spin-up steps
+
+        Returns
+        -------
+        numpy.ndarray: ``[*shape, n]``
+        """
         x = self.forcing + 0.01 * rng.standard_normal((*shape, self.n))
         for _ in range(spinup):
             x = self.step(x)
@@ -82,6 +132,17 @@ class Lorenz96:
         cannot hold a data variable named like its own dimension. ``as_grid=True`` adds a
         length-1 ``y`` dimension, ``(time, [member,] y, x)``, the gridded layout that
         ``oceanda.io.open_states`` and ``oceanda.fields`` accept (a one-row periodic grid).
+
+        Parameters
+        ----------
+        traj : trajectory ``[time, n]`` or ``[time, member, n]``
+        times : model times
+        attrs : extra global attributes
+        as_grid : add the length-1 ``y`` dimension
+
+        Returns
+        -------
+        xarray.Dataset
         """
         traj = np.asarray(traj)
         if traj.ndim not in (2, 3) or traj.shape[-1] != self.n:

@@ -189,14 +189,32 @@ class QGModel:
 
     @_with_threads
     def psi_from_q(self, q: Any) -> Any:
-        """Streamfunction [m2 s-1] from potential vorticity [s-1] (both [member, 2, ny, nx])."""
+        """Streamfunction [m2 s-1] from potential vorticity [s-1] (both [member, 2, ny, nx]).
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor: psi, like ``q``
+        """
         t, is_np, _ = self._in(q)
         t = self._check_q(t)
         return self._out(self._ifft(self._invert(self._fft(t))), is_np)
 
     @_with_threads
     def q_from_psi(self, psi: Any) -> Any:
-        """Potential vorticity from streamfunction (the inverse of ``psi_from_q`` up to the mean)."""
+        """Potential vorticity from streamfunction (the inverse of ``psi_from_q`` up to the mean).
+
+        Parameters
+        ----------
+        psi : streamfunction [m2 s-1] ``[member, 2, ny, nx]``
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor: q, like ``psi``
+        """
         t, is_np, _ = self._in(psi)
         t = self._check_q(t, "psi")
         ph = self._fft(t)
@@ -207,7 +225,17 @@ class QGModel:
 
     @_with_threads
     def velocity(self, psi: Any, include_mean: bool = True) -> tuple[Any, Any]:
-        """(u, v) [m s-1], each [member, 2, ny, nx]; u = -dpsi/dy + U_n, v = dpsi/dx."""
+        """(u, v) [m s-1], each [member, 2, ny, nx]; u = -dpsi/dy + U_n, v = dpsi/dx.
+
+        Parameters
+        ----------
+        psi : streamfunction ``[member, 2, ny, nx]``
+        include_mean : add the mean flow U_n to u
+
+        Returns
+        -------
+        tuple: (u, v), numpy or torch like ``psi``
+        """
         t, is_np, _ = self._in(psi)
         ph = self._fft(self._check_q(t, "psi"))
         u = self._ifft(-self.il * ph)
@@ -217,7 +245,16 @@ class QGModel:
         return self._out(u, is_np), self._out(v, is_np)
 
     def ssh(self, psi: Any) -> Any:
-        """Sea-surface height eta = f0 psi1 / g [m], shape [member, ny, nx]."""
+        """Sea-surface height eta = f0 psi1 / g [m], shape [member, ny, nx].
+
+        Parameters
+        ----------
+        psi : streamfunction ``[..., 2, ny, nx]`` (numpy or torch)
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor: the upper layer's SSH
+        """
         if isinstance(psi, torch.Tensor):
             return psi[..., 0, :, :] * (self.f0 / self.g)
         return np.asarray(psi)[..., 0, :, :] * (self.f0 / self.g)
@@ -259,7 +296,17 @@ class QGModel:
         return torch_threads(self.threads if self.device.type == "cpu" else None)
 
     def step(self, q: Any, nsteps: int = 1) -> Any:
-        """Advance ``q`` [member, 2, ny, nx] by ``nsteps`` time steps (AB3, started with Euler/AB2)."""
+        """Advance ``q`` [member, 2, ny, nx] by ``nsteps`` time steps (AB3, started with Euler/AB2).
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+        nsteps : number of time steps
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor: the new q
+        """
         t, is_np, _ = self._in(q)
         t = self._check_q(t)
         with self._threads():
@@ -267,7 +314,17 @@ class QGModel:
         return self._out(self._ifft(qh), is_np)
 
     def advance(self, q: Any, days: float) -> Any:
-        """Forecast: advance every member of ``q`` by ``days`` (a multiple of dt) and return the new q."""
+        """Forecast: advance every member of ``q`` by ``days`` (a multiple of dt) and return the new q.
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+        days : forecast length in days
+
+        Returns
+        -------
+        numpy.ndarray or torch.Tensor: the new q
+        """
         n = days * SECONDS_PER_DAY / self.dt
         if abs(n - round(n)) > 1e-6:
             raise OceandaError(f"QGModel.advance: {days} days is not a whole number of {self.dt:g} s steps")
@@ -278,6 +335,18 @@ class QGModel:
         """Integrate ``ndays``; return (trajectory [time, member, 2, ny, nx], times in days).
 
         The multistep history is kept across saves, so saving does not change the trajectory.
+
+        Parameters
+        ----------
+        q0 : initial PV ``[member, 2, ny, nx]``
+        ndays : run length in days
+        save_every_days : interval between saved states
+        include_initial : save ``q0`` first
+        progress : show a progress bar
+
+        Returns
+        -------
+        tuple: (trajectory, numpy or torch like ``q0``, numpy.ndarray of times in days)
         """
         t, is_np, _ = self._in(q0)
         t = self._check_q(t)
@@ -308,7 +377,16 @@ class QGModel:
     # ------------------------------------------------------------------ diagnostics
     @_with_threads
     def kinetic_energy(self, q: Any) -> np.ndarray:
-        """Depth-averaged eddy kinetic energy per member [m2 s-2] (pyqg's ``ke``)."""
+        """Depth-averaged eddy kinetic energy per member [m2 s-2] (pyqg's ``ke``).
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+
+        Returns
+        -------
+        numpy.ndarray: ``[member]``
+        """
         t, _, _ = self._in(q)
         t = self._check_q(t)
         u, v = self.velocity(self.psi_from_q(t), include_mean=False)
@@ -318,7 +396,17 @@ class QGModel:
 
     @_with_threads
     def energy_spectrum(self, q: Any, layer: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Isotropic KE spectrum (k [rad m-1], E(k)), averaged over members; depth-weighted if layer is None."""
+        """Isotropic KE spectrum (k [rad m-1], E(k)), averaged over members; depth-weighted if layer is None.
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+        layer : layer index (None = depth-weighted)
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (wavenumbers, spectrum)
+        """
         t, _, _ = self._in(q)
         ph = self._invert(self._fft(self._check_q(t))).cpu().numpy()
         e = 0.5 * self._wv2_np * np.abs(ph) ** 2  # [M, 2, ny, nk]
@@ -335,7 +423,16 @@ class QGModel:
 
     @_with_threads
     def cfl(self, q: Any) -> float:
-        """Advective Courant number max(|u| dt/dx + |v| dt/dy) over members, layers and grid."""
+        """Advective Courant number max(|u| dt/dx + |v| dt/dy) over members, layers and grid.
+
+        Parameters
+        ----------
+        q : potential vorticity [s-1] ``[member, 2, ny, nx]`` (numpy or torch)
+
+        Returns
+        -------
+        float
+        """
         u, v = self.velocity(self.psi_from_q(self._in(q)[0]), include_mean=True)
         c = u.abs() * self.dt / self.dx + v.abs() * self.dt / self.dy
         return float(c.max())
@@ -347,6 +444,18 @@ class QGModel:
 
         ``times`` are model days (converted to datetimes from 2001-01-01) or datetime64 values. With
         a 5-D trajectory and ``member`` None the member dimension is kept only if it has size > 1.
+
+        Parameters
+        ----------
+        q_traj : PV trajectory ``[time, (member,) 2, ny, nx]``
+        times : model days or datetime64 values, one per state
+        member : member labels (forces a member dim)
+        attrs : extra global attributes
+        include_q : write ``q`` too
+
+        Returns
+        -------
+        xarray.Dataset
         """
         q = q_traj.detach().cpu().numpy() if isinstance(q_traj, torch.Tensor) else np.asarray(q_traj)
         if q.ndim == 4:
@@ -404,7 +513,17 @@ class QGModel:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any], **kwargs: Any) -> QGModel:
-        """The model that wrote a Dataset (its ``qg_*`` attributes); ``kwargs`` override (e.g. dtype)."""
+        """The model that wrote a Dataset (its ``qg_*`` attributes); ``kwargs`` override (e.g. dtype).
+
+        Parameters
+        ----------
+        attrs : a Dataset's attributes
+        **kwargs : settings overriding the attributes
+
+        Returns
+        -------
+        QGModel
+        """
         names = {"nx": "qg_nx", "ny": "qg_ny", "L": "qg_L_m", "W": "qg_W_m", "dt": "qg_dt_s", "rd": "qg_rd_m",
                  "delta": "qg_delta", "H1": "qg_H1_m", "U1": "qg_U1_m_s", "U2": "qg_U2_m_s", "beta": "qg_beta",
                  "rek": "qg_rek_s", "filterfac": "qg_filterfac", "lat0": "qg_lat0", "lon0": "qg_lon0", "g": "qg_g_m_s2"}
@@ -417,7 +536,16 @@ class QGModel:
         return cls(**cfg)
 
     def q_from_dataset(self, ds: xr.Dataset) -> np.ndarray:
-        """[time, (member,) 2, ny, nx] potential vorticity from a Dataset (from ``psi`` if ``q`` is absent)."""
+        """[time, (member,) 2, ny, nx] potential vorticity from a Dataset (from ``psi`` if ``q`` is absent).
+
+        Parameters
+        ----------
+        ds : a Dataset written by :meth:`to_dataset`
+
+        Returns
+        -------
+        numpy.ndarray: float64 PV
+        """
         if "q" in ds:
             return np.asarray(ds["q"].values, dtype=np.float64)
         if "psi" not in ds:
@@ -431,12 +559,37 @@ class QGModel:
 
 
 def noise_state(model: QGModel, n: int, rng: np.random.Generator, amplitude: float = 1e-7) -> np.ndarray:
-    """Small random PV [n, 2, ny, nx] (white noise, amplitude in s-1): a cold start."""
+    """Small random PV [n, 2, ny, nx] (white noise, amplitude in s-1): a cold start.
+
+    Parameters
+    ----------
+    model : the QG model (grid size)
+    n : number of members
+    rng : random generator
+    amplitude : noise standard deviation [s-1]
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     return amplitude * rng.standard_normal((n, 2, model.ny, model.nx))
 
 
 def spin_up(model: QGModel, n: int, rng: np.random.Generator, years: float = 5.0, progress: bool = True) -> np.ndarray:
-    """Spin up ``n`` independent members from noise; returns q [n, 2, ny, nx] (used to make the shipped file)."""
+    """Spin up ``n`` independent members from noise; returns q [n, 2, ny, nx] (used to make the shipped file).
+
+    Parameters
+    ----------
+    model : the QG model
+    n : number of members
+    rng : random generator
+    years : spin-up length in model years
+    progress : show a progress bar
+
+    Returns
+    -------
+    numpy.ndarray
+    """
     q = noise_state(model, n, rng)
     days = int(round(years * 365))
     traj, _ = model.run(q, days, save_every_days=days, include_initial=False, progress=progress)
@@ -444,7 +597,17 @@ def spin_up(model: QGModel, n: int, rng: np.random.Generator, years: float = 5.0
 
 
 def spectral_regrid(q: np.ndarray, nx: int, ny: int | None = None) -> np.ndarray:
-    """Resample periodic fields [..., ny0, nx0] to [..., ny, nx] by zero-padding/truncating Fourier modes."""
+    """Resample periodic fields [..., ny0, nx0] to [..., ny, nx] by zero-padding/truncating Fourier modes.
+
+    Parameters
+    ----------
+    q : periodic fields ``[..., ny0, nx0]``
+    nx, ny : target grid size (ny defaults to nx)
+
+    Returns
+    -------
+    numpy.ndarray: float64 ``[..., ny, nx]``
+    """
     ny = ny or nx
     q = np.asarray(q, dtype=np.float64)
     ny0, nx0 = q.shape[-2:]
@@ -464,6 +627,15 @@ def spun_up_state(member: int | Sequence[int] | None = None, model: QGModel | No
     The file holds 32 independent members spun up for 5 model years from noise at 64 x 64 with the
     default configuration; for another ``model.nx`` the fields are regridded spectrally (which
     then needs a short adjustment run).
+
+    Parameters
+    ----------
+    member : member index or indices (None = all)
+    model : regrid to this model's grid when it differs (None = 64 x 64)
+
+    Returns
+    -------
+    numpy.ndarray
     """
     path = data_dir() / SPUN_UP_FILE
     if not path.exists():
@@ -489,6 +661,20 @@ def perturbed_ensemble(n: int, rng: np.random.Generator, model: QGModel | None =
     member stay correlated (about 0.5-0.7 in SSH after 120 days), so pass disjoint ``members`` for
     runs that must be independent (e.g. a library and its truth runs). ``amplitude`` is the noise
     standard deviation relative to each layer's PV standard deviation.
+
+    Parameters
+    ----------
+    n : number of members
+    rng : random generator
+    model : the QG model (default QGModel())
+    decorrelation_days : length of the free run (0 = none)
+    amplitude : noise std relative to each layer's PV std
+    members : shipped members to start from (default: all)
+    progress : show a progress bar
+
+    Returns
+    -------
+    numpy.ndarray: PV ``[n, 2, ny, nx]``
     """
     model = model or QGModel()
     base = spun_up_state(model=model)

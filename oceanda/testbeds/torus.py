@@ -24,7 +24,16 @@ from oceanda.testbeds._threads import torch_threads
 
 
 def half_plane_wavevectors(n: int = 49) -> np.ndarray:
-    """The ``n`` shortest integer wavevectors with k2 > 0 or (k2 == 0 and k1 > 0), [n, 2]; ties by angle."""
+    """The ``n`` shortest integer wavevectors with k2 > 0 or (k2 == 0 and k1 > 0), [n, 2]; ties by angle.
+
+    Parameters
+    ----------
+    n : number of wavevectors
+
+    Returns
+    -------
+    numpy.ndarray: int64 ``[n, 2]``
+    """
     r = int(np.ceil(np.sqrt(2 * n))) + 2
     ks = [(a, b) for a in range(-r, r + 1) for b in range(r + 1) if b > 0 or a > 0]
     ks.sort(key=lambda k: (k[0] ** 2 + k[1] ** 2, np.arctan2(k[1], k[0])))
@@ -65,11 +74,31 @@ class TorusFlow:
 
     # ------------------------------------------------------------------ coefficients
     def sample_coefficients(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` flows from the prior: [n, 98] real coefficients (Re psi_k for all k, then Im psi_k)."""
+        """``n`` flows from the prior: [n, 98] real coefficients (Re psi_k for all k, then Im psi_k).
+
+        Parameters
+        ----------
+        n : number of flows
+        rng : random generator
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         sd = self.amplitude * self.kmag ** (-self.decay) / np.sqrt(2.0)
         return np.concatenate([sd * rng.standard_normal((n, self.n_modes)), sd * rng.standard_normal((n, self.n_modes))], 1)
 
     def complex_coefficients(self, coeffs: Any) -> np.ndarray:
+        """Complex psi_k ``[..., K]`` from real coefficients ``[..., 2K]``.
+
+        Parameters
+        ----------
+        coeffs : real coefficients (Re psi_k, then Im psi_k)
+
+        Returns
+        -------
+        numpy.ndarray: complex128
+        """
         c = np.asarray(coeffs, dtype=np.float64)
         if c.shape[-1] != self.n_coefficients:
             raise OceandaError(f"TorusFlow: coefficients of shape {c.shape}; expected [..., {self.n_coefficients}]")
@@ -85,7 +114,18 @@ class TorusFlow:
         return c * torch.exp(1j * ph)
 
     def velocity_at(self, coeffs: Any, x: Any, y: Any, t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-        """Velocity (u, v) of flows [F, 98] at positions x, y [F, n] at time t."""
+        """Velocity (u, v) of flows [F, 98] at positions x, y [F, n] at time t.
+
+        Parameters
+        ----------
+        coeffs : real flow coefficients ``[F, 98]``
+        x, y : positions ``[F, n]``
+        t : time
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (u, v), each ``[F, n]``
+        """
         with self._threads():
             c = self._ct(coeffs, t)
             u, v = self._vel(c, torch.as_tensor(np.array(x, float)), torch.as_tensor(np.array(y, float)))
@@ -104,11 +144,31 @@ class TorusFlow:
         return w[..., 0], w[..., 1]
 
     def grid(self, n: int = 32) -> np.ndarray:
-        """Grid nodes j / n, j = 0..n-1 (periodic)."""
+        """Grid nodes j / n, j = 0..n-1 (periodic).
+
+        Parameters
+        ----------
+        n : number of nodes
+
+        Returns
+        -------
+        numpy.ndarray
+        """
         return np.arange(n) / n
 
     def gridded(self, coeffs: Any, times: Any = (0.0,), n: int = 32) -> dict[str, np.ndarray]:
-        """psi, u, v on an n x n grid: each [F, time, n(y), n(x)]."""
+        """psi, u, v on an n x n grid: each [F, time, n(y), n(x)].
+
+        Parameters
+        ----------
+        coeffs : real flow coefficients ``[F, 98]`` (or one flow ``[98]``)
+        times : times of the fields
+        n : grid size
+
+        Returns
+        -------
+        dict: ``psi``, ``u``, ``v`` arrays
+        """
         c = self.complex_coefficients(np.atleast_2d(coeffs))  # [F, K]
         times = np.atleast_1d(np.asarray(times, float))
         g = self.grid(n)
@@ -129,6 +189,20 @@ class TorusFlow:
         Positions exclude the start and are taken every ``keep_every`` steps (T/dt steps in all):
         the paper's default gives 1000 positions. ``wrap`` maps them into [0, 1); unwrapped
         positions are continuous paths on the covering plane.
+
+        Parameters
+        ----------
+        coeffs : real flow coefficients ``[F, 98]``
+        x0, y0 : start positions (``[n_drifters]`` or ``[F, n_drifters]``)
+        dt, T : RK4 step and end time
+        keep_every : steps between kept positions
+        wrap : map positions into [0, 1)
+        progress : show a progress bar
+        chunk : flows integrated together (memory bound)
+
+        Returns
+        -------
+        tuple of numpy.ndarray: (positions, times)
         """
         coeffs = np.atleast_2d(np.asarray(coeffs, float))
         nsteps = int(round(T / dt))
@@ -184,7 +258,20 @@ class TorusFlow:
     def to_dataset(self, coeffs: Any, positions: np.ndarray | None = None, times: np.ndarray | None = None,
                    n: int = 32, grid_times: Any = (0.0,)) -> xr.Dataset:
         """CF-style Dataset of flows: coefficients (sample, coefficient), gridded psi/u/v (sample, time, y, x)
-        at ``grid_times``, and drifter positions (sample, obs, drifter) if given."""
+        at ``grid_times``, and drifter positions (sample, obs, drifter) if given.
+
+        Parameters
+        ----------
+        coeffs : real flow coefficients ``[F, 98]``
+        positions : drifter positions ``[F, n_keep, n_drifters, 2]`` (optional)
+        times : times of the kept positions (with ``positions``)
+        n : grid size of the fields
+        grid_times : times of the gridded fields
+
+        Returns
+        -------
+        xarray.Dataset
+        """
         coeffs = np.atleast_2d(np.asarray(coeffs, float))
         g = self.gridded(coeffs, grid_times, n)
         gx = self.grid(n)
@@ -217,7 +304,16 @@ class TorusFlow:
 
 
 def spectral_divergence(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """du/dx + dv/dy of periodic fields [..., n(y), n(x)] on the unit torus by FFT derivatives."""
+    """du/dx + dv/dy of periodic fields [..., n(y), n(x)] on the unit torus by FFT derivatives.
+
+    Parameters
+    ----------
+    u, v : velocity components ``[..., n(y), n(x)]``
+
+    Returns
+    -------
+    numpy.ndarray: like ``u``
+    """
     ny, nx = u.shape[-2:]
     kx = 2j * np.pi * np.fft.fftfreq(nx, d=1.0 / nx)
     ky = 2j * np.pi * np.fft.fftfreq(ny, d=1.0 / ny)
