@@ -60,7 +60,14 @@ def _range_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-    """Raise :class:`ConfigurationError` unless ``value`` is one of ``choices``."""
+    """Raise :class:`ConfigurationError` unless ``value`` is one of ``choices``.
+
+    Parameters
+    ----------
+    name : the setting's name, as the user spells it
+    value : the value to check
+    choices : the allowed values
+    """
     if value not in choices:
         raise ConfigurationError(f"{name}={value!r}; expected one of {list(choices)}")
 

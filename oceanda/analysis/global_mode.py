@@ -28,7 +28,18 @@ class GlobalAnalysis:
 
 def weighted_moments(library: Library, indices: np.ndarray, weights: np.ndarray,
                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted mean and variance of library states, reading only ``indices``, ``chunk`` at a time."""
+    """Weighted mean and variance of library states, reading only ``indices``, ``chunk`` at a time.
+
+    Parameters
+    ----------
+    library : the library of states
+    indices, weights : library indices with non-negligible weight and their weights (summing to one)
+    chunk : states read at a time
+
+    Returns
+    -------
+    ``(mean, variance)`` arrays of one state's shape
+    """
     s1 = s2 = None
     for a in range(0, len(indices), chunk):
         x = library.read(indices[a:a + chunk]).astype(np.float64)

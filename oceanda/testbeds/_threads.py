@@ -11,7 +11,16 @@ import torch
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch threads, then restore the previous count (``None``: leave it)."""
+    """Run the block with ``n`` torch threads, then restore the previous count (``None``: leave it).
+
+    Parameters
+    ----------
+    n : torch threads inside the block (None: unchanged)
+
+    Yields
+    ------
+    None
+    """
     if n is None:
         yield
         return
