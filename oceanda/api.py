@@ -32,7 +32,7 @@ from typing import Any
 import xarray as xr
 
 from oceanda import io
-from oceanda.errors import OceandaError, OutputExistsError
+from oceanda.errors import OceandaError
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -122,13 +122,11 @@ def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -
     -------
     ``(ContrastiveModel, TrainResult)``
     """
-    import inspect
-
     import torch
 
-    from oceanda.pairs import train_field_model
+    from oceanda.pairs import FIELD_TRAINING, train_field_model
 
-    seed = settings.get("seed", inspect.signature(train_field_model).parameters["seed"].default)
+    seed = settings.get("seed", FIELD_TRAINING.seed)
     with torch.random.fork_rng(devices=[]):  # encoder initialisation from the seed; the caller's RNG is untouched
         torch.manual_seed(seed)
         return train_field_model(states, obs, out, **settings)
@@ -276,17 +274,14 @@ def check_output(path: PathLike, overwrite: bool = False) -> Path:
 
     Parameters
     ----------
-    path : output file
-    overwrite : allow replacing it
+    path : the output file
+    overwrite : an existing file may be replaced
 
     Returns
     -------
     pathlib.Path
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists already; pass --overwrite to replace it")
-    return path
+    return io.refuse_existing(path, overwrite)
 
 
 def command_line() -> str:

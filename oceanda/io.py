@@ -448,6 +448,24 @@ def _source_files(ds: xr.Dataset) -> set[str]:
     return found
 
 
+def refuse_existing(path: PathLike, overwrite: bool = False) -> Path:
+    """Raise :class:`OutputExistsError` if ``path`` exists and ``overwrite`` is not given; return it as a Path.
+
+    Parameters
+    ----------
+    path : an output file
+    overwrite : an existing file may be replaced
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: exists already; pass overwrite=True (CLI: --overwrite) to replace it")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
@@ -465,9 +483,7 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
     ------
     pathlib.Path: the temporary file to write
     """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: exists already; pass overwrite=True (CLI: --overwrite) to replace it")
+    path = refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
@@ -481,8 +497,7 @@ def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = No
         os.chmod(tmp_path, mode)  # again: some writers (safetensors) replace the file with their own 0600 one
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        if path.exists() and not overwrite:  # appeared meanwhile
-            raise OutputExistsError(f"{path}: exists already; pass overwrite=True (CLI: --overwrite) to replace it")
+        refuse_existing(path, overwrite)  # it may have appeared meanwhile
         os.replace(tmp_path, path)
         with contextlib.suppress(OSError):
             dfd = os.open(path.parent, os.O_RDONLY)

@@ -39,18 +39,19 @@ def run_twin(testbed: str, method: str = "letkf", *, members: int | None = None,
         raise ConfigurationError(f"--cycle {testbed!r}; expected one of {list(TWINS)}")
     if method not in CYCLING_METHODS:
         raise ConfigurationError(f"--cycle: method {method!r} has no cycling; expected one of {list(CYCLING_METHODS)}")
-    seed = 0 if seed is None else seed
+    if seed is not None:  # else each twin's own default
+        cycling["seed"] = seed
     if testbed == "lorenz96":
         from oceanda.experiments.l96_twin import run_lorenz96
 
-        return run_lorenz96(method, members=members, cycles=cycles, seed=seed, inflation=inflation, rtps=rtps,
-                            radius=radius, taper=taper, **cycling), {}
+        return run_lorenz96(method, members=members, cycles=cycles, inflation=inflation, rtps=rtps, radius=radius,
+                            taper=taper, **cycling), {}
     if method != "letkf":
         raise ConfigurationError(f"--cycle qg: method {method!r}; expected letkf (a 8192-value state needs localisation)")
     from oceanda.experiments.qg_twin import run_qg_altimetry
 
     return run_qg_altimetry(days=cycles, members=members, radius_km=radius, inflation=inflation, rtps=rtps,
-                            seed=seed, taper=taper, **cycling)
+                            taper=taper, **cycling)
 
 
 def summary(result: Any, burn_in: int | None = None) -> dict[str, float]:
