@@ -84,6 +84,10 @@ class Settings:
     VERSION: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars (from arrays, JSON of numpy) as Python values
+            v = getattr(self, f.name)
+            if isinstance(v, np.generic):
+                object.__setattr__(self, f.name, v.item())
         self.validate()
 
     def validate(self) -> None:

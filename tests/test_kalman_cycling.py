@@ -44,14 +44,18 @@ def test_checkpoint_resume_continues_exactly(tmp_path):
     # stochastic EnKF with adaptive inflation: the saved RNG and inflation states are exercised
     f = EnKF(inflation=1.02)
     adaptive = lambda: AdaptiveInflation(smoothing=0.2)  # noqa: E731
-    full = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=adaptive(), rng=7, truth=twin.truth, progress=False)
+    full_adaptive = adaptive()
+    full = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=full_adaptive, rng=7, truth=twin.truth,
+                 progress=False)
     ck = tmp_path / "ck"
     cycle(twin.forecast, twin.E0, twin.observations[:10], f, adaptive=adaptive(), rng=7, truth=twin.truth[:10],
           checkpoint_dir=ck, progress=False)
     assert latest_checkpoint(ck).name == "cycle_000009.nc"
-    resumed = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=adaptive(), rng=7, truth=twin.truth,
+    resumed_adaptive = adaptive()
+    resumed = cycle(twin.forecast, twin.E0, twin.observations, f, adaptive=resumed_adaptive, rng=7, truth=twin.truth,
                     checkpoint_dir=ck, resume=True, progress=False)
     assert resumed.resumed_from == 9
+    assert resumed_adaptive.state() == full_adaptive.state()  # the caller's object carries on from the checkpoint
     np.testing.assert_array_equal(resumed.ensemble, full.ensemble)
     np.testing.assert_array_equal(resumed.stats["rmse_a"], full.stats["rmse_a"])
     np.testing.assert_array_equal(resumed.stats["inflation"], full.stats["inflation"])

@@ -88,6 +88,13 @@ def test_check_number_bounds():
 def test_numpy_numbers_are_numbers():
     import numpy as np
 
-    assert Toy(tau=np.float32(0.5), members=np.int64(3)).members == 3
+    t = Toy(tau=np.float32(0.5), members=np.int64(3))
+    assert t.members == 3 and type(t.members) is int and type(t.tau) is float
+    json.dumps(t.to_dict())  # plain Python values: checkpoints and cycling metadata are JSON
+
+    from oceanda.kalman import EnKF
+
+    f = EnKF(center_perturbations=np.False_)
+    assert f.center_perturbations is False and json.loads(json.dumps(f.to_dict()))["center_perturbations"] is False
     with pytest.raises(ConfigurationError, match="expected a number"):
         Toy(tau=np.bool_(True))

@@ -12,10 +12,9 @@ caller's, else the tuned one a checkpoint stores, else the trained temperature o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 
 from oceanda.errors import ConfigurationError
 from oceanda.settings import Settings, check_choice, check_number
@@ -58,10 +57,6 @@ class HybridSettings(Settings):
     spread_channels: str = "observed"
     spread: str = "reduction"
     spread_factor: float = 1.0
-
-    def __post_init__(self) -> None:
-        _plain_numbers(self)
-        super().__post_init__()
 
     def validate(self) -> None:
         check_choice("ensemble", self.ensemble, ("static", "local", "both"))
@@ -115,7 +110,6 @@ class SamplerSettings(Settings):
     def __post_init__(self) -> None:
         if isinstance(self.hybrid, Mapping):  # from JSON
             object.__setattr__(self, "hybrid", HybridSettings.from_dict(self.hybrid, where="hybrid"))
-        _plain_numbers(self)
         super().__post_init__()
 
     def validate(self) -> None:
@@ -145,14 +139,6 @@ class SamplerSettings(Settings):
         float
         """
         return float(self.tau) if self.tau is not None else float(trained)
-
-
-def _plain_numbers(settings: Settings) -> None:
-    """numpy scalars (``np.int64(20)``, ``np.float32(0.1)``) -> Python numbers, so checks and JSON see plain values."""
-    for f in fields(settings):
-        v = getattr(settings, f.name)
-        if isinstance(v, np.generic):
-            object.__setattr__(settings, f.name, v.item())
 
 
 def _type_error(name: str, value: Any, expected: str) -> None:

@@ -137,8 +137,8 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
 
 
 def _checkpoint_settings(filter: Filter, meta: dict[str, Any]) -> dict[str, Any]:
-    return {"method": filter.name, "inflation": getattr(filter, "inflation", 1.0), "rtps": getattr(filter, "rtps", 0.0),
-            "rtpp": getattr(filter, "rtpp", 0.0), **meta, "filter": filter.to_dict()}
+    return {"method": filter.name, "inflation": filter.inflation, "rtps": filter.rtps, "rtpp": filter.rtpp, **meta,
+            "filter": filter.to_dict()}
 
 
 def _write_checkpoint(directory: Path, k: int, E: np.ndarray, times: Sequence[float], stats: dict[str, list[float]],
@@ -185,14 +185,14 @@ def _resume(path: Path, state: _State, filter: Filter, meta: dict[str, Any], rng
     rng.bit_generator.state = json.loads(ck.attrs["rng_state"])
     ad = json.loads(ck.attrs["adaptive_inflation"])
     if ad is not None and state.adaptive is not None:
-        state.adaptive = AdaptiveInflation.from_state(ad)
+        state.adaptive.load_state(ad)  # the caller's object, as the docstring of cycle() promises
 
 
 def _analyse(E: np.ndarray, obs: Observations, filter: Filter, localizer: Any, adaptive: AdaptiveInflation | None,
              rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """One analysis; with adaptive inflation the factor is updated from this cycle's innovations first."""
     if adaptive is None:
-        return filter.assimilate(E, obs, rng, localizer), getattr(filter, "inflation", 1.0)
+        return filter.assimilate(E, obs, rng, localizer), filter.inflation
     o = obs.finite()
     E = repair_members(E, rng)
     _, _, Ys, d = normalised_innovations(E, o.apply(E), o)
@@ -215,8 +215,7 @@ def _check(observations: Sequence[Observations], filter: Filter, localizer: Any,
            truth: np.ndarray | None) -> list[float]:
     if not isinstance(filter, Filter) or not filter.cycles:
         raise ConfigurationError(f"cycle: filter {filter!r}; expected a cycling method (EnKF, ETKF or LETKF settings)")
-    if isinstance(filter, LETKF) and localizer is None:
-        raise ConfigurationError("cycle: the LETKF needs localizer= (a Localizer on the state grid with its radius)")
+    filter.check_localizer(localizer, required=isinstance(filter, LETKF))  # before the first forecast
     times = [float(o.time) for o in observations]
     if any(b <= a for a, b in zip([t0, *times[:-1]], times)):
         raise DataValidationError("observation times must be increasing and after t0")

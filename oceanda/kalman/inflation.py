@@ -148,6 +148,16 @@ class AdaptiveInflation:
         -------
         AdaptiveInflation
         """
-        obj = cls(1.0, s["smoothing"], s["min_factor"], s["max_factor"])
-        obj.variance = float(s["variance"])
+        obj = cls()
+        obj.load_state(s)
         return obj
+
+    def load_state(self, s: dict[str, float]) -> None:
+        """Take over a :meth:`state` dict in place (a resumed run keeps updating the caller's object).
+
+        Parameters
+        ----------
+        s : the dict written by :meth:`state`
+        """
+        self.smoothing, self.min_factor, self.max_factor = (float(s[k]) for k in ("smoothing", "min_factor", "max_factor"))
+        self.variance = float(s["variance"])

@@ -42,13 +42,6 @@ class Filter(Settings):
     #: Whether the method can be cycled (EnOI's ensemble is static: nothing to carry forward).
     cycles: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):  # numpy scalars (from arrays, JSON of numpy) as Python numbers
-            v = getattr(self, f.name)
-            if isinstance(v, np.generic) and not isinstance(v, np.bool_):
-                object.__setattr__(self, f.name, v.item())
-        super().__post_init__()
-
     def assimilate(self, E: np.ndarray, observations: Observations, rng: Any = None,
                    localizer: Any = None) -> np.ndarray:
         """The analysis ensemble of ``E`` given ``observations``.
@@ -66,7 +59,18 @@ class Filter(Settings):
         """
         raise NotImplementedError
 
-    def _localizer(self, localizer: Any, required: bool) -> Any:
+    def check_localizer(self, localizer: Any, required: bool) -> Any:
+        """The localizer to use, refused when missing (``required`` or a ``radius`` set) or of another radius.
+
+        Parameters
+        ----------
+        localizer : a :class:`~oceanda.kalman.localization.Localizer` or None
+        required : the method cannot run without one
+
+        Returns
+        -------
+        the localizer
+        """
         radius = getattr(self, "radius", None)
         if localizer is None and (required or radius is not None):
             raise ConfigurationError(f"{self.name}: radius={radius!r} needs a localizer on the state grid "
@@ -174,7 +178,7 @@ class LETKF(_Relaxed):
         -------
         numpy.ndarray: the analysis ensemble ``[N, n]``
         """
-        loc = self._localizer(localizer, required=True)
+        loc = self.check_localizer(localizer, required=True)
         return letkf(E, observations, localizer=loc, rng=rng, **self._kw())
 
 
@@ -238,7 +242,7 @@ class EnOI(Filter):
         numpy.ndarray: the analysis ensemble
         """
         obs = as_observations(observations)
-        loc = self._localizer(localizer, required=self.form == "schur")
+        loc = self.check_localizer(localizer, required=self.form == "schur")
         xb = E.mean(axis=0) if background is None else background
         form = self.form
         if form == "auto":
