@@ -91,7 +91,8 @@ def main() -> None:
     import torch
     import xarray as xr
 
-    from oceanda.analysis import Library, assimilate
+    from oceanda.analysis import Library
+    from oceanda.analysis.assimilate import assimilate
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))

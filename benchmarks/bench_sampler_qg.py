@@ -82,7 +82,8 @@ def main() -> None:
     import torch
 
     from oceanda import fields
-    from oceanda.analysis import HybridSettings, Library, assimilate
+    from oceanda.analysis import HybridSettings, Library
+    from oceanda.analysis.assimilate import assimilate
     from oceanda.analysis.encoding import load_model
     from oceanda.analysis.local_mode import calibrate_spread
 

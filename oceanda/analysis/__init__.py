@@ -15,57 +15,38 @@ likelihood); ``calibration`` fits spread factors on a tuning run; ``window_train
 window encoder pair.
 """
 
-from oceanda.analysis.assimilate import assimilate  # the function (shadows its module's name here)
-from oceanda.analysis.library import Library
-from oceanda.analysis.particle import particle_update
-from oceanda.analysis.posterior import (
-    DegenerateWeightsWarning,
-    WeightedPosterior,
-    effective_sample_size,
-    multinomial_resample,
-    posterior_from_scores,
-    quantile_indices,
-    resample,
-    softmax_weights,
-    systematic_resample,
-    temper,
-    top_k,
-    truncate,
-    weighted_mean_var,
-)
-from oceanda.analysis.result import Analysis, analyses_to_dataset
-from oceanda.analysis.samplers import GlobalSampler, HybridSampler, LocalSampler, Sampler, TimeObs, sampler_for
-from oceanda.analysis.settings import HybridSettings, SamplerSettings, stored_settings
+from __future__ import annotations
 
-HybridConfig = HybridSettings  # the former name
+import importlib
+from typing import Any
 
-__all__ = [
-    "Analysis",
-    "DegenerateWeightsWarning",
-    "GlobalSampler",
-    "HybridConfig",
-    "HybridSampler",
-    "HybridSettings",
-    "Library",
-    "LocalSampler",
-    "Sampler",
-    "SamplerSettings",
-    "TimeObs",
-    "WeightedPosterior",
-    "analyses_to_dataset",
-    "assimilate",
-    "effective_sample_size",
-    "multinomial_resample",
-    "particle_update",
-    "posterior_from_scores",
-    "quantile_indices",
-    "resample",
-    "sampler_for",
-    "softmax_weights",
-    "stored_settings",
-    "systematic_resample",
-    "temper",
-    "top_k",
-    "truncate",
-    "weighted_mean_var",
-]
+#: Public name -> the submodule defining it. Loaded on first use, so ``import oceanda.analysis.posterior``
+#: (numpy only) does not import torch through the encoder-facing modules. ``assimilate`` (the function) is
+#: not re-exported here: it would shadow the module ``oceanda.analysis.assimilate``; use ``oceanda.assimilate``.
+_EXPORTS = {
+    "Library": "library",
+    "particle_update": "particle",
+    **{name: "posterior" for name in (
+        "DegenerateWeightsWarning", "WeightedPosterior", "effective_sample_size", "multinomial_resample",
+        "posterior_from_scores", "quantile_indices", "resample", "softmax_weights", "systematic_resample", "temper",
+        "top_k", "truncate", "weighted_mean_var")},
+    "Analysis": "result",
+    "analyses_to_dataset": "result",
+    **{name: "samplers" for name in ("GlobalSampler", "HybridSampler", "LocalSampler", "Sampler", "TimeObs",
+                                     "sampler_for")},
+    **{name: "settings" for name in ("HybridSettings", "SamplerSettings", "stored_settings")},
+    "HybridConfig": "hybrid",  # the former name of HybridSettings
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"oceanda.analysis.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'oceanda.analysis' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
