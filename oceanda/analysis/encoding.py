@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from oceanda import fields
+from oceanda import fields, grid
 from oceanda.analysis.library import Library
 from oceanda.analysis.settings import trained_temperature
 from oceanda.analysis.windows import WindowSpec
@@ -260,9 +260,8 @@ def obs_arrays(obs: xr.Dataset, encoders: EncoderPair, shape: tuple[int, int], s
     if missing:
         raise DataValidationError(f"{source}: missing observed variable(s) {missing}; the model encodes {names}")
     layout = fields.layout_of(obs, names)
-    sp = layout.spatial
-    if (obs.sizes[sp[0]], obs.sizes[sp[1]]) != tuple(shape):
-        raise GridMismatchError(f"{source}: grid {obs.sizes[sp[0]]} x {obs.sizes[sp[1]]}; expected the library grid "
-                                f"{shape[0]} x {shape[1]}")
+    got = grid.shape(obs)
+    if got != tuple(shape):
+        raise GridMismatchError(f"{source}: grid {got[0]} x {got[1]}; expected the library grid {shape[0]} x {shape[1]}")
     arr, _ = fields.to_array(obs, layout)
     return arr[:, channel_index(layout, encoders.obs_channels, source)]
