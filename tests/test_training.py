@@ -215,3 +215,17 @@ def test_block_permutation_keeps_neighbours_together():
         blk = p[4 * b:4 * b + 4]
         assert blk.tolist() == list(range(blk[0], blk[0] + 4))
     assert not np.array_equal(p, np.arange(20))
+
+
+def test_a_custom_loss_object_trains_as_before_the_reshape():
+    from oceanda.contrastive.losses import Loss, clip
+
+    torch.set_num_threads(1)
+    tr, val = _small_data(256, 4), _small_data(128, 5)
+    a, b = _small(), _small()
+    ra = train(a, tr, val, loss=Loss("my_clip", clip, {}), epochs=2, batch_size=64, lr=1e-2, seed=3, quiet=True)
+    rb = train(b, tr, val, loss="clip", epochs=2, batch_size=64, lr=1e-2, seed=3, quiet=True)
+    assert [h["val_loss"] for h in ra.history] == [h["val_loss"] for h in rb.history]  # same function, any name
+    assert a.config["train"]["loss"] is None and TrainConfig.from_dict(a.config["train"]).loss is None
+    with pytest.raises(ConfigurationError, match="loss=None"):
+        TrainConfig(loss=None).make_loss()

@@ -64,7 +64,7 @@ class TrainConfig(Settings):
     SCHEMA: ClassVar[str] = "oceanda.TrainConfig"
     VERSION: ClassVar[int] = 1
 
-    loss: str = "clip"
+    loss: str | None = "clip"  # None: a Loss object not in LOSSES, given to the Trainer
     loss_kwargs: Mapping[str, Any] | None = None
     epochs: int = 10
     batch_size: int = 256
@@ -84,7 +84,8 @@ class TrainConfig(Settings):
 
     def validate(self) -> None:
         """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
-        check_choice("loss", self.loss, LOSSES)
+        if self.loss is not None:
+            check_choice("loss", self.loss, LOSSES)
         for k, v in (self.loss_kwargs or {}).items():
             if isinstance(v, bool) or not isinstance(v, (int, float, str)):
                 raise ConfigurationError(f"loss_kwargs[{k!r}]={v!r}; expected a number or a string (pass a Loss "
@@ -113,6 +114,8 @@ class TrainConfig(Settings):
         Loss
             ``get_loss(loss, **loss_kwargs)``.
         """
+        if self.loss is None:
+            raise ConfigurationError("TrainConfig.loss=None names no loss; give the Loss object to the Trainer (loss=)")
         return get_loss(self.loss, **dict(self.loss_kwargs or {}))
 
 
@@ -558,8 +561,9 @@ def train(
         The per-epoch history, the best epoch and whether the run stopped early.
     """
     loss_fn = loss if isinstance(loss, Loss) else get_loss(loss, **(loss_kwargs or {}))
-    options = {k: v for k, v in loss_fn.config().items() if k != "name"}
-    config = TrainConfig(loss=loss_fn.name, loss_kwargs=options or None, epochs=epochs, batch_size=batch_size, lr=lr,
+    named = loss_fn.name in LOSSES  # a custom Loss object is used as given; the config names no loss then
+    options = {k: v for k, v in loss_fn.config().items() if k != "name"} if named else {}
+    config = TrainConfig(loss=loss_fn.name if named else None, loss_kwargs=options or None, epochs=epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
                          min_lr_ratio=min_lr_ratio, grad_clip=grad_clip, patience=patience, min_delta=min_delta,
                          seed=seed, max_seconds=max_seconds, block_size=block_size, block_start=block_start,
