@@ -277,8 +277,8 @@ def encoder_state_input(states: np.ndarray, norm: Standardizer | None = None) ->
     """
     x = np.asarray(states, dtype=np.float32)
     if norm is not None:
-        x = norm.transform(x).astype(np.float32)
-    return np.nan_to_num(x, nan=0.0).astype(np.float32)
+        x = norm.transform(x).astype(np.float32, copy=False)  # float32 in, float32 out: no copy
+    return np.nan_to_num(x, nan=0.0).astype(np.float32, copy=False)
 
 
 def encoder_obs_input(obs: np.ndarray, norm: Standardizer | None = None) -> np.ndarray:
@@ -297,8 +297,8 @@ def encoder_obs_input(obs: np.ndarray, norm: Standardizer | None = None) -> np.n
     """
     x = np.asarray(obs, dtype=np.float32)
     if norm is not None:
-        x = norm.transform(x).astype(np.float32)
-    return with_mask_channels(x).astype(np.float32)
+        x = norm.transform(x).astype(np.float32, copy=False)
+    return with_mask_channels(x).astype(np.float32, copy=False)
 
 
 @dataclass
