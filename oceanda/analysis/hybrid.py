@@ -2,7 +2,7 @@
 
 Kalman side (``HybridSettings.kalman``): ``'schur'`` (default) is EnOI with a Schur-product
 (Gaspari-Cohn) localised gain solved in observation space -- K = (rho_xo o B H^T)(rho_oo o H B H^T + R)^-1,
-:func:`oceanda.kalman.schur_enoi` (re-exported here, with :func:`oceanda.grid.points` as ``grid_points``),
+:func:`oceanda.kalman.schur_enoi` (re-exported here; grid points from :func:`oceanda.grid.points`),
 cost linear in the state size, under a second per analysis for a 500-member static ensemble on the
 QG grid; ``'letkf'`` calls :func:`oceanda.kalman.enoi` / LETKF (one ensemble-space analysis
 per grid point: exact but about a minute per analysis there).
@@ -27,13 +27,12 @@ import numpy as np
 from oceanda import grid
 from oceanda.analysis.settings import HybridSettings
 from oceanda.errors import DataValidationError
-from oceanda.grid import points as grid_points
 from oceanda.kalman import schur_enoi
 
 #: The former name of :class:`~oceanda.analysis.settings.HybridSettings` (kept for callers).
 HybridConfig = HybridSettings
 
-__all__ = ["HybridConfig", "HybridSettings", "grid_localizer_for", "grid_points", "hybrid_update", "localizer_for",
+__all__ = ["HybridConfig", "HybridSettings", "grid_localizer_for", "hybrid_update", "localizer_for",
            "schur_enoi", "static_states"]
 
 
