@@ -54,6 +54,10 @@ def test_tiny_training_run_gives_a_model_local_mode_can_use(tmp_path):
     assert len(info["history"]) == 2 and np.isfinite(info["history"][-1]["val_loss"])
     assert model.config["extra"]["window"]["size"] == 8
     assert model.config["train"] == cfg.train_config().to_dict() and model.config["train"]["schedule"] == "constant"
+    from oceanda.analysis import stored_settings
+
+    assert stored_settings(model.config).library_stride == 4 and "library_stride" not in model.config["extra"]
+    assert WindowTrainingConfig.from_dict(model.config["window_training"]) == cfg
     obs = ds[["ssh"]].isel(time=[3]).where(rng.random((1, ny, nx)) < 0.3)
     obs["ssh_error"] = xr.DataArray(0.05, attrs={"units": "m"})
     out = assimilate(tmp_path / "m", ds, obs, members=4)

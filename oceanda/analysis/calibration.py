@@ -73,8 +73,10 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
 
 def _store(model, model_dir, settings) -> None:
     """Write ``settings`` as the model's ``config["sampler"]`` (the legacy ``extra`` copies removed)."""
+    from oceanda.analysis.settings import LEGACY_EXTRA_KEYS
+
     extra = model.config.get("extra") or {}
-    for key in ("tau", "spread_factor", "hybrid", "spread_calibration"):
+    for key in (*LEGACY_EXTRA_KEYS, "spread_calibration"):
         extra.pop(key, None)
     model.config["sampler"] = settings.to_dict()
     model.save(model_dir, overwrite=True)

@@ -22,8 +22,8 @@ from oceanda.settings import Settings, check_choice, check_number
 #: Library windows kept per analysis window when ``max_keep`` is not set (local and hybrid modes).
 LOCAL_MAX_KEEP = 8192
 
-#: Legacy ``config["extra"]`` keys that held sampler settings before ``config["sampler"]``.
-_LEGACY_KEYS = ("tau", "spread_factor", "library_stride")
+#: Legacy ``config["extra"]`` keys that held sampler settings before ``config["sampler"]`` (checkpoints up to 0.1.0).
+LEGACY_EXTRA_KEYS = ("tau", "spread_factor", "library_stride", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,5 @@ def stored_settings(config: Mapping[str, Any], where: str = "config.json") -> Sa
     if config.get("sampler") is not None:
         return SamplerSettings.from_dict(config["sampler"], where=f"{where}: sampler")
     extra = config.get("extra") or {}
-    legacy: dict[str, Any] = {k: extra[k] for k in _LEGACY_KEYS if extra.get(k) is not None}
-    if extra.get("hybrid"):
-        legacy["hybrid"] = extra["hybrid"]
+    legacy = {k: extra[k] for k in LEGACY_EXTRA_KEYS if extra.get(k) is not None}
     return SamplerSettings.from_dict(legacy, where=f"{where}: extra")

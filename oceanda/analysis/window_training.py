@@ -24,6 +24,7 @@ import numpy as np
 
 from oceanda import fields, grid
 from oceanda.analysis import windows as W
+from oceanda.analysis.settings import SamplerSettings
 from oceanda.contrastive.losses import LOSSES
 from oceanda.contrastive.similarity import canonical_kind
 from oceanda.contrastive.training import TrainConfig, Trainer
@@ -228,8 +229,10 @@ def _window_model(library, cfg: WindowTrainingConfig, spec: W.WindowSpec, sc: li
         "grid_fingerprint": fields.grid_fingerprint(library.ds[state_vars], state_vars),
         "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
         "extra": {"state_channels": [list(lay.channels[i]) for i in sc], "obs_channels": [list(lay.channels[i]) for i in oc],
-                  "window": spec.to_dict(), "library_stride": cfg.library_stride, "obs_sigma": [float(s) for s in sigma],
-                  "max_days": cfg.max_days, "training_config": dict(cfg.__dict__), **(extra or {})},
+                  "window": spec.to_dict(), "obs_sigma": [float(s) for s in sigma], "max_days": cfg.max_days,
+                  **(extra or {})},
+        "window_training": cfg.to_dict(),
+        "sampler": SamplerSettings(library_stride=cfg.library_stride).to_dict(),  # calibration adds to it
     }
     return ContrastiveModel(se, oe, Similarity(cfg.similarity, tau=cfg.tau, learn_tau=cfg.learn_tau), model_cfg)
 
