@@ -216,3 +216,13 @@ def test_filter_objects_equal_the_array_functions():
         LETKF(radius=3.0).assimilate(E, o, 1)
     with pytest.raises(ConfigurationError, match="radius"):
         LETKF(radius=4.0).assimilate(E, o, 1, loc)
+
+
+def test_cycle_keeps_every_analysis_ensemble_when_asked():
+    twin = lorenz96_twin(6, 8, seed=1)
+    r = cycle(twin.forecast, twin.E0, twin.observations, ETKF(inflation=1.02), rng=0, truth=twin.truth,
+              keep_means=True, keep_ensembles=True, progress=False)
+    assert r.analyses.shape == (6, 8, 40)
+    np.testing.assert_array_equal(r.analyses[-1], r.ensemble)
+    np.testing.assert_allclose(r.analyses.mean(axis=1), r.mean_analyses)
+    assert cycle(twin.forecast, twin.E0, twin.observations, ETKF(), rng=0, progress=False).analyses is None

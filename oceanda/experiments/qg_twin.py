@@ -12,13 +12,11 @@ Used by ``oceanda enkf --cycle qg``, ``oceanda demo`` and ``benchmarks/tune_qg_l
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from oceanda import fields
 from oceanda.errors import OceandaError
@@ -64,9 +62,23 @@ def qg_letkf_settings(*, members: int | None = None, radius_km: float | None = N
     ``(LETKF, members)``
     """
     f = tuned_filter(TUNED, "letkf", radius=radius_km, inflation=inflation, rtps=rtps, block=block, taper=taper)
+    return f, tuned_members(members)
+
+
+def tuned_members(members: int | None = None) -> int:
+    """The cycled QG LETKF's ensemble size: ``members``, or the tuned one when None.
+
+    Parameters
+    ----------
+    members : ensemble size (at least 2)
+
+    Returns
+    -------
+    int
+    """
     members = tuned_settings(TUNED)["members"] if members is None else members
     check_number("members", members, lo=2, integer=True)
-    return f, int(members)
+    return int(members)
 
 
 @dataclass
@@ -75,8 +87,6 @@ class QGForecast:
 
     model: QGModel
     channels: int = 2
-    ny: int | None = None
-    nx: int | None = None
 
     def __call__(self, E: np.ndarray, t0: float, t1: float) -> np.ndarray:
         """Advance ``E [N, channels * ny * nx]`` by ``t1 - t0`` days; ssh is re-derived from the new psi.
@@ -91,7 +101,7 @@ class QGForecast:
         numpy.ndarray of E's shape, float64
         """
         m = self.model
-        X = E.reshape(E.shape[0], self.channels, self.ny or m.ny, self.nx or m.nx)
+        X = E.reshape(E.shape[0], self.channels, m.ny, m.nx)
         q = np.asarray(m.q_from_psi(X[:, :2]))
         q = np.asarray(m.advance(q, t1 - t0))
         psi = np.asarray(m.psi_from_q(q), dtype=np.float64)
@@ -109,7 +119,7 @@ class QGAltimetryTwin:
     def __init__(self, model: QGModel | None = None, truth_member: int = 0, days: int = DEFAULT_DAYS,
                  members: int | None = None, seed: int = 0, obs_error_fraction: float = 0.1):
         self.model = model = model or QGModel()
-        members = qg_letkf_settings(members=members)[1]
+        members = tuned_members(members)
         rng = np.random.default_rng(seed)
         self.G = model.ny * model.nx
         shipped = spun_up_state(model=model)
@@ -238,19 +248,13 @@ def cycled_letkf(library: xr.Dataset, obs: xr.Dataset, *, members: int | None = 
     obs_list = _daily_observations(obs, layout, library)
     pick = np.sort(g.choice(library.sizes["time"], size=members, replace=False))
     X0, _ = fields.to_array(library.isel(time=pick), layout, dtype=np.float64)
-    forecast = QGForecast(QGModel.from_attrs(library.attrs), layout.n_channels, ny, nx)
+    forecast = QGForecast(QGModel.from_attrs(library.attrs), layout.n_channels)
     loc = localizer_for_dataset(library, f.radius, taper=f.taper, block=f.block, periodic=True)
-    # One cycle() call per observation time so that every analysis ensemble is kept for the output.
-    ens, seconds = [], []
-    E, t_prev = X0.reshape(members, -1), obs_list[0].time - 1.0
-    for o in tqdm(obs_list, desc="LETKF cycles", disable=quiet or not sys.stderr.isatty()):
-        r = cycle(forecast, E, [o], f, localizer=loc, rng=g, t0=t_prev, progress=False)
-        E, t_prev = r.ensemble, o.time
-        ens.append(E.copy())
-        seconds.append(float(r.stats["seconds_analysis"][0]))
-    members_arr = np.stack(ens).reshape(len(obs_list), members, layout.n_channels, ny, nx)
+    r = cycle(forecast, X0.reshape(members, -1), obs_list, f, localizer=loc, rng=g, t0=obs_list[0].time - 1.0,
+              progress=False if quiet else None, keep_ensembles=True)
+    members_arr = r.analyses.reshape(len(obs_list), members, layout.n_channels, ny, nx)
     return fields.analysis_dataset(
         members_arr.astype(np.float32), layout, library, obs["time"].values,
-        attrs={"method": "letkf", "mode": "kalman (cycled)", "seconds_per_analysis": float(np.mean(seconds)),
+        attrs={"method": "letkf", "mode": "kalman (cycled)", "seconds_per_analysis": float(np.mean(r.stats["seconds_analysis"])),
                "members": members, "loc_radius_km": float(f.radius), "inflation": float(f.inflation), "rtps": float(f.rtps)},
     )

@@ -76,6 +76,7 @@ class CycleResult:
     ensemble: np.ndarray
     resumed_from: int | None = None
     mean_analyses: np.ndarray | None = field(default=None, repr=False)
+    analyses: np.ndarray | None = field(default=None, repr=False)  # [cycles, N, n] with keep_ensembles
 
     def summary(self, skip: int = 0) -> dict[str, float]:
         """Time means over cycles ``skip:`` (burn-in excluded), plus cycles per second.
@@ -227,7 +228,8 @@ def _check(observations: Sequence[Observations], filter: Filter, localizer: Any,
 def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observations], filter: Filter, *,
           localizer: Any = None, adaptive: AdaptiveInflation | None = None, rng: Any = 0, t0: float = 0.0,
           truth: np.ndarray | None = None, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
-          resume: bool = False, progress: bool | None = None, keep_means: bool = False) -> CycleResult:
+          resume: bool = False, progress: bool | None = None, keep_means: bool = False,
+          keep_ensembles: bool = False) -> CycleResult:
     """Run ``filter`` through ``observations`` (each with a ``time``), starting from ``initial`` at ``t0``.
 
     Parameters
@@ -245,6 +247,7 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
     resume : continue from the latest checkpoint in ``checkpoint_dir`` (its method and sizes must match)
     progress : tqdm bar (default: only on a terminal)
     keep_means : keep every analysis mean (``CycleResult.mean_analyses``)
+    keep_ensembles : keep every analysis ensemble (``CycleResult.analyses``; cycles x members x state values)
 
     Returns
     -------
@@ -260,6 +263,7 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
         _resume(path, state, filter, meta, g)
     progress = sys.stderr.isatty() if progress is None else progress
     means: list[np.ndarray] = []
+    ensembles: list[np.ndarray] = []
     E, t_prev = state.E, t0 if state.start == 0 else times[state.start - 1]
     for k in tqdm(range(state.start, len(times)), disable=not progress, desc=f"{filter.name} cycles", initial=state.start,
                   total=len(times)):
@@ -273,7 +277,10 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
         t_prev = times[k]
         if keep_means:
             means.append(E.mean(0))
+        if keep_ensembles:
+            ensembles.append(E.copy())
         if ckdir is not None and ((k + 1) % checkpoint_every == 0 or k == len(times) - 1):
             _write_checkpoint(ckdir, k, E, times[: k + 1], state.stats, g, filter, state.adaptive, meta)
     return CycleResult(times=np.asarray(times), stats={k: np.asarray(v) for k, v in state.stats.items()}, ensemble=E,
-                       resumed_from=state.resumed, mean_analyses=np.asarray(means) if keep_means else None)
+                       resumed_from=state.resumed, mean_analyses=np.asarray(means) if keep_means else None,
+                       analyses=np.asarray(ensembles) if keep_ensembles else None)
