@@ -61,6 +61,24 @@ def spacing(values: np.ndarray) -> float:
     return float(np.median(np.abs(np.diff(values)))) if len(values) > 1 else 1.0
 
 
+def yx_spacing(like: Any) -> tuple[float, float]:
+    """``(dy, dx)``: the spacing of 1-D ``y`` / ``x`` coordinates (km on the testbeds), 1 (one cell) where absent.
+
+    What the observation generators measure track widths and gaps with; a lat/lon grid has no ``y``/``x``
+    and is measured in cells (until degrees are converted to km).
+
+    Parameters
+    ----------
+    like : a gridded Dataset or DataArray
+
+    Returns
+    -------
+    tuple of two floats
+    """
+    return tuple(spacing(np.asarray(like[c].values, dtype=np.float64)) if c in like.coords and like[c].ndim == 1
+                 else 1.0 for c in ("y", "x"))  # type: ignore[return-value]
+
+
 def shape(like: Any) -> tuple[int, int]:
     """``(ny, nx)``: the sizes of the spatial dims.
 

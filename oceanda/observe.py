@@ -53,8 +53,7 @@ def _grid(ds: xr.Dataset) -> tuple[int, int, float, float]:
     """(ny, nx, dy_km, dx_km) of a testbed Dataset with 1-D y, x in km (or a unit grid without coords)."""
     if "y" not in ds.dims or "x" not in ds.dims:
         raise DataValidationError(f"dataset with dims {tuple(ds.dims)}; expected a (y, x) grid")
-    y, x = grid.coordinates(ds)
-    return len(y), len(x), grid.spacing(y), grid.spacing(x)
+    return ds.sizes["y"], ds.sizes["x"], *grid.yx_spacing(ds)
 
 
 def _grid_coords(ds: xr.Dataset) -> dict[str, Any]:

@@ -298,7 +298,7 @@ def mask_sampler(obs: xr.Dataset, var: str, ny: int, nx: int, prefer_operator: b
               (("n_satellites", "n_satellites"), ("passes_per_day", "passes_per_day"),
                ("repeat_days", "repeat_days"), ("angle_deg", "track_angle_deg")) if a in attrs}
         alt = observe.AlongTrackAltimetry(var=var, **kw)
-        dy, dx = (grid.spacing(c) for c in grid.coordinates(obs))
+        dy, dx = grid.yx_spacing(obs)
         return lambda n, rng: alt.sample_mask(n, rng, ny=ny, nx=nx, dy=dy, dx=dx)
     a = da
     if "layer" in a.dims:

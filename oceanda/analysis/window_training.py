@@ -357,7 +357,7 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     lib.load(3e9)
     seg = np.asarray(lib.ds["run"].values) if "run" in lib.ds.variables else None
     ny, nx = lib.shape
-    dy, dx = (grid.spacing(c) for c in grid.coordinates(lib.ds))
+    dy, dx = grid.yx_spacing(lib.ds)
     ch = lib.layout.channels.index(("ssh", None))
     sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
     cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
