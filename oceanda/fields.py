@@ -93,6 +93,19 @@ class FieldLayout:
         """The number of channels."""
         return len(self.channels)
 
+    def channels_of(self, variables: Sequence[str]) -> list[int]:
+        """Indices of the channels (every level) of ``variables``, in channel order.
+
+        Parameters
+        ----------
+        variables : variable names
+
+        Returns
+        -------
+        list of int
+        """
+        return [i for i, (v, _) in enumerate(self.channels) if v in variables]
+
 
 def _attrs_jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
     out = {}

@@ -397,8 +397,7 @@ def _field_data(states: xr.Dataset, obs: xr.Dataset, state_vars: Sequence[str], 
             raise DataValidationError(f"observation dataset lacks '{v}'; expected one of {sorted(map(str, obs.data_vars))}")
     all_vars = list(dict.fromkeys(list(state_vars) + list(obs_vars)))
     arr, layout = fields.to_array(states, fields.layout_of(states, all_vars))
-    sc = [i for i, c in enumerate(layout.channels) if c[0] in state_vars]
-    oc = [i for i, c in enumerate(layout.channels) if c[0] in obs_vars]
+    sc, oc = layout.channels_of(state_vars), layout.channels_of(obs_vars)
     seg = segments_from_times(states["time"].values) if "time" in states.coords else np.zeros(len(arr), np.int64)
     tr_idx, va_idx = time_split(len(arr), val_fraction, gap=int(window))
     norm_all = fields.Standardizer.fit(arr[tr_idx])

@@ -197,10 +197,7 @@ class WindowPairSampler:
 
 
 def _channels(library, state_variables: Sequence[str], obs_variables: Sequence[str]) -> tuple[list[int], list[int]]:
-    lay = library.layout
-    sc = [lay.channels.index(c) for c in lay.channels if c[0] in state_variables]
-    oc = [lay.channels.index(c) for c in lay.channels if c[0] in obs_variables]
-    return sc, oc
+    return library.layout.channels_of(state_variables), library.layout.channels_of(obs_variables)
 
 
 def _validation_times(seg: np.ndarray) -> np.ndarray:
