@@ -422,8 +422,7 @@ def _fresh_pairs(d: _FieldData, obs: xr.Dataset, obs_vars: Sequence[str], window
         return FieldPairSampler(d.array, d.state_channels, d.obs_channels, mask_fn, d.sigma, window, d.segments, idx,
                                 d.norm_state, d.norm_obs, sh, block)
 
-    val_sampler = sampler(d.val_idx, False)
-    return sampler(d.train_idx, shift).epoch, lambda rng: val_sampler(rng)
+    return sampler(d.train_idx, shift).epoch, sampler(d.val_idx, False)  # val: called once with the rng
 
 
 def _fixed_pairs(d: _FieldData, obs: xr.Dataset, obs_vars: Sequence[str], window: int):
