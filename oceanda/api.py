@@ -7,9 +7,10 @@ dask) happen inside the functions, so ``import oceanda`` and ``oceanda --help`` 
 =====================  ==============================================================
 ``open_states``        a validated, lazy Dataset of gridded states (NetCDF/zarr, globs)
 ``open_obs``           observations (gridded with NaN, or points), checked against a grid
+``observe_states``     synthetic observations of states on any grid (an OSSE): tracks, clouds, points, profiles
 ``open_library``       a :class:`~oceanda.analysis.Library` of prior states for the sampler
 ``load_model``         a trained encoder pair from a checkpoint directory
-``train``              train a whole-field encoder pair and write its checkpoint
+``train``              train a window (local/hybrid) or whole-field encoder pair; write its checkpoint
 ``assimilate``         contrastive analyses (global, local, hybrid) of every observation time
 ``analyse``            ensemble Kalman analyses (EnKF, ETKF, LETKF, EnOI) of every observation time
 ``cycle``              a forecast-analysis cycle for any model ``forecast(E, t0, t1)``
@@ -39,48 +40,99 @@ Paths = PathLike | Sequence[PathLike]
 
 
 def open_states(paths: Paths, *, variables: Sequence[str] | None = None, check_values: bool = True,
-                **kwargs: Any) -> xr.Dataset:
-    """Open gridded states lazily and validate them.
+                units: Mapping[str, str] | None = None, **kwargs: Any) -> xr.Dataset:
+    """Open gridded states lazily in the canonical layout (any CF producer's axes) and validate them.
 
     Parameters
     ----------
     paths : file(s) or glob(s), NetCDF or zarr; several are joined along time
     variables : data variables to keep (default: all)
     check_values : refuse Inf / all-NaN variables (False for analyses to score)
+    units : {variable: units} where the files have none (CLI ``--units VAR=UNITS``)
     **kwargs : passed to :func:`oceanda.io.open_states` (``chunks``, ``engine``)
 
     Returns
     -------
     xarray.Dataset
     """
-    return io.open_states(paths, variables=variables, check_values=check_values, **kwargs)
+    return io.open_states(paths, variables=variables, check_values=check_values, units=units, **kwargs)
 
 
 def open_obs(paths: Paths, *, like: xr.Dataset | None = None, variables: Sequence[str] | None = None,
+             units: Mapping[str, str] | None = None, superob: bool = True, representativeness: float | None = None,
              **kwargs: Any) -> xr.Dataset:
-    """Open observations (gridded with NaN where unobserved, or points along ``obs``).
+    """Open observations (gridded with NaN where unobserved, or points along ``obs``, L3 along-track included).
+
+    Point observations of state variables opened with a gridded ``like`` come back superobbed onto its grid
+    (:func:`oceanda.superob.superob`: cell means, error sqrt(sigma^2/n + r^2), dropped points counted in the
+    attributes), so every verb accepts L3 point files; ``superob=False`` returns the raw points.
 
     Parameters
     ----------
     paths : file(s) or glob(s)
-    like : the state grid the observations must match (checked when given)
+    like : the states the observations must match: grid checked, names matched, units converted (cf-units)
     variables : observed variables to keep (default: all)
+    units : {variable: units} where the files have none (CLI ``--units VAR=UNITS``)
+    superob : map point observations onto ``like``'s grid (default True)
+    representativeness : the superobs' representativeness error r (default: estimated from the points)
     **kwargs : passed to :func:`oceanda.io.open_obs`
 
     Returns
     -------
     xarray.Dataset with ``<var>_error`` for every observed variable
     """
-    return io.open_obs(paths, like=like, variables=variables, **kwargs)
+    obs = io.open_obs(paths, like=like, variables=variables, units=units, **kwargs)
+    if superob and like is not None and _superobbable(obs, like):
+        from oceanda.superob import superob as _superob
+
+        out = _superob(obs, like, representativeness=representativeness)
+        out.encoding["oceanda_sources"] = obs.encoding.get("oceanda_sources", [])
+        return out
+    return obs
 
 
-def open_library(paths: Paths, *, variables: Sequence[str] | None = None) -> Any:
+def _superobbable(obs: xr.Dataset, like: xr.Dataset) -> bool:
+    """Point observations of state variables and a gridded ``like`` (in-situ files with grid indices too)."""
+    from oceanda.fields import SPATIAL_PAIRS
+
+    gridded = any(all(d in like.dims for d in pair) for pair in SPATIAL_PAIRS)
+    names = [v for v in obs.data_vars if not str(v).endswith("_error")]
+    return gridded and "obs" in obs.dims and bool(names) and all(v in like.data_vars for v in names)
+
+
+def observe_states(states: xr.Dataset, operator: str, *, sigma: float | None = None, sigma_fraction: float | None = None,
+            seed: int = 0, **options: Any) -> xr.Dataset:
+    """Synthetic observations of ``states`` on any grid (an OSSE): altimetry, gappy, points or profiles.
+
+    Parameters
+    ----------
+    states : gridded states (y/x km, lat/lon, curvilinear; land as NaN)
+    operator : ``altimetry`` (gridded along-track), ``gappy`` (cloud-masked), ``points`` (L3 along-track
+        points) or ``profiles`` (Argo-like, every level)
+    sigma : noise standard deviation in the variable's units (default: ``sigma_fraction`` x its std)
+    sigma_fraction : noise as a fraction of the field's standard deviation (default 0.1)
+    seed : seed of the random generator (patterns, positions, noise)
+    **options : ``variables``, ``track_spacing_km``, ``track_width_km``, ``along_track_km``, ``repeat_days``,
+        ``n_satellites``, ``passes_per_day``, ``angle_deg``, ``cloud_fraction``, ``cloud_size_km``,
+        ``profiles_per_day``, ``layer``, ``periodic`` (see :func:`oceanda.observe.observe_states`)
+
+    Returns
+    -------
+    xarray.Dataset: gridded observations, or points along ``obs`` (the canonical layouts)
+    """
+    from oceanda.observe import observe_states
+
+    return observe_states(states, operator, sigma=sigma, sigma_fraction=sigma_fraction, seed=seed, **options)
+
+
+def open_library(paths: Paths, *, variables: Sequence[str] | None = None, units: Mapping[str, str] | None = None) -> Any:
     """A library of prior states for the contrastive sampler (lazy; scattered reads without dask).
 
     Parameters
     ----------
     paths : file(s) or glob(s)
     variables : state variables (default: all)
+    units : {variable: units} where the files have none (CLI ``--units VAR=UNITS``)
 
     Returns
     -------
@@ -88,7 +140,7 @@ def open_library(paths: Paths, *, variables: Sequence[str] | None = None) -> Any
     """
     from oceanda.analysis.library import Library
 
-    return Library.open(paths, variables=variables)
+    return Library.open(paths, variables=variables, units=units)
 
 
 def load_model(model_dir: PathLike) -> Any:
@@ -108,28 +160,36 @@ def load_model(model_dir: PathLike) -> Any:
 
 
 def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -> Any:
-    """Train a whole-field contrastive encoder pair on ``states`` observed like ``obs``; write it to ``out``.
+    """Train a window (local/hybrid) or whole-field (global) encoder pair on ``states`` observed like ``obs``.
 
     Parameters
     ----------
-    states : training states (the last ``val_fraction`` of the times validates)
+    states : training states (validation: the last times / runs, never trained on)
     obs : observations whose patterns (operator or masks) and errors are applied to the states
+        (point observations are superobbed onto the states' grid first)
     out : checkpoint directory (``model.safetensors``, ``config.json``, ``history.json``)
-    **settings : see :func:`oceanda.pairs.train_field_model` (``window``, ``similarity``, ``loss``, ``encoder``,
-        ``embedding_dim``, ``epochs``, ``batch_size``, ``lr``, ``seconds``, ``seed``, ``resume``, ``overwrite``, ...)
+    **settings : ``kind`` (``window`` | ``field``; default window for grids larger than a window),
+        ``obs_days``, ``periodic``, ``log``, and the settings of :func:`oceanda.pairs.train_field_model`
+        (``similarity``, ``loss``, ``encoder``, ``embedding_dim``, ``epochs``, ``batch_size``, ``lr``,
+        ``seconds``, ``seed``, ``resume``, ``overwrite``, ...) or of
+        :func:`oceanda.analysis.window_training.train_window_model_from_obs` (``size``, ``stride``, ``halo``, ...);
+        ``tune_states``/``tune_obs`` (a tuning truth and its observations) or ``calibrate=True`` (a held-out
+        part of ``states``) calibrate a window model's spread and hybrid settings after training
 
     Returns
     -------
-    ``(ContrastiveModel, TrainResult)``
+    ``(ContrastiveModel, TrainResult)``; ``TrainResult.health`` is the validation R@1/R@5 next to chance
     """
     import torch
 
-    from oceanda.pairs import FIELD_TRAINING, train_field_model
+    from oceanda.pairs import FIELD_TRAINING
+    from oceanda.training import train_and_calibrate
 
     seed = settings.get("seed", FIELD_TRAINING.seed)
     with torch.random.fork_rng(devices=[]):  # encoder initialisation from the seed; the caller's RNG is untouched
         torch.manual_seed(seed)
-        return train_field_model(states, obs, out, **settings)
+        return train_and_calibrate(states, obs, out, **settings)
+
 
 
 def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr.Dataset:
@@ -152,11 +212,17 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
 
     if isinstance(library, (str, os.PathLike, list, tuple)):
         library = open_library(library)
-    return _assimilate(model, library, obs, **settings)
+    return _assimilate(model, library, _on_grid(obs, getattr(library, "ds", library)), **settings)
 
 
 def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **settings: Any) -> xr.Dataset:
     """Ensemble Kalman analyses of every time of ``obs`` (EnKF, ETKF, LETKF or EnOI).
+
+    Point observations at arbitrary positions (L3 along-track, profiles) are used as they are, through
+    the exact sparse bilinear operator of :func:`oceanda.kalman.obsspace.point_operator` (not superobbed:
+    a cell mean of points is not the cell value the state holds); each point goes to its analysis time by
+    the superobbing time rule (:mod:`oceanda.superob`), and the attributes record how (``observation_operator``,
+    ``points_used``, ``points_dropped_*``, ``points_time_rule``).
 
     Parameters
     ----------
@@ -172,7 +238,37 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     """
     from oceanda.kalman import analyse_dataset
 
-    return analyse_dataset(ensemble, obs, method, **settings)
+    points, timing = _points_at_times(obs, ensemble)
+    if points is None:
+        return analyse_dataset(ensemble, obs, method, **settings)
+    ds = analyse_dataset(ensemble, points, method, **settings)
+    ds.attrs.update(timing)
+    return ds
+
+
+def _points_at_times(obs: xr.Dataset, like: Any) -> tuple[xr.Dataset | None, dict[str, Any]]:
+    """Raw positioned points moved to their analysis times (the superob time rule; late ones dropped), or None."""
+    if not (isinstance(like, xr.Dataset) and "obs" in obs.dims and "y_index" not in obs.variables
+            and "time" in obs.variables and _superobbable(obs, like)):
+        return None, {}
+    import numpy as np
+
+    from oceanda.superob import _time_targets
+
+    tidx, target, rule = _time_targets(np.asarray(obs["time"].values), like, None)
+    keep = tidx >= 0
+    points = obs.isel(obs=np.flatnonzero(keep))
+    points = points.assign_coords(time=("obs", np.asarray(target)[tidx[keep]], dict(obs["time"].attrs)))
+    return points, {"points_time_rule": rule, "points_dropped_time": int((~keep).sum())}
+
+
+def _on_grid(obs: xr.Dataset, like: Any) -> xr.Dataset:
+    """Raw point observations without grid indices (L3 points, profiles) superobbed onto ``like``'s grid."""
+    if isinstance(like, xr.Dataset) and "obs" in obs.dims and "y_index" not in obs.variables and _superobbable(obs, like):
+        from oceanda.superob import superob as _superob
+
+        return _superob(obs, like)
+    return obs
 
 
 def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any], filter: Any, **kwargs: Any) -> Any:
@@ -395,6 +491,10 @@ def choices(what: str) -> list[str]:
         from oceanda.sampledata import BUILDERS
 
         return list(BUILDERS)
+    if what == "operator":
+        from oceanda.observe import OPERATORS
+
+        return list(OPERATORS)
     if what == "twin":
         from oceanda.experiments.twins import TWINS
 
@@ -404,5 +504,5 @@ def choices(what: str) -> list[str]:
 
 __all__ = [
     "analyse", "assimilate", "check_output", "choices", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
-    "load_model", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
+    "load_model", "observe_states", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
 ]

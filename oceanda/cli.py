@@ -18,6 +18,7 @@ from oceanda.errors import OceandaError
 #: verb -> module; the order is the order of ``oceanda --help``.
 VERBS = {
     "sample-data": "oceanda.commands.sample_data",
+    "observe": "oceanda.commands.observe",
     "train": "oceanda.commands.train",
     "assimilate": "oceanda.commands.assimilate",
     "enkf": "oceanda.commands.enkf",

@@ -23,6 +23,7 @@ them against ``properscoring`` and ``scoringrules`` (test-only dependencies).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -637,12 +638,77 @@ def spectral_score(psd_error: xr.DataArray, psd_truth: xr.DataArray) -> xr.DataA
     return score
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What the spectral score says about the scales an analysis resolves.
+
+    ``status``: ``"resolved"`` (the score crosses the threshold at ``km``), ``"not_resolved"`` (below
+    it at every wavelength up to the domain size ``longest_km``: ``km`` is NaN), ``"resolved_to_grid"``
+    (above it down to the shortest wavelength: ``km`` = ``shortest_km``, an upper bound) or
+    ``"no_score"`` (no finite score: ``km`` NaN).
+    """
+
+    km: float
+    status: str
+    longest_km: float = float("nan")
+    shortest_km: float = float("nan")
+
+    @property
+    def note(self) -> str:
+        """One sentence for a report."""
+        if self.status == "resolved":
+            return f"scales longer than {self.km:.0f} km are resolved (1 - PSD(error)/PSD(truth) >= 0.5 above it)"
+        if self.status == "not_resolved":
+            return (f"not resolved at any scale up to the domain size ({self.longest_km:.0f} km): the error "
+                    "has at least half the truth's power at every wavelength")
+        if self.status == "resolved_to_grid":
+            return f"resolved at every scale down to the grid ({self.shortest_km:.0f} km); the true value is smaller"
+        return "no spectral score (no regular grid or no finite values)"
+
+
+def resolution_verdict(score: xr.DataArray, threshold: float = 0.5) -> Resolution:
+    """The wavelength where the spectral score first falls below ``threshold`` (large to small scales), and why.
+
+    Linear interpolation in log-wavelength between the two bins around the crossing. A score below
+    the threshold at every scale is "not resolved at any scale up to the domain size" (no number);
+    one that never falls below is resolved down to the grid (the shortest wavelength, a bound).
+
+    Parameters
+    ----------
+    score : a :func:`spectral_score` with a ``wavelength`` coordinate
+    threshold : the score that defines "resolved"
+
+    Returns
+    -------
+    Resolution
+    """
+    s = np.asarray(score.values, dtype=np.float64)
+    lam = np.asarray(score["wavelength"].values, dtype=np.float64)
+    order = np.argsort(-lam)
+    s, lam = s[order], lam[order]
+    ok = np.isfinite(s)
+    s, lam = s[ok], lam[ok]
+    if s.size == 0:
+        return Resolution(float("nan"), "no_score")
+    bounds = {"longest_km": float(lam[0]), "shortest_km": float(lam[-1])}
+    below = np.flatnonzero(s < threshold)
+    if below.size == 0:
+        return Resolution(float(lam[-1]), "resolved_to_grid", **bounds)
+    n = int(below[0])
+    if n == 0:
+        return Resolution(float("nan"), "not_resolved", **bounds)
+    s0, s1 = s[n - 1], s[n]
+    f = (s0 - threshold) / (s0 - s1)
+    return Resolution(float(np.exp(np.log(lam[n - 1]) + f * (np.log(lam[n]) - np.log(lam[n - 1])))), "resolved", **bounds)
+
+
 def resolution_from_score(score: xr.DataArray, threshold: float = 0.5) -> float:
     """Wavelength (km) where the spectral score first falls below ``threshold`` going from large to small scales.
 
-    Linear interpolation in log-wavelength between the two bins around the crossing. If the score
-    is below the threshold at every scale the result is the longest wavelength (nothing resolved); if
-    it never falls below, the shortest (resolved down to the grid): bounds, not estimates.
+    As :func:`resolution_verdict`, as one number: if the score is below the threshold at every scale
+    the result is the longest wavelength (nothing resolved); if it never falls below, the shortest
+    (resolved down to the grid): bounds, not estimates. ``oceanda evaluate`` reports the verdict
+    instead (null and "not resolved at any scale up to the domain size" for the first case).
 
     Parameters
     ----------
@@ -653,23 +719,8 @@ def resolution_from_score(score: xr.DataArray, threshold: float = 0.5) -> float:
     -------
     float: the wavelength in km (NaN if no score is finite)
     """
-    s = np.asarray(score.values, dtype=np.float64)
-    lam = np.asarray(score["wavelength"].values, dtype=np.float64)
-    order = np.argsort(-lam)
-    s, lam = s[order], lam[order]
-    ok = np.isfinite(s)
-    s, lam = s[ok], lam[ok]
-    if s.size == 0:
-        return float("nan")
-    below = np.flatnonzero(s < threshold)
-    if below.size == 0:
-        return float(lam[-1])
-    n = int(below[0])
-    if n == 0:
-        return float(lam[0])
-    s0, s1 = s[n - 1], s[n]
-    f = (s0 - threshold) / (s0 - s1)
-    return float(np.exp(np.log(lam[n - 1]) + f * (np.log(lam[n]) - np.log(lam[n - 1]))))
+    v = resolution_verdict(score, threshold)
+    return v.longest_km if v.status == "not_resolved" else v.km
 
 
 def error_spectra(
@@ -715,6 +766,23 @@ def resolution_from_spectra(psd_error: xr.DataArray, psd_truth: xr.DataArray, th
         The wavelength (km) where the score crosses ``threshold`` (see :func:`resolution_from_score`).
     """
     return resolution_from_score(spectral_score(psd_error, psd_truth), threshold)
+
+
+def resolution_verdict_from_spectra(psd_error: xr.DataArray, psd_truth: xr.DataArray, threshold: float = 0.5) -> Resolution:
+    """:func:`resolution_verdict` from the two spectra of :func:`error_spectra` (what ``oceanda evaluate`` reports).
+
+    Parameters
+    ----------
+    psd_error, psd_truth : xarray.DataArray
+        Spectra of the error and of the truth (computed).
+    threshold : float
+        Score ``1 - PSD(error) / PSD(truth)`` that defines "resolved".
+
+    Returns
+    -------
+    Resolution
+    """
+    return resolution_verdict(spectral_score(psd_error, psd_truth), threshold)
 
 
 def effective_resolution(

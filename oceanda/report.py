@@ -11,9 +11,23 @@ Rules (documented here because the numbers depend on them):
   integer index into them, a time string/datetime64 -- nearest --, or None for the middle one).
 - Variables: every truth variable for which an analysis has ``<var>_mean`` (or members ``<var>``) is
   scored; a variable with a ``layer``/``depth`` dim is pooled over its levels. The headline numbers
-  (the keys the issue names) are those of ``variables[0]`` if given, else the first truth variable
-  present in every analysis; ``"variables"`` holds the per-variable breakdown. Figures are drawn for
-  the headline variable (maps of its first level).
+  (the keys the issue names) are those of ``variables[0]`` if given, else (:func:`headline_variable`)
+  of the first truth variable present in every analysis that the observations hold (SSH on the
+  bundled sample), else of the first with a ``sea_surface_height*`` standard_name, else of the first;
+  ``meta.headline_rule`` says which rule applied; ``"variables"`` holds the per-variable breakdown.
+  Figures are drawn for the headline variable (maps of its first level).
+- Units: every method and variable carries ``units`` (the truth variable's CF units) and
+  ``score_units`` (RMSE, bias, spread, CRPS and energy score in the variable's units; spread_skill and
+  nrmse_score dimensionless; effective resolution in km; seconds_per_analysis in s).
+- Effective resolution: the wavelength where ``1 - PSD(error)/PSD(truth)`` falls below 0.5
+  (:func:`oceanda.metrics.resolution_verdict`). When it is below 0.5 at every wavelength up to the
+  domain size the key ``effective_resolution_km`` is null and ``effective_resolution_status`` is
+  ``"not_resolved"`` ("not resolved at any scale up to the domain size", in
+  ``effective_resolution_note``); ``"resolved_to_grid"`` gives the shortest wavelength, an upper
+  bound; ``"no_score"`` (null) when there is no regular grid to take spectra on.
+- Maps: drawn in the data's frame (:func:`oceanda.plotting.map_frame`: regional, centred on the
+  domain, contiguous across the dateline; curvilinear grids on their 2-D coordinates; km axes without
+  latitude/longitude); the error and spread panels of all methods share one colour scale.
 - Ensembles: the mean is ``<var>_mean`` (else the member mean), the spread comes from the members
   (ddof=1); CRPS is the fair ensemble CRPS and the energy score the fair estimator, the whole field
   (layers included) being one vector per time.
@@ -42,6 +56,7 @@ import xarray as xr
 from oceanda import io as oio
 from oceanda import grid, metrics, plotting
 from oceanda.errors import DataValidationError, GridMismatchError, OceandaError
+from oceanda.fields import spatial_dims
 
 #: The keys every method has in metrics.json (the issue's contract), in CSV column order.
 HEADLINE_KEYS = (
@@ -56,6 +71,24 @@ HEADLINE_KEYS = (
     "seconds_per_analysis",
 )
 MEMBER_COUNT_ATTRS = ("n_members", "ensemble_size", "members", "n_ensemble")
+#: Prefix of the CF standard names of sea surface height (above geoid, sea level, reference ellipsoid...).
+SSH_STANDARD_NAME = "sea_surface_height"
+
+
+def score_units(units: str) -> dict[str, str]:
+    """The unit of each headline score of a variable in ``units`` (``"1"``: dimensionless).
+
+    Parameters
+    ----------
+    units : the variable's CF units ("" when unknown)
+
+    Returns
+    -------
+    dict of str
+    """
+    u = units or "(units of the variable)"
+    return {"rmse": u, "bias": u, "spread": u, "spread_skill": "1", "crps": u, "energy_score": u,
+            "nrmse_score": "1", "effective_resolution_km": "km", "seconds_per_analysis": "s"}
 
 
 def _label(name: str, ds: xr.Dataset) -> str:
@@ -225,9 +258,9 @@ def _summary(done: dict[str, Any], m: int | None, kind: str, n_times: int) -> di
     """The numbers of one variable from its computed series (time means, NaN skipped)."""
     rmse_v = float(done["rmse_series"].mean(skipna=True))
     spread_v = float(done["spread_series"].mean(skipna=True))
-    resolution = float("nan")
+    resolution = metrics.Resolution(float("nan"), "no_score")
     if "psd_error" in done:
-        resolution = metrics.resolution_from_spectra(done["psd_error"], done["psd_truth"])
+        resolution = metrics.resolution_verdict_from_spectra(done["psd_error"], done["psd_truth"])
     return {
         "rmse": rmse_v,
         "bias": float(done["bias_series"].mean(skipna=True)),
@@ -236,7 +269,9 @@ def _summary(done: dict[str, Any], m: int | None, kind: str, n_times: int) -> di
         "crps": float(done["crps_series"].mean(skipna=True)),
         "energy_score": float(done["es_series"].mean(skipna=True)) if "es_series" in done else float("nan"),
         "nrmse_score": 1.0 - rmse_v / float(done["rms_truth_series"].mean(skipna=True)),
-        "effective_resolution_km": resolution,
+        "effective_resolution_km": resolution.km,
+        "effective_resolution_status": resolution.status,
+        "effective_resolution_note": resolution.note,
         "n_members": m,
         "n_times": n_times,
         "crps_kind": kind,
@@ -299,10 +334,15 @@ def _select_map_time(times: np.ndarray, time_index: Any) -> Any:
             )
         return times[int(time_index)]
     try:
-        target = np.asarray(time_index, dtype=times.dtype) if np.issubdtype(times.dtype, np.datetime64) else float(time_index)
+        if np.issubdtype(times.dtype, np.datetime64):
+            target = np.asarray(time_index, dtype=times.dtype)
+        elif times.dtype == object:  # cftime calendar: parse the string in that calendar
+            target = xr.date_range(str(time_index), periods=1, calendar=times[0].calendar, use_cftime=True).values[0]
+        else:
+            target = float(time_index)
     except (TypeError, ValueError) as exc:
         raise OceandaError(f"time '{time_index}': not an index or a time; expected e.g. 3 or 2021-01-05") from exc
-    k = int(np.argmin(np.abs((times - target).astype(np.float64) if np.issubdtype(times.dtype, np.datetime64) else times - target)))
+    k = int(np.argmin(np.abs(grid.time_days(times) - grid.time_days(target))))
     return times[k]
 
 
@@ -338,10 +378,10 @@ def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dat
         lat, lon = np.asarray(obs["lat"].values, float), np.asarray(obs["lon"].values, float)
         keep = np.ones(lat.shape, bool)
         if "time" in obs.coords and obs["time"].dims == ("obs",):
-            t = obs["time"].values
-            times = like["time"].values
+            t, w = grid.time_days(obs["time"].values), grid.time_days(when)  # any calendar
+            times = grid.time_days(like["time"].values)
             half = (np.min(np.diff(times)) / 2) if times.size > 1 else None
-            keep = (t == when) if half is None else (np.abs(t - when) <= half)
+            keep = (t == w) if half is None else (np.abs(t - w) <= half)
         return lat[keep], lon[keep]
     if "time" in da.dims:
         if not np.isin(when, da["time"].values):
@@ -364,6 +404,12 @@ def _first_level(da: xr.DataArray) -> xr.DataArray:
     return da
 
 
+def _plane(da: xr.DataArray) -> np.ndarray:
+    """The 2-D ``(row, column)`` values of a one-time field (first level)."""
+    da = _first_level(da)
+    return da.transpose(*spatial_dims(da)).values
+
+
 def _map_fields(ds: xr.Dataset, var: str, truth: xr.DataArray, label: str, map_time: Any) -> tuple[Any, Any]:
     """2-D ``(mean, spread)`` of ``var`` at ``map_time`` (first level); spread None without one."""
     mean = ds[f"{var}_mean"] if f"{var}_mean" in ds else ds[var].mean("member")
@@ -374,31 +420,70 @@ def _map_fields(ds: xr.Dataset, var: str, truth: xr.DataArray, label: str, map_t
         spread = ens.sel(time=map_time).std("member", ddof=1) if ens.sizes["member"] > 1 else None
     elif f"{var}_spread" in ds:
         spread = _align_grid(ds[f"{var}_spread"].rename(var), truth, label).sel(time=map_time)
-    m2d = _first_level(mean.sel(time=map_time)).values
-    return m2d, (_first_level(spread).values if spread is not None else None)
+    return _plane(mean.sel(time=map_time)), (_plane(spread) if spread is not None else None)
+
+
+def map_frame_of(da: xr.DataArray) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """``(frame, lat, lon)`` to draw ``da``'s grid: geographic from its latitude/longitude (1-D or
+    curvilinear), else plain km axes from y/x km coordinates (``lat, lon`` are then y, x); None without either.
+
+    Parameters
+    ----------
+    da : a gridded variable
+
+    Returns
+    -------
+    tuple or None
+    """
+    ll = grid.lat_lon(da)
+    if ll is not None:
+        lat, lon = (np.asarray(a, float) for a in ll)
+        if np.isfinite(lat).all() and np.isfinite(lon).all():
+            return plotting.map_frame(lat, lon), lat, lon
+    ydim, xdim = spatial_dims(da)
+    if ydim in da.coords and xdim in da.coords and str(da[xdim].attrs.get("units", "")).strip() in ("km", "m"):
+        scale = 1e-3 if str(da[xdim].attrs.get("units")).strip() == "m" else 1.0
+        y, x = scale * np.asarray(da[ydim].values, float), scale * np.asarray(da[xdim].values, float)
+        return plotting.km_frame(y, x), y, x
+    return None
+
+
+def _spread_note(ds: xr.Dataset) -> str:
+    """How to read the spread panel of a window-blended (local/hybrid) analysis (empty otherwise)."""
+    if ds.attrs.get("mode") not in ("local", "hybrid") or ds.attrs.get("member_blend") == "variance_preserving":
+        return ""
+    size, stride = ds.attrs.get("window_size", "?"), ds.attrs.get("window_stride", "?")
+    return (f"Spread: the members are tapered blends of {size}-pixel window analyses every {stride} pixels; "
+            f"where windows overlap their independent deviations partly cancel, so the spread peaks at the "
+            f"window centres, a lattice every {stride} pixels (a blending artefact, not information).")
 
 
 def _map_figures(
     out: Path, var: str, truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], scored: Any, obs: xr.Dataset | None,
     map_time: Any, plt: Any,
 ) -> list[str]:
-    """One map figure (truth, mean, error, spread) per scored analysis; none without lat/lon."""
-    lat = truth["lat"].values if "lat" in truth.coords else None
-    lon = truth["lon"].values if "lon" in truth.coords else None
-    points = observation_points(obs, var, map_time, truth)
-    if lat is None or lon is None:
+    """One map figure (truth, mean, error, spread) per scored analysis, error and spread colour scales
+    shared by all of them; none on a grid without latitude/longitude or km axes."""
+    drawn = map_frame_of(truth[var])
+    if drawn is None:
         return []
+    frame, lat, lon = drawn
+    points = observation_points(obs, var, map_time, truth) if frame.kind == "geo" else None
     units = str(truth[var].attrs.get("units", ""))
-    t2d = _first_level(truth[var].sel(time=map_time)).values
+    t2d = _plane(truth[var].sel(time=map_time))
     level = " (first level)" if any(d in truth[var].dims for d in ("layer", "depth")) else ""
     when = np.datetime_as_string(map_time, unit="s") if isinstance(map_time, np.datetime64) else map_time
+    names = [n for n in analyses if n in scored]
+    planes = {n: _map_fields(analyses[n], var, truth[var], _label(n, analyses[n]), map_time) for n in names}
+    limits = plotting.analysis_map_limits(t2d, [m for m, _ in planes.values()], [s for _, s in planes.values()])
+    shared = f"Error and spread colour scales are shared by the maps of all {len(names)} methods." if len(names) > 1 else ""
     files = []
-    for name, ds in analyses.items():
-        if name not in scored:
-            continue
-        m2d, s2d = _map_fields(ds, var, truth[var], _label(name, ds), map_time)
-        fig = plotting.plot_analysis_maps(t2d, m2d, s2d, lat, lon, points=points, units=units,
-                                          title=f"{name}: {var}{level} at {when}")
+    for name in names:
+        m2d, s2d = planes[name]
+        note = " ".join(t for t in (shared, _spread_note(analyses[name])) if t)
+        fig = plotting.plot_analysis_maps(t2d, m2d, s2d, lat, lon, points=points, units=units, variable=var,
+                                          title=f"{name}: {var}{level} at {when}", limits=limits, frame=frame,
+                                          note=note)
         files.append(_save(fig, out / f"map_{_safe(name)}_{var}.png", plt))
     return files
 
@@ -431,11 +516,13 @@ def _figures(
     first = next(iter(results.values()))["_series"]
     if "psd_truth" not in first:
         return files
+    labels = {n: f"{n} (not resolved at any scale)" if r["effective_resolution_status"] == "not_resolved" else n
+              for n, r in results.items()}
     fig = plotting.plot_spectra(
         first["psd_truth"]["wavelength"].values,
         first["psd_truth"].values,
-        {n: r["_series"]["psd_error"].values for n, r in results.items()},
-        {n: r["effective_resolution_km"] for n, r in results.items()},
+        {labels[n]: r["_series"]["psd_error"].values for n, r in results.items()},
+        {labels[n]: r["effective_resolution_km"] for n, r in results.items()},
         title=f"{var}: error spectra", units=units,
     )
     files.append(_save(fig, out / f"spectra_{var}.png", plt))
@@ -455,7 +542,8 @@ def _save(fig: Any, path: Path, plt: Any) -> str:
 
 
 def _csv(methods: dict[str, dict[str, Any]]) -> str:
-    cols = ["method", "variable", *HEADLINE_KEYS, "n_members", "n_times", "crps_kind"]
+    cols = ["method", "variable", "units", *HEADLINE_KEYS, "effective_resolution_status", "n_members", "n_times",
+            "crps_kind"]
     buf = _stdio.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -469,11 +557,44 @@ def _csv(methods: dict[str, dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def headline_variable(truth: xr.Dataset, candidates: Sequence[str], obs: xr.Dataset | None = None) -> tuple[str, str]:
+    """The variable whose numbers are the headline, and the rule that chose it.
+
+    The first of ``candidates`` that the observations hold (what was observed is what a user judges
+    an analysis by); without observations of any candidate, the first with a ``standard_name`` of
+    sea surface height (``sea_surface_height*``); else the first candidate.
+
+    Parameters
+    ----------
+    truth : xarray.Dataset
+        The truth (its attributes give the standard names).
+    candidates : sequence of str
+        Truth variables present in every analysis, in the truth's order.
+    obs : xarray.Dataset, optional
+        The observations.
+
+    Returns
+    -------
+    tuple of str
+        ``(variable, rule)``.
+    """
+    if obs is not None:
+        observed = {str(v) for v in obs.data_vars if not str(v).endswith("_error")}
+        for v in candidates:
+            if v in observed:
+                return v, "the observed variable"
+    for v in candidates:
+        if str(truth[v].attrs.get("standard_name", "")).startswith(SSH_STANDARD_NAME):
+            return v, f"standard_name {truth[v].attrs['standard_name']} (no observations of a scored variable given)"
+    return candidates[0], "the first truth variable present in every analysis (none observed, none with an SSH standard_name)"
+
+
 def _choose_variables(
-    truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], variables: Sequence[str] | None
-) -> tuple[str, dict[str, list[str]], list[str] | None]:
-    """``(headline, present, scored)``: the headline variable, each analysis' truth variables, and the
-    variables to score in every analysis (None: each analysis' own ``present`` list)."""
+    truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], variables: Sequence[str] | None,
+    obs: xr.Dataset | None = None,
+) -> tuple[tuple[str, str], dict[str, list[str]], list[str] | None]:
+    """``((headline, rule), present, scored)``: the headline variable and why, each analysis' truth
+    variables, and the variables to score in every analysis (None: each analysis' own ``present`` list)."""
     tlabel = _truth_label(truth)
     tvars = truth_variables(truth)
     if not tvars:
@@ -494,14 +615,14 @@ def _choose_variables(
                     raise DataValidationError(
                         f"{_label(name, analyses[name])}: variable '{v}' not found; expected '{v}_mean' or an ensemble '{v}'"
                     )
-        return variables[0], present, list(variables)
+        return (variables[0], "given first (--variable)"), present, list(variables)
     common = [v for v in tvars if all(v in vs for vs in present.values())]
     if not common:
         raise DataValidationError(
             f"no truth variable is present in every analysis ({ {n: vs for n, vs in present.items()} }); "
             "pass --variable to choose one"
         )
-    return common[0], present, None
+    return headline_variable(truth, common, obs), present, None
 
 
 def _score_all(
@@ -525,7 +646,8 @@ def _score_all(
         an = ds.sel(time=times[name])
         res = score_variable(tr, an, var, n_members=_n_members(ds, var), spectrum=spectrum, label=_label(name, ds))
         entry = methods.setdefault(name, {"variables": {}})
-        entry["variables"][var] = {k: v for k, v in res.items() if not k.startswith("_")}
+        entry["variables"][var] = {"units": str(truth[var].attrs.get("units", "")),
+                                   **{k: v for k, v in res.items() if not k.startswith("_")}}
         if var == headline:
             headline_results[name] = res
     return methods, headline_results
@@ -546,21 +668,29 @@ def _method_entry(entry: dict[str, Any], ds: xr.Dataset, headline: str) -> dict[
     for vals in entry["variables"].values():
         vals["seconds_per_analysis"] = sec
     ordered = {k: head[k] for k in HEADLINE_KEYS}
-    ordered.update({"variable": headline, "n_members": head["n_members"], "n_times": head["n_times"],
+    ordered.update({"variable": headline, "units": head["units"], "score_units": score_units(head["units"]),
+                    "effective_resolution_status": head["effective_resolution_status"],
+                    "effective_resolution_note": head["effective_resolution_note"],
+                    "n_members": head["n_members"], "n_times": head["n_times"],
                     "crps_kind": head["crps_kind"], "method": ds.attrs.get("method"), "mode": ds.attrs.get("mode")})
     ordered["variables"] = entry["variables"]
     return ordered
 
 
-def _meta(headline: str, map_time: Any, spectrum: str, figure_files: list[str]) -> dict[str, Any]:
+def _meta(headline: tuple[str, str], units: str, map_time: Any, spectrum: str, figure_files: list[str]) -> dict[str, Any]:
     return {
-        "headline_variable": headline,
+        "headline_variable": headline[0],
+        "headline_rule": headline[1],
+        "headline_units": units,
+        "score_units": score_units(units),
         "map_time": str(map_time),
         "spectrum": spectrum,
         "figures": figure_files,
         "aggregation": "spatial mean per time (layers pooled, NaN skipped), then time mean",
         "crps": "fair ensemble CRPS; gaussian from <var>_spread without members; |error| for a deterministic analysis",
         "energy_score": "fair estimator, one vector per time (whole field, layers included)",
+        "effective_resolution": "shortest wavelength down to which 1 - PSD(error)/PSD(truth) >= 0.5; null with "
+                                "status not_resolved when that holds at no scale up to the domain size",
     }
 
 
@@ -611,7 +741,7 @@ def evaluate(
     """
     if not analyses:
         raise OceandaError("no analysis given; expected at least one NAME=FILE")
-    headline, present, scored_vars = _choose_variables(truth, analyses, variables)
+    (headline, rule), present, scored_vars = _choose_variables(truth, analyses, variables, obs)
     tlabel = _truth_label(truth)
     times = {name: _common_times(truth, ds, _label(name, ds), tlabel) for name, ds in analyses.items()}
     out = oio.prepare_output_dir(out_dir, overwrite=overwrite)
@@ -623,7 +753,8 @@ def evaluate(
         all_common = np.intersect1d(all_common, t)
     map_time = _select_map_time(all_common, time_index)
     figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
-    result = {"methods": methods, "meta": _meta(headline, map_time, spectrum, figure_files)}
+    units = str(truth[headline].attrs.get("units", ""))
+    result = {"methods": methods, "meta": _meta((headline, rule), units, map_time, spectrum, figure_files)}
     oio.write_json(result, out / "metrics.json", overwrite=True)
     oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
     return oio.read_json(out / "metrics.json")  # exactly what was written (NaN -> None)

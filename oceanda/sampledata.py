@@ -135,14 +135,52 @@ def _version() -> str:
     return __version__
 
 
+#: CF clocks for the testbeds with a nondimensional time t: (days per unit of t, how). Lorenz (1996): one
+#: time unit is about 5 days (the damping time), dt = 0.05 is 6 hours; the torus flow has no physical
+#: time scale, t is written as days.
+MODEL_CLOCKS = {
+    "lorenz96": (5.0, "Lorenz (1996) scaling: one model time unit = 5 days (dt = 0.05 = 6 h)"),
+    "torus": (1.0, "the torus flow is nondimensional: t is written as t days (CF needs a dated clock)"),
+}
+MODEL_CLOCK_EPOCH = np.datetime64("2000-01-01T00:00:00", "ns")
+
+
+def dated(ds: xr.Dataset, days_per_unit: float, how: str) -> xr.Dataset:
+    """``ds`` with its nondimensional ``time`` as CF dates (``days_per_unit`` days after 2000-01-01 per unit).
+
+    Why: CF (and its checkers) read a variable named ``time`` as "<unit> since <date>"; the model time
+    itself is kept as the coordinate ``model_time``.
+
+    Parameters
+    ----------
+    ds : a Dataset with a float ``time`` (any dims)
+    days_per_unit : days per model time unit
+    how : the scaling, recorded in ``time``'s comment
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    if "time" not in ds.variables or not np.issubdtype(ds["time"].dtype, np.floating):
+        return ds
+    t = ds["time"]
+    ns = np.round(np.asarray(t.values, float) * days_per_unit * 86400e9).astype("timedelta64[ns]")
+    comment = f"{how}; time = {str(MODEL_CLOCK_EPOCH)[:10]} + {days_per_unit:g} days x model_time"
+    return ds.assign_coords(
+        model_time=(t.dims, t.values, {"long_name": "nondimensional model time t", "units": "1"}),
+        time=(t.dims, MODEL_CLOCK_EPOCH + ns, {"standard_name": "time", "comment": comment}))
+
+
 class _Writer:
     """Writes a set's NetCDF files through ``oceanda.io`` and records {file name: path} in order."""
 
-    def __init__(self, out: Path, overwrite: bool, command: str) -> None:
-        self.out, self.overwrite, self.command = out, overwrite, command
+    def __init__(self, out: Path, overwrite: bool, command: str, clock: tuple[float, str] | None = None) -> None:
+        self.out, self.overwrite, self.command, self.clock = out, overwrite, command, clock
         self.written: dict[str, Path] = {}
 
     def __call__(self, ds: xr.Dataset, name: str) -> None:
+        if self.clock is not None:
+            ds = dated(ds, *self.clock)
         self.written[name] = io.write_netcdf(ds, self.out / name, overwrite=self.overwrite, command=self.command)
 
     def readme(self, text: str) -> dict[str, Path]:
@@ -204,11 +242,13 @@ def _qg_other_obs(model: Any, cfg: QGSize, library: xr.Dataset, truth: tuple[xr.
 
     ds1, tr1 = truth
     ssh_std = float(library["ssh"].std())
-    write(GappyField(var="ssh", sigma=0.1 * ssh_std).observe(ds1, rng), "obs_gappy_eval_1.nc")
+    gappy = GappyField(var="ssh", sigma=0.1 * ssh_std).observe(ds1, rng)
+    write(gappy.assign_attrs(title="gappy (cloud-masked) SSH of truth_eval_1.nc"), "obs_gappy_eval_1.nc")
     psi_std = float(library["psi"].std())
-    write(InSituPoints(n_profiles=20, var="psi", sigma=0.1 * psi_std).observe(ds1, rng), "obs_insitu_eval_1.nc")
+    insitu = InSituPoints(n_profiles=20, var="psi", sigma=0.1 * psi_std).observe(ds1, rng)
+    write(insitu.assign_attrs(title="Argo-like psi profiles of truth_eval_1.nc"), "obs_insitu_eval_1.nc")
     dr = QGDrifters(n_drifters=10).observe(model, tr1, days[: cfg.truth_days + 1], rng, ds1["time"].values)
-    write(dr, "obs_drifters_eval_1.nc")
+    write(dr.assign_attrs(title="drifter positions advected by truth_eval_1.nc"), "obs_drifters_eval_1.nc")
 
 
 def _qg_training_obs(model: Any, library: xr.Dataset, alt: Any, rng: np.random.Generator) -> xr.Dataset:
@@ -335,7 +375,7 @@ def make_torus(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, co
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     flow = TorusFlow(seed=seed)
-    write = _Writer(out, overwrite, command)
+    write = _Writer(out, overwrite, command, clock=MODEL_CLOCKS["torus"])
 
     names = ["library", "truth_tune"] + [f"truth_eval_{i + 1}" for i in range(3)]
     counts = [cfg.library] + [cfg.truth] * 4
@@ -348,8 +388,11 @@ def make_torus(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, co
         write(ds, f"{name}.nc")
         if name == "truth_eval_1":
             grid = ds[["psi"]].isel(sample=0)
-            write(GappyField(var="psi", length_km=0.15).observe(grid, rng), "obs_gappy_eval_1.nc")
-            write(InSituPoints(n_profiles=20, var="psi").observe(grid, rng), "obs_insitu_eval_1.nc")
+            gappy = GappyField(var="psi", length_km=0.15).observe(grid, rng)
+            write(gappy.assign_attrs(title="gappy psi of the first flow of truth_eval_1.nc"), "obs_gappy_eval_1.nc")
+            insitu = InSituPoints(n_profiles=20, var="psi").observe(grid, rng)
+            write(insitu.assign_attrs(title="point values of psi of the first flow of truth_eval_1.nc"),
+                  "obs_insitu_eval_1.nc")
     files = {
         "library.nc": f"{cfg.library} flows: 98 coefficients, gridded psi/u/v (32 x 32, t = 0) and the drifter path",
         "truth_tune.nc": f"{cfg.truth} further flows (tuning)",
@@ -363,6 +406,7 @@ psi_k ~ CN(0, |k|^-4), omega_k ~ N(0, 20^2) fixed by the seed. The drifter obser
 (drifter_x, drifter_y: one drifter from (0.75, 0.75), RK4 dt = {cfg.dt:g} to T = 0.1, every {cfg.keep_every}
 step(s) kept): the training pairs are (coefficients, drifter path) of library.nc, as in the paper.
 The paper's setting (dt = 1e-5, every 10th position, 32k flows) is --size full.
+Time: the nondimensional t of the flows is written as the CF date 2000-01-01 + t days; model_time holds t.
 """
     text = _readme("oceanda sample data: torus flow", command, seed, size, files, notes, time.perf_counter() - t0)
     return write.readme(text)
@@ -434,6 +478,8 @@ def _l96_readme(cfg: L96Size, library: xr.Dataset, names: list[str], command: st
     notes = """
 Model: oceanda.testbeds.lorenz96.Lorenz96(n=40, forcing=8.0, dt=0.05), RK4; initial states F + 0.01 noise
 spun up 1000 steps; library and truth runs are different members of one batch.
+Time: CF dates, model time t written as 2000-01-01 + 5 days x t (Lorenz 1996: one time unit = 5 days);
+the coordinate model_time holds t.
 """
     return _readme("oceanda sample data: Lorenz-96", command, seed, size, files, notes, seconds)
 
@@ -457,7 +503,7 @@ def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool,
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     model = Lorenz96()
-    write = _Writer(out, overwrite, command)
+    write = _Writer(out, overwrite, command, clock=MODEL_CLOCKS["lorenz96"])
     n_truth = 4
     x0 = model.initial_state(rng, (cfg.library_runs + n_truth,), spinup=1000)
     _progress(f"lorenz96: {cfg.library_runs} library runs of {cfg.library_steps} steps, {n_truth} truths", quiet)

@@ -30,8 +30,11 @@ def test_shape_errors_say_what_was_expected():
     cnn = MaskedCNNEncoder((2, 16, 16), 8, width=4, depth=2)
     with pytest.raises(OceandaError, match=r"expected \[N, 2, 16, 16\]"):
         cnn(torch.zeros(1, 2, 32, 32))
-    with pytest.raises(OceandaError, match="divisible"):
-        MaskedCNNEncoder((2, 10, 10), 8, depth=2)
+    odd = MaskedCNNEncoder((2, 10, 18), 8, depth=2)  # not divisible by 4: padded to 12 x 20, not refused
+    assert odd.pad == (2, 2) and odd(torch.zeros(3, 2, 10, 18)).shape == (3, 8)
+    with pytest.raises(OceandaError, match=r"expected \[N, 2, 10, 18\]"):
+        odd(torch.zeros(1, 2, 12, 20))
+
 
 
 def test_masked_cnn_uses_mask_and_matches_fields():

@@ -134,9 +134,12 @@ def test_cli_enkf_one_shot_and_cycle(tmp_path, capsys):
     assert main(args) == 2  # refuses to overwrite
     assert "exists" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
-    bad = ["enkf", "--ensemble", str(ens_path), "--obs", str(obs_path), "--out", str(tmp_path / "b.nc"), "--method", "letkf"]
-    assert main(bad) == 2
-    assert "loc" in capsys.readouterr().err
+    est = ["enkf", "--ensemble", str(ens_path), "--obs", str(obs_path), "--out", str(tmp_path / "b.nc"), "--method", "letkf"]
+    assert main(est) == 0  # no radius: estimated from the ensemble, printed and recorded
+    assert "localisation radius" in capsys.readouterr().out
+    assert io.open_states(tmp_path / "b.nc", check_values=False).attrs["localization_radius_source"].startswith("estimated")
+    assert main(est[:-2] + ["--method", "letkf", "--loc-radius", "inf", "--overwrite"]) == 2
+    assert "etkf" in capsys.readouterr().err
     stats = tmp_path / "l96.nc"
     assert main(["enkf", "--cycle", "lorenz96", "--method", "etkf", "--cycles", "40", "--members", "15", "--inflation", "1.03",
                  "--out", str(stats), "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "20", "--quiet"]) == 0
@@ -148,7 +151,7 @@ def test_cli_enkf_one_shot_and_cycle(tmp_path, capsys):
 def test_etkf_is_used_by_enoi_consistently_with_array_api():
     ens, obs = _grid_ensemble()
     lib = ens.isel(time=0, drop=True).rename(member="time").assign_coords(time=np.arange(12.0))
-    a = analyse_dataset(lib, obs, "enoi", alpha=0.5)
+    a = analyse_dataset(lib, obs, "enoi", alpha=0.5, loc_radius_km=np.inf)
     assert a.attrs["enoi_alpha"] == 0.5 and a.sizes["member"] == 12
     E = lib["ssh"].values.reshape(12, -1)[:, 1:]
     o = obs["ssh"].values[0].ravel()[1:]

@@ -155,11 +155,12 @@ def test_analyse_dataset_enoi_with_a_radius_uses_the_schur_form(periodic):
         xa3, sd3 = xa.reshape(3, -1)[order].ravel(), np.sqrt(var).reshape(3, -1)[order].ravel()
         np.testing.assert_allclose(mean, xa3, atol=1e-10, equal_nan=True)
         np.testing.assert_allclose(spread, sd3, atol=1e-10, equal_nan=True)
-    # observed points move towards the observations; without a radius EnOI is still the ETKF transform
+    # observed points move towards the observations; with an infinite radius EnOI is the ETKF transform
     m = np.isfinite(obs["ssh"].values[0])
     before = np.abs(lib["ssh"].values.mean(0)[m] - obs["ssh"].values[0][m]).mean()
     assert np.abs(a["ssh_mean"].values[0][m] - obs["ssh"].values[0][m]).mean() < 0.5 * before
-    g = analyse_dataset(lib, obs, "enoi", alpha=0.8)
+    g = analyse_dataset(lib, obs, "enoi", alpha=0.8, loc_radius_km=np.inf)
+    assert g.attrs["localization_radius_km"] == 0.0 and "unlocalised" in g.attrs["localization_radius_source"]
     big = analyse_dataset(lib, obs, "enoi", alpha=0.8, loc_radius_km=1e7, periodic=periodic)
     np.testing.assert_allclose(big["ssh_mean"].values, g["ssh_mean"].values, atol=1e-8, equal_nan=True)
     np.testing.assert_allclose(big["temp_spread"].values, g["temp_spread"].values, atol=1e-8, equal_nan=True)

@@ -118,7 +118,8 @@ def test_train_field_model_and_cli(tmp_path):
     from oceanda.cli import main
 
     argv = ["train", "--states", str(tmp_path / "states.nc"), "--obs", str(tmp_path / "obs.nc"), "--out", str(tmp_path / "c"),
-            "--state-vars", "ssh", "--epochs", "2", "--batch-size", "8", "--embedding-dim", "8", "--encoder", "mlp", "--quiet"]
+            "--state-vars", "ssh", "--epochs", "2", "--batch-size", "8", "--embedding-dim", "8", "--encoder", "mlp", "--quiet",
+            "--allow-weak"]  # 2 epochs: a smoke test of the options, not of skill (exit code 3 otherwise)
     assert main(argv) == 0
     assert (tmp_path / "c" / "model.safetensors").exists() and (tmp_path / "c" / "history.json").exists()
     assert main(argv) == 2  # refuses to overwrite
@@ -128,7 +129,8 @@ def test_train_field_model_and_cli(tmp_path):
         train_field_model(ds, obs, tmp_path / "c", epochs=1, batch_size=8, quiet=True)
     # the spatial cnn head from the CLI: 16x16 grid, depth 2 -> a 4x4 map, 3 features
     spatial = ["train", "--states", str(tmp_path / "states.nc"), "--obs", str(tmp_path / "obs.nc"), "--out",
-               str(tmp_path / "s"), "--state-vars", "ssh", "--epochs", "1", "--batch-size", "8", "--quiet",
+               str(tmp_path / "s"), "--state-vars", "ssh", "--epochs", "1", "--batch-size", "8", "--quiet", "--allow-weak",
+
                "--head", "spatial", "--depth", "2", "--width", "4", "--embedding-dim", "48"]
     assert main(spatial) == 0
     enc = json.loads((tmp_path / "s" / "config.json").read_text())["state_encoder"]

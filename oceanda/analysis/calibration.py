@@ -28,7 +28,7 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     model_dir : the window model's checkpoint directory (rewritten)
     library : the library (a :class:`~oceanda.analysis.library.Library` or a Dataset)
     obs : observations of the tuning truth
-    truth : the tuning truth (``ssh``)
+    truth : the tuning truth (holding the model's first observed variable, e.g. ``ssh``)
     times : indices of the tuning times (default: all)
     members : ensemble members of the tuning analyses
     seed : their random streams
@@ -44,17 +44,18 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     from oceanda.analysis.settings import HybridSettings, stored_settings
 
     model, enc = load_model(model_dir)
+    var = str(enc.obs_channels[0][0])
     idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
     ds = assimilate((model, enc), library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
                     cache_dir=cache_dir, times=idx)
-    tr = truth.sel(time=ds.time.values)
-    factor = calibrate_spread((ds.ssh_mean.values - tr.ssh.values) ** 2, ds.ssh_spread.values ** 2)
+    tr = truth.sel(time=ds.time.values)[var].values
+    factor = calibrate_spread((ds[f"{var}_mean"].values - tr) ** 2, ds[f"{var}_spread"].values ** 2)
     lib_ds = library.ds if hasattr(library, "ds") else library
-    clim = lib_ds.ssh.mean("time").values
-    ratio = float(np.sqrt(np.mean((ds.ssh_mean.values - tr.ssh.values) ** 2) / np.mean((clim[None] - tr.ssh.values) ** 2)))
+    clim = lib_ds[var].mean("time").values
+    ratio = float(np.sqrt(np.nanmean((ds[f"{var}_mean"].values - tr) ** 2) / np.nanmean((clim[None] - tr) ** 2)))
     settings = stored_settings(model.config, f"{model_dir}/config.json").replace(spread_factor=float(factor))
     model.config["calibration"] = {"times": len(idx), "members": members, "spread_skill_before": float(1.0 / factor),
-                                   "ssh_rmse_to_climatology": ratio}
+                                   "variable": var, f"{var}_rmse_to_climatology": ratio}
     if hybrid_from_enoi is not None:
         # the hybrid's background is the local analysis, whose error variance is ratio^2 that of
         # climatology: EnOI's tuned B scaled by ratio^2, at EnOI's tuned radius (no extra tuning)
@@ -65,13 +66,53 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
         # calibrated local ones; the Kalman variance reduction is only as right as its static B)
         dh = assimilate(model_dir, library, obs, mode="hybrid", members=members, seed=seed, cache_dir=cache_dir,
                         times=idx)
-        hf = calibrate_spread((dh.ssh_mean.values - tr.ssh.values) ** 2, dh.ssh_spread.values ** 2)
+        hf = calibrate_spread((dh[f"{var}_mean"].values - tr) ** 2, dh[f"{var}_spread"].values ** 2)
         settings = settings.replace(hybrid=settings.hybrid.replace(spread_factor=float(hf)))
     _store(model, model_dir, settings)
     return factor
 
 
+def enoi_settings(library_ds, variable: str, periodic: bool) -> dict:
+    """EnOI settings for the hybrid's Kalman step on a grid without tuned ones: a radius from the library.
+
+    Why: the hybrid needs a localisation radius; the bundled QG sample has tuned ones
+    (``oceanda.kalman.tuned_settings("qg_enoi")``), a user's grid does not. The radius is estimated
+    from the library's spatial correlation (:func:`oceanda.kalman.localization.estimate_radius`) as
+    ``oceanda enkf`` does without ``--loc-radius``; alpha is 1.
+
+    Parameters
+    ----------
+    library_ds : the library states (Dataset)
+    variable : the observed variable whose correlation length sets the radius
+    periodic : the grid is doubly periodic
+
+    Returns
+    -------
+    dict
+        ``{"radius_km", "alpha", "e_folding_km"}``.
+    """
+    from oceanda import fields
+    from oceanda.kalman.dataset import grid_metric
+    from oceanda.kalman.localization import estimate_radius
+
+    if "qg_nx" in library_ds.attrs:  # the bundled QG testbed: its tuned settings
+        from oceanda.kalman import tuned_settings
+
+        return dict(tuned_settings("qg_enoi"))
+    layout = fields.layout_of(library_ds, [variable])
+    arr, _ = fields.to_array(library_ds, layout)
+    sub = arr[np.unique(np.linspace(0, len(arr) - 1, min(len(arr), 500)).astype(np.int64))]
+    coords, metric, period = grid_metric(library_ds, periodic)
+    a = sub[:, 0].reshape(len(sub), -1)  # the variable's first channel (level)
+    ocean = np.isfinite(a).all(axis=0)  # land left out
+    anomalies = [a[:, ocean] - a[:, ocean].mean(axis=0, keepdims=True)]
+    radius, efold = estimate_radius(anomalies, coords[ocean], metric, period, rng=0, members=len(arr))
+
+    return {"radius_km": float(radius), "alpha": 1.0, "e_folding_km": float(efold)}
+
+
 def _store(model, model_dir, settings) -> None:
+
     """Write ``settings`` as the model's ``config["sampler"]`` (the legacy ``extra`` copies removed)."""
     from oceanda.analysis.settings import LEGACY_EXTRA_KEYS
 

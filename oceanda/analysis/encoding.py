@@ -83,6 +83,9 @@ class EncoderPair:
         self.kind = str(sim.get("kind", "cosine"))
         self.tau = trained_temperature(model.config)  # the sampler's default (resolve_tau)
         self.grid_fingerprint = model.config.get("grid_fingerprint")
+        # days of observations a whole-field model stacks (``oceanda train --obs-days``; 1 for window models)
+        self.obs_days = int((model.config.get("extra") or {}).get("obs_window_days", 1) or 1)
+
 
     @classmethod
     def from_model(cls, model, key: str | None = None) -> EncoderPair:
@@ -206,7 +209,15 @@ def load_model(model_dir) -> tuple[Any, EncoderPair]:
     from oceanda.contrastive.model import ContrastiveModel
 
     model = ContrastiveModel.load(model_dir)
+    health = model.config.get("health") or {}
+    if health.get("weak"):  # recorded by training (oceanda.contrastive.training.training_health)
+        import warnings
+
+        warnings.warn(f"{model_dir}: a weak model: validation R@5 {health.get('r5', float('nan')):.3f} is within 2x of "
+                      f"chance {health.get('chance_r5', float('nan')):.3f} ({health.get('candidates')} candidates); "
+                      "its analyses stay close to the library mean", UserWarning, stacklevel=2)
     return model, EncoderPair.from_model(model, key=model_fingerprint(model))
+
 
 
 def check_model_grid(encoders: EncoderPair, library: Library, what: str) -> None:

@@ -2,7 +2,7 @@
 
 Kalman side (``HybridSettings.kalman``): ``'schur'`` (default) is EnOI with a Schur-product
 (Gaspari-Cohn) localised gain solved in observation space -- K = (rho_xo o B H^T)(rho_oo o H B H^T + R)^-1,
-:func:`oceanda.kalman.schur_enoi` (re-exported here; grid points from :func:`oceanda.grid.points`),
+:func:`oceanda.kalman.schur_enoi` (re-exported here; distances by :func:`grid_localizer_for`, as ``oceanda enkf``),
 cost linear in the state size, under a second per analysis for a 500-member static ensemble on the
 QG grid; ``'letkf'`` calls :func:`oceanda.kalman.enoi` / LETKF (one ensemble-space analysis
 per grid point: exact but about a minute per analysis there).
@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from oceanda import grid
 from oceanda.analysis.settings import HybridSettings
 from oceanda.errors import DataValidationError
 from oceanda.kalman import schur_enoi
@@ -66,8 +65,8 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     mean : ``[C, Y, X]`` local-mode mean (the background)
     local_members : ``[M, C, Y, X]`` local-mode members
     observations : :class:`oceanda.kalman.Observations` on the same flat layout
-    localizer : :func:`localizer_for` of the grid: ``(points, periods)`` for the Schur EnOI,
-        a :class:`~oceanda.kalman.Localizer` otherwise
+    localizer : :func:`localizer_for` of the grid, an :class:`~oceanda.kalman.Localizer` (the Schur EnOI
+        also takes ``(points, periods)``: periodic distances when periods are given, else Euclidean)
     static : library states ``[m, n]`` (:func:`static_states`; needed by ``'static'`` and ``'both'``)
     config : the hybrid's settings
     rng : random generator (perturbed observations of the LETKF paths)
@@ -76,17 +75,32 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     -------
     the analysis ensemble ``[N, C, Y, X]``
     """
-    from oceanda.kalman import enoi, letkf, static_ensemble
-
     shape = mean.shape
     xb = np.asarray(mean, dtype=np.float64).ravel()
     if config.ensemble in ("static", "both") and static is None:
         raise DataValidationError("hybrid: the static ensemble needs library states")
+    land = ~np.isfinite(xb)
+    if not land.any():
+        return _update(xb, local_members, observations, localizer, static, config, rng).reshape(-1, *shape)
+    # land (NaN in the background): analysed as zero-anomaly points, NaN again in the analysis
+    xb = np.where(land, 0.0, xb)
+    local_members = np.where(land.reshape(shape)[None], 0.0, local_members)
+    static = None if static is None else np.where(land[None], 0.0, np.nan_to_num(static))
+    Ea = _update(xb, local_members, observations, localizer, static, config, rng)
+    Ea[:, land] = np.nan
+    return Ea.reshape(-1, *shape)
+
+
+def _update(xb: np.ndarray, local_members: np.ndarray, observations: Any, localizer: Any, static: np.ndarray | None,
+            config: HybridSettings, rng: np.random.Generator) -> np.ndarray:
+    """:func:`hybrid_update` on a finite flat background ``xb [n]``: the analysis ensemble ``[N, n]``."""
+    from oceanda.kalman import enoi, letkf, static_ensemble
+
     if config.uses_schur:
-        return _schur_update(xb, local_members, observations, localizer, static, config).reshape(-1, *shape)
+        return _schur_update(xb, local_members, observations, localizer, static, config)
     if config.ensemble == "static":
         Ea = enoi(xb, static, observations, alpha=config.alpha, localizer=localizer, rng=rng)
-        return _rescale(Ea, config.spread_factor).reshape(-1, *shape)
+        return _rescale(Ea, config.spread_factor)
     parts = []
     if config.ensemble == "both":
         parts.append(static_ensemble(static, xb, config.alpha))
@@ -97,7 +111,7 @@ def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any
     E = np.concatenate(parts, axis=0)
     E = xb[None] + (E - E.mean(axis=0))  # centred on the contrastive mean
     Ea = letkf(E, observations, localizer=localizer, inflation=config.inflation, rng=rng)
-    return _rescale(Ea, config.spread_factor).reshape(-1, *shape)
+    return _rescale(Ea, config.spread_factor)
 
 
 def _anomalies(members: np.ndarray) -> np.ndarray:
@@ -109,11 +123,14 @@ def _anomalies(members: np.ndarray) -> np.ndarray:
 def _schur_update(xb: np.ndarray, local_members: np.ndarray, observations: Any, localizer: Any, static: np.ndarray,
                   config: HybridSettings) -> np.ndarray:
     """Schur EnOI mean; the local members recentred on it with their spread rescaled (``[M, n]``)."""
-    points, period = localizer
+    if isinstance(localizer, tuple):  # (points, periods): periodic if periods are given, else Euclidean
+        (points, period), metric = localizer, None
+    else:
+        points, period, metric = localizer.coords, localizer.period, localizer.metric
     G = len(points)
     obs_ch = None if config.spread_channels == "all" else sorted({int(i) // G for i in observations.state_index()})
     xa, var = schur_enoi(xb, static, observations, alpha=config.alpha, radius=config.radius, points=points,
-                         period=period, var_channels=obs_ch)
+                         period=period, var_channels=obs_ch, metric=metric)
     A = _anomalies(local_members)
     scale = _member_scale(A, var, static, config)
     return xa[None] + A * (config.spread_factor * scale)[None]  # the local members, rescaled to the analysis spread
@@ -148,37 +165,38 @@ def _member_scale(A: np.ndarray, var: np.ndarray, static: np.ndarray, config: Hy
 
 
 def grid_localizer_for(like, radius: float, periodic: bool):
-    """A Gaspari-Cohn localizer on the grid of ``like``, periodic if asked.
+    """A Gaspari-Cohn localizer on the grid of ``like``: the rule of ``oceanda enkf``.
+
+    Distances by :func:`oceanda.kalman.dataset.grid_metric`: great-circle km on (lat, lon) and
+    curvilinear grids, Euclidean km of ``y``/``x`` on projected grids (wrapped when ``periodic``),
+    so the hybrid's Kalman step localises exactly as the EnOI / LETKF baselines do.
 
     Parameters
     ----------
-    like : Dataset with the state grid (1-D ``y``/``x`` coordinates, km on the testbeds)
-    radius : half-width in the units of the coordinates
-    periodic : wrap distances (doubly periodic grid)
+    like : Dataset with the state grid
+    radius : half-width in km
+    periodic : the (y, x) grid is doubly periodic
 
     Returns
     -------
     oceanda.kalman.Localizer
     """
-    from oceanda.kalman import grid_localizer
+    from oceanda.kalman import localizer_for_dataset
 
-    y, x = grid.coordinates(like)
-    return grid_localizer(y, x, radius, period=grid.periods(like) if periodic else None)
+    return localizer_for_dataset(like, radius, periodic=periodic)
 
 
 def localizer_for(like, config: HybridSettings, periodic: bool):
-    """What :func:`hybrid_update` localises with on the grid of ``like``.
+    """What :func:`hybrid_update` localises with on the grid of ``like``: :func:`grid_localizer_for` of ``config.radius``.
 
     Parameters
     ----------
     like : Dataset with the state grid
-    config : the hybrid's settings (``uses_schur``: grid points; else a Gaspari-Cohn localizer of ``radius``)
-    periodic : doubly periodic grid
+    config : the hybrid's settings (its ``radius``)
+    periodic : the (y, x) grid is doubly periodic
 
     Returns
     -------
-    ``(points [G, 2], periods | None)`` for the Schur EnOI, else an :class:`oceanda.kalman.Localizer`
+    an :class:`oceanda.kalman.Localizer` (the Schur EnOI reads its points, metric and periods)
     """
-    if config.uses_schur:
-        return grid.points(like, periodic)
     return grid_localizer_for(like, config.radius, periodic)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ import xarray as xr
 
 from oceanda import fields, io
 from oceanda.errors import CheckpointError, DataValidationError, OceandaError
+from oceanda.grid import time_days
 
 #: Sub-directory of a model directory holding cached library embeddings.
 CACHE_DIRNAME = "library_cache"
@@ -59,9 +60,11 @@ class Library:
         self._cache: np.ndarray | None = None
         self._fingerprint: str | None = None
         self._direct: xr.Dataset | None = None  # the same file without dask, for scattered reads
+        self._land: np.ndarray | None | bool = False  # False: not read yet
 
     @classmethod
-    def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256) -> Library:
+    def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256,
+             units: Mapping[str, str] | None = None) -> Library:
         """Open library file(s) lazily through :func:`oceanda.io.open_states`.
 
         A single file is also opened without dask: reading the few hundred scattered states that
@@ -73,17 +76,18 @@ class Library:
         paths : a file, a glob or a sequence of files
         variables : channels to read (None: every gridded variable)
         chunk : dask chunk along ``time``
+        units : {variable: units} where the files have none (``--units``)
 
         Returns
         -------
         Library
         """
-        ds = io.open_states(paths, chunks={"time": chunk}, check_values=False)
+        ds = io.open_states(paths, chunks={"time": chunk}, check_values=False, units=units)
         single = len(io.iter_files([paths] if isinstance(paths, (str, os.PathLike)) else paths)) == 1  # else dask only
         src = paths if isinstance(paths, (str, os.PathLike)) else ", ".join(map(str, paths))
         lib = cls(ds, variables, source=str(src))
         if single:
-            lib._direct = io.open_states(paths, chunks=None, check_values=False)
+            lib._direct = io.open_states(paths, chunks=None, check_values=False, units=units)
         return lib
 
     def __len__(self) -> int:
@@ -107,7 +111,7 @@ class Library:
             if self.sample_dim in self.ds.coords:
                 c = np.asarray(self.ds[self.sample_dim].values)
                 h.update(c.astype("datetime64[ns]").view(np.int64).tobytes() if np.issubdtype(c.dtype, np.datetime64)
-                         else np.asarray(c, dtype=np.float64).tobytes())
+                         else time_days(c).tobytes())  # cftime calendars: days; numbers pass through
             probe = sorted({0, self.n // 2, self.n - 1})
             h.update(np.ascontiguousarray(self.read(probe), dtype=np.float32).tobytes())
             self._fingerprint = h.hexdigest()[:16]
@@ -131,6 +135,34 @@ class Library:
         if self._cache is None and self.nbytes <= max_bytes:
             self._cache = self.read(np.arange(self.n))
         return self._cache is not None
+
+    @property
+    def land(self) -> np.ndarray | None:
+        """Land: ``[C, Y, X]`` cells NaN in the first state (the same at every time), or None without land.
+
+        Why: windows over land need their land cells left out of weighted means and the analyses NaN
+        there (and only there).
+        """
+        if self._land is False:
+            mask = np.isnan(self.read([0])[0]) if self.n else np.zeros((self.layout.n_channels, *self.shape), bool)
+            self._land = mask if mask.any() else None
+        return self._land  # type: ignore[return-value]
+
+    def mean_state(self, max_states: int = 1000) -> np.ndarray:
+        """Mean state ``[C, Y, X]`` over (up to ``max_states`` evenly spaced) library states, NaN on land.
+
+        Parameters
+        ----------
+        max_states : states averaged at most
+
+        Returns
+        -------
+        ``[C, Y, X]`` float32
+        """
+        idx = np.unique(np.linspace(0, self.n - 1, min(self.n, max_states)).astype(np.int64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (land) cells
+            return np.nanmean(self.read(idx), axis=0).astype(np.float32)
 
     @property
     def in_memory(self) -> bool:

@@ -18,6 +18,7 @@ import xarray as xr
 from oceanda import fields
 from oceanda.analysis.library import Library
 from oceanda.analysis.posterior import WeightedPosterior
+from oceanda.grid import time_days
 
 #: Attribute marking per-time diagnostics that are not gridded fields (skipped by io validation).
 DIAGNOSTIC_ATTR = "oceanda_diagnostic"
@@ -73,7 +74,9 @@ def analyses_to_dataset(analyses: Sequence[Analysis], library: Library, times: A
     """
     mem = np.stack([a.members for a in analyses])  # [T, M, C, Y, X]
     like = library.ds.isel({library.sample_dim: 0}, drop=True) if library.sample_dim != "time" else library.ds
-    ds = fields.analysis_dataset(mem, library.layout, like, times, attrs=dict(attrs))
+    ds = fields.analysis_dataset(mem, library.layout, like, times,
+                                 attrs={"title": f"oceanda contrastive analysis ({attrs.get('mode', 'global')} mode)",
+                                        **dict(attrs)})
     # the weighted moments are better estimates than those of the M resampled members
     for key in ("mean", "spread"):
         rebuilt = _fields(np.stack([getattr(a, key) for a in analyses]), library, like, times)
@@ -123,9 +126,14 @@ def _add_retrieval(ds: xr.Dataset, posts: Sequence[WeightedPosterior], library: 
     ds["retrieved_index"] = _diag(ri, ("time", "rank"), "library index of the top-K retrieved states (best first; -1 = none)")
     ds["retrieved_score"] = _diag(rs, ("time", "rank"), "similarity / tau of the retrieved states")
     lib_t = library.ds[library.sample_dim].values if library.sample_dim in library.ds.coords else np.arange(library.n)
-    missing = np.array(np.nan).astype(lib_t.dtype) if np.issubdtype(lib_t.dtype, np.datetime64) else -1
+    tattrs = {"long_name": "library time of the retrieved states", DIAGNOSTIC_ATTR: 1}
+    if lib_t.dtype == object:  # cftime calendar: float days since 1970-01-01 in it, NaN where none (no NaT for cftime)
+        tattrs.update(units="days since 1970-01-01 00:00:00", calendar=lib_t[0].calendar)
+        lib_t, missing = time_days(lib_t), np.nan
+    else:
+        missing = np.array(np.nan).astype(lib_t.dtype) if np.issubdtype(lib_t.dtype, np.datetime64) else -1
     ds["retrieved_time"] = xr.DataArray(np.where(ri >= 0, lib_t[np.maximum(ri, 0)], missing), dims=("time", "rank"),
-                                        attrs={"long_name": "library time of the retrieved states", DIAGNOSTIC_ATTR: 1})
+                                        attrs=tattrs)
     ds["weight_index"] = _diag(wi, ("time", "particle"), "library index of each state with non-negligible weight (-1 = padding)")
     ds["weight"] = _diag(ww, ("time", "particle"), "posterior weight softmax(s / tau) after truncation; sums to 1 per time")
     return ds.assign_coords(rank=np.arange(K), particle=np.arange(P))

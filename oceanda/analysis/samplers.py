@@ -171,6 +171,29 @@ class GlobalSampler(Sampler):
         if encoders.is_window_model:
             raise OceandaError("mode 'global' needs a whole-field model; this model encodes windows -- use --mode local")
 
+    def read_obs(self, obs: xr.Dataset, library: Library, times: Sequence[int] | None = None) -> list[TimeObs]:
+        """As :meth:`Sampler.read_obs`; a model trained on N days of observations (``--obs-days N``) sees
+        the N days up to each time, stacked as in training (:func:`oceanda.pairs.stack_obs_window`).
+
+        Parameters
+        ----------
+        obs, library, times : as :meth:`Sampler.read_obs`
+
+        Returns
+        -------
+        list of :class:`TimeObs` (values ``[N * C_obs, Y, X]``)
+        """
+        inputs = super().read_obs(obs, library, times)
+        if self.encoders.obs_days <= 1:
+            return inputs
+        from oceanda.pairs import stack_obs_window, time_axis
+
+        days, seg = time_axis(obs)
+        y_all = obs_arrays(obs, self.encoders, library.shape)
+        stacked = stack_obs_window(y_all, np.asarray([o.index for o in inputs]), self.encoders.obs_days, seg, days)
+        return [TimeObs(stacked[i], o.index, o.time) for i, o in enumerate(inputs)]
+
+
     def prepare(self, library: Library | xr.Dataset, cache_dir=None, quiet: bool = True, seed: int | None = 0):
         """Embed the library once (cached under ``cache_dir``).
 

@@ -29,7 +29,8 @@ from oceanda.contrastive.losses import LOSSES
 from oceanda.contrastive.similarity import canonical_kind
 from oceanda.contrastive.training import TrainConfig, Trainer
 from oceanda.errors import ConfigurationError
-from oceanda.pairs import valid_window_times
+from oceanda.pairs import lag_weights, time_axis, valid_lag_times
+
 from oceanda.settings import Settings, check_choice, check_number
 
 ENCODER_TYPES = ("mlp", "masked_cnn")
@@ -116,18 +117,24 @@ def _encoder(spec: dict, in_shape: Sequence[int], out_dim: int, periodic: bool):
 class WindowPairSampler:
     """Fresh (state window, observation window) pairs from library states ``[T, C, Y, X]``.
 
-    ``segments`` labels contiguous daily runs (observations of earlier days come from the same run);
+    ``segments`` labels contiguous runs (observations of earlier days come from the same run);
+    ``days`` the float days of the times (default ``0, 1, 2, ...``): day k observes the state k days
+    before, interpolated in time between snapshots saved less often than daily;
     ``mask_fn(n, rng) -> [n, Y, X]`` draws one day's observation pattern (e.g. altimetry tracks);
-    ``sigma`` is the observation noise per observed channel (physical units).
+    ``sigma`` is the observation noise per observed channel (physical units); ``starts`` optional
+    ``(iy, ix)`` window starts to draw from (e.g. windows mostly over the ocean; default: all).
     """
 
     def __init__(self, states: np.ndarray, segments: np.ndarray, state_ch: Sequence[int], obs_ch: Sequence[int],
                  mask_fn: Callable[[int, np.random.Generator], np.ndarray], sigma: Sequence[float], spec: W.WindowSpec,
                  max_days: int = 1, norm_state: fields.Standardizer | None = None,
                  norm_obs: fields.Standardizer | None = None, indices: np.ndarray | None = None,
-                 mask_bank: int = 0, seed: int = 0):
+                 mask_bank: int = 0, seed: int = 0, days: np.ndarray | None = None,
+                 starts: tuple[np.ndarray, np.ndarray] | None = None):
         self.states = states
         self.segments = np.asarray(segments)
+        self.days = np.arange(len(states), dtype=np.float64) if days is None else np.asarray(days, np.float64)
+        self.starts = starts
         self.state_ch, self.obs_ch = list(state_ch), list(obs_ch)
         self.mask_fn = mask_fn
         self.sigma = np.asarray(sigma, dtype=np.float32)
@@ -135,7 +142,7 @@ class WindowPairSampler:
         self.max_days = int(max_days)
         self.norm_state, self.norm_obs = norm_state, norm_obs
         self.indices = np.arange(len(states)) if indices is None else np.asarray(indices)
-        self.valid = valid_window_times(self.segments, self.max_days, self.indices)  # previous days in the same run
+        self.valid = valid_lag_times(self.days, self.segments, self.max_days, self.indices)  # days back in the same run
         h = spec.halo  # padded once: gathering windows is then pure indexing
         self._state_pad = W.pad(states[:, self.state_ch], 0, spec.size, spec.periodic)
         self._obs_pad = W.pad(states[:, self.obs_ch], h, h + spec.size, spec.periodic)
@@ -163,8 +170,12 @@ class WindowPairSampler:
         spec = self.spec
         ny, nx = self.states.shape[-2:]
         t = rng.choice(self.valid, size=n)
-        iy = rng.integers(0, ny, size=n) if spec.periodic else rng.integers(0, ny - spec.size + 1, size=n)
-        ix = rng.integers(0, nx, size=n) if spec.periodic else rng.integers(0, nx - spec.size + 1, size=n)
+        if self.starts is not None:
+            pick = rng.integers(0, len(self.starts[0]), size=n)
+            iy, ix = self.starts[0][pick], self.starts[1][pick]
+        else:
+            iy = rng.integers(0, ny, size=n) if spec.periodic else rng.integers(0, max(1, ny - spec.size + 1), size=n)
+            ix = rng.integers(0, nx, size=n) if spec.periodic else rng.integers(0, max(1, nx - spec.size + 1), size=n)
         nd = np.full(n, days) if days is not None else rng.integers(1, self.max_days + 1, size=n)
         sw = W.gather(self._state_pad, t, iy, ix, spec.size)
         obs = self._observe(t, iy, ix, nd, rng)
@@ -178,7 +189,11 @@ class WindowPairSampler:
         obs = np.full((len(t), len(self.obs_ch), o, o), np.nan, np.float32)
         for k in range(int(nd.max()) - 1, -1, -1):  # oldest first; the latest day overwrites
             sel = np.flatnonzero(nd > k)
-            vals = W.gather(self._obs_pad, t[sel] - k, iy[sel], ix[sel], o)
+            i0, i1, w, _ = lag_weights(self.days, self.segments, t[sel], k)
+            vals = W.gather(self._obs_pad, i0, iy[sel], ix[sel], o)
+            if np.any(w > 0):  # a day between two snapshots: interpolated in time
+                wb = w[:, None, None, None]
+                vals = (1.0 - wb) * vals + wb * W.gather(self._obs_pad, i1, iy[sel], ix[sel], o)
             mwin = self._pattern_windows(iy[sel], ix[sel], rng)
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
             obs[sel] = np.where(mwin > 0.5, noisy, obs[sel])
@@ -238,7 +253,8 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
                        out_dir=None, *, state_variables: Sequence[str] = ("ssh",),
                        obs_variables: Sequence[str] = ("ssh",), segments: np.ndarray | None = None,
                        config: WindowTrainingConfig | None = None, periodic: bool = True, quiet: bool = True,
-                       overwrite: bool = False, extra: dict | None = None) -> tuple[Any, dict]:
+                       overwrite: bool = False, extra: dict | None = None, days: np.ndarray | None = None,
+                       min_ocean: float = 0.0) -> tuple[Any, dict]:
     """Train a window encoder pair on a library within ``config.seconds``; save it to ``out_dir``.
 
     Parameters
@@ -255,12 +271,15 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     quiet : no progress bar
     overwrite : replace a model in ``out_dir``
     extra : more entries for the model's ``config["extra"]`` (e.g. the variant)
+    days : float days of each library time (default: ``0, 1, 2, ...``); observation day k looks k days back
+    min_ocean : state windows are drawn where at least this fraction of cells is ocean (land is NaN)
 
     Returns
     -------
     tuple
-        ``(ContrastiveModel, {"history", "best_epoch"})``; the model's config carries everything local
-        mode needs (channels, statistics, window, grid fingerprint) and the training settings (``train``).
+        ``(ContrastiveModel, {"history", "best_epoch", "health"})``; the model's config carries everything
+        local mode needs (channels, statistics, window, grid fingerprint), the training settings (``train``)
+        and the validation retrieval next to chance (``health``).
     """
     cfg = config or WindowTrainingConfig()
     spec = W.WindowSpec(cfg.size, cfg.stride, cfg.halo, periodic)
@@ -270,8 +289,9 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     norm_s = fields.Standardizer.fit(states[:, sc])
     norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
     is_val = _validation_times(seg)
+    starts = _ocean_starts(states[0, sc], spec, min_ocean) if min_ocean > 0 else None
     mk = lambda idx: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o, idx,  # noqa: E731
-                                       mask_bank=cfg.mask_bank, seed=cfg.seed)
+                                       mask_bank=cfg.mask_bank, seed=cfg.seed, days=days, starts=starts)
     train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val))
     model = _window_model(library, cfg, spec, sc, oc, norm_s, norm_o, sigma, periodic, extra)
     t0 = _time.perf_counter()
@@ -281,7 +301,24 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     model.eval()
     if out_dir is not None:
         model.save(out_dir, overwrite=overwrite)
-    return model, {"history": res.history, "best_epoch": res.best_epoch}
+    return model, {"history": res.history, "best_epoch": res.best_epoch, "health": res.health}
+
+
+def _ocean_starts(state: np.ndarray, spec: W.WindowSpec, min_ocean: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Window starts whose state window is at least ``min_ocean`` ocean (None: every start qualifies)."""
+    ny, nx = state.shape[-2:]
+    ocean = np.isfinite(state).all(axis=0).astype(np.float32)[None, None]
+    iy, ix = (a.ravel() for a in np.meshgrid(np.arange(ny if spec.periodic else max(1, ny - spec.size + 1)),
+                                             np.arange(nx if spec.periodic else max(1, nx - spec.size + 1)), indexing="ij"))
+    padded = np.nan_to_num(W.pad(ocean, 0, spec.size, spec.periodic), nan=0.0)
+    frac = W.gather(padded, np.zeros(len(iy), np.int64), iy, ix, spec.size).mean(axis=(1, 2, 3))
+    keep = frac >= min_ocean
+    if keep.all():
+        return None
+    if not keep.any():
+        raise ConfigurationError(f"no {spec.size} x {spec.size} window is {min_ocean:.0%} ocean; expected a smaller window (--window-size)")
+    return iy[keep], ix[keep]
+
 
 
 #: Similarity/loss variants compared by benchmarks/bench_sampler_variants.py; the first is the default.
@@ -352,14 +389,14 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     check_choice("variant", variant, list(VARIANTS))
     lib = library if isinstance(library, Library) else Library.open(library)
     lib.load(3e9)
-    seg = np.asarray(lib.ds["run"].values) if "run" in lib.ds.variables else None
+    days, seg = time_axis(lib.ds)  # observation days look back in days (the sample library is every 2 days)
     ny, nx = lib.shape
     dy, dx = grid.yx_spacing(lib.ds)
     ch = lib.layout.channels.index(("ssh", None))
     sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
     cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
     return train_window_model(lib, altimetry_mask_fn(ny, nx, dy, dx), [sigma], out_dir, segments=seg, config=cfg,
-                              quiet=quiet, overwrite=overwrite, extra={"variant": variant})
+                              quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days)
 
 
 def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 150.0,
@@ -403,3 +440,103 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
         io.remove_tree(Path(out_dir) / "library_cache")  # not shipped
         model = ContrastiveModel.load(out_dir)
     return model
+
+
+def window_geometry(ny: int, nx: int, periodic: bool, size: int | None = None, stride: int | None = None,
+                    halo: int | None = None, log: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Window size, stride and halo that fit an ``ny x nx`` grid (the defaults, shrunk on small grids).
+
+    Why: the default 16-cell window does not fit a grid of 12 rows; rather than refusing, the window
+    shrinks to the grid (an even size, stride half of it) and says so.
+
+    Parameters
+    ----------
+    ny, nx : the grid
+    periodic : the grid is doubly periodic
+    size, stride, halo : requested values (None: 16, size / 2, 8)
+    log : where the adaptation is reported (None: silent)
+
+    Returns
+    -------
+    dict
+        ``{"size", "stride", "halo"}``.
+    """
+    defaults = WindowTrainingConfig()
+    s = int(size or defaults.size)
+    m = min(int(ny), int(nx))
+    if s > m:
+        s2 = max(2, m - m % 2)
+        if log is not None:
+            log(f"window size {s} exceeds the {ny} x {nx} grid; using {s2}")
+        s = s2
+    st = int(stride) if stride else max(1, s // 2)
+    h = int(defaults.halo if halo is None else halo)
+    return {"size": s, "stride": min(st, s), "halo": h, "library_stride": min(st, s)}
+
+
+def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[str] | None = None,
+                                obs_vars: Sequence[str] | None = None, obs_days: int = 1, periodic: bool | None = None,
+                                size: int | None = None, stride: int | None = None, halo: int | None = None,
+                                seconds: float | None = None, seed: int = 0, quiet: bool = True,
+                                overwrite: bool = False, source: dict | None = None,
+                                log: Callable[[str], None] | None = None, **options) -> tuple[Any, Any]:
+    """Train a window (local/hybrid) model on a user's states, observed like a user's observation file.
+
+    Works on any grid of the canonical layout: (y, x) km, (lat, lon), curvilinear, with land (NaN;
+    windows drawn where at least a quarter is ocean; land enters the encoders as zero with a zero
+    mask), periodic or regional (the default follows :func:`oceanda.observe.geometry`: km boxes
+    doubly periodic, other grids not). Observation patterns come from ``obs`` as for field models
+    (:func:`oceanda.pairs.mask_sampler`: its altimetry operator, else its own masks; the first observed
+    variable's pattern is shared by all observed variables), noise from ``<var>_error``.
+
+    Parameters
+    ----------
+    states : the training states (Dataset; ``run`` coordinate marks independent runs)
+    obs : gridded observations on the states' grid
+    out_dir : the checkpoint directory
+    state_vars, obs_vars : encoded and observed variables (default: the observed state variables)
+    obs_days : observation days per pair (1..obs_days drawn), looking back in days
+    periodic : the grid is doubly periodic (None: automatic)
+    size, stride, halo : the window (:func:`window_geometry`)
+    seconds, seed, quiet, overwrite : the budget (default 150 s), seed, progress, replacing a model
+    source : provenance stored in ``extra.source``
+    log : where adaptations are reported
+    **options : other :class:`WindowTrainingConfig` fields (``similarity``, ``loss``, ``tau``, ``epochs``,
+        ``batch_size``, ``lr``, ``embedding_dim``, ...)
+
+    Returns
+    -------
+    tuple
+        ``(model, TrainResult)`` (its ``health``: validation retrieval next to chance).
+    """
+    from pathlib import Path
+
+    from oceanda import io, observe, pairs
+    from oceanda.analysis.library import Library
+    from oceanda.contrastive.training import TrainResult
+    from oceanda.errors import OutputExistsError
+
+    if out_dir is not None and not overwrite and (Path(out_dir) / "model.safetensors").exists():
+        raise OutputExistsError(f"{out_dir}: holds a model already; pass overwrite=True (CLI: --overwrite)")
+    obs_vars = pairs._data_variables(obs, obs_vars)
+    state_vars = list(state_vars or obs_vars)
+    lib = Library(states, variables=list(dict.fromkeys(state_vars + obs_vars)), source="states")
+    ny, nx = lib.shape
+    if periodic is None:
+        periodic = bool(all(observe.geometry(states).periodic))
+    geo = window_geometry(ny, nx, periodic, size, stride, halo, log)
+    days, seg = pairs.time_axis(states)
+    mask_fn = pairs.mask_sampler(obs, obs_vars[0], ny, nx)
+    sigma = [pairs.obs_sigma(obs, lib.layout.channels[c][0]) for c in lib.layout.channels_of(obs_vars)]
+    given = {k: v for k, v in options.items() if v is not None and k in WindowTrainingConfig.__dataclass_fields__}
+    cfg = WindowTrainingConfig(seconds=float(seconds or WindowTrainingConfig.seconds), seed=int(seed),
+                               max_days=int(obs_days), **geo, **given)
+    model, out = train_window_model(lib, mask_fn, sigma, out_dir, state_variables=state_vars, obs_variables=obs_vars,
+                                    segments=seg, config=cfg, periodic=periodic, quiet=quiet, overwrite=overwrite,
+                                    extra={"source": source or {}, "periodic": bool(periodic)}, days=days,
+                                    min_ocean=0.25)
+    res = TrainResult(history=out["history"], best_epoch=out["best_epoch"], health=out["health"])
+    if out_dir is not None:
+        io.write_json(res.history, Path(out_dir) / "history.json", overwrite=True)
+    return model, res
+

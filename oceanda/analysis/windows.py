@@ -60,8 +60,9 @@ class WindowSpec:
         """
         if self.size < 1 or self.stride < 1 or self.halo < 0:
             raise DataValidationError(f"window size {self.size}, stride {self.stride}, halo {self.halo}; expected positive sizes")
-        if self.size > min(ny, nx):
-            raise DataValidationError(f"{what}: window size {self.size} exceeds the grid {ny} x {nx}; expected a smaller window")
+        if self.periodic and self.size > min(ny, nx):
+            raise DataValidationError(f"{what}: window size {self.size} exceeds the periodic grid {ny} x {nx}; "
+                                      "expected a smaller window")
         if self.stride > self.size:
             raise DataValidationError(f"window stride {self.stride} > size {self.size} leaves gaps; expected stride <= size")
 
@@ -74,7 +75,8 @@ def starts(n: int, size: int, stride: int, periodic: bool) -> np.ndarray:
     n : pixels along the axis
     size : window size
     stride : spacing of the starts
-    periodic : wrap around (else the last window ends at ``n``)
+    periodic : wrap around (else the last window ends at ``n``; one window at 0, running past the
+        edge, when ``n < size``: the cells beyond are NaN, as outside any non-periodic grid)
 
     Returns
     -------
@@ -82,6 +84,8 @@ def starts(n: int, size: int, stride: int, periodic: bool) -> np.ndarray:
     """
     if periodic:
         return np.arange(0, n, stride, dtype=np.int64)
+    if n <= size:
+        return np.zeros(1, dtype=np.int64)
     s = list(range(0, max(n - size, 0) + 1, stride))
     if s[-1] != n - size:
         s.append(n - size)
@@ -229,7 +233,8 @@ def extract(fields: np.ndarray, iy: np.ndarray, ix: np.ndarray, size: int, halo:
     return out[0] if one else out
 
 
-def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int, int], spec: WindowSpec) -> np.ndarray:
+def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int, int], spec: WindowSpec,
+          nan_aware: bool = False) -> np.ndarray:
     """Blend window values ``[P, ..., size, size]`` into fields ``[..., Y, X]`` with the taper.
 
     The result at each pixel is the taper-weighted average of the windows covering it (a partition
@@ -241,6 +246,8 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
     iy, ix : ``[P]`` window starts
     shape : ``(Y, X)`` of the grid
     spec : the window spec (size, stride, periodic)
+    nan_aware : NaN window values (land, nothing to average) are left out of the average; a pixel
+        that only NaN values cover is NaN
 
     Returns
     -------
@@ -251,6 +258,8 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
     t1 = taper_1d(size, spec.stride)
     taper = t1[:, None] * t1[None, :]
     lead = windows.shape[1:-2]
+    if nan_aware:
+        return _blend_finite(windows, iy, ix, shape, spec, taper)
     acc = np.zeros((*lead, ny + size, nx + size))
     wsum = np.zeros((ny + size, nx + size))
     for p in range(len(iy)):
@@ -266,3 +275,29 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
     if np.any(wsum <= 0):
         raise DataValidationError("the analysis windows leave pixels uncovered; expected stride <= size")
     return acc / wsum
+
+
+def _fold(a: np.ndarray, ny: int, nx: int, size: int, periodic: bool) -> np.ndarray:
+    """``[..., ny + size, nx + size]`` accumulators -> ``[..., ny, nx]`` (the overhang wrapped if periodic)."""
+    if periodic:
+        a[..., :size, :] += a[..., ny:, :]
+        a[..., :, :size] += a[..., :, nx:]
+    return a[..., :ny, :nx]
+
+
+def _blend_finite(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int, int], spec: WindowSpec,
+                  taper: np.ndarray) -> np.ndarray:
+    """:func:`blend` leaving NaN window values out (per element weights); NaN where nothing finite covers."""
+    ny, nx = shape
+    size = spec.size
+    lead = windows.shape[1:-2]
+    acc = np.zeros((*lead, ny + size, nx + size))
+    wsum = np.zeros((*lead, ny + size, nx + size))
+    for p in range(len(iy)):
+        y0, x0 = int(iy[p]), int(ix[p])
+        ok = np.isfinite(windows[p])
+        acc[..., y0:y0 + size, x0:x0 + size] += np.where(ok, taper * windows[p], 0.0)
+        wsum[..., y0:y0 + size, x0:x0 + size] += np.where(ok, taper, 0.0)
+    acc, wsum = _fold(acc, ny, nx, size, spec.periodic), _fold(wsum, ny, nx, size, spec.periodic)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(wsum > 0, acc / np.where(wsum > 0, wsum, 1.0), np.nan)

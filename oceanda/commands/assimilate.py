@@ -15,10 +15,13 @@ Library embeddings are computed once and cached in MODEL_DIR/library_cache."""
 
 def add_arguments(parser) -> None:
     from oceanda import api
+    from oceanda.commands import add_units_argument
 
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained encoder pair (model.safetensors + config.json)")
     parser.add_argument("--library", required=True, nargs="+", metavar="LIB.nc", help="library of prior states (NetCDF/zarr; globs allowed)")
     parser.add_argument("--obs", required=True, nargs="+", metavar="OBS.nc", help="gridded observations (NaN where unobserved)")
+    parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables of the library (default: all)")
+    add_units_argument(parser)
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF file")
     parser.add_argument("--mode", choices=api.choices("mode"), default=None,
                         help="analysis mode (default: local for window models, global otherwise)")
@@ -38,11 +41,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from oceanda import api
-    from oceanda.commands import given
+    from oceanda.commands import given, units_option
 
     out = api.check_output(args.out, args.overwrite)  # fail before the (long) analysis
-    library = api.open_library(args.library)
-    obs = api.open_obs(args.obs, like=library.ds)
+    units = units_option(args.units)
+    library = api.open_library(args.library, variables=args.variables, units=units)
+    obs = api.open_obs(args.obs, like=library.ds, units=units)
     command = api.command_line()
     settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
                      top_k="top_k", tempering="temper")

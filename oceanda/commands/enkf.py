@@ -7,14 +7,22 @@ DESCRIPTION = """\
 One-shot analyses: update the ensemble in ENS.nc (dimension 'member'; or a library of states along
 'time', used as a static ensemble) with every time of OBS.nc (gridded with NaN where unobserved, or
 point observations with y_index/x_index) and write the analysis mean, spread and ensemble in the
-layout of `oceanda assimilate`.
+layout of `oceanda assimilate`. Point observations at arbitrary positions (L3 along-track altimetry:
+time, lat/lon or y/x km, a value and its error; profiles with depth) are used as they are, each the
+bilinear interpolation of the four surrounding cells (nearest cell on curvilinear grids; points off
+the grid or on land dropped and counted in the output's attributes), at the day (or ensemble time)
+nearest to it.
 
 Methods: enkf (stochastic, perturbed observations), etkf (symmetric square root), letkf (local
-analyses, Gaspari-Cohn R-localisation; needs --loc-radius), enoi (static ensemble scaled by --alpha,
-background = ensemble mean; with --loc-radius and gridded or index observations the gain is
-Schur-localised in observation space, under a second per analysis on a 64 x 64 x 2 grid; QG
-altimetry: 100 km tuned, oceanda/kalman/tuned.json). The radius is the Gaspari-Cohn half-width c in km: weights vanish
-beyond 2c; DAPPER's loc_rad = c / 1.82.
+analyses, Gaspari-Cohn R-localisation), enoi (static ensemble scaled by --alpha, background =
+ensemble mean; with gridded or index observations the gain is Schur-localised in observation space,
+under a second per analysis on a 64 x 64 x 2 grid; QG altimetry: 100 km tuned,
+oceanda/kalman/tuned.json). The radius is the Gaspari-Cohn half-width c in km: weights vanish
+beyond 2c; DAPPER's loc_rad = c / 1.82. Distances: great-circle km on lat/lon and curvilinear grids,
+y/x km on projected grids (wrapped with --periodic). Without --loc-radius, letkf and enoi estimate
+the radius from the ensemble: the distance where its mean anomaly correlation falls to 1/e, times
+sqrt(members)/8 clipped to [1, 3]; it is printed and recorded (attributes localization_radius_km,
+localization_radius_source). --loc-radius inf runs EnOI unlocalised.
 
 Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoint the ensemble in
 --checkpoint-dir and continue from the last checkpoint with --resume:
@@ -26,13 +34,15 @@ Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoi
 
 def add_arguments(parser) -> None:
     from oceanda import api
+    from oceanda.commands import add_units_argument
 
     parser.add_argument("--ensemble", metavar="ENS.nc", nargs="+", help="forecast ensemble (or library) NetCDF/zarr")
     parser.add_argument("--obs", metavar="OBS.nc", nargs="+", help="observations (gridded or point)")
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF (per-cycle statistics with --cycle)")
     parser.add_argument("--method", choices=api.choices("method"), default="letkf", help="filter (default letkf)")
     parser.add_argument("--loc-radius", type=float, default=None, metavar="KM",
-                        help="Gaspari-Cohn half-width c in km (zero beyond 2c); required for letkf")
+                        help="Gaspari-Cohn half-width c in km (zero beyond 2c); default: estimated from the "
+                             "ensemble's correlation length (letkf, enoi); inf: no localisation (enoi)")
     parser.add_argument("--taper", choices=api.choices("taper"), default=None, help="localisation taper")
     parser.add_argument("--inflation", type=float, default=None, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
     parser.add_argument("--rtps", type=float, default=None, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
@@ -41,6 +51,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--members", type=int, default=None, metavar="N",
                         help="EnOI: static members drawn from the library (default all); --cycle: ensemble size (default 20)")
     parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables to analyse (default: all)")
+    add_units_argument(parser)
     parser.add_argument("--periodic", action="store_true", help="doubly periodic domain: distances from y/x km with wrap-around")
     parser.add_argument("--block", type=int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
@@ -58,7 +69,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from oceanda import api
-    from oceanda.commands import given
+    from oceanda.commands import given, units_option
     from oceanda.errors import DataValidationError
 
     out = api.check_output(args.out, args.overwrite)
@@ -67,14 +78,17 @@ def run(args) -> int:
     if not args.ensemble or not args.obs:
         raise DataValidationError("--ensemble ENS.nc and --obs OBS.nc are required (or --cycle TESTBED)")
     command = api.command_line()
-    ens = api.open_states(args.ensemble, variables=args.variables)
-    obs = api.open_obs(args.obs, like=ens)
+    units = units_option(args.units)
+    ens = api.open_states(args.ensemble, variables=args.variables, units=units)
+    obs = api.open_obs(args.obs, like=ens, units=units, superob=False)  # points: the exact bilinear operator
     settings = given(args, "taper", "inflation", "rtps", "rtpp", "alpha", "members", "variables", "block",
                      loc_radius_km="loc_radius", rng="seed")
     ds = api.analyse(ens, obs, args.method, periodic=args.periodic, keep_members=not args.no_members,
                      source=" + ".join(args.ensemble), **settings)
     api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
+        radius, how = ds.attrs["localization_radius_km"], ds.attrs["localization_radius_source"]
+        print(f"localisation radius {radius:.4g} km ({how})" if radius else f"localisation {how}")
         print(f"wrote {out} ({ds.sizes['time']} analyses, method {args.method}, "
               f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")
     return 0

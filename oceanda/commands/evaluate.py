@@ -13,8 +13,12 @@ REPORT_DIR/metrics.json ({"methods": {NAME: {"rmse", "bias", "spread", "spread_s
 metrics.csv, and PNG figures: maps of truth, mean, error and spread (observation locations drawn
 with --obs), RMSE/spread time series, rank histograms and error spectra.
 
-The headline numbers are those of --variable if given, else of the first truth variable present in
-every analysis; variables with layers are pooled over layers. An analysis without members is scored
+The headline numbers are those of --variable if given, else of the observed variable (the first truth
+variable present in every analysis that --obs holds; SSH on the bundled sample), else of a variable
+whose standard_name is sea surface height, else of the first; variables with layers are pooled over
+layers. Every number is printed with its unit. An effective resolution that is never reached is
+reported as "not resolved at any scale up to the domain size" (null in metrics.json, with
+effective_resolution_status and effective_resolution_note saying why). An analysis without members is scored
 as a Gaussian (with <var>_spread) or as a one-member ensemble (mean only).
 
 Example:
@@ -22,11 +26,14 @@ Example:
 
 
 def add_arguments(parser) -> None:
+    from oceanda.commands import add_units_argument
+
     parser.add_argument("--truth", required=True, metavar="TRUTH.nc", help="true states (NetCDF/zarr)")
     parser.add_argument("--analysis", required=True, nargs="+", metavar="NAME=FILE",
                         help="analyses to score, each as NAME=FILE (NAME labels it in the report)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="output directory")
     parser.add_argument("--obs", metavar="OBS.nc", help="observations, to draw their locations on the maps")
+    add_units_argument(parser)
     parser.add_argument("--variable", action="append", metavar="V",
                         help="variable(s) to score (repeatable); the first gives the headline numbers")
     parser.add_argument("--time", metavar="T", default=None,
@@ -53,11 +60,13 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 def run(args) -> int:
     from oceanda import api
+    from oceanda.commands import units_option
 
     pairs = _pairs(args.analysis)
-    truth = api.open_states(args.truth)
+    units = units_option(args.units)
+    truth = api.open_states(args.truth, variables=args.variable, units=units)
     analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
-    obs = api.open_obs(args.obs, like=truth) if args.obs else None
+    obs = api.open_obs(args.obs, like=truth, units=units) if args.obs else None
     time_index = args.time
     if time_index is not None:
         try:
@@ -66,11 +75,45 @@ def run(args) -> int:
             pass
     result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
-    head = result["meta"]["headline_variable"]
-    print(f"{'method':<16}{'rmse':>11}{'spread_skill':>14}{'crps':>11}{'eff_res_km':>12}   ({head})")
-    for name, m in result["methods"].items():
-        def f(v):
-            return "n/a" if v is None or math.isnan(v) else f"{v:.4g}"
-        print(f"{name:<16}{f(m['rmse']):>11}{f(m['spread_skill']):>14}{f(m['crps']):>11}{f(m['effective_resolution_km']):>12}")
+    print(summary(result))
     print(f"report: {args.out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")
     return 0
+
+
+GLOSSARY = ("rmse: RMS error of the analysis mean; spread/skill: ensemble spread over RMSE (1 = calibrated, "
+            "< 1 overconfident); crps: continuous ranked probability score (lower is better); eff. resolution: "
+            "shortest wavelength resolved, where 1 - PSD(error)/PSD(truth) >= 0.5")
+
+
+def _resolution_cell(m: dict) -> tuple[str, str, str]:
+    """The effective-resolution column, its footnote marker and the footnote ("" when the number speaks for itself)."""
+    status, km, note = m.get("effective_resolution_status"), m.get("effective_resolution_km"), m.get("effective_resolution_note", "")
+    if status == "not_resolved":
+        return "not resolved*", "*", note or "not resolved at any scale up to the domain size"
+    if status == "resolved_to_grid" and km is not None:
+        return f"<= {km:.0f}**", "**", note
+    return ("n/a" if km is None or math.isnan(km) else f"{km:.0f}"), "", ""
+
+
+def summary(result: dict) -> str:
+    """The printed table: headline variable and why, numbers with units, footnotes, a one-line glossary."""
+    meta = result["meta"]
+    head, units = meta["headline_variable"], meta.get("headline_units") or "?"
+    lines = [f"headline variable: {head} ({units}), {meta.get('headline_rule', '')}"]
+    cols = (f"rmse [{units}]", "spread/skill [1]", f"crps [{units}]", "eff. resolution [km]")
+    width = [max(len(c) + 2, 14) for c in cols]
+    lines.append(f"{'method':<20}" + "".join(f"{c:>{w}}" for c, w in zip(cols, width)))
+    notes = {}
+
+    def f(v):
+        return "n/a" if v is None or math.isnan(v) else f"{v:.4g}"
+
+    for name, m in result["methods"].items():
+        res, marker, note = _resolution_cell(m)
+        if marker:
+            notes[marker] = note
+        vals = (f(m["rmse"]), f(m["spread_skill"]), f(m["crps"]), res)
+        lines.append(f"{name:<20}" + "".join(f"{v:>{w}}" for v, w in zip(vals, width)))
+    lines += [f"{k} {v}" for k, v in sorted(notes.items())]
+    lines.append(GLOSSARY)
+    return "\n".join(lines)

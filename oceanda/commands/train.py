@@ -1,4 +1,4 @@
-"""`oceanda train`: train a contrastive encoder pair on gridded states and observations."""
+"""`oceanda train`: train a contrastive encoder pair (window or whole-field) on gridded states and observations."""
 
 from __future__ import annotations
 
@@ -7,75 +7,157 @@ DESCRIPTION = """\
 Train encoders of model states and of observations with a contrastive loss (Baptista, Stuart & Tran
 2025): the model defines nu(state | obs) ∝ exp(s(g_state(x), g_obs(y)) / tau) mu_state(dx).
 
+--kind window (the default on grids larger than a 16-cell window) trains the local model that
+`assimilate --mode local|hybrid` uses: pairs of state windows and the observations around them.
+--kind field trains a whole-field model for `--mode global`. Any grid of the canonical layout works
+(y/x km, lat/lon, curvilinear), land (NaN) included; grids other than km boxes are not periodic
+unless --periodic.
+
 Pairs are drawn afresh every epoch (unless --fixed-pairs): the observation patterns of OBS.nc (its
 operator, e.g. along-track altimetry, or its own masks) and its noise (<var>_error) applied to the
-training states, with random periodic shifts on doubly periodic grids. --window W feeds the last W
-days of observations, stacked as channels. The last --val-fraction of the times validates (never
-trained on). MODEL_DIR receives model.safetensors, config.json and history.json; MODEL_DIR/resume
-lets --resume continue an interrupted run to the same result.
+training states. --obs-days N uses up to N days of observations per sample, looking back N days in
+time whatever the snapshot step of the states. Validation states (the last runs or times) are never
+trained on.
+
+Training health: at the end the validation retrieval R@1/R@5 is printed next to chance (K / the
+number of candidates). A model within 2x of chance (R@5 < 2 x 5 / candidates) has learned next to
+nothing: the command warns and exits with code 3 unless --allow-weak. The figures are stored in
+MODEL_DIR/config.json ("health"), and `oceanda assimilate` warns when given such a model. The loss
+printed is 0 at chance and -log(batch size) at perfect retrieval: a loss near 0 means nothing learned.
+
+Calibration (window models): --tune-states/--tune-obs (a tuning run never in STATES) or --calibrate
+(held-out STATES) fit the spread factor and the hybrid's Kalman settings into the model.
 
 Example:
-  oceanda train --states states.nc --obs obs.nc --out model --window 5 --epochs 20"""
+  oceanda train --states states.nc --obs obs.nc --out model --kind field --obs-days 5"""
+
+#: exit status of a model that learned next to nothing (without --allow-weak)
+EXIT_WEAK = 3
 
 
 def add_arguments(parser) -> None:
     from oceanda import api
+    from oceanda.commands import add_units_argument
 
     parser.add_argument("--states", required=True, nargs="+", metavar="STATES.nc", help="training states (NetCDF/zarr; several files are joined in time)")
     parser.add_argument("--obs", required=True, metavar="OBS.nc", help="observations: their patterns and errors")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="checkpoint directory")
-    parser.add_argument("--state-vars", nargs="+", metavar="V", help="state variables to encode (default: all)")
+    parser.add_argument("--kind", choices=["window", "field"], default=None,
+                        help="window: local/hybrid model (default for grids larger than a window); field: whole-field model (--mode global)")
+    parser.add_argument("--state-vars", nargs="+", metavar="V", help="state variables to encode (default: all for field models, the observed ones for window models)")
     parser.add_argument("--obs-vars", nargs="+", metavar="V", help="observed variables (default: all in OBS.nc)")
+    add_units_argument(parser)
+    parser.add_argument("--obs-days", type=int, default=None, metavar="N",
+                        help="days of observations per sample (window: 1..N drawn; field: N days stacked; default: 1)")
+    parser.add_argument("--window", type=int, default=None, help="deprecated name of --obs-days")
     parser.add_argument("--similarity", choices=api.choices("similarity"), default=None, help="similarity (default: cosine)")
     parser.add_argument("--loss", choices=api.choices("loss"), default=None,
                         help="loss (default: clip, the two-sided conditional loss)")
-    parser.add_argument("--encoder", choices=api.choices("encoder"), default=None, help="encoder of both sides (default: cnn, masked CNN)")
-    parser.add_argument("--embedding-dim", type=int, default=None, help="embedding dimension (default: 128)")
-    parser.add_argument("--head", choices=["linear", "spatial"], default=None,
-                        help="cnn head: linear (dense layer to the embedding) or spatial (the embedding is the final "
-                             "coarse feature map, a sum of local agreements like a log-likelihood; --embedding-dim must "
-                             "be a multiple of that map's cells, e.g. 1024 = 16 features x 8x8 with --input-pool 2 "
-                             "--depth 2 on a 64x64 grid; on QG altimetry it doubles retrieval R@5)")
-    parser.add_argument("--depth", type=int, default=None, help="cnn: strided stages, each halving the grid (default: 3)")
-    parser.add_argument("--width", type=int, default=None, help="cnn: channels of the first stage (default: 32)")
-    parser.add_argument("--input-pool", type=int, default=None, help="cnn: average p x p blocks first (default: 1)")
-    parser.add_argument("--tau", type=float, default=None, help="initial temperature (default: 0.07)")
-    parser.add_argument("--fixed-tau", action="store_true", help="keep the temperature fixed (default: learned)")
-    parser.add_argument("--window", type=int, default=None, help="days of observations per sample (default: 1)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 128)")
+    parser.add_argument("--embedding-dim", type=int, default=None, help="embedding dimension (default: 128 field, 64 window)")
+    parser.add_argument("--tau", type=float, default=None, help="initial temperature (default: 0.07 field, 0.1 window)")
+    parser.add_argument("--fixed-tau", action="store_true", help="keep the temperature fixed (default: learned for field models)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: field 20 or enough for 200 optimiser steps; window: until --seconds)")
+    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 128, less on small data -- said when so)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3)")
-    parser.add_argument("--val-fraction", type=float, default=None, help="last fraction of times used to validate (default: 0.2)")
-    parser.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
-    parser.add_argument("--seconds", type=float, default=None, help="stop after the epoch that exceeds this wall time")
-    parser.add_argument("--block", type=int, default=None,
-                        help="batches hold blocks of this many consecutive days sharing a shift (hard negatives; default: 1 = plain shuffle)")
-    parser.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
-    parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic (no shifts, zero padding)")
+    parser.add_argument("--seconds", type=float, default=None, help="wall-time budget (window default: 150; field: none)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in MODEL_DIR")
+    parser.add_argument("--periodic", action="store_true", help="the grid is doubly periodic (default: km boxes yes, other grids no)")
+    parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic")
+    parser.add_argument("--allow-weak", action="store_true", help="exit 0 even when the model is within 2x of chance")
+    _window_arguments(parser)
+    _field_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace a model in MODEL_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args) -> int:
-    from oceanda import api
-    from oceanda.commands import given
+def _window_arguments(parser) -> None:
+    g = parser.add_argument_group("window models (--kind window)")
+    g.add_argument("--window-size", type=int, default=None, help="state window (cells; default 16, less on small grids)")
+    g.add_argument("--window-stride", type=int, default=None, help="analysis stride (cells; default size / 2)")
+    g.add_argument("--halo", type=int, default=None, help="observation halo around a window (cells; default 8)")
+    g.add_argument("--tune-states", nargs="+", metavar="TRUTH.nc", help="a tuning truth run (not in STATES) to calibrate on")
+    g.add_argument("--tune-obs", metavar="OBS.nc", help="observations of --tune-states")
+    g.add_argument("--calibrate", action="store_true", help="calibrate on held-out STATES (when no --tune-states)")
 
-    states = api.open_states(args.states, variables=args.state_vars)
-    obs = api.open_obs(args.obs, like=states, variables=args.obs_vars)
-    settings = given(args, "state_vars", "obs_vars", "window", "similarity", "loss", "encoder", "embedding_dim", "tau",
-                     "epochs", "batch_size", "lr", "val_fraction", "seed", "seconds", "patience", "block")
+
+def _field_arguments(parser) -> None:
+    from oceanda import api
+
+    g = parser.add_argument_group("whole-field models (--kind field)")
+    g.add_argument("--encoder", choices=api.choices("encoder"), default=None, help="encoder of both sides (default: cnn, masked CNN)")
+    g.add_argument("--head", choices=["linear", "spatial"], default=None,
+                   help="cnn head: linear (dense layer to the embedding) or spatial (the embedding is the final "
+                        "coarse feature map, a sum of local agreements like a log-likelihood; --embedding-dim must "
+                        "be a multiple of that map's cells, e.g. 1024 = 16 features x 8x8 with --input-pool 2 "
+                        "--depth 2 on a 64x64 grid; on QG altimetry it doubles retrieval R@5)")
+    g.add_argument("--depth", type=int, default=None, help="cnn: strided stages, each halving the grid (default: 3, less on small grids)")
+    g.add_argument("--width", type=int, default=None, help="cnn: channels of the first stage (default: 32)")
+    g.add_argument("--input-pool", type=int, default=None, help="cnn: average p x p blocks first (default: 1)")
+    g.add_argument("--val-fraction", type=float, default=None, help="last fraction of times used to validate (default: 0.2)")
+    g.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
+    g.add_argument("--block", type=int, default=None,
+                   help="batches hold blocks of this many consecutive days sharing a shift (hard negatives; default: 1 = plain shuffle)")
+    g.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in MODEL_DIR")
+
+
+def _settings(args) -> dict:
+    """The API settings of the options given."""
+    from oceanda.commands import given
+    from oceanda.errors import ConfigurationError
+
+    if args.periodic and args.not_periodic:
+        raise ConfigurationError("--periodic and --not-periodic contradict each other; expected one")
+    s = given(args, "kind", "state_vars", "obs_vars", "obs_days", "similarity", "loss", "embedding_dim", "tau", "epochs",
+              "batch_size", "lr", "seed", "seconds", "encoder", "val_fraction", "patience", "block",
+              size="window_size", stride="window_stride", halo="halo")
     cnn = given(args, "head", "depth", "width", "input_pool")
+    if cnn:
+        s["cnn"] = cnn
+    if args.fixed_tau:
+        s["learn_tau"] = False
+    if args.fixed_pairs:
+        s["fresh"] = False
+    if args.resume:
+        s["resume"] = True
+    if args.periodic or args.not_periodic:
+        s["periodic"] = bool(args.periodic)
+    if args.calibrate:
+        s["calibrate"] = True
+    return s
+
+
+def run(args) -> int:
+    import sys
+
+    from oceanda import api
+    from oceanda.commands import units_option
+    from oceanda.errors import ConfigurationError
+
+    settings = _settings(args)
+    if args.window is not None:
+        print("oceanda train: warning: --window is deprecated (it meant days of observations); use --obs-days", file=sys.stderr)
+        settings.setdefault("obs_days", args.window)
+    if bool(args.tune_states) != bool(args.tune_obs):
+        raise ConfigurationError("--tune-states and --tune-obs go together; expected both")
+    units = units_option(args.units)
+    states = api.open_states(args.states, variables=args.state_vars, units=units)
+    obs = api.open_obs(args.obs, like=states, variables=args.obs_vars, units=units)
+    if args.tune_states:
+        settings["tune_states"] = api.open_states(args.tune_states, units=units).load()
+        settings["tune_obs"] = api.open_obs(args.tune_obs, like=states, units=units).load()
     model, res = api.train(
-        states, obs, args.out, learn_tau=not args.fixed_tau, fresh=not args.fixed_pairs, periodic=not args.not_periodic,
-        resume=args.resume, overwrite=args.overwrite, cnn=cnn or None, quiet=True if args.quiet else None,
+        states, obs, args.out, overwrite=args.overwrite, quiet=True if args.quiet else None,
         source={"states": [str(s) for s in args.states], "obs": str(args.obs), "command": api.command_line()},
-        **settings,
+        log=lambda msg: print(f"oceanda train: {msg}", file=sys.stderr), **settings,
     )
-    last = res.history[-1] if res.history else {}
-    msg = f"trained {len(res.history)} epochs (best {res.best_epoch})"
-    if "val_r5_state_from_obs" in last:
-        msg += f"; validation R@1 {last['val_r1_state_from_obs']:.3f}, R@5 {last['val_r5_state_from_obs']:.3f} (state from obs)"
-    print(f"{msg}; model in {args.out}")
+    kind = "window" if (model.config.get("extra") or {}).get("window") else "field"
+    print(f"trained a {kind} model: {len(res.history)} epochs (best {res.best_epoch}); model in {args.out}")
+    health = res.health
+    print(res.health_summary())
+    if health and health["weak"]:
+        print(f"oceanda train: warning: the model is within 2x of chance ({health['criterion']}); check the pairing of "
+              "states and observations, the observation variable and the training budget"
+              + ("" if args.allow_weak else f" (exit code {EXIT_WEAK}; --allow-weak accepts it)"), file=sys.stderr)
+        return 0 if args.allow_weak else EXIT_WEAK
     return 0

@@ -45,6 +45,7 @@ Pairs = tuple[Any, Any]
 TrainData = Pairs | Callable[[int, np.random.Generator], Pairs]
 ValData = Pairs | Callable[[np.random.Generator], Pairs] | None
 SCHEDULES = ("cosine", "constant")
+MONITORS = ("loss", "retrieval")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,11 @@ class TrainConfig(Settings):
     (validation, else training); ``max_seconds``: stop after the epoch during which the wall-clock
     budget ran out; ``block_size`` k > 1: shuffle blocks of k consecutive rows (hard negatives)
     from epoch ``block_start`` (0-based) on; ``retrieval_max``: validation pairs scored for R@K (0: none,
-    the recalls read NaN).
+    the recalls read NaN); ``monitor``: what picks the best epoch and drives patience -- ``loss`` (the
+    validation loss, else the training loss) or ``retrieval`` (minus the mean of validation R@1 and
+    R@5, state from obs; the loss where no recall is finite). Why ``retrieval``: on small validation
+    sets the conditional loss is 0 at chance and rises above 0 when a learning model turns
+    over-confident, so the loss would keep a collapsed early epoch over a later one that retrieves.
     """
 
     SCHEMA: ClassVar[str] = "oceanda.TrainConfig"
@@ -81,6 +86,7 @@ class TrainConfig(Settings):
     block_size: int = 1
     block_start: int = 0
     retrieval_max: int = 1000
+    monitor: str = "loss"
 
     def validate(self) -> None:
         """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
@@ -105,6 +111,7 @@ class TrainConfig(Settings):
         check_number("block_size", self.block_size, lo=1, integer=True)
         check_number("block_start", self.block_start, lo=0, integer=True)
         check_number("retrieval_max", self.retrieval_max, lo=0, integer=True)
+        check_choice("monitor", self.monitor, MONITORS)
 
     def make_loss(self) -> Loss:
         """The loss these settings name.
@@ -127,6 +134,66 @@ class TrainResult:
     best_epoch: int = -1
     best_metric: float = math.inf
     stopped_early: bool = False
+    health: dict[str, Any] | None = None  # :func:`training_health` of the best epoch (None without validation)
+
+    def health_summary(self) -> str:
+        """One line: validation R@1/R@5 next to chance, and the verdict (:func:`health_summary`)."""
+        return health_summary(self.health)
+
+
+
+def training_health(metrics: Mapping[str, Any], candidates: int) -> dict[str, Any] | None:
+    """Validation retrieval next to chance: did the model learn anything?
+
+    Why: the conditional losses here are log-mean-exp forms whose value is exactly 0 when every logit
+    is equal (a model that ignores its inputs), and reach -log(batch) when each observation picks out
+    its own state. A loss creeping down to 1e-7 is thus a model collapsing *towards* chance, not one
+    that has learned; only retrieval against the chance level says which. Chance is K / candidates
+    for R@K. A model is ``weak`` when its R@5 is within 2x of chance (R@5 < 2 x 5 / candidates); with
+    10 candidates or fewer, where that bound reaches 1, R@1 < 2 / candidates is the test instead.
+
+    Parameters
+    ----------
+    metrics : an epoch's metrics (``val_r1_state_from_obs``, ``val_r5_state_from_obs``)
+    candidates : the number of validation pairs scored for retrieval (each observation's candidates)
+
+    Returns
+    -------
+    dict or None
+        ``{r1, r5, chance_r1, chance_r5, candidates, weak, criterion}``; None without validation recalls.
+    """
+    r1, r5 = metrics.get("val_r1_state_from_obs"), metrics.get("val_r5_state_from_obs")
+    n = int(candidates)
+    if r1 is None or r5 is None or n < 2 or not (math.isfinite(r1) and math.isfinite(r5)):
+        return None
+    chance_r1, chance_r5 = 1.0 / n, min(5, n) / n
+    if 2 * chance_r5 < 1:
+        weak, criterion = r5 < 2 * chance_r5, "R@5 < 2 x chance"
+    else:
+        weak, criterion = r1 < min(1.0, 2 * chance_r1), "R@1 < 2 x chance (10 candidates or fewer)"
+    return {"r1": float(r1), "r5": float(r5), "chance_r1": chance_r1, "chance_r5": chance_r5, "candidates": n,
+            "weak": bool(weak), "criterion": criterion, "epoch": int(metrics.get("epoch", 0))}
+
+
+def health_summary(health: Mapping[str, Any] | None) -> str:
+    """One line: validation R@1/R@5 next to chance, and the verdict.
+
+    Parameters
+    ----------
+    health : :func:`training_health` (None: no validation)
+
+    Returns
+    -------
+    str
+    """
+    if not health:
+        return "no validation retrieval (no validation pairs): cannot tell whether the model learned"
+    h = health
+    line = (f"validation R@1 {h['r1']:.3f} (chance {h['chance_r1']:.3f}), R@5 {h['r5']:.3f} (chance {h['chance_r5']:.3f}; "
+            f"{h['r5'] / h['chance_r5']:.1f}x) among {h['candidates']} candidates")
+    if h["weak"]:
+        line += f"; WEAK: {h['criterion']} -- the model has learned next to nothing"
+    return line
 
 
 def time_split(n_or_times: int | Sequence, val_fraction: float = 0.2, gap: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -340,8 +407,10 @@ class Trainer:
         self.device = torch.device(device or "cpu")
         self.quiet = (not sys.stderr.isatty()) if quiet is None else bool(quiet)
         self.callback = callback
+        self._candidates = 0  # validation pairs of the current fit (the health's candidates)
 
-    def fit(self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=None,
+    def fit(
+self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=None,
             resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train ``model``; restore its best weights; with ``checkpoint_dir`` save it there.
 
@@ -367,6 +436,8 @@ class Trainer:
                                 weight_decay=self.config.weight_decay)
         run = self._start(model, opt, resume_dir if resume else None)
         val_pairs = self._validation_pairs(val_data)
+        self._candidates = _n(val_pairs) if val_pairs is not None else 0
+
         self._loop(model, opt, run, train_data, val_pairs, resume_dir)
         self._finish(model, run, ckpt)
         return run.result
@@ -474,6 +545,10 @@ class Trainer:
         """Record the epoch, keep the best weights; return whether to stop (patience or time budget)."""
         cfg, res = self.config, run.result
         monitor = metrics.get("val_loss", metrics["train_loss"])
+        r1, r5 = metrics.get("val_r1_state_from_obs", math.nan), metrics.get("val_r5_state_from_obs", math.nan)
+        if cfg.monitor == "retrieval" and math.isfinite(r1) and math.isfinite(r5):
+            monitor = -0.5 * (r1 + r5)
+
         if monitor < res.best_metric - cfg.min_delta:
             res.best_metric, res.best_epoch, run.bad_epochs = float(monitor), epoch + 1, 0
             run.best_state = copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -503,6 +578,9 @@ class Trainer:
         cfg, res = self.config, run.result
         if run.best_state is not None:
             model.load_state_dict(run.best_state)
+        best = res.history[res.best_epoch - 1] if 0 < res.best_epoch <= len(res.history) else {}
+        res.health = training_health(best, min(self._candidates, cfg.retrieval_max)) if self._candidates else None
+        model.config["health"] = res.health
         model.config["loss"] = self.loss_fn.config()
         model.config["training"] = {"epochs": cfg.epochs, "epochs_run": len(res.history), "batch_size": cfg.batch_size,
                                     "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,

@@ -106,7 +106,10 @@ class CycleResult:
         """
         ds = xr.Dataset({k: ("cycle", np.asarray(v, dtype=np.float64), {"units": "s" if k.startswith("seconds") else "1"})
                          for k, v in self.stats.items()},
-                        coords={"cycle": np.arange(len(self.times)), "time": ("cycle", np.asarray(self.times, dtype=np.float64))})
+                        coords={"cycle": np.arange(len(self.times), dtype=np.int32),
+                                # not 'time': CF reserves that name for "<unit> since <date>" clocks
+                                "model_time": ("cycle", np.asarray(self.times, dtype=np.float64),
+                                               {"long_name": "model time of the analysis, in the testbed's time unit"})})
         for k, desc in (("rmse_f", "forecast ensemble-mean RMSE vs truth"), ("rmse_a", "analysis ensemble-mean RMSE vs truth"),
                         ("spread_f", "forecast spread"), ("spread_a", "analysis spread"),
                         ("inflation", "multiplicative inflation factor applied")):

@@ -22,39 +22,62 @@ import xarray as xr
 
 from oceanda import grid
 from oceanda.errors import DataValidationError
-from oceanda.fields import FieldLayout, analysis_dataset, layout_of, to_array
+from oceanda.fields import FieldLayout, analysis_dataset, layout_of, spatial_dims, to_array
 from oceanda.kalman._core import as_rng
-from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, grid_localizer
+from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, block_groups, estimate_radius
 from oceanda.kalman.methods import METHODS, Filter, make_filter
 from oceanda.kalman.obsspace import Observations, observations_from_dataset
 
 
-def localizer_for_dataset(ds: xr.Dataset, radius_km: float, *, taper: str = DEFAULT_TAPER, block: int = 1,
-                          periodic: bool = False) -> Localizer:
-    """A localizer on the grid of ``ds``: great-circle km from ``lat``/``lon``, else ``y``/``x`` km.
+def grid_metric(ds: xr.Dataset, periodic: bool = False) -> tuple[np.ndarray, str, list[float] | None]:
+    """How far apart the points of the grid of ``ds`` are: ``(coords [G, 2], metric, period)``.
 
-    ``periodic=True`` uses the 1-D ``y``/``x`` coordinates (km) of a doubly periodic domain (such as
-    the QG testbed) with periods ``size * spacing``; lat/lon would miss neighbours across the edges.
+    The one rule of every localiser (this module's and the hybrid's): a ``(lat, lon)`` grid, or a
+    ``(y, x)`` grid with 2-D ``lat``/``lon`` that is not declared periodic (curvilinear), is measured
+    in great-circle km (which wraps in longitude by itself); a ``(y, x)`` grid in Euclidean units of
+    its 1-D ``y``/``x`` (km), wrapped at ``size * spacing`` when ``periodic`` (a doubly periodic box
+    such as the QG testbed: its lat/lon would miss neighbours across the edges). ``periodic`` is
+    ignored on ``(lat, lon)`` grids.
 
     Parameters
     ----------
     ds : a gridded Dataset (its spatial dims and coordinates are used)
-    radius_km : the taper's half-width, in the coordinates' units (km)
+    periodic : the (y, x) grid is doubly periodic
+
+    Returns
+    -------
+    ``(coords, metric, period)``: points in C order of the spatial dims, ``'great_circle'`` (coords
+    (lat, lon) in degrees), ``'periodic'`` or ``'euclidean'``, and the periods (or None)
+    """
+    y, x = grid.coordinates(ds)
+    latlon = grid.lat_lon(ds)
+    if latlon is not None and (spatial_dims(ds) == ("lat", "lon") or not periodic):
+        return np.c_[np.asarray(latlon[0], float).ravel(), np.asarray(latlon[1], float).ravel()], "great_circle", None
+    yy, xx = np.meshgrid(np.asarray(y, float), np.asarray(x, float), indexing="ij")
+    if periodic:
+        return np.c_[yy.ravel(), xx.ravel()], "periodic", list(grid.periods(ds))
+    return np.c_[yy.ravel(), xx.ravel()], "euclidean", None
+
+
+def localizer_for_dataset(ds: xr.Dataset, radius_km: float, *, taper: str = DEFAULT_TAPER, block: int = 1,
+                          periodic: bool = False) -> Localizer:
+    """A localizer on the grid of ``ds``, distances by :func:`grid_metric` (great-circle or y/x km).
+
+    Parameters
+    ----------
+    ds : a gridded Dataset (its spatial dims and coordinates are used)
+    radius_km : the taper's half-width, in km (the y/x units on projected grids)
     taper : taper name
     block : side of the tiles of points sharing one local analysis
-    periodic : wrap distances at the grid's periods
+    periodic : the (y, x) grid is doubly periodic (distances wrap at its periods)
 
     Returns
     -------
     Localizer
     """
-    y, x = grid.coordinates(ds)
-    if periodic:
-        return grid_localizer(y, x, radius_km, taper=taper, period=grid.periods(ds), block=block)
-    latlon = grid.lat_lon(ds)
-    if latlon is not None:
-        return grid_localizer(y, x, radius_km, taper=taper, block=block, lat=latlon[0], lon=latlon[1])
-    return grid_localizer(y, x, radius_km, taper=taper, block=block)
+    coords, metric, period = grid_metric(ds, periodic)
+    groups = None if block in (1, (1, 1)) else block_groups(grid.shape(ds), block)
+    return Localizer(coords, radius_km, taper, metric, period=period, groups=groups)
 
 
 def _members_at(ens: xr.Dataset, layout: FieldLayout, t: Any, source: str) -> np.ndarray:
@@ -85,24 +108,71 @@ def _state_variables(ensemble: xr.Dataset, obs: xr.Dataset, sample_dim: str) -> 
     return variables
 
 
-def _attrs(f: Filter, seconds: list[float], members: int, loc_radius_km: float | None, taper: str | None) -> dict[str, Any]:
-    radius = getattr(f, "radius", None) or loc_radius_km
-    attrs = {"method": f.name, "mode": "kalman", "seconds_per_analysis": float(np.mean(seconds)),
+def _attrs(f: Filter, seconds: list[float], members: int, loc_radius_km: float | None, taper: str | None,
+           radius_source: str) -> dict[str, Any]:
+    radius = getattr(f, "radius", None)
+    attrs = {"title": f"oceanda ensemble Kalman analysis ({f.name})",
+             "method": f.name, "mode": "kalman", "seconds_per_analysis": float(np.mean(seconds)),
              "inflation": float(getattr(f, "inflation", 1.0)), "rtps": float(getattr(f, "rtps", 0.0)),
              "rtpp": float(getattr(f, "rtpp", 0.0)), "taper": getattr(f, "taper", taper or DEFAULT_TAPER),
-             "loc_radius_km": float(radius) if radius else 0.0, "members": int(members)}
+             "loc_radius_km": float(radius) if radius else 0.0, "members": int(members),
+             "localization_radius_km": float(radius) if radius else 0.0, "localization_radius_source": radius_source}
     if f.name == "enoi":
         attrs["enoi_alpha"] = float(f.alpha)
     return attrs
 
 
-def _filter(method: str | Filter, loc_radius_km: float | None, settings: dict[str, Any]) -> Filter:
+#: Methods that localise (a radius is estimated for them when none is given).
+LOCALISED = ("enoi", "letkf")
+
+
+def _filter(method: str | Filter, loc_radius_km: float | None, settings: dict[str, Any]) -> tuple[Filter, str]:
+    """The configured method and where its radius comes from (``'given'``, ``'none ...'`` or ``''``: to estimate).
+
+    ``loc_radius_km=inf`` asks for no localisation (EnOI only: an unlocalised LETKF is the ETKF).
+    """
     name = method.name if isinstance(method, Filter) else method
     if name not in METHODS:
         raise DataValidationError(f"unknown method '{method}'; expected one of {tuple(METHODS)}")
-    if name == "letkf" and not (loc_radius_km or getattr(method, "radius", None)):
-        raise DataValidationError("method 'letkf' needs a localisation radius (loc_radius_km / --loc-radius KM)")
-    return make_filter(method, strict=False, radius=loc_radius_km, **settings)
+    unlocalised = loc_radius_km is not None and np.isposinf(loc_radius_km)
+    if loc_radius_km is not None and not unlocalised and not loc_radius_km > 0:
+        raise DataValidationError(f"loc_radius_km / --loc-radius {loc_radius_km}; expected a radius > 0 km, "
+                                  "or inf for no localisation")
+    if unlocalised and name == "letkf":
+        raise DataValidationError("method 'letkf' with --loc-radius inf: an unlocalised LETKF is the ETKF; "
+                                  "use --method etkf, or give a finite radius (or none: it is then estimated)")
+    pending = name in LOCALISED and loc_radius_km is None and getattr(method, "radius", None) is None
+    # a LETKF cannot be built without a radius: 1 km stands in until the estimate replaces it
+    radius = 1.0 if pending and name == "letkf" else (None if unlocalised else loc_radius_km)
+    f = make_filter(method, strict=False, radius=radius, **settings)
+    if pending:
+        return f, ""
+    if name not in LOCALISED:
+        return f, f"none: method '{name}' is not localised"
+    if unlocalised:
+        return (f.replace(radius=None) if f.radius is not None else f), "none: unlocalised, as asked (loc_radius_km=inf)"
+    return f, "given"
+
+
+def _estimate_radius(ensemble: xr.Dataset, layout: FieldLayout, f: Filter, observed: Sequence[str], t: Any,
+                     periodic: bool, source: str) -> tuple[float, str]:
+    """A radius for ``f`` from the ensemble's correlation length (:func:`~oceanda.kalman.localization.estimate_radius`)."""
+    X = _members_at(ensemble, layout, t, source)  # [N, C, Y, X]
+    n = X.shape[0] if getattr(f, "members", None) is None else min(int(f.members), X.shape[0])
+    sub = X[np.unique(np.linspace(0, X.shape[0] - 1, min(X.shape[0], 1000)).astype(np.int64))]  # bounded cost
+    chans = [i for i, (v, _) in enumerate(layout.channels) if v in observed] or list(range(len(layout.channels)))
+    coords, metric, period = grid_metric(ensemble, periodic)
+    anomalies = [sub[:, c].reshape(len(sub), -1) for c in chans]
+    try:
+        radius, efold = estimate_radius(anomalies, coords, metric, period, rng=0, members=n)
+    except ValueError as exc:
+        raise DataValidationError(f"{source}: cannot estimate a localisation radius ({exc}); "
+                                  "give one with loc_radius_km / --loc-radius KM") from exc
+    names = ", ".join(dict.fromkeys(layout.channels[c][0] for c in chans))
+    factor = radius / efold
+    return radius, (f"estimated from the ensemble's spatial correlation: the mean anomaly correlation of {names} "
+                    f"falls to 1/e at {efold:.4g} km; radius = {factor:.3g} x that (sqrt({n} members) / 8, "
+                    "clipped to [1, 3]; oceanda.kalman.localization.estimate_radius)")
 
 
 def _analyse_times(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
@@ -136,18 +206,25 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     ``ensemble`` has a ``member`` dimension (and optionally ``time``: then the member set at each
     obs time is used), or only ``time``: a library of states used as a static ensemble (EnOI's
     natural input; background = the library mean). ``loc_radius_km`` is the Gaspari-Cohn half-width
-    (zero beyond twice it), required for ``letkf``; with ``enoi`` it localises the static ensemble
+    (zero beyond twice it); with ``enoi`` it localises the static ensemble
     (:class:`~oceanda.kalman.methods.EnOI`, form ``auto``: the Schur product in observation space for
-    direct -- gridded or ``y_index``/``x_index`` -- observations, else the LETKF transform); without a
-    radius EnOI is the global ETKF transform. NaN grid points present in every member (land) stay
-    NaN and are not updated.
+    direct or linear -- gridded, ``y_index``/``x_index``, or points at arbitrary positions through their
+    sparse bilinear operator (:func:`~oceanda.kalman.obsspace.point_operator`, located at their own
+    positions; attributes ``observation_operator`` and ``points_*`` say how they were used) --
+    observations, else the LETKF transform). Without a
+    radius ``letkf`` and ``enoi`` are never run unlocalised: the radius is estimated from the
+    ensemble's spatial correlation (:func:`~oceanda.kalman.localization.estimate_radius`) and recorded
+    in the attributes ``localization_radius_km`` / ``localization_radius_source``; ``loc_radius_km=inf``
+    asks for no localisation (EnOI: the global ETKF transform). NaN grid points present in every
+    member (land) stay NaN and are not updated.
 
     Parameters
     ----------
     ensemble : forecast ensemble (dim ``member``) or library of states (dim ``time``)
     obs : gridded or point observations with ``<var>_error``
     method : a name of :data:`~oceanda.kalman.methods.METHODS` or a configured :class:`Filter`
-    loc_radius_km, taper, inflation, rtps, rtpp, alpha, members, block : the method's settings
+    loc_radius_km : Gaspari-Cohn half-width in km; None = estimated (localised methods); inf = none (EnOI)
+    taper, inflation, rtps, rtpp, alpha, members, block : the method's settings
         (None = the method's default, or the given filter's value; settings a method lacks are ignored)
     variables : state variables analysed (default: every ensemble variable)
     periodic : doubly periodic grid (distances wrap)
@@ -159,8 +236,8 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     -------
     xarray.Dataset in the analysis layout, one time per observation time
     """
-    f = _filter(method, loc_radius_km, {"taper": taper, "inflation": inflation, "rtps": rtps, "rtpp": rtpp,
-                                        "alpha": alpha, "members": members, "block": block})
+    f, radius_source = _filter(method, loc_radius_km, {"taper": taper, "inflation": inflation, "rtps": rtps,
+                                                       "rtpp": rtpp, "alpha": alpha, "members": members, "block": block})
     sample_dim = "member" if "member" in ensemble.dims else "time"
     if sample_dim not in ensemble.dims:
         raise DataValidationError(f"{source}: no 'member' (or 'time') dimension; expected an ensemble of states")
@@ -168,10 +245,16 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
     layout = layout_of(base, variables, sample_dim=sample_dim)
     g = as_rng(rng)
+    observed = [str(v) for v in obs.data_vars if str(v) in layout.variables]
+    used: dict[str, Any] = {}  # how the observations were used (operator, point counts): into the attributes
+    obs_list = observations_from_dataset(obs, layout, ensemble, source="observations", variables=observed,
+                                         periodic=periodic, metric=grid_metric(ensemble, periodic)[1], report=used)
+    if not radius_source:  # a localised method and no radius: never silently unlocalised
+        est, radius_source = _estimate_radius(ensemble, layout, f, observed, obs_list[0].time if obs_list else None,
+                                              periodic, source)
+        f = f.replace(radius=est)
     radius = getattr(f, "radius", None)
     loc = localizer_for_dataset(ensemble, radius, taper=f.taper, block=f.block, periodic=periodic) if radius else None
-    obs_list = observations_from_dataset(obs, layout, ensemble, source="observations",
-                                         variables=[v for v in obs.data_vars if str(v) in layout.variables])
     out, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, g, source)
     nmin = min(a.shape[0] for a in out)
     like = ensemble.isel(member=0, drop=True) if "member" in ensemble.dims else ensemble
@@ -179,7 +262,8 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     if "time" in like.dims:
         like = like.isel(time=0, drop=True)
     ds = analysis_dataset(np.stack([a[:nmin] for a in out]), layout, like, tvals,
-                          attrs=_attrs(f, seconds, nmin, loc_radius_km, taper), keep_members=keep_members)
+                          attrs={**_attrs(f, seconds, nmin, loc_radius_km, taper, radius_source), **used},
+                          keep_members=keep_members)
     if "time" in obs.coords and "time" in ds.coords:
         ds["time"].attrs.update(obs["time"].attrs)
     return ds

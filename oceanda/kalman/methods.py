@@ -19,6 +19,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from oceanda.errors import ConfigurationError
 from oceanda.kalman.filters import enkf, enoi, etkf
@@ -206,7 +207,8 @@ class EnOI(Filter):
     ``form``: ``transform`` (ETKF, or LETKF with a localizer: any operator,
     :func:`~oceanda.kalman.filters.enoi`), ``schur`` (Schur-localised gain in observation space,
     direct operators, :func:`~oceanda.kalman.schur.schur_enoi_ensemble`) or ``auto`` (Schur when
-    localised and the operator is an index array, else the transform).
+    localised and the operator is an index array or a sparse matrix -- e.g. bilinear point operators --,
+    else the transform).
     """
 
     SCHEMA: ClassVar[str] = "oceanda.kalman.EnOI"
@@ -246,7 +248,7 @@ class EnOI(Filter):
         xb = E.mean(axis=0) if background is None else background
         form = self.form
         if form == "auto":
-            form = "schur" if loc is not None and index_operator(obs) else "transform"
+            form = "schur" if loc is not None and (index_operator(obs) or sp.issparse(obs.H)) else "transform"
         if form == "schur":
             return schur_enoi_ensemble(xb, E, obs, alpha=self.alpha, members=self.members, localizer=loc, rng=rng)
         return enoi(xb, E, obs, alpha=self.alpha, members=self.members, localizer=loc, rng=rng)

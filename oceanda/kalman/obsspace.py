@@ -4,7 +4,8 @@ The operator ``H`` is one of: an integer array of flat state indices (direct obs
 ``scipy.sparse`` matrix ``[p, n]`` (linear, e.g. interpolation or averaging), or a callable mapping
 an ensemble ``[N, n]`` to ``[N, p]`` (nonlinear, evaluated member by member, e.g. drifters). R is
 diagonal (``error`` holds standard deviations). Observation Datasets -- gridded with NaN where
-unobserved, or points with ``y_index``/``x_index`` -- become one :class:`Observations` per time.
+unobserved, points with ``y_index``/``x_index``, or points at arbitrary positions (L3 along-track,
+profiles: a sparse bilinear ``H``, :func:`point_operator`) -- become one :class:`Observations` per time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import xarray as xr
 
+from oceanda import grid
 from oceanda.errors import DataValidationError
 from oceanda.fields import FieldLayout, spatial_dims
 
@@ -214,22 +216,30 @@ def _error_values(obs: xr.Dataset, var: str, source: str) -> xr.DataArray:
 
 
 def observations_from_dataset(obs: xr.Dataset, layout: FieldLayout, like: xr.Dataset, *,
-                              source: str = "observations",
-                              variables: Sequence[str] | None = None) -> list[Observations]:
-    """Observation Dataset -> one :class:`Observations` per time, H as flat state indices.
+                              source: str = "observations", variables: Sequence[str] | None = None,
+                              periodic: bool = False, metric: str | None = None,
+                              report: dict[str, Any] | None = None) -> list[Observations]:
+    """Observation Dataset -> one :class:`Observations` per time.
 
     Gridded observations (same grid as the state, NaN where unobserved, dims ``(time, [level,] y, x)``)
-    and point observations (dim ``obs`` with integer ``y_index``, ``x_index`` and optionally
-    ``layer_index``, per-obs ``time``) are both understood. The flat index of grid point
-    ``(c, iy, ix)`` is ``c*Y*X + iy*X + ix``. ``<var>_error`` may be a scalar or have the values' dims.
+    and point observations with integer ``y_index``, ``x_index`` (optionally ``layer_index``; per-obs
+    ``time``) get H as flat state indices: the flat index of grid point ``(c, iy, ix)`` is
+    ``c*Y*X + iy*X + ix``. Point observations at arbitrary positions (dim ``obs``, coords ``y``/``x`` km
+    or ``lat``/``lon``) get the sparse bilinear H of :func:`point_operator`, one analysis per distinct
+    ``time`` (snap raw times first: :func:`oceanda.api.analyse` does). ``<var>_error`` may be a scalar or
+    have the values' dims.
 
     Parameters
     ----------
     obs : observation Dataset (gridded or with an ``obs`` dim)
     layout : the state layout (channels and spatial dims)
-    like : a state Dataset giving the grid
+    like : a state Dataset giving the grid (and, for positioned points, the land)
     source : what to call ``obs`` in errors
     variables : observed variables (default: every data variable)
+    periodic : positioned points: the (y, x) km grid is doubly periodic
+    metric : positioned points: the localisation metric (``great_circle``: the points' lat/lon become their
+        locations; ``periodic``/``euclidean``: their y/x); None = located at their largest-weight cell
+    report : a dict to receive how the observations were used (``observation_operator``, point counts)
 
     Returns
     -------
@@ -240,15 +250,22 @@ def observations_from_dataset(obs: xr.Dataset, layout: FieldLayout, like: xr.Dat
     ]
     if not names:
         raise DataValidationError(f"{source}: no observed variables; expected e.g. 'ssh' with 'ssh_error'")
+    report = {} if report is None else report
     ydim, xdim = spatial_dims(like)
-    grid = (like.sizes[ydim], like.sizes[xdim])
+    shape = (like.sizes[ydim], like.sizes[xdim])
+    if "obs" in obs.dims and not ("y_index" in obs.variables or "x_index" in obs.variables):
+        return point_operator(obs, layout, like, names, source=source, periodic=periodic, metric=metric,
+                              report=report)
     if "obs" in obs.dims:
-        return _point_observations(obs, layout, names, source, grid)
-    if obs.sizes.get(ydim) != grid[0] or obs.sizes.get(xdim) != grid[1]:
+        report["observation_operator"] = "selection of grid cells (points with y_index/x_index)"
+        return _point_observations(obs, layout, names, source, shape)
+    if obs.sizes.get(ydim) != shape[0] or obs.sizes.get(xdim) != shape[1]:
         raise DataValidationError(
             f"{source}: gridded observations on a {obs.sizes.get(ydim)} x {obs.sizes.get(xdim)} grid; "
-            f"expected the state grid {grid[0]} x {grid[1]} (dims {ydim}, {xdim})"
+            f"expected the state grid {shape[0]} x {shape[1]} (dims {ydim}, {xdim})"
         )
+    superobs = obs.attrs.get("operator") == "superob"
+    report["observation_operator"] = "selection of grid cells" + (" (superobservations of points)" if superobs else "")
     return _gridded_observations(obs, layout, names, source)
 
 
@@ -332,3 +349,191 @@ def _check_errors(o: Observations, source: str) -> None:
     bad = np.isfinite(o.y) & ~(np.isfinite(o.error) & (o.error > 0))
     if bad.any():
         raise DataValidationError(f"{source}: {int(bad.sum())} observation error(s) are not positive finite standard deviations")
+
+
+# ------------------------------------------------------------------------------------------------
+# Points at arbitrary positions -> a sparse bilinear H
+# ------------------------------------------------------------------------------------------------
+
+
+def point_positions(obs: xr.Dataset, like: xr.Dataset, periodic: bool = False,
+                    source: str = "observations") -> tuple[np.ndarray, np.ndarray, tuple[bool, bool], str]:
+    """Fractional grid indices ``(j, i)`` of every point (NaN off the grid), the axes' periodicity, the rule.
+
+    ``y``/``x`` km on a 1-D km grid (wrapped at its periods when ``periodic``); ``lat``/``lon`` on a
+    (lat, lon) grid, longitudes of any convention shifted by whole turns onto the grid's continuous
+    longitude (wrapped when the grid is global); on a curvilinear grid the nearest cell centre
+    (:func:`oceanda.grid.nearest_cells`; integer indices: the operator selects that cell).
+
+    Parameters
+    ----------
+    obs : point observations (dim ``obs``)
+    like : a gridded Dataset giving the grid
+    periodic : the (y, x) km grid is doubly periodic
+    source : what to call ``obs`` in errors
+
+    Returns
+    -------
+    ``(j, i, (periodic_y, periodic_x), rule)`` with rule ``'bilinear'`` or ``'nearest'``
+    """
+    ydim, xdim = spatial_dims(like)
+    pv = obs.variables
+    if (ydim, xdim) == ("y", "x") and all(c in like.coords and like[c].ndim == 1 for c in ("y", "x")) \
+            and "y" in pv and "x" in pv:
+        per = grid.periods(like) if periodic else (None, None)
+        return (grid.fractional_index(obs["y"].values, like["y"].values, per[0]),
+                grid.fractional_index(obs["x"].values, like["x"].values, per[1]), (bool(periodic),) * 2, "bilinear")
+    ll = grid.lat_lon(like)
+    if "lat" not in pv or "lon" not in pv or ll is None:
+        raise DataValidationError(f"{source}: point observations need 'lat'/'lon' (or 'y'/'x' km on a km grid, or "
+                                  "'y_index'/'x_index'); expected the canonical point layout")
+    plat, plon = (np.asarray(obs[c].values, dtype=np.float64) for c in ("lat", "lon"))
+    if (ydim, xdim) == ("lat", "lon"):
+        lon = grid.axis_values(like, "lon")
+        glob = grid.global_lon(lon)
+        lon0 = grid.cell_edges(lon)[0]
+        return (grid.fractional_index(plat, grid.axis_values(like, "lat")),
+                grid.fractional_index(grid.shift_lon(plon, lon0), lon, 360.0 if glob else None), (False, glob), "bilinear")
+    iy, ix = grid.nearest_cells(ll[0], ll[1], plat, plon)
+    return np.where(iy >= 0, iy, np.nan), np.where(ix >= 0, ix, np.nan), (False, False), "nearest"
+
+
+def _point_channels(obs: xr.Dataset, layout: FieldLayout, like: xr.Dataset, var: str, source: str) -> np.ndarray:
+    """State channel of every point of ``var`` (-1 off the levels): ``layer_index``, else the nearest ``depth`` level."""
+    n = obs.sizes["obs"]
+    levels = [lev for v, lev in layout.channels if v == var]
+    if len(levels) <= 1 or layout.level_dim is None:
+        return np.full(n, _channel_of(layout, var, levels[0] if levels else None, source), dtype=np.int64)
+    nl = like.sizes[layout.level_dim]
+    if "layer_index" in obs.variables or "level_index" in obs.variables:
+        li = np.asarray(obs["layer_index" if "layer_index" in obs.variables else "level_index"].values, dtype=np.int64)
+    elif "depth" in obs.variables and layout.level_dim in like.coords:
+        g = grid.fractional_index(obs["depth"].values, like[layout.level_dim].values)
+        li = np.where(np.isfinite(g), np.rint(np.nan_to_num(g)), -1).astype(np.int64)
+    else:
+        raise DataValidationError(f"{source}: '{var}' has levels in the state; expected 'layer_index' or 'depth' per obs")
+    chan = {lev: _channel_of(layout, var, lev, source) for lev in levels}
+    return np.array([chan.get(int(k), -1) if 0 <= k < nl else -1 for k in li], dtype=np.int64)
+
+
+def _land(like: xr.Dataset, layout: FieldLayout, channels: np.ndarray) -> dict[int, np.ndarray]:
+    """Flat land masks ``[Y * X]`` of the given channels: NaN in ``like`` at its first sample (fixed land cells)."""
+    out = {}
+    for c in np.unique(channels[channels >= 0]):
+        v, lev = layout.channels[int(c)]
+        da = like[v]
+        da = da.isel({d: 0 for d in ("time", "member") if d in da.dims})
+        if lev is not None and layout.level_dim in da.dims:
+            da = da.isel({layout.level_dim: lev})
+        out[int(c)] = ~np.isfinite(np.asarray(da.transpose(*layout.spatial).values, dtype=np.float64)).ravel()
+    return out
+
+
+def _weights(j: np.ndarray, i: np.ndarray, shape: tuple[int, int], periodic: tuple[bool, bool]) -> tuple[np.ndarray, ...]:
+    """Bilinear stencil ``(cells [p, 4], weights [p, 4], nearest cell [p])`` of finite fractional indices."""
+    ny, nx = shape
+    j0, j1, wy = grid.corners(ny, j, periodic[0])
+    i0, i1, wx = grid.corners(nx, i, periodic[1])
+    cells = np.stack([j0 * nx + i0, j0 * nx + i1, j1 * nx + i0, j1 * nx + i1], axis=1)
+    w = np.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], axis=1)
+    jn, inn = np.rint(j).astype(np.int64), np.rint(i).astype(np.int64)
+    jn = jn % ny if periodic[0] else np.clip(jn, 0, ny - 1)
+    inn = inn % nx if periodic[1] else np.clip(inn, 0, nx - 1)
+    return cells, w, jn * nx + inn
+
+
+def _point_coords(obs: xr.Dataset, metric: str | None) -> np.ndarray | None:
+    """Localisation locations ``[p, 2]`` of the points: their own lat/lon (great circle) or y/x (km), else None."""
+    pair = ("lat", "lon") if metric == "great_circle" else ("y", "x") if metric in ("periodic", "euclidean") else None
+    if pair is None or not all(c in obs.variables for c in pair):
+        return None
+    return np.c_[[np.asarray(obs[c].values, dtype=np.float64) for c in pair]].T
+
+
+def point_operator(obs: xr.Dataset, layout: FieldLayout, like: xr.Dataset, names: Sequence[str], *,
+                   source: str = "observations", periodic: bool = False, metric: str | None = None,
+                   report: dict[str, Any] | None = None) -> list[Observations]:
+    """Points at arbitrary positions -> one :class:`Observations` per distinct time, H sparse bilinear.
+
+    Why: an L3 point is not a cell value; superobbing it (a cell mean of point values) misrepresents it
+    by the sub-cell gradient. Here each point is the bilinear interpolation of the four surrounding cell
+    centres (:func:`point_positions`; a single cell on curvilinear grids). A point whose stencil touches land
+    (a NaN corner of non-zero weight) observes its containing cell instead (as the observation generators
+    sample it); points in a land cell, off the grid or off the levels are dropped, and counted in ``report``
+    (``points_used``, ``points_dropped_offgrid``, ``points_dropped_land``, ``points_missing_value``,
+    ``points_nearest_cell_near_land``). Points at cell centres reduce to selecting that cell (weight 1).
+
+    Parameters
+    ----------
+    obs : point observations (dim ``obs``, ``time``, positions, ``<var>`` and ``<var>_error``)
+    layout : the state layout
+    like : a state Dataset giving the grid and the land
+    names : the observed variables
+    source : what to call ``obs`` in errors
+    periodic : the (y, x) km grid is doubly periodic
+    metric : the localisation metric (see :func:`observations_from_dataset`)
+    report : a dict receiving the operator's name and the point counts
+
+    Returns
+    -------
+    list of Observations: one per distinct time
+    """
+    shape = (like.sizes[layout.spatial[0]], like.sizes[layout.spatial[1]])
+    G = shape[0] * shape[1]
+    j, i, per, rule = point_positions(obs, like, periodic, source)
+    onto = np.isfinite(j) & np.isfinite(i)
+    cells, w, near = _weights(np.where(onto, j, 0.0), np.where(onto, i, 0.0), shape, per)
+    coords = _point_coords(obs, metric)
+    times = np.asarray(obs["time"].values) if "time" in obs.variables else np.zeros(obs.sizes["obs"])
+    counts = dict.fromkeys(("used", "offgrid", "land", "missing", "near_land"), 0)
+    rows = []  # per variable: (time, y, error, cells [p, 4], weights [p, 4], coords)
+    for v in names:
+        vals = np.asarray(obs[v].values, dtype=np.float64)
+        err = np.broadcast_to(np.asarray(_error_values(obs, v, source).values, dtype=np.float64), vals.shape)
+        chan = _point_channels(obs, layout, like, v, source)
+        land = _land(like, layout, chan)
+        finite = np.isfinite(vals)
+        off = finite & ~(onto & (chan >= 0))
+        ok = finite & ~off
+        wet, on_land = np.ones((vals.size, 4), dtype=bool), np.zeros(vals.size, dtype=bool)
+        for c, mask in land.items():
+            sel = ok & (chan == c)
+            wet[sel], on_land[sel] = ~mask[cells[sel]], mask[near[sel]]
+        fallback = ok & ~on_land & ~np.all(wet | (w == 0), axis=1)
+        use = ok & ~on_land
+        vc, vw = cells.copy(), w.copy()
+        vc[fallback] = near[fallback, None]
+        vw[fallback] = np.array([1.0, 0.0, 0.0, 0.0])
+        counts["used"] += int(use.sum())
+        counts["offgrid"] += int(off.sum())
+        counts["land"] += int(on_land.sum())
+        counts["missing"] += int((~finite).sum())
+        counts["near_land"] += int(fallback.sum())
+        rows.append((times[use], vals[use], err[use], vc[use] + (chan[use] * G)[:, None], vw[use],
+                     None if coords is None else coords[use]))
+    out = _point_groups(rows, len(layout.channels) * G, coords is not None, source)
+    if report is not None:
+        report.update({"observation_operator": "bilinear interpolation of points" if rule == "bilinear"
+                       else "nearest cell of points (curvilinear grid)",
+                       "points_used": counts["used"], "points_dropped_offgrid": counts["offgrid"],
+                       "points_dropped_land": counts["land"],
+                       "points_missing_value": counts["missing"], "points_nearest_cell_near_land": counts["near_land"]})
+    return out
+
+
+def _point_groups(rows: list[tuple], n_state: int, located: bool, source: str) -> list[Observations]:
+    """One :class:`Observations` per distinct time of the stacked ``rows`` (every variable's points)."""
+    t = np.concatenate([r[0] for r in rows])
+    y, e = (np.concatenate([r[k] for r in rows]) for k in (1, 2))
+    cells, w = (np.concatenate([r[k] for r in rows]) for k in (3, 4))
+    xy = np.concatenate([r[5] for r in rows]) if located else None
+    out = []
+    for tv in (np.unique(t) if t.size else []):
+        sel = np.flatnonzero(t == tv)
+        p = sel.size
+        H = sp.csr_matrix((w[sel].ravel(), (np.repeat(np.arange(p), 4), cells[sel].ravel())), shape=(p, n_state))
+        H.eliminate_zeros()
+        o = Observations(y[sel], e[sel], H, coords=None if xy is None else xy[sel], time=tv)
+        _check_errors(o, source)
+        out.append(o)
+    return out

@@ -1,0 +1,213 @@
+"""Both kinds of model from a user's files: the one entry of ``oceanda train`` and ``oceanda.api.train``.
+
+Why apart from :mod:`oceanda.pairs`: the window model's training lives in ``oceanda.analysis`` (it imports
+the pairs), and calibration runs the sampler; a module above both keeps the imports one-way.
+``kind="window"`` trains the local/hybrid model (:func:`oceanda.analysis.window_training.train_window_model_from_obs`),
+``kind="field"`` the whole-field model (:func:`oceanda.pairs.train_field_model`); both record the validation
+retrieval next to chance (``config["health"]``, :func:`oceanda.contrastive.training.training_health`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import xarray as xr
+
+from oceanda import fields, grid
+from oceanda.contrastive.training import TrainResult
+from oceanda.pairs import mask_sampler, obs_sigma, time_axis, train_field_model
+
+
+KINDS = ("window", "field")
+#: Settings only whole-field training has (refused with ``kind="window"``).
+_FIELD_ONLY = ("encoder", "cnn", "val_fraction", "patience", "resume", "block", "shift", "weight_decay")
+#: Settings only window training has.
+_WINDOW_ONLY = ("size", "stride", "halo")
+
+
+def default_kind(states: xr.Dataset) -> str:
+    """``window`` for gridded states larger than the default 16-cell window, else ``field``.
+
+    Parameters
+    ----------
+    states : the training states
+
+    Returns
+    -------
+    str
+    """
+    from oceanda.analysis.window_training import WindowTrainingConfig
+
+    return "window" if min(grid.shape(states)) > WindowTrainingConfig.size else "field"
+
+
+def _periodic(states: xr.Dataset, periodic: bool | None) -> bool:
+    """Doubly periodic unless told: as :func:`oceanda.observe.geometry` decides (km boxes yes, others no)."""
+    if periodic is not None:
+        return bool(periodic)
+    from oceanda import observe
+
+    return bool(all(observe.geometry(states).periodic))
+
+
+def _gridded_obs(obs: xr.Dataset, states: xr.Dataset) -> xr.Dataset:
+    """Point observations (dim ``obs``) superobbed onto the states' grid; gridded ones as they are."""
+    if "obs" not in obs.dims:
+        return obs
+    from oceanda.superob import superob
+
+    return superob(obs, states)
+
+
+def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | None = None, obs_days: int | None = None,
+                window: int | None = None, periodic: bool | None = None, log: Callable[[str], None] | None = None,
+                **settings: Any) -> tuple[Any, TrainResult]:
+    """Train a window (local/hybrid) or whole-field (global) model; save it in ``out_dir``.
+
+    Parameters
+    ----------
+    states, obs : the training states and observations (gridded, or points superobbed onto the grid)
+    out_dir : the checkpoint directory
+    kind : ``window`` or ``field`` (default: ``field`` when a whole-field-only setting such as ``encoder``,
+        ``cnn`` or ``fresh=False`` is given, else :func:`default_kind`)
+
+    obs_days : observation days per sample (window: 1..N days drawn; field: N days stacked)
+    window : the former name of ``obs_days`` (deprecated)
+    periodic : the grid is doubly periodic (default: automatic, see :func:`oceanda.observe.geometry`)
+    log : where adaptations are reported (batch size, epochs, depth, window size)
+    **settings : :func:`train_field_model` or
+        :func:`oceanda.analysis.window_training.train_window_model_from_obs` settings
+
+    Returns
+    -------
+    tuple
+        ``(model, TrainResult)``; ``TrainResult.health`` (also ``config["health"]``) holds the validation
+        R@1/R@5 next to chance and whether the model is weak.
+    """
+    import warnings
+
+    from oceanda.errors import ConfigurationError
+
+    if window is not None:
+        warnings.warn("window= (days of observations) is deprecated; use obs_days=", DeprecationWarning, stacklevel=2)
+        obs_days = window if obs_days is None else obs_days
+    field_only = [k for k in _FIELD_ONLY if settings.get(k) is not None and not (k == "resume" and settings[k] is False)]
+    field_only += ["fresh"] if settings.get("fresh") is False else []
+    if kind is None:
+        kind = "field" if field_only else default_kind(states)
+        if field_only and log is not None and default_kind(states) == "window":
+            log(f"kind 'field' (whole-field model): {field_only} given")
+    if kind not in KINDS:
+        raise ConfigurationError(f"kind '{kind}'; expected one of {list(KINDS)}")
+    wrong = field_only if kind == "window" else [k for k in _WINDOW_ONLY if settings.get(k) is not None]
+    if wrong:
+
+        raise ConfigurationError(f"setting(s) {wrong} do not apply to kind='{kind}' models")
+    obs = _gridded_obs(obs, states)
+    per = _periodic(states, periodic)
+    days = int(obs_days or 1)
+    if kind == "field":
+        return train_field_model(states, obs, out_dir, window=days, periodic=per, log=log, **settings)
+    from oceanda.analysis.window_training import train_window_model_from_obs
+
+    settings = {k: v for k, v in settings.items() if k not in ("fresh", "resume")}
+    return train_window_model_from_obs(states, obs, out_dir, obs_days=days, periodic=per, log=log, **settings)
+
+
+def held_out_split(states: xr.Dataset, obs: xr.Dataset, variable: str, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:
+    """``(library, truth, observations)`` for calibration without a tuning run: the held-out times as truth.
+
+    The truth is the window model's validation times (never trained on; the last runs, or the last 10 %
+    of the times), the library the other times (so no truth state is in it), and the observations of
+    the truth are drawn like the training pairs (``obs``' patterns and ``<var>_error`` noise).
+
+    Parameters
+    ----------
+    states : the training states
+    obs : the observations the model was trained like
+    variable : the observed variable
+    seed : seeds the patterns and the noise
+
+    Returns
+    -------
+    tuple of xarray.Dataset
+    """
+    from oceanda.analysis.window_training import _validation_times
+
+    _, seg = time_axis(states)
+    is_val = _validation_times(seg)
+    lib, truth = states.isel(time=np.flatnonzero(~is_val)), states.isel(time=np.flatnonzero(is_val))
+    sp = fields.spatial_dims(truth[variable])
+    vals = np.asarray(truth[variable].transpose("time", ..., *sp).values, dtype=np.float32)
+    ny, nx = vals.shape[-2:]
+    rng = np.random.default_rng([seed, 11])
+    mask = np.asarray(mask_sampler(obs, variable, ny, nx)(len(vals), rng), bool)
+    mask = mask.reshape(mask.shape[:1] + (1,) * (vals.ndim - 3) + mask.shape[1:])
+    sigma = obs_sigma(obs, variable)
+    noisy = np.where(mask, vals + sigma * rng.standard_normal(vals.shape).astype(np.float32), np.nan)
+    da = truth[variable].transpose("time", ..., *sp).copy(data=noisy)
+    out = xr.Dataset({variable: da, f"{variable}_error": ((), np.float32(sigma), {"units": da.attrs.get("units", "1")})})
+    out.attrs["title"] = f"synthetic observations of {len(vals)} held-out states (calibration)"
+    return lib, truth, out
+
+
+def train_and_calibrate(states: xr.Dataset, obs: xr.Dataset, out_dir, *, tune_states: xr.Dataset | None = None,
+                        tune_obs: xr.Dataset | None = None, calibrate: bool = False, calibration_times: int = 10,
+                        log: Callable[[str], None] | None = None, **settings: Any) -> tuple[Any, TrainResult]:
+    """:func:`train_model`, then (window models) the spread factor and hybrid settings calibrated.
+
+    Parameters
+    ----------
+    states, obs, out_dir, log, **settings : as :func:`train_model`
+    tune_states, tune_obs : a tuning truth and its observations (never in ``states``)
+    calibrate : calibrate on a held-out part of ``states`` (:func:`held_out_split`) when no tuning run is given
+    calibration_times : analyses the calibration runs at most (evenly spaced)
+
+    Returns
+    -------
+    tuple
+        ``(model, TrainResult)`` (the model re-read after calibration).
+    """
+    from oceanda.errors import ConfigurationError
+
+    if (tune_states is None) != (tune_obs is None):
+        raise ConfigurationError("tune_states and tune_obs (--tune-states/--tune-obs) go together; expected both")
+    model, res = train_model(states, obs, out_dir, log=log, **settings)
+    if tune_states is None and not calibrate:
+        return model, res
+    extra = model.config.get("extra") or {}
+    if "window" not in extra or out_dir is None:
+        raise ConfigurationError("calibration (--calibrate / --tune-states) applies to window models saved in a directory; "
+                                 "expected kind='window' and an output directory")
+    return _calibrate(model, res, states, obs, out_dir, tune_states, tune_obs, calibration_times,
+                      int(settings.get("seed") or 0), log)
+
+
+def _calibrate(model, res, states, obs, out_dir, tune_states, tune_obs, n_times, seed, log):
+    """Calibrate the saved window model in ``out_dir``; return it re-read with ``res``."""
+    from pathlib import Path
+
+    from oceanda import io
+    from oceanda.analysis.calibration import calibrate_model_spread, enoi_settings
+    from oceanda.contrastive.model import ContrastiveModel
+
+    extra = model.config["extra"]
+    var = str(extra["obs_channels"][0][0])
+    if tune_states is not None:
+        lib, truth, tobs, where = states, tune_states, _gridded_obs(tune_obs, states), "the tuning run"
+    else:
+        lib, truth, tobs = held_out_split(states, obs, var, seed)
+        where = f"{truth.sizes['time']} held-out states"
+    n = int(tobs.sizes["time"])
+    times = np.unique(np.linspace(0, n - 1, min(n, int(n_times))).astype(np.int64))
+    hyb = enoi_settings(lib, var, bool(extra.get("window", {}).get("periodic", False)))
+    cache = Path(out_dir) / "library_cache"
+    factor = calibrate_model_spread(out_dir, lib, tobs, truth, times=times, seed=seed, cache_dir=cache, hybrid_from_enoi=hyb)
+    io.remove_tree(cache)
+    model = ContrastiveModel.load(out_dir)
+    cal = model.config.get("calibration", {})
+    if log is not None:
+        log(f"calibrated on {where} ({len(times)} times): spread factor {factor:.3g}; {var} RMSE / climatology "
+            f"{cal.get(f'{var}_rmse_to_climatology', float('nan')):.3f} (local); hybrid radius {hyb['radius_km']:.4g} km")
+    return model, res
