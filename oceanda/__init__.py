@@ -26,7 +26,7 @@ from oceanda.errors import (
 #: The public API, defined in :mod:`oceanda.api`.
 API = (
     "open_states", "open_obs", "observe_states", "open_library", "load_model", "train", "assimilate", "analyse", "cycle", "run_twin", "cycle_summary",
-    "evaluate", "write", "sample_data", "demo", "demo_table", "reproduce",
+    "evaluate", "climatology", "write", "sample_data", "demo", "demo_table", "reproduce",
 )
 
 

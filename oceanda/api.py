@@ -15,6 +15,7 @@ dask) happen inside the functions, so ``import oceanda`` and ``oceanda --help`` 
 ``analyse``            ensemble Kalman analyses (EnKF, ETKF, LETKF, EnOI) of every observation time
 ``cycle``              a forecast-analysis cycle for any model ``forecast(E, t0, t1)``
 ``run_twin``           a cycled twin experiment on a bundled testbed (Lorenz-96, QG altimetry)
+``climatology``        the no-skill reference analysis (library mean, spread, random members)
 ``evaluate``           score analyses against a truth; metrics.json, metrics.csv, figures
 ``write``              atomic CF-1.8 NetCDF (never over an input, never over a file without overwrite)
 ``sample_data``        write a testbed's sample data set
@@ -348,6 +349,28 @@ def evaluate(truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], out: PathLik
     return report.evaluate(truth, analyses, out, **settings)
 
 
+def climatology(library: xr.Dataset, times: Any, *, members: int = 20, seed: int = 0) -> xr.Dataset:
+    """The no-skill reference analysis at ``times``: the library's mean and spread, ``members`` random library states.
+
+    Parameters
+    ----------
+    library : library states (dim ``time``)
+    times : analysis times (e.g. the truth's)
+    members : library states drawn as the ensemble (at most the library size)
+    seed : seed of that draw
+
+    Returns
+    -------
+    xarray.Dataset: an analysis (``<var>_mean``, ``<var>_spread``, members), ``method = "climatology"``
+    """
+    import numpy as np
+
+    from oceanda.demo import climatology_analysis
+
+    members = min(int(members), int(library.sizes["time"]))
+    return climatology_analysis(library.load(), times, members, np.random.default_rng(seed))
+
+
 def write(ds: xr.Dataset, path: PathLike, *, overwrite: bool = False, command: str | None = None) -> Path:
     """Write ``ds`` as CF-1.8 NetCDF atomically; refuse to replace an input of ``ds`` or, without overwrite, any file.
 
@@ -503,6 +526,6 @@ def choices(what: str) -> list[str]:
 
 
 __all__ = [
-    "analyse", "assimilate", "check_output", "choices", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
+    "analyse", "assimilate", "check_output", "choices", "climatology", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
     "load_model", "observe_states", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
 ]

@@ -677,6 +677,16 @@ def _method_entry(entry: dict[str, Any], ds: xr.Dataset, headline: str) -> dict[
     return ordered
 
 
+def _relative_to_climatology(methods: dict[str, Any]) -> None:
+    """``rmse_over_climatology`` for every method when one is named ``climatology`` (the no-skill reference)."""
+    clim = (methods.get("climatology") or {}).get("rmse")
+    if clim is None or not np.isfinite(clim) or clim <= 0:
+        return
+    for m in methods.values():
+        if m.get("rmse") is not None and np.isfinite(m["rmse"]):
+            m["rmse_over_climatology"] = float(m["rmse"]) / float(clim)
+
+
 def _meta(headline: tuple[str, str], units: str, map_time: Any, spectrum: str, figure_files: list[str]) -> dict[str, Any]:
     return {
         "headline_variable": headline[0],
@@ -754,6 +764,7 @@ def evaluate(
     map_time = _select_map_time(all_common, time_index)
     figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
     units = str(truth[headline].attrs.get("units", ""))
+    _relative_to_climatology(methods)
     result = {"methods": methods, "meta": _meta((headline, rule), units, map_time, spectrum, figure_files)}
     oio.write_json(result, out / "metrics.json", overwrite=True)
     oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)

@@ -27,7 +27,7 @@ def test_readme_python_example(tmp_path):
     data = bundled_sample_dir("qg")
     library = oceanda.open_library(data / "library.nc")
     obs = oceanda.open_obs(data / "obs_altimetry_eval_1.nc", like=library.ds).isel(time=slice(0, 2))
-    analysis = oceanda.assimilate(data.parent / "models" / "qg_field", library, obs, mode="global", members=5,
+    analysis = oceanda.assimilate(data.parent / "models" / "qg_window", library, obs, mode="local", members=5,
                                   cache_dir=tmp_path / "cache")
     enoi = oceanda.analyse(oceanda.open_states(data / "library.nc"), obs, "enoi", loc_radius_km=100, periodic=True,
                            members=50)

@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
                         help="analyses to score, each as NAME=FILE (NAME labels it in the report)")
     parser.add_argument("--out", required=True, metavar="REPORT_DIR", help="output directory")
     parser.add_argument("--obs", metavar="OBS.nc", help="observations, to draw their locations on the maps")
+    parser.add_argument("--climatology", nargs="+", metavar="LIBRARY.nc",
+                        help="library states: adds the no-skill reference 'climatology' (library mean and spread, "
+                             "20 random library members) and every method's RMSE relative to it")
     add_units_argument(parser)
     parser.add_argument("--variable", action="append", metavar="V",
                         help="variable(s) to score (repeatable); the first gives the headline numbers")
@@ -61,12 +64,18 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def run(args) -> int:
     from oceanda import api
     from oceanda.commands import units_option
+    from oceanda.errors import OceandaError
 
     pairs = _pairs(args.analysis)
     units = units_option(args.units)
     truth = api.open_states(args.truth, variables=args.variable, units=units)
     analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
     obs = api.open_obs(args.obs, like=truth, units=units) if args.obs else None
+    if args.climatology:
+        if "climatology" in analyses:
+            raise OceandaError("--climatology and an --analysis named 'climatology' both given; expected one of them")
+        library = api.open_states(args.climatology, variables=args.variable, units=units)
+        analyses["climatology"] = api.climatology(library, truth.time.values)
     time_index = args.time
     if time_index is not None:
         try:
@@ -100,7 +109,8 @@ def summary(result: dict) -> str:
     meta = result["meta"]
     head, units = meta["headline_variable"], meta.get("headline_units") or "?"
     lines = [f"headline variable: {head} ({units}), {meta.get('headline_rule', '')}"]
-    cols = (f"rmse [{units}]", "spread/skill [1]", f"crps [{units}]", "eff. resolution [km]")
+    clim = any("rmse_over_climatology" in m for m in result["methods"].values())
+    cols = (f"rmse [{units}]", "spread/skill [1]", f"crps [{units}]", "eff. resolution [km]") + (("rmse/clim",) if clim else ())
     width = [max(len(c) + 2, 14) for c in cols]
     lines.append(f"{'method':<20}" + "".join(f"{c:>{w}}" for c, w in zip(cols, width)))
     notes = {}
@@ -112,7 +122,7 @@ def summary(result: dict) -> str:
         res, marker, note = _resolution_cell(m)
         if marker:
             notes[marker] = note
-        vals = (f(m["rmse"]), f(m["spread_skill"]), f(m["crps"]), res)
+        vals = (f(m["rmse"]), f(m["spread_skill"]), f(m["crps"]), res) + ((f(m.get("rmse_over_climatology")),) if clim else ())
         lines.append(f"{name:<20}" + "".join(f"{v:>{w}}" for v, w in zip(vals, width)))
     lines += [f"{k} {v}" for k, v in sorted(notes.items())]
     lines.append(GLOSSARY)
