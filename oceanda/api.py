@@ -213,7 +213,11 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
 
     if isinstance(library, (str, os.PathLike, list, tuple)):
         library = open_library(library)
-    return _assimilate(model, library, _on_grid(obs, getattr(library, "ds", library)), **settings)
+    gridded = _on_grid(obs, getattr(library, "ds", library))
+    out = _assimilate(model, library, gridded, **settings)
+    # superobbed points: the used/dropped counts belong in the analysis as they do in enkf's
+    out.attrs.update({k: v for k, v in gridded.attrs.items() if str(k).startswith("superob_")})
+    return out
 
 
 def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **settings: Any) -> xr.Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from typing import Sequence
 
 from oceanda._version import __version__
@@ -87,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verb:
         parser.print_help()
         return 0
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # the user's warnings, one line each, not Python's two
     try:
         return int(modules[args.verb].run(args) or 0)  # type: ignore[attr-defined]
     except OceandaError as exc:
@@ -97,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("oceanda: interrupted", file=sys.stderr)
         return 130
     finally:
+        warnings.formatwarning = shown
         io.set_command_line(None)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """``oceanda: warning: ...`` on one line (the source line of the warning means nothing to a shell user)."""
+    return f"oceanda: {'warning' if issubclass(category, UserWarning) else category.__name__}: {' '.join(str(message).split())}\n"
 
 
 if __name__ == "__main__":

@@ -488,7 +488,12 @@ def rank_histogram(ensemble: xr.DataArray, truth: xr.DataArray, *, per_time: boo
 
 
 def _spacing_km(da: xr.DataArray, dim: str) -> float:
-    """Grid spacing along ``dim`` in km: from a km/m coordinate, or from degrees for lat/lon grids."""
+    """Grid spacing along ``dim`` in km: from a km/m coordinate, from degrees for lat/lon grids, or -- on a
+    curvilinear grid (index dims, 2-D lat/lon) -- the median great-circle spacing of neighbouring cells
+    (the spectrum then treats the grid as uniform at that spacing)."""
+    if dim not in da.coords and "lat" in da.coords and da["lat"].ndim == 2 and dim in da["lat"].dims:
+        dy, dx = grid.km_spacing(da)
+        return dy if dim == grid.spatial_dims(da)[0] else dx
     if dim not in da.coords:
         raise DataValidationError(f"variable '{da.name}': no coordinate '{dim}'; expected grid coordinates in km")
     c = np.asarray(da[dim].values, dtype=np.float64)

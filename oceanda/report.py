@@ -417,7 +417,7 @@ def _map_fields(ds: xr.Dataset, var: str, truth: xr.DataArray, label: str, map_t
     spread = None
     if var in ds and "member" in ds[var].dims:
         ens = _align_grid(ds[var].rename(var), truth, label)
-        spread = ens.sel(time=map_time).std("member", ddof=1) if ens.sizes["member"] > 1 else None
+        spread = ens.sel(time=map_time).load().std("member", ddof=1) if ens.sizes["member"] > 1 else None  # loaded: no dask 0/0 warnings on land
     elif f"{var}_spread" in ds:
         spread = _align_grid(ds[f"{var}_spread"].rename(var), truth, label).sel(time=map_time)
     return _plane(mean.sel(time=map_time)), (_plane(spread) if spread is not None else None)

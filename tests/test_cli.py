@@ -50,3 +50,24 @@ def test_oceanda_error_is_one_line_exit_2(monkeypatch, capsys):
     fake.run = bug
     with pytest.raises(ZeroDivisionError):
         cli.main(["fake"])
+
+
+def test_warnings_print_on_one_line_during_a_verb_and_python_format_comes_back(monkeypatch, capsys):
+    import warnings
+
+    from oceanda import cli
+
+    before = warnings.formatwarning
+    seen = {}
+
+    class Verb:
+        @staticmethod
+        def run(args):
+            seen["text"] = warnings.formatwarning("a weak model:\n  validation R@5 0.06", UserWarning, "x.py", 3)
+            return 0
+
+    parser, modules = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: (parser, {**modules, "demo": Verb}))
+    assert cli.main(["demo", "--out", "unused"]) == 0
+    assert seen["text"] == "oceanda: warning: a weak model: validation R@5 0.06\n"
+    assert warnings.formatwarning is before

@@ -166,7 +166,8 @@ def test_cli_evaluate(tmp_path, capsys):
 def test_grid_without_km_coordinates_scores_without_spectra(tmp_path):
     truth = _truth()
     ens = _calibrated_analysis(truth)
-    bare_t, bare_e = truth.drop_vars(["x", "y"]), ens.drop_vars(["x", "y"])
+    drop = [c for c in ("x", "y", "lat", "lon") if c in truth.coords]
+    bare_t, bare_e = truth.drop_vars(drop), ens.drop_vars([c for c in drop if c in ens.coords])
     with pytest.warns(UserWarning, match="no spectra"):
         res = evaluate(bare_t, {"e": bare_e}, tmp_path / "r", variables=["ssh"], figures=False)
     e = res["methods"]["e"]

@@ -135,7 +135,8 @@ def test_window_cli_on_a_small_latlon_grid_with_land(tmp_path, capsys):
     assert "chance" in captured.out
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["extra"]["window"]["size"] == 12 and cfg["extra"]["window"]["periodic"] is False
-    assert cfg["extra"]["max_days"] == 2 and cfg["health"]["candidates"] > 100
+    # validation pairs are distinct (time, window) draws: 4 held-out times x 9 window starts
+    assert cfg["extra"]["max_days"] == 2 and cfg["health"]["candidates"] == 36
     assert (out / "history.json").exists()
     assert main(["train", "--states", str(states), "--obs", str(obs), "--out", str(out), "--kind", "window",
                  "--depth", "2"]) == 2  # a field-only option: a one-line error
@@ -205,6 +206,7 @@ def test_window_model_on_a_curvilinear_grid_from_python(tmp_path):
                                batch_size=64, quiet=True, log=said.append)
     win = model.config["extra"]["window"]
     assert win["periodic"] is False and win["size"] == 16  # curvilinear: not periodic; 20 x 24 > 16 -> window model
-    assert res.health["candidates"] == 256 and (tmp_path / "m" / "config.json").exists()
+    # 256 pairs asked, but only 4 held-out times x 45 window starts exist: each drawn once
+    assert res.health["candidates"] == 180 and (tmp_path / "m" / "config.json").exists()
     z = model.embed_state(torch.zeros(2, 1, 16, 16))
     assert torch.isfinite(z).all()
