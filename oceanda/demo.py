@@ -250,4 +250,6 @@ def format_table(metrics: dict[str, Any], seconds: dict[str, float] | None = Non
         if clim:
             row += f"{m['rmse'] / clim:>11.3f}" if m.get("rmse") is not None else f"{'-':>11s}"
         lines.append(row)
+    if any(m.get("effective_resolution_status") == "not_resolved" for m in methods.values()):
+        lines.append("eff.res km '-': not resolved at any scale up to the domain size")
     return "\n".join(lines)

@@ -58,3 +58,13 @@ def test_assimilate_cli_on_bundled_sample_global_mode(tmp_path):
         np.testing.assert_allclose(a.weight.sum("particle"), 1.0, rtol=1e-5)
         assert a.attrs["mode"] == "global" and a.attrs["seconds_per_analysis"] > 0
         assert "assimilate" in a.attrs["command"]
+
+
+def test_table_explains_a_resolution_never_reached():
+    methods = {"enoi": {"rmse": 0.01, "effective_resolution_km": None, "effective_resolution_status": "not_resolved"},
+               "climatology": {"rmse": 0.02, "effective_resolution_km": None, "effective_resolution_status": "resolved"}}
+    table = format_table({"methods": methods})
+    assert table.splitlines()[-1] == "eff.res km '-': not resolved at any scale up to the domain size"
+    assert "0.500" in table  # RMSE/clim of enoi
+    methods["enoi"]["effective_resolution_status"] = "resolved"
+    assert "not resolved" not in format_table({"methods": methods})
