@@ -420,8 +420,15 @@ def _fix_rectilinear(ds: xr.Dataset) -> xr.Dataset:
     if "lon" not in ds.dims or "lon" not in ds.coords or ds["lon"].ndim != 1 or ds.sizes["lon"] < 2:
         return ds
     raw = np.asarray(ds["lon"].values, dtype=np.float64)
-    lon = continuous_lon(raw)
     notes = []
+    k = _wrap_gap(raw)
+    if k is not None:  # 0..36, 354..359.5 (a 0..360 product cut across 0E): the western part first, as -6..36
+        order = np.r_[np.arange(k, raw.size), np.arange(k)]
+        ds, raw = ds.isel(lon=order), raw[order]
+        lon = np.r_[raw[: raw.size - k] - 360.0, raw[raw.size - k:]]
+        notes.append("reordered across the 0/360 seam")
+    else:
+        lon = continuous_lon(raw)
     if lon[-1] < lon[0]:
         ds, lon, raw = ds.isel(lon=slice(None, None, -1)), lon[::-1], raw[::-1]
         notes.append("flipped to increasing longitude")
@@ -434,6 +441,20 @@ def _fix_rectilinear(ds: xr.Dataset) -> xr.Dataset:
         attrs = _changed(ds["lon"], "oceanda: " + ", ".join(notes))
         ds = ds.assign_coords(lon=("lon", lon.astype(ds["lon"].dtype), attrs))
     return ds
+
+
+def _wrap_gap(lon: np.ndarray) -> int | None:
+    """Index after the one gap of an increasing regional lon that is contiguous across the 0/360 seam, else None."""
+    if lon.size < 3 or np.any(np.diff(lon) <= 0):
+        return None
+    d = np.diff(lon)
+    step = float(np.median(d))
+    big = np.flatnonzero(d > 1.5 * step)
+    if big.size != 1 or step <= 0:
+        return None
+    k = int(big[0]) + 1
+    seam = lon[0] + 360.0 - lon[-1]  # the step across the seam if the eastern part came first
+    return k if np.isclose(seam, step, rtol=0.01) or 0 < seam < 1.5 * step else None
 
 
 def _fix_curvilinear(ds: xr.Dataset) -> xr.Dataset:

@@ -394,7 +394,8 @@ def _to_state_units(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], sour
             )
         offset = float(uh.convert(0.0, uw))
         scale = float(uh.convert(1.0, uw)) - offset
-        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to the states' '{want}' (x {scale:g})",
+        how = f"x {scale:g}" + (f" {'+' if offset >= 0 else '-'} {abs(offset):g}" if offset else "")
+        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to the states' '{want}' ({how})",
                       UserWarning, stacklevel=3)
         ds[n] = (ds[n] * scale + offset).assign_attrs({**ds[n].attrs, "units": want})
         err = f"{n}_error"

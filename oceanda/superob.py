@@ -255,6 +255,10 @@ def superob(points: xr.Dataset, like: xr.Dataset, *, representativeness: float |
     return _gridded(points, like, binned, np.asarray(target)[keep], keep, rule)
 
 
+def _span(like: xr.Dataset, c: str) -> str:
+    return f"{float(like[c].min()):g}..{float(like[c].max()):g}" if c in like.coords else "?"
+
+
 def _gridded(points: xr.Dataset, like: xr.Dataset, binned: dict[str, dict], times: np.ndarray, keep: np.ndarray,
              rule: str) -> xr.Dataset:
     """The superobbed Dataset (grid coordinates of ``like``, counts and rules in the attributes)."""
@@ -275,8 +279,14 @@ def _gridded(points: xr.Dataset, like: xr.Dataset, binned: dict[str, dict], time
         data[v] = (dims, mean.astype(np.float32), attrs)
         data[f"{v}_error"] = (dims, err.astype(np.float32), {
             "units": attrs.get("units", "1"), "long_name": f"superobservation error standard deviation of {v}"})
-    out = xr.Dataset(data, coords=coords)
     total = {k: sum(b[k] for b in binned.values()) for k in ("used", "offgrid", "land", "time", "missing")}
+    if total["used"] == 0:
+        source = " + ".join(points.encoding.get("oceanda_sources", [])) or "point observations"
+        raise DataValidationError(
+            f"{source}: none of the points lies on the state grid ({total['offgrid']} off the grid, {total['land']} on "
+            f"land, {total['time']} outside the times, {total['missing']} missing values); expected points inside "
+            f"lat {_span(like, 'lat')}, lon {_span(like, 'lon')}")
+    out = xr.Dataset(data, coords=coords)
     out.attrs.update({
         "operator": "superob", "source_operator": str(points.attrs.get("operator", "points")),
         "observed_variable": " ".join(binned), "superob_points_used": total["used"],

@@ -74,3 +74,16 @@ def test_window_training_config_is_validated_and_round_trips():
                       (dict(tau=-1.0), "tau"), (dict(epochs=0), "epochs")):
         with pytest.raises(ValueError, match=name):
             WindowTrainingConfig(**bad)
+
+
+def test_few_validation_times_are_said_not_hidden():
+    import warnings
+
+    from oceanda.analysis.window_training import _validation_times, _warn_few_validation_times
+
+    assert _validation_times(np.zeros(5, np.int64)).sum() == 1  # 5 times: one held out
+    with pytest.warns(UserWarning, match=r"only 5 state times \(1 held out"):
+        _warn_few_validation_times(1, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_few_validation_times(4, 40)  # 40 times, 4 held out: quiet

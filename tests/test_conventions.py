@@ -340,3 +340,17 @@ def test_time_varying_mask_is_not_land_and_nan_mask_is():
     nanmask = base.assign(tmask=(("lat", "lon"), np.where(land, np.nan, 1.0)))
     out = conventions.normalise(nanmask, "n.nc")
     assert out.t.isnull().values[:, land].all() and out.t.notnull().values[:, ~land].all()
+
+
+def test_regional_0_360_grid_cut_across_greenwich_is_reordered_west_to_east():
+    from oceanda import conventions
+
+    lon = np.r_[np.arange(0, 36.5, 0.5), np.arange(354, 360, 0.5)]  # how a 0..360 Mediterranean cut comes sorted
+    ds = xr.Dataset({"sst": (("time", "lat", "lon"), np.random.default_rng(0).random((2, 3, lon.size)), {"units": "degC"})},
+                    coords={"time": ("time", [0.0, 1.0], {"units": "days since 2000-01-01"}),
+                            "lat": ("lat", [1.0, 2.0, 3.0], {"units": "degrees_north", "standard_name": "latitude"}),
+                            "lon": ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"})})
+    out = conventions.normalise(ds, "med.nc")
+    assert out.lon.values[0] == -6.0 and out.lon.values[-1] == 36.0 and np.all(np.diff(out.lon.values) == 0.5)
+    np.testing.assert_array_equal(out.sst.sel(lon=-5.0).values, ds.sst.sel(lon=355.0).values)
+    np.testing.assert_array_equal(out.sst.sel(lon=20.0).values, ds.sst.sel(lon=20.0).values)

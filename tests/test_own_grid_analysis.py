@@ -252,3 +252,13 @@ def test_a_window_model_trained_on_a_latlon_grid_with_land_runs_local_and_hybrid
                          hybrid=HybridSettings(radius=600.0, static_members=60) if mode == "hybrid" else None)
         m = out["ssh_mean"].values
         assert np.isnan(m[:, land]).all() and np.isfinite(m[:, ~land]).all(), mode
+
+
+def test_domain_size_for_the_wide_radius_note():
+    from oceanda.kalman.dataset import _domain_km
+
+    box = np.c_[np.repeat(np.arange(0, 1000.0, 100), 10), np.tile(np.arange(0, 1000.0, 100), 10)]
+    assert _domain_km(box, "euclidean", None) == pytest.approx(np.hypot(900, 900))
+    assert _domain_km(box, "periodic", [1000.0, 1000.0]) == pytest.approx(np.hypot(1000, 1000) / 2)
+    ll = np.c_[np.repeat([0.0, 10.0], 2), np.tile([0.0, 10.0], 2)]  # 10 x 10 degrees at the equator
+    assert _domain_km(ll, "great_circle", None) == pytest.approx(1568, rel=0.01)

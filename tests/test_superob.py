@@ -168,3 +168,21 @@ def test_km_box_centres_reproduce_gridded_altimetry_and_wrap():
     np.testing.assert_allclose(out["ssh_error"].values[t, j, i], 0.01, rtol=1e-6)
     assert out.attrs["superob_points_dropped_offgrid"] == 0
     assert superob(pts, ds, periodic=False).attrs["superob_points_dropped_offgrid"] == int((np.arange(len(i)) % 3 != 1).sum())
+
+
+def test_points_all_off_the_grid_are_one_clean_error_naming_the_file(tmp_path):
+    import oceanda
+    from oceanda.errors import DataValidationError
+    from oceanda.sampledata import bundled_sample_dir
+
+    data = bundled_sample_dir("qg")
+    lib = oceanda.open_states(data / "library.nc")
+    times = lib.time.values[:2]
+    path = tmp_path / "far.nc"
+    xr.Dataset({"ssh": ("time", np.zeros(4), {"units": "m"}), "ssh_error": ("time", np.full(4, 0.01), {"units": "m"})},
+               coords={"time": ("time", np.repeat(times, 2)),
+                       "latitude": ("time", np.full(4, -60.0), {"units": "degrees_north", "standard_name": "latitude"}),
+                       "longitude": ("time", np.full(4, 120.0), {"units": "degrees_east", "standard_name": "longitude"})}
+               ).to_netcdf(path)
+    with pytest.raises(DataValidationError, match=r"far\.nc: none of the points lies on the state grid \(4 off the grid"):
+        oceanda.open_obs(path, like=lib)

@@ -16,6 +16,7 @@ the training settings it implies. The default variant is cosine similarity with 
 from __future__ import annotations
 
 import time as _time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -239,6 +240,14 @@ def _channels(library, state_variables: Sequence[str], obs_variables: Sequence[s
     return library.layout.channels_of(state_variables), library.layout.channels_of(obs_variables)
 
 
+def _warn_few_validation_times(n_val: int, n: int) -> None:
+    """Few held-out times: R@K then ranks window positions of the same few states, not states -- say so."""
+    if n_val < 3:
+        warnings.warn(f"only {n} state times ({n_val} held out to validate): the validation R@K compares window "
+                      "positions of the same few states, not states; a meaningful check needs more times", UserWarning,
+                      stacklevel=3)
+
+
 def _validation_times(seg: np.ndarray) -> np.ndarray:
     """Whether each time validates: the last segments (or the last 10 % of times), never trained on."""
     useg = np.unique(seg)
@@ -313,6 +322,7 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     norm_s = fields.Standardizer.fit(states[:, sc])
     norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
     is_val = _validation_times(seg)
+    _warn_few_validation_times(int(is_val.sum()), library.n)
     starts = _ocean_starts(states[0, sc], spec, min_ocean) if min_ocean > 0 else None
     mk = lambda idx, **kw: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o,  # noqa: E731
                                              idx, mask_bank=cfg.mask_bank, seed=cfg.seed, days=days, starts=starts, **kw)

@@ -10,7 +10,7 @@ Observe a state file as a satellite or a float would: the observing-system simul
 before trusting a method on a new grid. Works on any grid oceanda reads (1-D y/x km, 1-D lat/lon,
 curvilinear 2-D lat/lon, regional domains, across the dateline); land (NaN) is never observed.
 
-  altimetry  gridded along-track SSH: the cells under straight ground tracks (NaN elsewhere)
+  altimetry  gridded along-track (SSH by default): the cells under straight ground tracks (NaN elsewhere)
   gappy      the full field minus cloud-like gaps (cover --cloud-fraction, size --cloud-size-km)
   points     L3-style along-track points every --along-track-km along the same tracks, at arbitrary
              positions (values interpolated bilinearly); layout: dim obs, coords time/lat/lon
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="noise as a fraction of the field's standard deviation (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--variables", nargs="+", default=None,
-                        help="observed variable (default: SSH for altimetry/points, levelled fields for profiles)")
+                        help="observed variable (default: the SSH variable, or the only variable, for altimetry, gappy and points; levelled fields for profiles)")
     add_units_argument(parser)
     g = parser.add_argument_group("track options (altimetry, points)")
     g.add_argument("--track-spacing-km", type=float, default=None,

@@ -170,9 +170,25 @@ def _estimate_radius(ensemble: xr.Dataset, layout: FieldLayout, f: Filter, obser
                                   "give one with loc_radius_km / --loc-radius KM") from exc
     names = ", ".join(dict.fromkeys(layout.channels[c][0] for c in chans))
     factor = radius / efold
+    size = _domain_km(coords, metric, period)
+    wide = (f"; the taper (zero beyond {2 * radius:.4g} km) spans the whole {size:.4g} km domain: effectively "
+            "unlocalised -- long correlations (a seasonal cycle or trend in the ensemble?) or give --loc-radius"
+            if 2 * radius > size else "")
     return radius, (f"estimated from the ensemble's spatial correlation: the mean anomaly correlation of {names} "
                     f"falls to 1/e at {efold:.4g} km; radius = {factor:.3g} x that (sqrt({n} members) / 8, "
-                    "clipped to [1, 3]; oceanda.kalman.localization.estimate_radius)")
+                    f"clipped to [1, 3]; oceanda.kalman.localization.estimate_radius){wide}")
+
+
+def _domain_km(coords: np.ndarray, metric: str, period: list[float] | None) -> float:
+    """The largest distance between two grid points (half the periods on a periodic box), in km."""
+    if period is not None:
+        return float(np.hypot(*period) / 2)
+    if metric == "great_circle":
+        corners = coords[[0, -1]]
+        far = grid.great_circle_km(corners[0, 0], corners[0, 1], coords[:, 0], coords[:, 1])
+        back = grid.great_circle_km(corners[1, 0], corners[1, 1], coords[:, 0], coords[:, 1])
+        return float(max(np.nanmax(far), np.nanmax(back)))
+    return float(np.hypot(np.ptp(coords[:, 0]), np.ptp(coords[:, 1])))
 
 
 def _analyse_times(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
@@ -249,6 +265,12 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     used: dict[str, Any] = {}  # how the observations were used (operator, point counts): into the attributes
     obs_list = observations_from_dataset(obs, layout, ensemble, source="observations", variables=observed,
                                          periodic=periodic, metric=grid_metric(ensemble, periodic)[1], report=used)
+    if not obs_list:
+        src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
+        counts = ", ".join(f"{v} {k.replace('points_', '').replace('_', ' ')}" for k, v in used.items()
+                           if str(k).startswith("points_") and isinstance(v, (int, np.integer)))
+        raise DataValidationError(f"{src}: no observation falls on the ensemble's grid{f' ({counts})' if counts else ''}; "
+                                  "expected observations inside the grid and its times")
     if not radius_source:  # a localised method and no radius: never silently unlocalised
         est, radius_source = _estimate_radius(ensemble, layout, f, observed, obs_list[0].time if obs_list else None,
                                               periodic, source)
