@@ -392,7 +392,8 @@ def _grid_renames(ds: xr.Dataset, names: dict[str, list[str]], horiz: tuple[str,
 def continuous_lon(values: np.ndarray) -> np.ndarray:
     """Longitudes unwrapped along the last axis (and the first column along the rows), shifted so the smallest lies in [-180, 360).
 
-    ``150..180, -180..-110`` -> ``150..250``; values without a jump are returned unchanged.
+    ``150..180, -180..-110`` -> ``150..250``; ``354..359.5, 0..36`` -> ``-6..36``; values without a jump and
+    within [-180, 360] are returned unchanged.
     """
     lon = np.asarray(values, dtype=np.float64)
     if lon.ndim == 2:
@@ -402,6 +403,8 @@ def continuous_lon(values: np.ndarray) -> np.ndarray:
         lon = np.unwrap(lon, period=360.0)
     lo = np.nanmin(lon)
     shift = 360.0 * np.floor((lo + 180.0) / 360.0) if lo < -180.0 or lo >= 360.0 else 0.0
+    if np.nanmax(lon) - shift > 360.0 and lo - shift - 360.0 >= -180.0:
+        shift += 360.0  # 354..396 (a domain across 0E) reads better as -6..36
     return lon - shift
 
 

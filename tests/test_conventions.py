@@ -354,3 +354,11 @@ def test_regional_0_360_grid_cut_across_greenwich_is_reordered_west_to_east():
     assert out.lon.values[0] == -6.0 and out.lon.values[-1] == 36.0 and np.all(np.diff(out.lon.values) == 0.5)
     np.testing.assert_array_equal(out.sst.sel(lon=-5.0).values, ds.sst.sel(lon=355.0).values)
     np.testing.assert_array_equal(out.sst.sel(lon=20.0).values, ds.sst.sel(lon=20.0).values)
+
+
+def test_continuous_lon_prefers_the_range_within_minus_180_to_360():
+    from oceanda.conventions import continuous_lon
+
+    np.testing.assert_array_equal(continuous_lon(np.r_[354.0, 356.0, 358.0, 0.0, 2.0]), [-6.0, -4.0, -2.0, 0.0, 2.0])
+    np.testing.assert_array_equal(continuous_lon(np.r_[150.0, 170.0, -170.0, -150.0]), [150.0, 170.0, 190.0, 210.0])
+    np.testing.assert_array_equal(continuous_lon(np.arange(0.0, 360.0, 90.0)), [0.0, 90.0, 180.0, 270.0])

@@ -169,7 +169,8 @@ class GlobalSampler(Sampler):
 
     def _check_model(self, encoders: EncoderPair) -> None:
         if encoders.is_window_model:
-            raise OceandaError("mode 'global' needs a whole-field model; this model encodes windows -- use --mode local")
+            raise OceandaError("mode 'global' needs a whole-field model (oceanda train --kind field); this model encodes "
+                               "windows -- use --mode local or --mode hybrid")
 
     def read_obs(self, obs: xr.Dataset, library: Library, times: Sequence[int] | None = None) -> list[TimeObs]:
         """As :meth:`Sampler.read_obs`; a model trained on N days of observations (``--obs-days N``) sees
@@ -256,8 +257,8 @@ class LocalSampler(Sampler):
 
     def _check_model(self, encoders: EncoderPair) -> None:
         if not encoders.is_window_model:
-            raise OceandaError(f"mode '{self.mode}' needs a window model (config extra.window); this model encodes "
-                               "whole fields -- use --mode global")
+            raise OceandaError(f"mode '{self.mode}' needs a window model (oceanda train --kind window); this model "
+                               "encodes whole fields -- use --mode global")
 
     def prepare(self, library: Library | xr.Dataset, cache_dir=None, quiet: bool = True, seed: int | None = 0):
         """Load the library (when it fits), cut it into windows and embed them once (cached).

@@ -85,7 +85,8 @@ def run(args) -> int:
     result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
     print(summary(result))
-    print(f"report: {args.out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")
+    out = str(args.out).rstrip("/") or "/"
+    print(f"report: {out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")
     return 0
 
 
