@@ -17,22 +17,15 @@ import warnings
 import numpy as np
 import pytest
 import xarray as xr
-from scipy.ndimage import gaussian_filter
 
+import realformat as rf
 from oceanda import open_states
 from oceanda.cli import main
 
 
 def _fields(nt: int, ny: int, nx: int, seed: int, sigma: float, amp: float) -> np.ndarray:
     """Smooth random fields, AR(1) in time: something an analog method can learn."""
-    rng = np.random.default_rng(seed)
-    n = gaussian_filter(rng.normal(size=(nt, ny, nx)), sigma=(0, sigma, sigma), mode="nearest")
-    n /= n.std()
-    out = np.empty_like(n)
-    out[0] = n[0]
-    for t in range(1, nt):
-        out[t] = 0.9 * out[t - 1] + np.sqrt(1 - 0.81) * n[t]
-    return amp * out
+    return rf.smooth_fields(nt, ny, nx, seed=seed, sigma=sigma, ar=0.9, amplitude=amp)
 
 
 def _land(ny: int, nx: int) -> np.ndarray:
