@@ -83,26 +83,15 @@ def open_obs(paths: Paths, *, like: xr.Dataset | None = None, variables: Sequenc
     xarray.Dataset with ``<var>_error`` for every observed variable
     """
     obs = io.open_obs(paths, like=like, variables=variables, units=units, **kwargs)
-    if superob and like is not None and _superobbable(obs, like):
-        from oceanda.superob import superob as _superob
+    if not superob or like is None:
+        return obs
+    from oceanda.superob import to_grid
 
-        out = _superob(obs, like, representativeness=representativeness)
-        out.encoding["oceanda_sources"] = obs.encoding.get("oceanda_sources", [])
-        return out
-    return obs
-
-
-def _superobbable(obs: xr.Dataset, like: xr.Dataset) -> bool:
-    """Point observations of state variables and a gridded ``like`` (in-situ files with grid indices too)."""
-    from oceanda.fields import SPATIAL_PAIRS
-
-    gridded = any(all(d in like.dims for d in pair) for pair in SPATIAL_PAIRS)
-    names = [v for v in obs.data_vars if not str(v).endswith("_error")]
-    return gridded and "obs" in obs.dims and bool(names) and all(v in like.data_vars for v in names)
+    return to_grid(obs, like, representativeness=representativeness)
 
 
 def observe_states(states: xr.Dataset, operator: str, *, sigma: float | None = None, sigma_fraction: float | None = None,
-            seed: int = 0, **options: Any) -> xr.Dataset:
+                   seed: int = 0, **options: Any) -> xr.Dataset:
     """Synthetic observations of ``states`` on any grid (an OSSE): altimetry, gappy, points or profiles.
 
     Parameters
@@ -213,7 +202,9 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
 
     if isinstance(library, (str, os.PathLike, list, tuple)):
         library = open_library(library)
-    gridded = _on_grid(obs, getattr(library, "ds", library))
+    from oceanda.superob import to_grid
+
+    gridded = to_grid(obs, getattr(library, "ds", library))
     out = _assimilate(model, library, gridded, **settings)
     # superobbed points: the used/dropped counts belong in the analysis as they do in enkf's
     out.attrs.update({k: v for k, v in gridded.attrs.items() if str(k).startswith("superob_")})
@@ -242,38 +233,14 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     xarray.Dataset in the layout of :func:`assimilate`
     """
     from oceanda.kalman import analyse_dataset
+    from oceanda.superob import points_at_times
 
-    points, timing = _points_at_times(obs, ensemble)
+    points, timing = points_at_times(obs, ensemble)
     if points is None:
         return analyse_dataset(ensemble, obs, method, **settings)
     ds = analyse_dataset(ensemble, points, method, **settings)
     ds.attrs.update(timing)
     return ds
-
-
-def _points_at_times(obs: xr.Dataset, like: Any) -> tuple[xr.Dataset | None, dict[str, Any]]:
-    """Raw positioned points moved to their analysis times (the superob time rule; late ones dropped), or None."""
-    if not (isinstance(like, xr.Dataset) and "obs" in obs.dims and "y_index" not in obs.variables
-            and "time" in obs.variables and _superobbable(obs, like)):
-        return None, {}
-    import numpy as np
-
-    from oceanda.superob import _time_targets
-
-    tidx, target, rule = _time_targets(np.asarray(obs["time"].values), like, None)
-    keep = tidx >= 0
-    points = obs.isel(obs=np.flatnonzero(keep))
-    points = points.assign_coords(time=("obs", np.asarray(target)[tidx[keep]], dict(obs["time"].attrs)))
-    return points, {"points_time_rule": rule, "points_dropped_time": int((~keep).sum())}
-
-
-def _on_grid(obs: xr.Dataset, like: Any) -> xr.Dataset:
-    """Raw point observations without grid indices (L3 points, profiles) superobbed onto ``like``'s grid."""
-    if isinstance(like, xr.Dataset) and "obs" in obs.dims and "y_index" not in obs.variables and _superobbable(obs, like):
-        from oceanda.superob import superob as _superob
-
-        return _superob(obs, like)
-    return obs
 
 
 def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any], filter: Any, **kwargs: Any) -> Any:

@@ -34,7 +34,7 @@ from oceanda.errors import (
     OceandaError,
     OutputExistsError,
 )
-from oceanda.grid import time_days
+from oceanda.grid import EARTH_RADIUS_KM, time_days
 
 PathLike = str | os.PathLike
 
@@ -626,7 +626,6 @@ _CANONICAL_UNITS = {
 
 #: Name of the grid mapping variable fields are pointed at when a Dataset carries one.
 GRID_MAPPING_NAME = "crs"
-_EARTH_RADIUS_KM = 6371.0
 
 _CDO_NOTE = ("{names}: 5-D (time, member, level, y, x) ensembles, which cdo does not read; cdo reads the 4-D "
              "<var>_mean / <var>_spread of this file; for one member select it first (ncks -d member,0 or "
@@ -701,7 +700,7 @@ def _sinusoidal(ds: xr.Dataset) -> dict[str, Any] | None:
         return None
     if ds["y"].ndim != 1 or ds["x"].ndim != 1 or any(str(ds[c].attrs.get("units")) != "km" for c in ("y", "x")):
         return None
-    k = _EARTH_RADIUS_KM * np.pi / 180.0
+    k = EARTH_RADIUS_KM * np.pi / 180.0
     lat, lon = np.asarray(ds["lat"].values, float), np.asarray(ds["lon"].values, float)
     y, x = np.meshgrid(np.asarray(ds["y"].values, float), np.asarray(ds["x"].values, float), indexing="ij")
     false_northing = float(np.mean(y - k * lat))
@@ -735,7 +734,7 @@ def _grid_mapping(ds: xr.Dataset) -> xr.Dataset:
         note = ("x/y = sinusoidal projection of the lat/lon coordinates (CF grid_mapping_name sinusoidal, "
                 f"longitude_of_projection_origin = {sinu['longitude_of_projection_origin']:.6g}, false_easting = "
                 f"{sinu['false_easting']:.6g} km, false_northing = {sinu['false_northing']:.6g} km, earth_radius = "
-                f"{_EARTH_RADIUS_KM:g} km); lat/lon give the geolocation")
+                f"{EARTH_RADIUS_KM:g} km); lat/lon give the geolocation")
         for c in ("x", "y"):
             ds[c].attrs.setdefault("comment", note)
     return ds

@@ -137,7 +137,6 @@ class Geometry:
         return out
 
 
-_global_lon = grid.global_lon  # shared with the Kalman point operator
 
 
 def geometry(ds: xr.Dataset, values: np.ndarray | None = None, periodic: bool | None = None) -> Geometry:
@@ -160,7 +159,7 @@ def geometry(ds: xr.Dataset, values: np.ndarray | None = None, periodic: bool | 
     ll = grid.lat_lon(ds)
     lat, lon = (np.asarray(a, dtype=np.float64) for a in ll) if ll is not None else (None, None)
     if (ydim, xdim) == ("lat", "lon"):
-        per = (False, _global_lon(np.asarray(ds["lon"].values, float)) if periodic is None else bool(periodic))
+        per = (False, grid.global_lon(np.asarray(ds["lon"].values, float)) if periodic is None else bool(periodic))
     elif periodic is None:
         per = (yx_1d or ll is None,) * 2
     else:
@@ -174,21 +173,20 @@ def geometry(ds: xr.Dataset, values: np.ndarray | None = None, periodic: bool | 
                     np.asarray(ds["y"].values, float) if yx_1d else None, np.asarray(ds["x"].values, float) if yx_1d else None)
 
 
-_corners = grid.corners  # shared with the Kalman point operator (oceanda.kalman.obsspace)
 
 
 def _bilinear(f: np.ndarray, t: np.ndarray, j: np.ndarray, i: np.ndarray, periodic: tuple[bool, bool]) -> np.ndarray:
     """Bilinear values of fields ``f [nt, ny, nx]`` at time index ``t`` and fractional ``(j, i)`` (NaN if a corner is)."""
-    j0, j1, wy = _corners(f.shape[-2], np.asarray(j, float), periodic[0])
-    i0, i1, wx = _corners(f.shape[-1], np.asarray(i, float), periodic[1])
+    j0, j1, wy = grid.corners(f.shape[-2], np.asarray(j, float), periodic[0])
+    i0, i1, wx = grid.corners(f.shape[-1], np.asarray(i, float), periodic[1])
     return (f[t, j0, i0] * (1 - wy) * (1 - wx) + f[t, j0, i1] * (1 - wy) * wx
             + f[t, j1, i0] * wy * (1 - wx) + f[t, j1, i1] * wy * wx)
 
 
 def _bilinear_lon(lon: np.ndarray, j: np.ndarray, i: np.ndarray, periodic: tuple[bool, bool]) -> np.ndarray:
     """Bilinear longitude: corners taken relative to the first one, so continuous across the dateline and the seam."""
-    j0, j1, wy = _corners(lon.shape[0], np.asarray(j, float), periodic[0])
-    i0, i1, wx = _corners(lon.shape[1], np.asarray(i, float), periodic[1])
+    j0, j1, wy = grid.corners(lon.shape[0], np.asarray(j, float), periodic[0])
+    i0, i1, wx = grid.corners(lon.shape[1], np.asarray(i, float), periodic[1])
     ref = lon[j0, i0]
 
     def rel(a: np.ndarray) -> np.ndarray:
@@ -218,25 +216,6 @@ def _sample(values: np.ndarray, t: np.ndarray, j: np.ndarray, i: np.ndarray, per
     return out
 
 
-def time_days(values: Any) -> np.ndarray:
-    """Float days since 1970-01-01 of time values (datetime64, cftime or plain numbers, taken as days).
-
-    Uses :func:`oceanda.grid.time_days` when present (the shared rule), else this fallback.
-    """
-    shared = getattr(grid, "time_days", None)
-    if shared is not None:
-        return np.asarray(shared(values), dtype=np.float64)
-    v = np.asarray(values)
-    if np.issubdtype(v.dtype, np.datetime64):
-        return (v.astype("datetime64[ns]") - np.datetime64("1970-01-01", "ns")) / np.timedelta64(1, "D")
-    if v.dtype == object and v.size and hasattr(v.flat[0], "calendar"):
-        import cftime
-
-        return np.asarray(cftime.date2num(list(v.ravel()), "days since 1970-01-01", calendar=v.flat[0].calendar),
-                          dtype=np.float64).reshape(v.shape)
-    return v.astype(np.float64)
-
-
 def add_days(values: Any, days: np.ndarray) -> np.ndarray:
     """``values + days`` for datetime64, cftime or numeric times (no arithmetic on encoded numbers)."""
     v = np.asarray(values)
@@ -252,7 +231,7 @@ def add_days(values: Any, days: np.ndarray) -> np.ndarray:
 
 def step_days(times: Any) -> float:
     """Median spacing of the state times in days (1 for a single time)."""
-    t = time_days(times)
+    t = grid.time_days(times)
     return float(np.median(np.diff(t))) if t.size > 1 else 1.0
 
 
@@ -434,7 +413,7 @@ class AlongTrackAltimetry:
     @staticmethod
     def day_index(times: Any) -> np.ndarray:
         """Whole days since the first time (the orbit's repeat-cycle day of each state)."""
-        t = time_days(times)
+        t = grid.time_days(times)
         return np.floor(t - t[0] + 0.5).astype(np.int64)
 
     def track_layout(self, geom: Geometry) -> tuple[float, float]:

@@ -37,20 +37,16 @@ import xarray as xr
 
 from oceanda import fields, grid
 from oceanda.errors import DataValidationError
-from oceanda.observe import step_days, time_days
+from oceanda.observe import step_days
 
 LEVEL_DIMS = fields.LEVEL_DIMS
-
-
-#: The shared rules of points on a grid live in oceanda.grid (the Kalman point operator uses them too).
-_edges = grid.cell_edges
 
 
 def _bin_1d(v: np.ndarray, centres: np.ndarray, period: float | None) -> np.ndarray:
     """Cell index of ``v`` on a 1-D axis (-1 off the axis); ``period`` wraps (periodic boxes, global lon)."""
     flip = centres.size > 1 and centres[-1] < centres[0]
     c = centres[::-1] if flip else centres
-    e = _edges(c)
+    e = grid.cell_edges(c)
     if period is not None:
         v = e[0] + np.mod(v - e[0], period)
     idx = np.searchsorted(e, v, side="right") - 1
@@ -58,9 +54,6 @@ def _bin_1d(v: np.ndarray, centres: np.ndarray, period: float | None) -> np.ndar
     return np.where(idx >= 0, c.size - 1 - idx, -1) if flip else idx
 
 
-_shift_lon = grid.shift_lon
-_unit = grid.unit_vectors
-_curvilinear_cells = grid.nearest_cells
 
 
 def cell_indices(points: xr.Dataset, like: xr.Dataset, periodic: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -96,10 +89,10 @@ def cell_indices(points: xr.Dataset, like: xr.Dataset, periodic: bool | None = N
     plat, plon = np.asarray(points["lat"].values, float), np.asarray(points["lon"].values, float)
     if (ydim, xdim) == ("lat", "lon"):
         lon1 = np.asarray(like["lon"].values, float)
-        e0 = _edges(lon1)[0]
+        e0 = grid.cell_edges(lon1)[0]
         return (_bin_1d(plat, np.asarray(like["lat"].values, float), None),
-                _bin_1d(_shift_lon(plon, e0), lon1, 360.0 if geom.periodic[1] else None))
-    return _curvilinear_cells(geom.lat, geom.lon, plat, plon)
+                _bin_1d(grid.shift_lon(plon, e0), lon1, 360.0 if geom.periodic[1] else None))
+    return grid.nearest_cells(geom.lat, geom.lon, plat, plon)
 
 
 def _level_indices(points: xr.Dataset, like: xr.Dataset, var: str) -> tuple[str | None, np.ndarray]:
@@ -123,11 +116,11 @@ def _level_indices(points: xr.Dataset, like: xr.Dataset, var: str) -> tuple[str 
 
 def _time_targets(ptimes: np.ndarray, like: xr.Dataset, times: Any) -> tuple[np.ndarray, np.ndarray, str]:
     """(time index per point (-1 dropped), the target time values, the rule used)."""
-    pd = time_days(ptimes)
+    pd = grid.time_days(ptimes)
     target = None if times is None else np.asarray(times)
     rule = "nearest of the given times"
     if target is None and "time" in like.coords and like["time"].size:
-        ld = time_days(like["time"].values)
+        ld = grid.time_days(like["time"].values)
         half = 0.5 * step_days(like["time"].values)
         if np.mean((pd >= ld.min() - half) & (pd <= ld.max() + half)) >= 0.5:
             target, rule = np.asarray(like["time"].values), "nearest state time"
@@ -135,7 +128,7 @@ def _time_targets(ptimes: np.ndarray, like: xr.Dataset, times: Any) -> tuple[np.
         day = np.floor(pd + 0.5)
         uniq, idx = np.unique(day, return_inverse=True)
         return idx.astype(np.int64), _days_to_times(uniq, ptimes), "nearest day (midnight)"
-    td = time_days(target)
+    td = grid.time_days(target)
     order = np.argsort(td)
     tds = td[order]
     k = np.clip(np.searchsorted(tds, pd), 1, max(tds.size - 1, 1))
@@ -297,3 +290,39 @@ def _gridded(points: xr.Dataset, like: xr.Dataset, binned: dict[str, dict], time
         "obs_error_std": float(np.nanmean([np.nanmean(b["error"]) for b in binned.values()])),
     })
     return out
+
+
+def superobbable(obs: xr.Dataset, like: Any) -> bool:
+    """Point observations (dim ``obs``) of state variables, and a gridded Dataset ``like`` to put them on."""
+    if not isinstance(like, xr.Dataset) or "obs" not in obs.dims:
+        return False
+    gridded = any(all(d in like.dims for d in pair) for pair in fields.SPATIAL_PAIRS)
+    names = [v for v in obs.data_vars if not str(v).endswith("_error")]
+    return gridded and bool(names) and all(v in like.data_vars for v in names)
+
+
+def to_grid(obs: xr.Dataset, like: Any, *, representativeness: float | None = None) -> xr.Dataset:
+    """``obs`` superobbed onto ``like``'s grid when :func:`superobbable`, else as it is (gridded observations).
+
+    What the contrastive sampler and training get from point files (they need gridded inputs).
+    """
+    if not superobbable(obs, like):
+        return obs
+    out = superob(obs, like, representativeness=representativeness)
+    out.encoding["oceanda_sources"] = obs.encoding.get("oceanda_sources", [])
+    return out
+
+
+def points_at_times(obs: xr.Dataset, like: Any) -> tuple[xr.Dataset | None, dict[str, Any]]:
+    """Raw positioned points moved to their analysis times (the superob time rule; late ones dropped), or None.
+
+    What the Kalman filters get from point files: the points themselves (a bilinear operator), at the times
+    superobbing would give them.
+    """
+    if not (superobbable(obs, like) and "y_index" not in obs.variables and "time" in obs.variables):
+        return None, {}
+    tidx, target, rule = _time_targets(np.asarray(obs["time"].values), like, None)
+    keep = tidx >= 0
+    points = obs.isel(obs=np.flatnonzero(keep))
+    points = points.assign_coords(time=("obs", np.asarray(target)[tidx[keep]], dict(obs["time"].attrs)))
+    return points, {"points_time_rule": rule, "points_dropped_time": int((~keep).sum())}

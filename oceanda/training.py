@@ -17,6 +17,7 @@ import xarray as xr
 from oceanda import fields, grid
 from oceanda.contrastive.training import TrainResult
 from oceanda.pairs import mask_sampler, obs_sigma, time_axis, train_field_model
+from oceanda.superob import to_grid
 
 
 KINDS = ("window", "field")
@@ -49,15 +50,6 @@ def _periodic(states: xr.Dataset, periodic: bool | None) -> bool:
     from oceanda import observe
 
     return bool(all(observe.geometry(states).periodic))
-
-
-def _gridded_obs(obs: xr.Dataset, states: xr.Dataset) -> xr.Dataset:
-    """Point observations (dim ``obs``) superobbed onto the states' grid; gridded ones as they are."""
-    if "obs" not in obs.dims:
-        return obs
-    from oceanda.superob import superob
-
-    return superob(obs, states)
 
 
 def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | None = None, obs_days: int | None = None,
@@ -104,7 +96,7 @@ def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | Non
     if wrong:
 
         raise ConfigurationError(f"setting(s) {wrong} do not apply to kind='{kind}' models")
-    obs = _gridded_obs(obs, states)
+    obs = to_grid(obs, states)
     per = _periodic(states, periodic)
     days = int(obs_days or 1)
     if kind == "field":
@@ -195,7 +187,7 @@ def _calibrate(model, res, states, obs, out_dir, tune_states, tune_obs, n_times,
     extra = model.config["extra"]
     var = str(extra["obs_channels"][0][0])
     if tune_states is not None:
-        lib, truth, tobs, where = states, tune_states, _gridded_obs(tune_obs, states), "the tuning run"
+        lib, truth, tobs, where = states, tune_states, to_grid(tune_obs, states), "the tuning run"
     else:
         lib, truth, tobs = held_out_split(states, obs, var, seed)
         where = f"{truth.sizes['time']} held-out states"

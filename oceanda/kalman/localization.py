@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EARTH_RADIUS_KM = 6371.0
+from oceanda.grid import EARTH_RADIUS_KM, great_circle_km  # noqa: F401  (re-exported by oceanda.kalman)
 #: c = DAPPER_GC_FACTOR * loc_rad (DAPPER's tapers equal exp(-1/2) at loc_rad).
 DAPPER_GC_FACTOR = 1.82
 TAPERS = ("gaspari_cohn", "gaussian", "boxcar")
@@ -133,25 +133,6 @@ def taper(r: np.ndarray, radius: float, kind: str = DEFAULT_TAPER) -> np.ndarray
     if kind in ("boxcar", "step"):
         return boxcar_taper(r, radius)
     raise ValueError(f"unknown taper '{kind}'; expected one of {TAPERS}")
-
-
-def great_circle_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in km between points given in degrees (broadcasting; haversine).
-
-    Parameters
-    ----------
-    lat1, lon1 : first points, degrees
-    lat2, lon2 : second points, degrees
-
-    Returns
-    -------
-    numpy.ndarray: distances in km (broadcast shape)
-    """
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dphi = p2 - p1
-    dlmb = np.radians(np.asarray(lon2) - np.asarray(lon1))
-    h = np.sin(dphi / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2) ** 2
-    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
 def pairwise_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean",
