@@ -883,16 +883,16 @@ def _encoding_for(ds: xr.Dataset, engine: str, complevel: int = 4) -> dict[str, 
         elif np.issubdtype(var.dtype, np.floating):
             e["dtype"] = "float32"
             e["_FillValue"] = np.float32(np.nan)
-        elif _int_dtype(var):
-            e["dtype"] = _int_dtype(var)
+        elif (small := _int_dtype(var)):
+            e["dtype"] = small
         e.update(_compression(var, engine, complevel))
         enc[str(name)] = e
     for name, var in ds.coords.items():  # coordinates: never a _FillValue (CF 5: no missing values)
         e = {"_FillValue": None}
         if _is_time(var):
             e.update(_time_encoding(var))
-        elif _int_dtype(var):
-            e["dtype"] = _int_dtype(var)
+        elif (small := _int_dtype(var)):
+            e["dtype"] = small
         enc[str(name)] = e
     return enc
 

@@ -266,12 +266,7 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
         y0, x0 = int(iy[p]), int(ix[p])
         acc[..., y0:y0 + size, x0:x0 + size] += taper * windows[p]
         wsum[y0:y0 + size, x0:x0 + size] += taper
-    if spec.periodic:
-        acc[..., :size, :] += acc[..., ny:, :]
-        acc[..., :, :size] += acc[..., :, nx:]
-        wsum[:size, :] += wsum[ny:, :]
-        wsum[:, :size] += wsum[:, nx:]
-    acc, wsum = acc[..., :ny, :nx], wsum[:ny, :nx]
+    acc, wsum = _fold(acc, ny, nx, size, spec.periodic), _fold(wsum, ny, nx, size, spec.periodic)
     if np.any(wsum <= 0):
         raise DataValidationError("the analysis windows leave pixels uncovered; expected stride <= size")
     return acc / wsum

@@ -49,14 +49,11 @@ def grid_metric(ds: xr.Dataset, periodic: bool = False) -> tuple[np.ndarray, str
     ``(coords, metric, period)``: points in C order of the spatial dims, ``'great_circle'`` (coords
     (lat, lon) in degrees), ``'periodic'`` or ``'euclidean'``, and the periods (or None)
     """
-    y, x = grid.coordinates(ds)
     latlon = grid.lat_lon(ds)
     if latlon is not None and (spatial_dims(ds) == ("lat", "lon") or not periodic):
         return np.c_[np.asarray(latlon[0], float).ravel(), np.asarray(latlon[1], float).ravel()], "great_circle", None
-    yy, xx = np.meshgrid(np.asarray(y, float), np.asarray(x, float), indexing="ij")
-    if periodic:
-        return np.c_[yy.ravel(), xx.ravel()], "periodic", list(grid.periods(ds))
-    return np.c_[yy.ravel(), xx.ravel()], "euclidean", None
+    pts, per = grid.points(ds, periodic)
+    return pts, ("periodic" if periodic else "euclidean"), (list(per) if per is not None else None)
 
 
 def localizer_for_dataset(ds: xr.Dataset, radius_km: float, *, taper: str = DEFAULT_TAPER, block: int = 1,
