@@ -556,6 +556,54 @@ def refuse_existing(path: PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def check_distinct(inputs: Iterable[PathLike | None], outputs: Iterable[PathLike | None]) -> None:
+    """Refuse an output that is (or, for a folder, contains or lies in) an input: inputs are never modified.
+
+    Compared by resolved path and, where both exist, :func:`os.path.samefile` (hard links, bind mounts).
+
+    Parameters
+    ----------
+    inputs : input files or folders (globs already expanded; None entries ignored)
+    outputs : output files or folders (None entries ignored)
+    """
+    ins = [Path(p) for p in inputs if p is not None]
+    for out in (Path(p) for p in outputs if p is not None):
+        ro = Path(os.path.realpath(out))
+        for inp in ins:
+            ri = Path(os.path.realpath(inp))
+            same = ro == ri or (ro.exists() and ri.exists() and os.path.samefile(ro, ri))
+            if same or ri.is_relative_to(ro) or (ri.is_dir() and ro.is_relative_to(ri)):
+                raise OutputExistsError(f"{out}: is the input {inp} (or holds it); oceanda never modifies an input, "
+                                        "write the output elsewhere")
+
+
+def available_memory() -> int:
+    """Bytes of memory this process may still allocate (the smaller of free RAM and a cgroup limit)."""
+    import psutil
+
+    free = psutil.virtual_memory().available
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            limit = int(Path(f).read_text().split()[0])
+            used = psutil.Process().memory_info().rss
+            free = min(free, max(limit - used, 0))
+    return int(free)
+
+
+def check_allocation(nbytes: float, what: str) -> None:
+    """Refuse, in one line, an allocation that cannot fit in memory (before trying it).
+
+    Parameters
+    ----------
+    nbytes : bytes about to be allocated
+    what : what is being allocated, naming the file or option responsible
+    """
+    avail = available_memory()
+    if nbytes > avail:
+        raise DataValidationError(f"{what}: needs {nbytes / 2**30:.3g} GiB of memory; "
+                                  f"only {avail / 2**30:.3g} GiB are available")
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
