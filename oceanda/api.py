@@ -18,6 +18,9 @@ dask) happen inside the functions, so ``import oceanda`` and ``oceanda --help`` 
 ``climatology``        the no-skill reference analysis (library mean, spread, random members)
 ``evaluate``           score analyses against a truth; metrics.json, metrics.csv, figures
 ``write``              atomic CF-1.8 NetCDF (never over an input, never over a file without overwrite)
+``check_outputs``      before any work: no output is (or holds, or lies in) an input; none exists unless overwrite
+``check_cache_dir``    an embedding cache folder may sit in the model folder, never on an input
+``check_units``        ``units={VAR: UNITS}`` naming no variable of the inputs is refused (not ignored)
 ``sample_data``        write a testbed's sample data set
 ``demo``               the whole chain on the bundled QG sample
 ``reproduce``          a published experiment (``baptista2025``)
@@ -34,7 +37,8 @@ from typing import Any
 import xarray as xr
 
 from oceanda import io
-from oceanda.errors import OceandaError
+from oceanda.errors import ConfigurationError, OceandaError
+from oceanda.settings import SEED_MAX, check_number
 
 PathLike = str | os.PathLike
 Paths = PathLike | Sequence[PathLike]
@@ -112,6 +116,7 @@ def observe_states(states: xr.Dataset, operator: str, *, sigma: float | None = N
     """
     from oceanda.observe import observe_states
 
+    _check_seed("seed", seed)
     return observe_states(states, operator, sigma=sigma, sigma_fraction=sigma_fraction, seed=seed, **options)
 
 
@@ -176,6 +181,7 @@ def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -
     from oceanda.training import train_and_calibrate
 
     seed = settings.get("seed", FIELD_TRAINING.seed)
+    _check_seed("seed", seed)  # torch.manual_seed takes more than a model's settings do
     with torch.random.fork_rng(devices=[]):  # encoder initialisation from the seed; the caller's RNG is untouched
         torch.manual_seed(seed)
         return train_and_calibrate(states, obs, out, **settings)
@@ -204,7 +210,13 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
         library = open_library(library)
     from oceanda.superob import to_grid
 
+    if settings.get("seed") is not None:  # None: fresh streams
+        _check_seed("seed", settings["seed"])
+    if settings.get("scheduler"):
+        _check_scheduler(settings["scheduler"])
     gridded = to_grid(obs, getattr(library, "ds", library))
+    _check_members_memory(settings.get("members"), getattr(library, "ds", library), gridded)
+    _check_top_k(settings.get("top_k"), getattr(library, "ds", library))
     out = _assimilate(model, library, gridded, **settings)
     # superobbed points: the used/dropped counts belong in the analysis as they do in enkf's
     out.attrs.update({k: v for k, v in gridded.attrs.items() if str(k).startswith("superob_")})
@@ -235,6 +247,7 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     from oceanda.kalman import analyse_dataset
     from oceanda.superob import points_at_times
 
+    _check_analyse(ensemble, method, settings)
     points, timing = points_at_times(obs, ensemble)
     if points is None:
         return analyse_dataset(ensemble, obs, method, **settings)
@@ -280,6 +293,7 @@ def run_twin(testbed: str, method: str = "letkf", **settings: Any) -> tuple[Any,
     """
     from oceanda.experiments.twins import run_twin as _run
 
+    _check_twin(testbed, settings)
     return _run(testbed, method, **settings)
 
 
@@ -297,6 +311,7 @@ def cycle_summary(result: Any, burn_in: int | None = None) -> dict[str, float]:
     """
     from oceanda.experiments.twins import summary
 
+    check_number("burn_in", burn_in, lo=0, integer=True, optional=True)
     return summary(result, burn_in)
 
 
@@ -338,6 +353,8 @@ def climatology(library: xr.Dataset, times: Any, *, members: int = 20, seed: int
 
     from oceanda.demo import climatology_analysis
 
+    check_number("members", members, lo=1, integer=True)
+    _check_seed("seed", seed)
     members = min(int(members), int(library.sizes["time"]))
     return climatology_analysis(library.load(), times, members, np.random.default_rng(seed))
 
@@ -374,6 +391,181 @@ def check_output(path: PathLike, overwrite: bool = False) -> Path:
     return io.refuse_existing(path, overwrite)
 
 
+def _expanded(paths: Sequence[PathLike | None]) -> list[Path]:
+    """Input paths with their globs expanded (a pattern matching nothing adds nothing: opening it says so)."""
+    import glob
+
+    out: list[Path] = []
+    for p in paths:
+        if p is None:
+            continue
+        s = os.fspath(p)
+        out += [Path(m) for m in sorted(glob.glob(s))] if any(ch in s for ch in "*?[") else [Path(s)]
+    return out
+
+
+def check_outputs(inputs: Sequence[PathLike | None], outputs: Sequence[PathLike | None], overwrite: bool = False, *,
+                  folders: Sequence[PathLike | None] = ()) -> list[Path | None]:
+    """Fail before any work if an output is an input (or holds one, or lies in an input folder) or exists already.
+
+    Why: ``--obs obs.nc --out obs.nc --overwrite`` would replace the observations with the analysis;
+    inputs are never modified. Paths are compared resolved and with :func:`os.path.samefile`
+    (:func:`oceanda.io.check_distinct`).
+
+    Parameters
+    ----------
+    inputs : every file or folder the command reads (globs expanded here; None entries ignored)
+    outputs : output files: an existing one is refused unless ``overwrite`` (:func:`check_output`)
+    overwrite : existing output files may be replaced (never an input)
+    folders : output folders the command fills or reuses (reports, checkpoints, caches): compared with the inputs
+
+    Returns
+    -------
+    list of pathlib.Path (None for None entries), one per output file
+    """
+    io.check_distinct(_expanded(inputs), [*outputs, *folders])
+    return [None if o is None else check_output(o, overwrite) for o in outputs]
+
+
+def check_cache_dir(cache_dir: PathLike | None, model: PathLike, inputs: Sequence[PathLike | None] = ()) -> None:
+    """Refuse an embedding cache folder that is (or holds) an input or the model's files.
+
+    It may lie inside the model folder if the user puts it there: the cache is derived data, and the
+    model's own files are never touched (the default is a user cache, :func:`oceanda.io.cache_root`).
+
+    Parameters
+    ----------
+    cache_dir : the cache folder (None: the default)
+    model : the model folder
+    inputs : the other inputs (library, observations; globs expanded here)
+    """
+    if cache_dir is None:
+        return
+    m = Path(model)
+    files = [m / io.CHECKPOINT_WEIGHTS, m / io.CHECKPOINT_CONFIG] if m.is_dir() else [m]
+    io.check_distinct([*_expanded(inputs), *files], [cache_dir])
+
+
+def check_units(units: Mapping[str, str] | None, datasets: Sequence[Any], paths: Sequence[PathLike | None] = (), *,
+                option: str = "--units") -> None:
+    """Refuse ``units`` (``--units VAR=UNITS``) naming a variable that no input has: a misspelt name would be ignored.
+
+    Parameters
+    ----------
+    units : ``{variable: units}`` as given
+    datasets : the opened inputs (Datasets or Libraries)
+    paths : their files: names as written there count too (an observed ``sla`` is read as the state's ``ssh``)
+    option : what to call the setting in the error
+    """
+    if not units:
+        return
+    data = [getattr(d, "ds", d) for d in datasets if d is not None]
+    have = {str(n) for d in data for n in d.variables}
+    missing = [k for k in units if k not in have]
+    if missing and paths:
+        have |= _file_variables(_expanded(paths))
+        missing = [k for k in missing if k not in have]
+    if missing:
+        names = sorted({str(n) for d in data for n in d.data_vars})
+        raise ConfigurationError(f"{option} {' '.join(f'{k}={units[k]}' for k in missing)}: no variable "
+                                 f"{', '.join(map(repr, missing))} in the inputs; expected some of {names}")
+
+
+def _file_variables(paths: Sequence[Path]) -> set[str]:
+    """Variable names as the files hold them (before oceanda's renaming); unreadable files add none."""
+    import contextlib
+
+    names: set[str] = set()
+    for p in paths:
+        with contextlib.suppress(Exception), xr.open_dataset(p, decode_cf=False, decode_times=False) as ds:
+            names |= {str(n) for n in ds.variables}
+    return names
+
+
+def _check_seed(name: str, seed: Any) -> None:
+    """Seeds every generator takes: integers 0 .. 2**32 - 1 (numpy refuses negatives; torch 64-bit ones)."""
+    check_number(name, seed, lo=0, hi=SEED_MAX, integer=True)
+
+
+def _sample_size(ds: xr.Dataset) -> int:
+    return int(ds.sizes["member"] if "member" in ds.dims else ds.sizes.get("time", 0))
+
+
+def _check_analyse(ensemble: xr.Dataset, method: Any, settings: Mapping[str, Any]) -> None:
+    """What :func:`analyse` can refuse before any work: the seed, members beyond the ensemble, a memory-busting size."""
+    import numpy as np
+
+    rng = settings.get("rng", 0)  # a seed, or what numpy seeds from (a Generator, SeedSequence, sequence, None)
+    if rng is not None and not isinstance(rng, (np.random.Generator, np.random.SeedSequence, list, tuple, np.ndarray)):
+        _check_seed("rng", rng)
+    block = settings.get("block")
+    if block is not None:  # LETKF tiles of block x block points: one tile covers the grid at most
+        from oceanda import grid
+
+        check_number("block", block, lo=1, integer=True)
+        side = max(grid.shape(ensemble))
+        if block > side:
+            raise ConfigurationError(f"block={block}; expected at most {side} (the grid's larger side: one tile)")
+    members = settings.get("members")
+    name = getattr(method, "name", method)
+    if members is not None and name == "enoi":
+        check_number("members", members, lo=2, integer=True)
+        n = _sample_size(ensemble)
+        if n and members > n:
+            src = settings.get("source", "the ensemble")
+            raise ConfigurationError(f"members={members}; expected at most the {n} states of {src} (the static "
+                                     "ensemble is drawn from them without replacement)")
+
+
+def _check_members_memory(members: Any, library: xr.Dataset, obs: xr.Dataset) -> None:
+    """Refuse an ensemble that cannot fit in memory (members x times x state values), before any analysis."""
+    import math
+
+    if members is None:
+        return
+    check_number("members", members, lo=1, integer=True)
+    values = sum(math.prod(library[v].shape[1:]) for v in library.data_vars if "time" in library[v].dims)
+    times = int(obs.sizes.get("time", 1))
+    io.check_allocation(float(members) * max(values, 1) * (4.0 * times + 8.0), f"members={members}")
+
+
+def _check_top_k(top_k: Any, library: xr.Dataset) -> None:
+    """The retrieved states recorded cannot outnumber the library."""
+    if top_k is None:
+        return
+    check_number("top_k", top_k, lo=1, integer=True)
+    n = _sample_size(library)
+    if n and top_k > n:
+        raise ConfigurationError(f"top_k={top_k}; expected at most the {n} states of the library")
+
+
+def _check_scheduler(address: str, timeout: float = 10.0) -> None:
+    """A dask.distributed scheduler that answers, before any work (a dead or malformed address is one line)."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ConfigurationError(f"scheduler={address!r}: dask.distributed is not installed ({exc}); expected it "
+                                 "installed, or no scheduler (local threads)") from None
+    try:
+        Client(address, timeout=timeout).close()
+    except (OSError, ValueError, TypeError, TimeoutError) as exc:
+        raise ConfigurationError(f"scheduler={address!r}: {' '.join(str(exc).split())}; expected the address of a "
+                                 "running dask.distributed scheduler, e.g. tcp://host:8786") from None
+
+
+def _check_twin(testbed: str, settings: Mapping[str, Any]) -> None:
+    """Ranges of the cycled twins' settings, and their stored cycles bounded by memory, before the run."""
+    check_number("members", settings.get("members"), lo=2, integer=True, optional=True)
+    check_number("cycles", settings.get("cycles"), lo=1, integer=True, optional=True)
+    check_number("checkpoint_every", settings.get("checkpoint_every"), lo=1, integer=True, optional=True)
+    if settings.get("seed") is not None:
+        _check_seed("seed", settings["seed"])
+    values = {"lorenz96": 40, "qg": 2 * 64 * 64}.get(testbed, 0)
+    members, cycles = settings.get("members") or 40, settings.get("cycles") or 1
+    per_cycle, ensemble = 32.0 * values * cycles, 24.0 * values * members  # truth, obs, statistics; ensemble copies
+    io.check_allocation(per_cycle + ensemble, f"cycles={cycles}" if per_cycle > ensemble else f"members={members}")
+
+
 def command_line() -> str:
     """The command line recorded in output ``history`` attributes."""
     return io.command_line()
@@ -394,6 +586,7 @@ def sample_data(testbed: str, out: PathLike, **settings: Any) -> dict[str, Path]
     """
     from oceanda.sampledata import make_sample_data
 
+    _check_seed("seed", settings.get("seed", 0))
     return make_sample_data(testbed, out, **settings)
 
 
@@ -410,7 +603,18 @@ def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
     oceanda.demo.DemoResult (``metrics``, ``seconds``, ``out_dir``); ``demo_table(result.metrics)`` prints it
     """
     from oceanda.demo import run_demo
+    from oceanda.sampledata import bundled_sample_dir
 
+    _check_seed("seed", settings.get("seed", 0))
+    check_number("members", settings.get("members"), lo=2, integer=True, optional=True)
+    check_number("days", settings.get("days"), lo=1, integer=True, optional=True)
+    data = Path(settings.get("sample_dir") or bundled_sample_dir("qg"))
+    check_outputs([data, data.parent / "models"], [], folders=[out])  # the bundled sample is the input
+    truth = settings.get("truth", "eval_1")
+    runs = sorted(p.name[len("truth_"):-len(".nc")] for p in data.glob("truth_*.nc")
+                  if (data / f"obs_altimetry_{p.name[len('truth_'):]}").exists())
+    if truth not in runs:
+        raise ConfigurationError(f"truth={truth!r}; expected one of the sample's truth runs {runs}")
     return run_demo(out, **settings)
 
 
@@ -446,6 +650,7 @@ def reproduce(experiment: str, out: PathLike | None = None, **settings: Any) -> 
     from oceanda import experiments
 
     module = experiments.get(experiment)
+    _check_seed("seed", settings.get("seed", 0))
     out = out or f"reproduce-{experiment}{'-quick' if settings.get('quick') else ''}"
     return module.run(out, **settings)
 
@@ -497,6 +702,6 @@ def choices(what: str) -> list[str]:
 
 
 __all__ = [
-    "analyse", "assimilate", "check_output", "choices", "climatology", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
+    "analyse", "assimilate", "check_cache_dir", "check_output", "check_outputs", "check_units", "choices", "climatology", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
     "load_model", "observe_states", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
 ]

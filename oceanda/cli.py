@@ -1,8 +1,10 @@
 """`oceanda <verb>`: a thin shell over the public Python API.
 
 Each verb lives in ``oceanda/commands/<verb>.py`` and defines ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Errors of the :class:`OceandaError` family are
-printed on one line (exit code 2); anything else is a bug and keeps its traceback.
+``add_arguments(parser)`` and ``run(args) -> int``. Errors of the :class:`OceandaError` family and
+running out of memory are printed on one line (exit code 2), Ctrl-C at any moment as
+``oceanda: interrupted`` (130); anything else is a bug and keeps its traceback. The top-level
+imports stay tiny: the verbs (and torch) load inside :func:`main`'s ``try``.
 """
 
 from __future__ import annotations
@@ -71,37 +73,88 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``oceanda`` command line.
 
+    Everything -- loading the verbs (torch), parsing, running -- happens inside one ``try``, so
+    Ctrl-C at any moment prints one line. An :class:`OceandaError` or running out of memory is one
+    line too; a closed stdout (``oceanda ... | head``) ends quietly; anything else is a bug and
+    keeps its traceback.
+
     Parameters
     ----------
     argv : the arguments after ``oceanda`` (default: ``sys.argv[1:]``)
 
     Returns
     -------
-    int: the exit status (2 on an oceanda error, 130 on interrupt)
+    int: the exit status (2 on an oceanda error or out of memory, 130 on interrupt, 141 on a closed stdout)
     """
-    from oceanda import io
-
-    parser, modules = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    io.set_command_line(["oceanda", *argv])
-    if not args.verb:
-        parser.print_help()
-        return 0
     shown = warnings.formatwarning
-    warnings.formatwarning = _one_line_warning  # the user's warnings, one line each, not Python's two
+    verb = None
     try:
-        return int(modules[args.verb].run(args) or 0)  # type: ignore[attr-defined]
+        from oceanda import io
+
+        parser, modules = build_parser()
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        verb = args.verb
+        if not verb:
+            parser.print_help()
+            return 0
+        io.set_command_line(["oceanda", *argv])
+        warnings.formatwarning = _one_line_warning  # the user's warnings, one line each, not Python's two
+        return int(modules[verb].run(args) or 0)  # type: ignore[attr-defined]
     except OceandaError as exc:
-        msg = " ".join(str(exc).split())
-        print(f"oceanda {args.verb}: error: {msg}", file=sys.stderr)
-        return 2
+        return _error(verb, " ".join(str(exc).split()))
     except KeyboardInterrupt:
         print("oceanda: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as exc:
+        return _error(verb, _out_of_memory(exc))
+    except RuntimeError as exc:  # torch's CPU allocator says so in a RuntimeError; any other one is a bug
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc).lower():
+            raise
+        return _error(verb, _out_of_memory(exc))
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise
+        _silence_stdout()
+        return 141
     finally:
         warnings.formatwarning = shown
-        io.set_command_line(None)
+        io_module = sys.modules.get("oceanda.io")
+        if io_module is not None:
+            io_module.set_command_line(None)
+
+
+def _error(verb: str | None, message: str) -> int:
+    print(f"oceanda {verb}: error: {message}" if verb else f"oceanda: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _out_of_memory(exc: BaseException) -> str:
+    detail = " ".join(str(exc).split()) or "an allocation failed"
+    return f"out of memory ({detail}); expected smaller inputs or options (fewer members, times or a smaller grid)"
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (so a BrokenPipeError came from it, not from a bug)."""
+    try:
+        import select
+
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured): it was not stdout
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so Python's flush at exit does not complain about the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

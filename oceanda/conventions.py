@@ -172,8 +172,24 @@ def find_mask(ds: xr.Dataset, keep: Sequence[str] = (), time_dims: Sequence[str]
     return None
 
 
-def _drop_auxiliary(ds: xr.Dataset, keep: Sequence[str], mask: str | None) -> xr.Dataset:
-    """Drop bounds, grid mappings, scalar and non-numeric data variables (not those in ``keep`` or the mask)."""
+def _non_numeric_field(var: xr.Variable, time_dims: set[str]) -> bool:
+    """A time-varying gridded variable (a time dim and another) holding strings, booleans or complex numbers.
+
+    Why: such a variable is where a field was expected (``ssh`` written as text); dropping it as auxiliary
+    would score or analyse something else without a word. Times (datetime64, cftime) are not refused.
+    """
+    if var.ndim < 2 or not time_dims & set(map(str, var.dims)):
+        return False
+    kind = var.dtype.kind
+    return kind in "USbc" or (kind == "O" and not _is_time_like(var))
+
+
+def _drop_auxiliary(ds: xr.Dataset, keep: Sequence[str], mask: str | None, source: str = "dataset",
+                    time_dims: Sequence[str] = ("time",)) -> xr.Dataset:
+    """Drop bounds, grid mappings, scalar and non-numeric data variables (not those in ``keep`` or the mask).
+
+    A non-numeric variable shaped like a field (:func:`_non_numeric_field`) is refused, naming ``source``.
+    """
     keep = set(keep) | {f"{k}_error" for k in keep} | ({mask} if mask else set())
     drop: set[str] = set()
     for name, var in ds.variables.items():
@@ -184,6 +200,11 @@ def _drop_auxiliary(ds: xr.Dataset, keep: Sequence[str], mask: str | None) -> xr
         numeric = np.issubdtype(var.dtype, np.floating) or np.issubdtype(var.dtype, np.integer)
         if var.attrs.get("oceanda_diagnostic"):  # oceanda's own per-time diagnostics (ESS, retrieved times)
             keep.add(str(name))
+        elif not numeric and str(name) not in drop and str(name) not in keep \
+                and _non_numeric_field(var.variable, set(time_dims)):
+            raise DataValidationError(
+                f"{source}: variable '{name}' has non-numeric dtype {var.dtype} on dims {tuple(map(str, var.dims))}; "
+                "expected a float or integer field (or remove the variable from the file)")
         elif not numeric or (var.ndim == 0 and not str(name).endswith("_error")):
             drop.add(str(name))
     drop = {d for d in drop if d in ds.variables and d not in keep and d not in ds.dims}
@@ -471,6 +492,40 @@ def _fix_curvilinear(ds: xr.Dataset) -> xr.Dataset:
     return ds.assign_coords(lon=(ds["lon"].dims, lon.astype(ds["lon"].dtype), attrs))
 
 
+#: Leading dims of a gridded variable, in this order; the spatial pair comes last, any other dim between.
+LEADING_DIMS = ("time", "member", "layer", "depth")
+
+
+def canonical_order(ds: xr.Dataset) -> xr.Dataset:
+    """Every variable of a gridded Dataset in the dim order ``(time, [member], [layer|depth], ..., y, x)`` (or lat, lon).
+
+    Why: a producer may store ``(time, x, y)`` or ``(y, x, time)``; the same states in any order must give
+    the same arrays, grid fingerprint and analysis. Variables already in order are left as they are (no copy);
+    point observations (dim ``obs``) are left alone. The on-disk chunking of a transposed variable is
+    forgotten (it describes the file's order).
+    """
+    if "obs" in ds.dims:
+        return ds
+    spatial = next((p for p in (("y", "x"), ("lat", "lon")) if set(p) <= set(ds.dims)), None)
+    if spatial is None:
+        return ds
+    order = [d for d in LEADING_DIMS if d in ds.dims]
+    changed = []
+    for name, var in ds.variables.items():
+        dims = tuple(map(str, var.dims))
+        want = tuple(d for d in order if d in dims) + tuple(d for d in dims if d not in order and d not in spatial) \
+            + tuple(d for d in spatial if d in dims)
+        if want != dims:
+            changed.append(str(name))
+    if not changed:
+        return ds
+    ds = ds.transpose(*order, ..., *spatial)
+    for name in changed:
+        for key in ("chunksizes", "preferred_chunks", "chunks", "contiguous"):
+            ds.variables[name].encoding.pop(key, None)
+    return ds
+
+
 # ----------------------------------------------------------------------------------------------
 # The entry point
 # ----------------------------------------------------------------------------------------------
@@ -494,7 +549,7 @@ def normalise(ds: xr.Dataset, source: str, *, variables: Sequence[str] | None = 
     keep = list(variables or [])
     tdims = {ds[n].dims[0] for n in _cf_names(ds)["time"] if ds[n].ndim == 1} | {"time"}
     mask = find_mask(ds, keep, sorted(tdims))
-    ds = _drop_auxiliary(ds, keep, mask[0] if mask else None)
+    ds = _drop_auxiliary(ds, keep, mask[0] if mask else None, source, sorted(map(str, tdims)))
     names = _cf_names(ds)
     if not _is_canonical(ds) and not (names["lat"] or names["lon"] or names["X"] or names["Y"]):
         names = _cf_names(ds.cf.guess_coord_axis())  # no CF attribute at all: fall back to names
@@ -511,6 +566,7 @@ def normalise(ds: xr.Dataset, source: str, *, variables: Sequence[str] | None = 
         ds = _fix_rectilinear(ds) if "lat" in ds.dims else _fix_curvilinear(ds)
     ds = _apply_mask(ds, mask, "time" if "time" in ds.dims else None)
     ds = _rename_errors(ds)
+    ds = canonical_order(ds)
     for var in ds.variables.values():  # xarray writes the coordinates attribute afresh; the file's may name dropped ones
         var.encoding.pop("coordinates", None)
     return fill_units(ds, source, units)

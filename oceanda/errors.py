@@ -27,3 +27,7 @@ class CheckpointError(OceandaError):
 
 class ConfigurationError(OceandaError, ValueError):
     """A setting (an option, a settings field, a checkpoint's stored setting) is outside its allowed range."""
+
+
+class OutputError(OceandaError):
+    """An output cannot be written: permission, read-only or full file system, a path that cannot exist."""

@@ -27,12 +27,31 @@ LEVEL_DIMS = ("layer", "depth")
 SPATIAL_PAIRS = (("y", "x"), ("lat", "lon"))
 
 
-def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:
+def source_of(ds: xr.Dataset | xr.DataArray, source: str | None = None) -> str | None:
+    """What to call ``ds`` in errors: ``source`` if given, else the file(s) it was opened from (None if unknown).
+
+    Why: arrays reach this module far from the file they came from; a Dataset opened by
+    :mod:`oceanda.io` keeps its files in ``encoding["oceanda_sources"]`` through selections.
+    """
+    if source:
+        return str(source)
+    files = ds.encoding.get("oceanda_sources") or ([ds.encoding["source"]] if ds.encoding.get("source") else [])
+    return " + ".join(map(str, files)) if files else None
+
+
+def _where(ds: xr.Dataset | xr.DataArray, source: str | None = None) -> str:
+    """``"FILE: "`` for an error message (empty when the file is unknown)."""
+    src = source_of(ds, source)
+    return f"{src}: " if src else ""
+
+
+def spatial_dims(ds: xr.Dataset | xr.DataArray, source: str | None = None) -> tuple[str, str]:
     """The (row, column) dimension names of a gridded Dataset: ('y', 'x') or ('lat', 'lon').
 
     Parameters
     ----------
     ds : a Dataset or DataArray
+    source : what to call it in the error (default: the file it was opened from, when known)
 
     Returns
     -------
@@ -42,7 +61,21 @@ def spatial_dims(ds: xr.Dataset | xr.DataArray) -> tuple[str, str]:
     for pair in SPATIAL_PAIRS:
         if all(d in ds.dims for d in pair):
             return pair
-    raise DataValidationError(f"no spatial dimensions in {tuple(ds.dims)}; expected (y, x) or (lat, lon)")
+    dims = tuple(map(str, ds.dims))
+    if isinstance(ds, xr.DataArray):
+        what = f"variable '{ds.name}' has dims {dims}" if ds.name is not None else f"dims {dims}"
+    else:
+        what = f"dims {dims} of variables {sorted(map(str, ds.data_vars))}"
+    raise DataValidationError(f"{_where(ds, source)}no spatial dimensions ({what}); expected (y, x) or (lat, lon)")
+
+
+def _check_field_dims(da: xr.DataArray, name: str, spatial: tuple[str, str], level: str | None,
+                      where: str) -> None:
+    """Refuse a variable that lacks the grid's spatial dims (e.g. a time series among fields), or its level dim."""
+    missing = [d for d in (*spatial, *([level] if level else [])) if d not in da.dims]
+    if missing:
+        raise DataValidationError(f"{where}variable '{name}' has dims {tuple(map(str, da.dims))}, lacking {missing}; "
+                                  f"expected a gridded field ({', '.join(spatial)}) like the other variables")
 
 
 @dataclass
@@ -117,7 +150,8 @@ def _attrs_jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim: str = "time") -> FieldLayout:
+def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim: str = "time",
+              source: str | None = None) -> FieldLayout:
     """Describe the channels of ``variables`` in ``ds``.
 
     Parameters
@@ -125,6 +159,7 @@ def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim
     ds : a gridded Dataset
     variables : the variables (default: every data variable with ``sample_dim``, except ``*_error``)
     sample_dim : the sample dimension
+    source : what to call ``ds`` in errors (default: the file it was opened from, when known)
 
     Returns
     -------
@@ -133,19 +168,21 @@ def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim
     """
     if variables is None:
         variables = [str(v) for v in ds.data_vars if not str(v).endswith("_error") and sample_dim in ds[v].dims]
+    where = _where(ds, source)
     if not variables:
-        raise DataValidationError(f"no gridded variables with dimension '{sample_dim}' to stack")
-    sp = spatial_dims(ds)
+        raise DataValidationError(f"{where}no gridded variables with dimension '{sample_dim}' to stack")
+    sp = spatial_dims(ds, source)
     level_dim = next((d for d in LEVEL_DIMS if d in ds.dims), None)
     channels: list[tuple[str, int | None]] = []
     for v in variables:
         if v not in ds:
-            raise DataValidationError(f"missing variable '{v}'; expected one of {sorted(map(str, ds.data_vars))}")
+            raise DataValidationError(f"{where}missing variable '{v}'; expected one of {sorted(map(str, ds.data_vars))}")
         da = ds[v]
         allowed = {sample_dim, *sp, *( [level_dim] if level_dim else [])}
         extra = [d for d in da.dims if d not in allowed]
         if extra:
-            raise DataValidationError(f"variable '{v}' has dimension(s) {extra}; expected only {sorted(allowed)}")
+            raise DataValidationError(f"{where}variable '{v}' has dimension(s) {extra}; expected only {sorted(allowed)}")
+        _check_field_dims(da, v, sp, None, where)
         if level_dim and level_dim in da.dims:
             channels.extend((v, i) for i in range(da.sizes[level_dim]))
         else:
@@ -160,7 +197,8 @@ def layout_of(ds: xr.Dataset, variables: Sequence[str] | None = None, sample_dim
     )
 
 
-def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.float32) -> tuple[np.ndarray, FieldLayout]:
+def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.float32,
+             source: str | None = None) -> tuple[np.ndarray, FieldLayout]:
     """Stack ``ds`` into ``[sample, channel, y, x]`` (NaN kept). Loads the data.
 
     Parameters
@@ -168,6 +206,7 @@ def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.
     ds : a gridded Dataset
     layout : which channels (default: :func:`layout_of` ``ds``)
     dtype : the array's dtype
+    source : what to call ``ds`` in errors (default: the file it was opened from, when known)
 
     Returns
     -------
@@ -175,10 +214,14 @@ def to_array(ds: xr.Dataset, layout: FieldLayout | None = None, dtype: Any = np.
         ``(array, layout)``.
     """
     if layout is None:
-        layout = layout_of(ds)
+        layout = layout_of(ds, source=source)
+    where = _where(ds, source)
     planes = []
     for v, lev in layout.channels:
+        if v not in ds:
+            raise DataValidationError(f"{where}missing variable '{v}'; expected one of {sorted(map(str, ds.data_vars))}")
         da = ds[v]
+        _check_field_dims(da, v, layout.spatial, layout.level_dim if lev is not None else None, where)
         if lev is not None:
             da = da.isel({layout.level_dim: lev})
         if layout.sample_dim not in da.dims:

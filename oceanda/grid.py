@@ -248,6 +248,31 @@ def time_days(values: Any) -> np.ndarray:
     return out.reshape(arr.shape)
 
 
+def calendar_of(values: Any) -> str | None:
+    """The calendar of times: ``'standard'`` for datetime64 (and cftime standard/gregorian/proleptic_gregorian),
+    the cftime calendar otherwise (``'360_day'``, ``'noleap'``, ...), None for numbers or no values.
+
+    Why: days of two calendars are not comparable (2001-03-01 is day 60 of one and 61 of another), so
+    two time axes must share a calendar before they are matched.
+
+    Parameters
+    ----------
+    values : times (array, index, DataArray or scalar)
+
+    Returns
+    -------
+    str or None
+    """
+    arr = np.asarray(getattr(values, "values", values))
+    if np.issubdtype(arr.dtype, np.datetime64):
+        return "standard"
+    first = next((v for v in arr.ravel() if hasattr(v, "calendar")), None) if arr.dtype == object else None
+    if first is None:
+        return None
+    cal = str(first.calendar).lower()
+    return "standard" if cal in ("standard", "gregorian", "proleptic_gregorian") else cal
+
+
 # ------------------------------------------------------------------------------------------------
 # Points on a grid: the shared rules of superobbing (oceanda.superob) and the Kalman point operator
 # ------------------------------------------------------------------------------------------------

@@ -7,18 +7,32 @@ overwrite an existing file -- or any file a Dataset was read from -- unless told
 
 Besides NetCDF, this module owns the other files oceanda writes: JSON reports, PNG figures and
 model checkpoints (safetensors + JSON; nothing is ever unpickled).
+
+Hostile conditions are one line naming the path, never a traceback: OS failures (permission,
+read-only or full disk, a parent that is a file, a name too long) raise :class:`OutputError`;
+inputs that are not regular files (FIFOs never block: they are refused from ``os.stat``), HDF5
+files reading data from other files, damaged files (found when their values are checked, before
+any verb computes) and files declaring more values than fit in memory raise
+:class:`DataValidationError`. Temporary files and folders are ``.NAME.PID.RANDOM[.ext].tmp``
+beside their final path; the next write of that path removes those whose process is dead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import glob
+import hashlib
 import json
 import os
+import re
+import secrets
 import shlex
+import shutil
+import stat
+import string
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -32,6 +46,7 @@ from oceanda.errors import (
     DataValidationError,
     GridMismatchError,
     OceandaError,
+    OutputError,
     OutputExistsError,
 )
 from oceanda.grid import EARTH_RADIUS_KM, time_days
@@ -66,6 +81,186 @@ STANDARD_NAMES = {
 }
 
 # ----------------------------------------------------------------------------------------------
+# OS errors and file kinds: one line naming the path, never a traceback
+# ----------------------------------------------------------------------------------------------
+
+#: errno -> (what went wrong, what was expected); ``{name}`` is the path the OS names, if any.
+_OS_REASONS = {
+    errno.EACCES: ("permission denied", "a writable folder"),
+    errno.EPERM: ("operation not permitted", "a writable folder"),
+    errno.EROFS: ("read-only file system", "a folder on a writable file system"),
+    errno.ENOSPC: ("no space left on device", "enough free disk space"),
+    errno.EDQUOT: ("disk quota exceeded", "enough free disk space"),
+    errno.EFBIG: ("file too large for the file system", "a file system that holds files this large"),
+    errno.ENOTDIR: ("{name} is not a folder", "a path whose parents are folders"),
+    errno.EEXIST: ("{name} exists and is not a folder", "a path whose parents are folders"),
+    errno.EISDIR: ("{name} is a folder", "a file path, not a folder"),
+    errno.ENOTEMPTY: ("{name} is a folder that is not empty", "a path that is not a non-empty folder"),
+    errno.ENAMETOOLONG: ("name too long", "file names of at most 255 bytes"),
+    errno.ELOOP: ("too many levels of symbolic links", "a path without a symbolic-link loop"),
+    errno.EIO: ("input/output error", "a working disk"),
+}
+
+#: Exceptions netCDF4/HDF5/h5netcdf/zarr/xarray raise on a damaged or unreadable file.
+_READ_ERRORS = (OSError, RuntimeError, ValueError, KeyError, IndexError, OverflowError, EOFError)
+
+#: At opening, netCDF4 also raises AttributeError (a damaged attribute) and xarray TypeError (one of an odd type).
+_OPEN_ERRORS = _READ_ERRORS + (AttributeError, TypeError)
+
+#: Free bytes below which an unexplained HDF error while writing is taken for a full disk.
+_LOW_DISK_BYTES = 64 * 2**20
+
+
+def _size(nbytes: float) -> str:
+    """Bytes for people: ``19.5 GiB``, ``1 TiB``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{int(nbytes)} bytes"
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _os_reason(exc: BaseException, path: PathLike, writing: bool) -> tuple[str, str]:
+    """(what went wrong, what was expected) for an OS or HDF error met at ``path``."""
+    code = getattr(exc, "errno", None)
+    if not isinstance(code, int) or code <= 0:  # netCDF's own codes (-101 HDF error), RuntimeError, safetensors
+        found = re.search(r"os error (\d+)", str(exc))
+        code = int(found.group(1)) if found else None
+    if code in _OS_REASONS:
+        reason, expected = _OS_REASONS[code]
+        name = getattr(exc, "filename", None)
+        shown = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
+        if code in (errno.ENOTDIR, errno.EEXIST):  # name the file in the way, not the path being made
+            blocking = _blocking_file(Path(path))
+            reason, shown = "{name} is a file, not a folder", str(blocking) if blocking else "a parent of it"
+        elif shown is None or os.path.basename(shown).startswith(".") and shown.endswith(".tmp"):
+            shown = str(path)
+        if not writing and code in (errno.EACCES, errno.EPERM):
+            expected = "a readable file"
+        return reason.format(name=shown), expected
+    message = _one_line(getattr(exc, "strerror", None) or exc)
+    if writing and "HDF error" in message:  # what netCDF says of any failed write, a full disk included
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(_existing_parent(Path(path))).free < _LOW_DISK_BYTES:
+                return "no space left on device", "enough free disk space"
+        return f"{message}; the disk may be full", "enough free disk space in a writable folder"
+    return message, "a writable location" if writing else "a readable file"
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The first existing component of ``path`` (itself last) that is not a folder."""
+    for parent in [*reversed(path.parents), path]:
+        with contextlib.suppress(OSError):
+            if os.path.lexists(parent) and not parent.is_dir():
+                return parent
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    """The nearest folder of ``path`` that exists (for disk-usage questions)."""
+    p = path.parent
+    while not p.is_dir() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _from_backend_read(exc: BaseException) -> bool:
+    """Whether ``exc`` came from reading an input lazily (an xarray backend's ``__getitem__``), not from writing."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "backends" in code.co_filename and "getitem" in code.co_name:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _is_os_failure(exc: BaseException) -> bool:
+    """OS errors and the disguises they take in netCDF (``RuntimeError: NetCDF: HDF error``) and safetensors."""
+    if isinstance(exc, OSError):
+        return True
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and ("NetCDF" in text or "HDF" in text):
+        return True
+    return type(exc).__name__ == "SafetensorError" and "os error" in text.lower()
+
+
+@contextlib.contextmanager
+def _os_errors(path: PathLike, writing: bool = True) -> Iterator[None]:
+    """Turn an OS failure at ``path`` into one line (:class:`OutputError` writing, :class:`DataValidationError` reading)."""
+    try:
+        yield
+    except OceandaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- anything but an OS failure is re-raised untouched
+        if not _is_os_failure(exc):
+            raise
+        if writing and _from_backend_read(exc):
+            raise DataValidationError(
+                f"{path}: cannot write: an input could not be read ({_one_line(exc)}); expected undamaged input files"
+            ) from exc
+        reason, expected = _os_reason(exc, path, writing)
+        if writing:
+            raise OutputError(f"{path}: cannot write ({reason}); expected {expected}") from exc
+        raise DataValidationError(f"{path}: cannot be read ({reason}); expected {expected}") from exc
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _stat_input(path: Path) -> os.stat_result:
+    """``os.stat`` of an input (never opening it: a FIFO would block), its failures in one line."""
+    try:
+        return os.stat(path)
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise DataValidationError(f"{path}: no such file") from exc
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        reason, expected = _os_reason(exc, path, writing=False) if isinstance(exc, OSError) else (str(exc), "a file path")
+        raise DataValidationError(f"{path}: cannot be read ({reason}); expected {expected}") from exc
+
+
+def _refuse_special(path: Path, st: os.stat_result, expected: str) -> None:
+    """Refuse FIFOs, devices and sockets before anything opens them."""
+    for test, kind in _KINDS:
+        if test(st.st_mode):
+            raise DataValidationError(f"{path}: is {kind}, not a regular file; expected {expected}")
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in (".zgroup", "zarr.json", ".zmetadata"))
+
+
+def check_input_file(path: PathLike, expected: str = "a NetCDF file or a zarr store", allow_dir: bool = False) -> Path:
+    """Refuse, in one line, an input that does not exist or is not a regular file (a zarr store where ``allow_dir``).
+
+    Never opens the path (a FIFO would block the process).
+
+    Parameters
+    ----------
+    path : the input
+    expected : what the input should be, for the message
+    allow_dir : accept a zarr store (a folder with ``.zgroup`` or ``zarr.json``)
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
+    path = Path(path)
+    st = _stat_input(path)
+    if stat.S_ISDIR(st.st_mode):
+        if allow_dir and _is_zarr_store(path):
+            return path
+        what = "not a zarr store" if allow_dir else "not a file"
+        raise DataValidationError(f"{path}: is a folder, {what}; expected {expected}")
+    _refuse_special(path, st, expected)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
 
@@ -86,36 +281,176 @@ def _expand_paths(paths: PathLike | Sequence[PathLike]) -> list[Path]:
     if not out:
         raise DataValidationError("no input file given")
     for p in out:
-        if not p.exists():
-            raise DataValidationError(f"{p}: no such file")
+        check_input_file(p, allow_dir=True)
     return out
 
 
-def _open_one(path: Path, chunks: Any, engine: str | None) -> xr.Dataset:
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _is_hdf5(path: Path) -> bool:
+    """The HDF5 signature at offset 0 or at a user-block boundary (512, 1024, ...)."""
+    with _os_errors(path, writing=False), open(path, "rb") as fh:
+        for offset in (0, 512, 1024, 2048, 4096):
+            fh.seek(offset)
+            if fh.read(8) == _HDF5_SIGNATURE:
+                return True
+    return False
+
+
+#: Most chunks one variable may be stored in: opening builds one dask task per chunk (a million: ~15 s).
+MAX_CHUNKS = 2**20
+
+
+def _netcdf_type(dtype: np.dtype) -> bool:
+    """Whether an HDF5 dataset's type is one netCDF-4 defines (netCDF-C crashes on some others, e.g. float16)."""
+    import h5py
+
+    if dtype.kind == "O":  # variable-length: strings or sequences, never object references
+        return h5py.check_ref_dtype(dtype) is None
+    if dtype.kind == "V":  # compound: netCDF reads user-defined compounds of its types; opaque: no
+        return dtype.fields is not None and all(_netcdf_type(f[0]) for f in dtype.fields.values())
+    if dtype.kind == "f":
+        return dtype.itemsize in (4, 8)
+    return dtype.kind in "iubSU"  # not complex (c)
+
+
+def _hdf5_problems(f: Any) -> list[str]:
+    """What makes an open h5py file unsafe to read: data in other files, absurd chunk counts."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit_link(name: str, link: Any) -> None:
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"'{name}' is a link into {link.filename} (HDF5 external storage); "
+                         "expected a self-contained NetCDF file")
+
+    def visit_object(name: str, obj: Any) -> None:
+        if not isinstance(obj, h5py.Dataset):
+            return
+        if obj.external or obj.is_virtual:
+            found.append(f"variable '{name}' stores its data in another file (HDF5 external storage); "
+                         "expected a self-contained NetCDF file")
+        elif not _netcdf_type(obj.dtype):
+            found.append(f"variable '{name}' has the HDF5 type {obj.dtype}, which NetCDF does not define (netCDF-C "
+                         "misreads it); expected integer, float32 or float64 variables")
+        elif obj.chunks and obj.shape:
+            n = float(np.prod([-(-s // c) for s, c in zip(obj.shape, obj.chunks)], dtype=float))
+            if n > MAX_CHUNKS:
+                found.append(f"variable '{name}' {obj.shape} is stored in {n:.3g} chunks of {obj.chunks}; "
+                             f"expected at most {MAX_CHUNKS} chunks (rewrite it with larger ones, e.g. nccopy -c)")
+
+    f.visititems_links(visit_link)
+    f.visititems(visit_object)
+    return found
+
+
+def _refuse_external_storage(path: Path) -> None:
+    """Refuse an HDF5 file whose data live in other files (external storage, virtual datasets, external links).
+
+    Such a file reads whatever those other paths hold -- anywhere on disk -- as its values. A
+    variable split into more than :data:`MAX_CHUNKS` chunks is refused too (opening it would take
+    minutes). A file h5py cannot open is left to netCDF's own (converted) error.
+    """
+    if not _is_hdf5(path):
+        return
+    import h5py
+
     try:
-        if path.suffix == ".zarr" or (path.is_dir() and ((path / ".zgroup").exists() or (path / "zarr.json").exists())):
-            with warnings.catch_warnings():  # stores without consolidated metadata are fine, only slower to open
-                warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
-                return xr.open_zarr(path, chunks=chunks)
-        return xr.open_dataset(path, chunks=chunks, engine=engine)
-    except ValueError as exc:
-        if "decode" not in str(exc) and "time" not in str(exc):
-            raise DataValidationError(f"{path}: cannot be read as NetCDF or zarr ({exc})") from exc
-        try:  # times numpy cannot hold (e.g. 'months since' in a 360_day calendar): cftime can
-            return xr.open_dataset(path, chunks=chunks, engine=engine, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
-        except ValueError:
-            raise DataValidationError(f"{path}: times cannot be decoded ({exc}); expected CF time units and calendar") from exc
-    except OSError as exc:
-        raise DataValidationError(f"{path}: cannot be read as NetCDF or zarr ({exc})") from exc
+        with h5py.File(path, "r", locking=False) as f:
+            found = _hdf5_problems(f)
+    except _OPEN_ERRORS:
+        return
+    if found:
+        raise DataValidationError(f"{path}: {found[0]}")
+
+
+def _unreadable(path: Path, exc: BaseException) -> DataValidationError:
+    return DataValidationError(f"{path}: cannot be read as NetCDF ({_one_line(exc)[:300]}); "
+                               "expected an undamaged NetCDF-3/4 file or zarr store")
+
+
+def _open_zarr(path: Path, chunks: Any) -> xr.Dataset:
+    with warnings.catch_warnings():  # stores without consolidated metadata are fine, only slower to open
+        warnings.filterwarnings("ignore", message=".*consolidated metadata.*", category=RuntimeWarning)
+        return xr.open_zarr(path, chunks=chunks)
+
+
+def _open_one(path: Path, chunks: Any, engine: str | None) -> xr.Dataset:
+    """Open one file or store; any error of a damaged file becomes one line naming it."""
+    try:
+        if path.is_dir() or path.suffix == ".zarr":
+            return _open_zarr(path, chunks)
+        _refuse_external_storage(path)
+        try:
+            return xr.open_dataset(path, chunks=chunks, engine=engine)
+        except ValueError as exc:
+            if "decode" not in str(exc) and "time" not in str(exc):
+                raise
+            try:  # times numpy cannot hold (e.g. 'months since' in a 360_day calendar): cftime can
+                return xr.open_dataset(path, chunks=chunks, engine=engine,
+                                       decode_times=xr.coders.CFDatetimeCoder(use_cftime=True))
+            except ValueError:
+                why = _one_line(exc).split(". Try opening", 1)[0]  # not xarray's hint: cftime is installed
+                raise DataValidationError(f"{path}: times cannot be decoded ({why}); expected CF time units and calendar") from exc
+    except OceandaError:
+        raise
+    except _OPEN_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _check_lat_lon_range(ds: xr.Dataset, path: Path) -> None:
+    """Refuse latitudes outside [-90, 90] and longitudes outside [-720, 720] as the file gives them (CF-identified).
+
+    Checked before :func:`~oceanda.conventions.normalise`, which would fold a longitude of 1e6 onto another place.
+    """
+    import cf_xarray  # noqa: F401  (registers ds.cf)
+
+    every = ds.set_coords([v for v in ds.data_vars if ds[v].ndim <= 2])
+    found = every.cf.coordinates
+    for kind, lo, hi in (("latitude", -90.0, 90.0), ("longitude", -720.0, 720.0)):
+        for name in found.get(kind, []):
+            var = ds.variables.get(name)
+            if var is None or not np.issubdtype(var.dtype, np.number) or var.size > 2**26:
+                continue
+            values = np.asarray(var.values, dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size and (values.min() < lo - 1e-6 or values.max() > hi + 1e-6):
+                raise DataValidationError(
+                    f"{path}: {kind} '{name}' has values in [{values.min():.6g}, {values.max():.6g}]; "
+                    f"expected {kind}s in [{lo:g}, {hi:g}] degrees"
+                )
+
+
+def _check_chunk_sizes(ds: xr.Dataset, source: str) -> None:
+    """Refuse a file whose one chunk (one time step without dask) of a variable cannot fit in memory."""
+    for name, var in ds.variables.items():
+        if var.ndim == 0:
+            continue
+        if var.chunks:
+            block = float(np.prod([max(c) for c in var.chunks], dtype=float)) * var.dtype.itemsize
+        else:  # read a time step at a time (a static field whole)
+            block = var.nbytes / max(var.sizes.get("time", 1), 1)
+        check_allocation(block, f"{source}: one {'chunk' if var.chunks else 'time step'} of variable '{name}' "
+                                f"{tuple(var.shape)} {var.dtype}")
 
 
 def _open_normalised(path: Path, chunks: Any, engine: str | None, variables: Sequence[str] | None,
                      units: Mapping[str, str] | None) -> xr.Dataset:
     """One file in the canonical layout; a time chunking request follows the time dim's new name."""
     ds = _open_one(path, {} if isinstance(chunks, Mapping) else chunks, engine)
-    ds = normalise(ds, str(path), variables=variables, units=units)
+    empty = [str(d) for d, n in ds.sizes.items() if n == 0]
+    if empty:
+        raise DataValidationError(f"{path}: dimension '{empty[0]}' has size 0; expected at least one value along it")
+    try:
+        _check_lat_lon_range(ds, path)
+        ds = normalise(ds, str(path), variables=variables, units=units)
+    except (RuntimeError, OSError) as exc:  # a coordinate read lazily from a damaged chunk
+        raise _unreadable(path, exc) from exc
     if isinstance(chunks, Mapping):
         ds = ds.chunk({d: c for d, c in chunks.items() if d in ds.dims})
+    _check_chunk_sizes(ds, str(path))
     return ds
 
 
@@ -224,6 +559,14 @@ def validate_dataset(
         raise DataValidationError(f"{source}: point observations without a 'time' coordinate; expected time along 'obs'")
     if require_time and not points and "time" not in ds.dims:
         raise DataValidationError(f"{source}: missing dimension 'time'; expected fields with a time dimension")
+    if require_time and not points and "time" not in ds.coords:
+        raise DataValidationError(f"{source}: dimension 'time' has no coordinate; expected a 'time' variable "
+                                  "with CF units (e.g. 'days since 2000-01-01')")
+    if not points:
+        for c in ("lat", "lon"):
+            if c in ds.coords and np.issubdtype(ds[c].dtype, np.floating) and bool(np.isnan(ds[c].values).any()):
+                raise DataValidationError(f"{source}: coordinate '{c}' has NaN values; expected a finite {c} "
+                                          "at every grid cell")
     for name in names:
         da = ds[name]
         if not (np.issubdtype(da.dtype, np.floating) or np.issubdtype(da.dtype, np.integer)):
@@ -249,21 +592,88 @@ def validate_dataset(
             _check_units(da, name, source)
     _check_coords(ds, source)
     if check_values:
-        checks = {}
-        for name in names:
-            da = ds[name]
-            if np.issubdtype(da.dtype, np.floating):
-                checks[name] = (np.isinf(da.data).any(), np.isfinite(da.data).any())
-        if checks:
-            import dask
-
-            (computed,) = dask.compute(checks)
-            for name, (has_inf, has_finite) in computed.items():
-                if bool(has_inf):
-                    raise DataValidationError(f"{source}: variable '{name}' contains Inf values; expected finite values or NaN")
-                if not bool(has_finite) and not allow_all_nan:
-                    raise DataValidationError(f"{source}: variable '{name}' is all NaN; expected at least one finite value")
+        _check_values(ds, names, source, allow_all_nan, keep_all=variables is None)
+    else:
+        _read_once(ds, names, source, keep_all=variables is None)
     return names
+
+
+#: Lazily opened data up to this size are read once at opening even without value checks, so a
+#: damaged chunk is reported then, naming the file (larger ones: wrap computations in :func:`read_errors`).
+INTEGRITY_READ_BYTES = 2**30
+
+
+def _read_once(ds: xr.Dataset, names: Sequence[str], source: str, keep_all: bool) -> None:
+    """Read every dask-backed value of ``ds`` once (when small), turning a damaged chunk into one line."""
+    import dask
+
+    keep = set(names) | {f"{n}_error" for n in names}
+    lazy = [str(k) for k, v in ds.variables.items() if v.chunks is not None and np.issubdtype(v.dtype, np.number)
+            and (k in keep or k in ds.coords or keep_all)]
+    if not lazy or sum(ds[k].nbytes for k in lazy) > min(INTEGRITY_READ_BYTES, available_memory() / 4):
+        return
+    try:
+        dask.compute([(ds[k].data == 0).any() for k in lazy])
+    except OceandaError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(Path(source), exc) from exc
+
+
+def _check_values(ds: xr.Dataset, names: Sequence[str], source: str, allow_all_nan: bool, keep_all: bool) -> None:
+    """Refuse Inf and all-NaN fields; read every value kept, so a damaged chunk is reported now, naming the file.
+
+    The variables read: the fields, their ``<var>_error``, the coordinates (and, when every variable
+    is kept, the rest). A file declaring more values than fit in memory is refused before reading.
+    """
+    import dask
+
+    errors = {f"{n}_error" for n in names}
+    fields = [str(k) for k, v in ds.variables.items() if k in names and np.issubdtype(v.dtype, np.floating)]
+    others = [str(k) for k, v in ds.variables.items() if str(k) not in fields and np.issubdtype(v.dtype, np.number)
+              and (k in names or k in errors or k in ds.coords or keep_all) and k not in ds.indexes]
+    declared = sum(ds[n].nbytes for n in fields + others)
+    avail = available_memory()
+    if declared > avail:
+        raise DataValidationError(
+            f"{source}: declares {_size(declared)} of values in {fields + others}, more than the "
+            f"{_size(avail)} of memory available; expected a file whose values fit in memory"
+        )
+    if not fields and not others:
+        return
+    try:  # without dask, .data reads the values here
+        checks = {k: (np.isinf(ds[k].data).any(), np.isfinite(ds[k].data).any()) for k in fields}
+        touched = [ds[k].data == 0 for k in others]
+        (computed, _) = dask.compute(checks, [t.any() for t in touched])
+    except OceandaError:
+        raise
+    except _READ_ERRORS as exc:  # a damaged chunk, decompressed only now
+        raise _unreadable(Path(source), exc) from exc
+    for name, (has_inf, has_finite) in computed.items():
+        if bool(has_inf):
+            raise DataValidationError(f"{source}: variable '{name}' contains Inf values; expected finite values or NaN")
+        if not bool(has_finite) and not allow_all_nan:
+            raise DataValidationError(f"{source}: variable '{name}' is all NaN; expected at least one finite value")
+
+
+@contextlib.contextmanager
+def read_errors(source: PathLike) -> Iterator[None]:
+    """Report a damaged chunk met while computing on lazily read data as one line naming ``source``.
+
+    Only errors raised by a file backend's read are converted; a bug elsewhere keeps its traceback.
+
+    Parameters
+    ----------
+    source : the file (or files) the lazy data come from
+    """
+    try:
+        yield
+    except OceandaError:
+        raise
+    except _READ_ERRORS as exc:
+        if not _from_backend_read(exc):
+            raise
+        raise _unreadable(Path(source), exc) from exc
 
 
 def open_states(
@@ -323,26 +733,34 @@ def open_states(
     return out
 
 
+def _of(like: xr.Dataset) -> str:
+    """`` of FILE`` naming the file(s) the states were read from, so an error names both sides."""
+    files = like.encoding.get("oceanda_sources") or []
+    if not files:
+        return ""
+    return f" of {files[0]}" + (f" (+{len(files) - 1} more)" if len(files) > 1 else "")
+
+
 def _grid_mismatch(obs: xr.Dataset, like: xr.Dataset, source: str) -> None:
     for pair in SPATIAL_DIM_PAIRS:
         if all(d in like.dims for d in pair):
             for d in pair:
                 if d not in obs.dims:
-                    raise GridMismatchError(f"{source}: missing dimension '{d}'; expected the state grid {pair}")
+                    raise GridMismatchError(f"{source}: missing dimension '{d}'; expected the state grid {pair}{_of(like)}")
                 if obs.sizes[d] != like.sizes[d]:
                     raise GridMismatchError(
-                        f"{source}: dimension '{d}' has size {obs.sizes[d]}; expected {like.sizes[d]} as in the states"
+                        f"{source}: dimension '{d}' has size {obs.sizes[d]}; expected {like.sizes[d]} as in the states{_of(like)}"
                     )
                 if d in obs.coords and d in like.coords:
                     a, b = np.asarray(obs[d].values, float), np.asarray(like[d].values, float)
                     if not np.allclose(a, b, rtol=1e-6, atol=1e-6 * (np.abs(b).max() + 1)):
                         raise GridMismatchError(
-                            f"{source}: coordinate '{d}' differs from the state grid; expected the same values"
+                            f"{source}: coordinate '{d}' differs from the state grid{_of(like)}; expected the same values"
                         )
             for c in ("lat", "lon"):
                 if c in obs.coords and c in like.coords and obs[c].dims == like[c].dims and c not in pair:
                     if not np.allclose(obs[c].values, like[c].values, atol=1e-6):
-                        raise GridMismatchError(f"{source}: coordinate '{c}' differs from the state grid")
+                        raise GridMismatchError(f"{source}: coordinate '{c}' differs from the state grid{_of(like)}")
             return
 
 
@@ -367,7 +785,7 @@ def _state_names(ds: xr.Dataset, like: xr.Dataset, variables: Sequence[str] | No
     unknown = [n for n in names if n not in state and n not in rename]
     if unknown and ("obs" not in ds.dims or len(unknown) == len(names)):
         raise DataValidationError(
-            f"{source}: observed variable(s) {unknown} are not state variables; expected some of {sorted(state)}"
+            f"{source}: observed variable(s) {unknown} are not state variables{_of(like)}; expected some of {sorted(state)}"
         )
     if unknown:
         warnings.warn(f"{source}: ignoring variable(s) {unknown}, which observe no state variable", UserWarning, stacklevel=3)
@@ -389,7 +807,7 @@ def _to_state_units(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], sour
             continue
         if not uh.is_convertible(uw):
             raise DataValidationError(
-                f"{source}: observed variable '{n}' has units '{have}', incompatible with the states' '{want}'; "
+                f"{source}: observed variable '{n}' has units '{have}', incompatible with the states' '{want}'{_of(like)}; "
                 f"expected units convertible to '{want}'"
             )
         offset = float(uh.convert(0.0, uw))
@@ -428,7 +846,17 @@ def _check_errors(ds: xr.Dataset, names: Sequence[str], source: str, default_err
 
 
 def _align_lon(obs: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
-    """Gridded observations whose 1-D lon is the states' modulo 360 (-180..180 against 0..360): rolled onto the states' lon."""
+    """Gridded observations whose lon is the states' modulo 360 (-180..180 against 0..360) take the states' lon.
+
+    A 1-D lon dimension is rolled onto the states'; a 2-D lon coordinate (curvilinear or projected
+    grids) on the same dims is replaced where it equals the states' modulo 360.
+    """
+    if "lon" in obs.coords and "lon" in like.coords and "lon" not in obs.dims and obs["lon"].dims == like["lon"].dims \
+            and obs["lon"].shape == like["lon"].shape:
+        a, b = np.asarray(obs["lon"].values, float), np.asarray(like["lon"].values, float)
+        if not np.allclose(a, b, atol=1e-6) and np.allclose((a - b + 180.0) % 360.0 - 180.0, 0.0, atol=1e-6):
+            return obs.assign_coords(lon=like["lon"])
+        return obs
     if "lon" not in obs.dims or "lon" not in like.dims or obs.sizes["lon"] != like.sizes["lon"] or "lon" not in obs.coords:
         return obs
     a, b = np.asarray(obs["lon"].values, float), np.asarray(like["lon"].values, float)
@@ -556,6 +984,19 @@ def refuse_existing(path: PathLike, overwrite: bool = False) -> Path:
     return path
 
 
+def cache_root() -> Path:
+    """Where oceanda keeps derived caches (library embeddings): never inside an input, such as a model folder.
+
+    ``$OCEANDA_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/oceanda``, else ``~/.cache/oceanda``. Caches are
+    keyed by the content they were computed from, so a stale entry is never used, only recomputed.
+    """
+    env = os.environ.get("OCEANDA_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "oceanda"
+
+
 def check_distinct(inputs: Iterable[PathLike | None], outputs: Iterable[PathLike | None]) -> None:
     """Refuse an output that is (or, for a folder, contains or lies in) an input: inputs are never modified.
 
@@ -604,48 +1045,258 @@ def check_allocation(nbytes: float, what: str) -> None:
                                   f"only {avail / 2**30:.3g} GiB are available")
 
 
+#: Longest file name (bytes) most file systems take (NAME_MAX).
+NAME_MAX = 255
+
+_TEMP_LETTERS = string.ascii_lowercase
+
+
+def _temp_stem(name: str) -> str:
+    """The final name as it appears in its temporary siblings' names (shortened, with a hash, when long)."""
+    raw = os.fsencode(name)
+    if len(raw) <= 180:
+        return name
+    return raw[:150].decode("utf-8", "ignore") + "~" + hashlib.sha1(raw).hexdigest()[:12]
+
+
+def _temp_pattern(name: str) -> re.Pattern[str]:
+    """``.{name}.{pid}.{8 letters}{.ext...}.tmp``: the pid (digits) and the random part (letters) never mix."""
+    return re.compile(rf"\.{re.escape(_temp_stem(name))}\.(\d+)\.[a-z]{{8}}((?:\.[A-Za-z][A-Za-z0-9_-]*)*)\.tmp")
+
+
+def _temp_name(name: str, suffix: str | None) -> str:
+    ext = suffix or ".tmp"
+    ext = ext if ext.endswith(".tmp") else ext + ".tmp"
+    if not re.fullmatch(r"(?:\.[A-Za-z][A-Za-z0-9_-]*)*\.tmp", ext):
+        ext = ".tmp"
+    rand = "".join(secrets.choice(_TEMP_LETTERS) for _ in range(8))
+    return f".{_temp_stem(name)}.{os.getpid()}.{rand}{ext}"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (conservative: anything but a clear "no such process" counts as alive)."""
+    if pid <= 0:
+        return True
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OverflowError:  # no process has such an id
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def _remove(path: PathLike) -> None:
+    """Delete a file, link or folder tree; a missing one is fine."""
+    path = os.fspath(path)
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.unlink(path)
+
+
+def remove_stale_temps(path: PathLike) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by runs that died (killed, power cut); return them.
+
+    Only names oceanda gives its temporary files and folders (``.{name}.{pid}.{random}[.ext].tmp``)
+    whose process no longer exists; another live process's are never touched.
+
+    Parameters
+    ----------
+    path : the final file or folder
+
+    Returns
+    -------
+    list of pathlib.Path: what was removed
+    """
+    path = Path(path)
+    pattern = _temp_pattern(path.name)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent if str(path.parent) else "."))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = pattern.fullmatch(entry.name)
+        if found and not _pid_alive(int(found.group(1))):
+            _remove(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+_ANY_TEMP = re.compile(r"\..+\.(\d+)\.[a-z]{8}((?:\.[A-Za-z][A-Za-z0-9_-]*)*)\.tmp")
+
+
+def remove_stale_temps_in(folder: PathLike) -> list[Path]:
+    """Remove every temporary file or folder of a dead oceanda run directly inside ``folder``; return them.
+
+    For an output folder written again: its files' temporary siblings go even where the new run
+    does not rewrite that file. Live processes' temporaries are never touched.
+
+    Parameters
+    ----------
+    folder : an output folder
+
+    Returns
+    -------
+    list of pathlib.Path: what was removed
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        found = _ANY_TEMP.fullmatch(entry.name)
+        if found and not _pid_alive(int(found.group(1))):
+            _remove(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _check_name(path: Path) -> None:
+    if len(os.fsencode(path.name)) > NAME_MAX:
+        raise OutputError(f"{path}: cannot write (name too long: {len(os.fsencode(path.name))} bytes); "
+                          f"expected a file name of at most {NAME_MAX} bytes")
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def _new_temp(path: Path, suffix: str | None, folder: bool = False) -> Path:
+    """Create (exclusively) a temporary file or folder beside ``path``."""
+    for _ in range(100):
+        tmp = path.parent / _temp_name(path.name, suffix)
+        try:
+            if folder:
+                os.mkdir(tmp)
+            else:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise OutputError(f"{path}: cannot write (no free temporary name beside it); expected a usable folder")
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, overwrite: bool = False, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was. Refuses an
-    existing ``path`` unless ``overwrite``.
+    On any exception (Ctrl-C included) the temporary file is removed and ``path`` is left as it
+    was; OS failures (permission, read-only or full disk, a parent that is a file, a name too long)
+    become one :class:`OutputError` line naming ``path``. Temporary siblings of ``path`` left by
+    dead runs are removed first. Refuses an existing ``path`` unless ``overwrite``.
 
     Parameters
     ----------
     path : the final file
     overwrite : replace an existing ``path``
-    suffix : suffix of the temporary file (default ``.tmp``)
+    suffix : end of the temporary file's name (default ``.tmp``; always ends in ``.tmp``)
 
     Yields
     ------
     pathlib.Path: the temporary file to write
     """
-    path = refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    mode = 0o666 & ~umask  # mkstemp makes 0600 files; outputs get the usual permissions
-    os.chmod(tmp, mode)
-    tmp_path = Path(tmp)
+    path = Path(path)
+    mode = _file_mode()
+    with _os_errors(path):
+        _check_name(path)
+        refuse_existing(path, overwrite)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = _new_temp(path, suffix)
     try:
-        yield tmp_path
-        os.chmod(tmp_path, mode)  # again: some writers (safetensors) replace the file with their own 0600 one
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        refuse_existing(path, overwrite)  # it may have appeared meanwhile
-        os.replace(tmp_path, path)
-        with contextlib.suppress(OSError):
-            dfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        with _os_errors(path):
+            yield tmp
+            os.chmod(tmp, mode)  # some writers (safetensors) replace the file with their own 0600 one
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            refuse_existing(path, overwrite)  # it may have appeared meanwhile
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if os.path.lexists(tmp):
+            _remove(tmp)
+
+
+def _refuse_existing_dir(path: Path, overwrite: bool) -> None:
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir():
+        raise OutputExistsError(f"{path}: exists and is not a folder; expected a new or existing folder")
+    if any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{path}: exists and is not empty; pass overwrite=True (CLI: --overwrite) to replace it")
+
+
+def _replace_dir(tmp: Path, path: Path, overwrite: bool) -> None:
+    """Rename the finished folder ``tmp`` onto ``path``; an existing non-empty one (``overwrite``) goes after."""
+    _fsync_dir(tmp)
+    _refuse_existing_dir(path, overwrite)  # it may have appeared meanwhile
+    old = None
+    if os.path.lexists(path) and (path.is_symlink() or any(path.iterdir())):
+        old = path.parent / _temp_name(path.name, ".old.tmp")  # a dead run's is cleaned like any temporary
+        os.rename(path, old)
+    try:
+        os.replace(tmp, path)  # onto a missing or empty folder
+    except BaseException:
+        if old is not None and not os.path.lexists(path):
+            os.rename(old, path)
+        raise
+    if old is not None:
+        _remove(old)
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; on success rename it onto ``path``.
+
+    The folder is built as ``.NAME.<pid>.<random>.tmp`` beside ``path``: a killed run never leaves
+    a half-built ``path`` (its temporary folder is removed by the next run on that path); on any
+    exception it is removed at once. An existing empty folder is replaced; a non-empty one only
+    with ``overwrite`` (then it is replaced as a whole, not merged). OS failures are one
+    :class:`OutputError` line naming ``path``.
+
+    Parameters
+    ----------
+    path : the final folder
+    overwrite : replace an existing non-empty folder
+
+    Yields
+    ------
+    pathlib.Path: the temporary folder to fill
+    """
+    path = Path(path)
+    with _os_errors(path):
+        _check_name(path)
+        _refuse_existing_dir(path, overwrite)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = _new_temp(path, None, folder=True)
+    try:
+        with _os_errors(path):
+            yield tmp
+            _replace_dir(tmp, path, overwrite)
+    finally:
+        if os.path.lexists(tmp):
+            _remove(tmp)
 
 
 #: Attributes that describe an input's values and no longer hold for what oceanda derives and writes
@@ -750,6 +1401,8 @@ def _sinusoidal(ds: xr.Dataset) -> dict[str, Any] | None:
         return None
     k = EARTH_RADIUS_KM * np.pi / 180.0
     lat, lon = np.asarray(ds["lat"].values, float), np.asarray(ds["lon"].values, float)
+    if not (np.isfinite(lat).all() and np.isfinite(lon).all()):  # lstsq would not converge
+        return None
     y, x = np.meshgrid(np.asarray(ds["y"].values, float), np.asarray(ds["x"].values, float), indexing="ij")
     false_northing = float(np.mean(y - k * lat))
     c = k * np.cos(np.radians(lat)).ravel()
@@ -1001,6 +1654,9 @@ def write_netcdf(
 def read_netcdf(path: PathLike) -> xr.Dataset:
     """Load a whole NetCDF file oceanda wrote itself (a checkpoint) into memory and close it.
 
+    Refused in one line naming the file: a missing or special file, external HDF5 storage, a
+    file declaring more values than fit in memory (checked before reading), a damaged file.
+
     Parameters
     ----------
     path : a NetCDF file
@@ -1009,29 +1665,20 @@ def read_netcdf(path: PathLike) -> xr.Dataset:
     -------
     xarray.Dataset, loaded into memory
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataValidationError(f"{path}: no such file")
+    path = check_input_file(path, expected="a NetCDF file")
     try:
+        _refuse_external_storage(path)
         with xr.open_dataset(path) as ds:
+            check_allocation(sum(v.nbytes for v in ds.variables.values()), f"{path}: its declared values")
             return ds.load()
-    except (OSError, ValueError) as exc:
-        raise DataValidationError(f"{path}: cannot be read as NetCDF ({exc})") from exc
+    except OceandaError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from exc
 
 
-def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:
-    """Write JSON atomically (NaN written as null).
-
-    Parameters
-    ----------
-    obj : JSON-able data (numpy values and paths are converted)
-    path : output file
-    overwrite : replace an existing file
-
-    Returns
-    -------
-    pathlib.Path: ``path``
-    """
+def _json_text(obj: Any) -> str:
+    """JSON of ``obj`` with numpy values, paths and NaN (as null) made JSON-able."""
 
     def clean(o: Any) -> Any:
         if isinstance(o, dict):
@@ -1050,13 +1697,30 @@ def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:
             return str(o)
         return o
 
+    return json.dumps(clean(obj), indent=2, sort_keys=False) + "\n"
+
+
+def write_json(obj: Any, path: PathLike, overwrite: bool = False) -> Path:
+    """Write JSON atomically (NaN written as null).
+
+    Parameters
+    ----------
+    obj : JSON-able data (numpy values and paths are converted)
+    path : output file
+    overwrite : replace an existing file
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
+    text = _json_text(obj)
     with atomic_path(path, overwrite=overwrite, suffix=".json.tmp") as tmp:
-        tmp.write_text(json.dumps(clean(obj), indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_text(text: str, path: PathLike, overwrite: bool = False) -> Path:
-    """Write a text file atomically.
+    """Write a text file atomically (UTF-8).
 
     Parameters
     ----------
@@ -1069,28 +1733,45 @@ def write_text(text: str, path: PathLike, overwrite: bool = False) -> Path:
     pathlib.Path: ``path``
     """
     with atomic_path(path, overwrite=overwrite) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")  # undecodable path bytes go back as they came
     return Path(path)
 
 
-def read_json(path: PathLike) -> Any:
-    """Read a JSON file; a missing or invalid one raises :class:`OceandaError`.
+#: Largest JSON file (settings, reports, checkpoint configs) read: anything larger is no such file.
+JSON_MAX_BYTES = 16 * 2**20
+
+
+def read_json(path: PathLike, max_bytes: int = JSON_MAX_BYTES) -> Any:
+    """Read a JSON file; a missing, special, huge, non-UTF-8, invalid or absurdly nested one is one line.
+
+    Raises :class:`DataValidationError` (an :class:`OceandaError`) naming the file.
 
     Parameters
     ----------
     path : a JSON file
+    max_bytes : largest size accepted
 
     Returns
     -------
     the decoded object
     """
-    path = Path(path)
+    path = check_input_file(path, expected="a JSON file")
+    size = os.stat(path).st_size
+    if size > max_bytes:
+        raise DataValidationError(f"{path}: is {size / 2**20:.3g} MiB; expected a JSON file of at most "
+                                  f"{max_bytes / 2**20:.3g} MiB")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise OceandaError(f"{path}: no such file") from exc
+        with _os_errors(path, writing=False), open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+        return json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{path}: not UTF-8 text (byte {exc.start}); expected a UTF-8 JSON file") from exc
     except json.JSONDecodeError as exc:
-        raise OceandaError(f"{path}: not valid JSON ({exc})") from exc
+        raise DataValidationError(f"{path}: not valid JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise DataValidationError(f"{path}: JSON nested too deeply; expected a JSON file of settings") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise DataValidationError(f"{path}: not valid JSON ({_one_line(exc)})") from exc
 
 
 def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110) -> Path:
@@ -1116,6 +1797,9 @@ def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110
 def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
     """Create an output directory; refuse a non-empty existing one unless ``overwrite``.
 
+    Writes go into it file by file (each atomic); to build a whole folder or nothing, use
+    :func:`atomic_dir`. OS failures are one :class:`OutputError` line naming ``path``.
+
     Parameters
     ----------
     path : the directory
@@ -1126,12 +1810,15 @@ def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:
     pathlib.Path: the directory
     """
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise OutputExistsError(f"{path}: exists and is not a directory")
-        if any(path.iterdir()) and not overwrite:
-            raise OutputExistsError(f"{path}: exists and is not empty; pass --overwrite to write into it")
-    path.mkdir(parents=True, exist_ok=True)
+    with _os_errors(path):
+        _check_name(path)
+        if os.path.lexists(path):
+            if not path.is_dir():
+                raise OutputExistsError(f"{path}: exists and is not a directory")
+            remove_stale_temps_in(path)
+            if any(path.iterdir()) and not overwrite:
+                raise OutputExistsError(f"{path}: exists and is not empty; pass --overwrite to write into it")
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -1146,13 +1833,11 @@ def remove_tree(path: PathLike) -> None:
     -------
     None
     """
-    import shutil
-
     shutil.rmtree(Path(path), ignore_errors=True)
 
 
 def make_dir(path: PathLike) -> Path:
-    """Create a directory (and its parents) if missing; return it.
+    """Create a directory (and its parents) if missing; return it (OS failures: one :class:`OutputError` line).
 
     Parameters
     ----------
@@ -1163,7 +1848,9 @@ def make_dir(path: PathLike) -> Path:
     pathlib.Path: the directory
     """
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    with _os_errors(path):
+        _check_name(path)
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -1176,7 +1863,10 @@ CHECKPOINT_CONFIG = "config.json"
 
 
 def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Mapping[str, Any], overwrite: bool = False) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (atomically, file by file).
+    """Write ``model.safetensors`` and ``config.json`` into ``directory``, both or neither.
+
+    Both are written to temporary files first and renamed into place only when both are complete;
+    a folder this call created is removed again on failure.
 
     Parameters
     ----------
@@ -1193,13 +1883,23 @@ def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Map
 
     directory = Path(directory)
     weights = directory / CHECKPOINT_WEIGHTS
-    if weights.exists() and not overwrite:
-        raise OutputExistsError(f"{directory}: holds a checkpoint already; pass overwrite=True (CLI: --overwrite)")
-    directory.mkdir(parents=True, exist_ok=True)
+    with _os_errors(directory):
+        if weights.exists() and not overwrite:
+            raise OutputExistsError(f"{directory}: holds a checkpoint already; pass overwrite=True (CLI: --overwrite)")
+        created = not os.path.lexists(directory)
+        make_dir(directory)
+    text = _json_text(dict(config))
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(weights, overwrite=True, suffix=".safetensors.tmp") as tmp:
-        save_file(contiguous, str(tmp))
-    write_json(dict(config), directory / CHECKPOINT_CONFIG, overwrite=True)
+    try:
+        with atomic_path(weights, overwrite=True, suffix=".safetensors.tmp") as tw:
+            save_file(contiguous, str(tw))
+            with atomic_path(directory / CHECKPOINT_CONFIG, overwrite=True, suffix=".json.tmp") as tc:
+                tc.write_text(text, encoding="utf-8")
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)  # only if empty: nothing but what this call made
+        raise
     return directory
 
 
@@ -1223,10 +1923,17 @@ def load_checkpoint(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any]
         if not f.exists():
             raise CheckpointError(f"{directory}: missing '{f.name}'; expected a checkpoint directory with {CHECKPOINT_WEIGHTS} and {CHECKPOINT_CONFIG}")
     try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as exc:
+        check_input_file(weights, expected="a safetensors file")
+        with _os_errors(weights, writing=False):
+            tensors = load_file(str(weights))
+    except DataValidationError as exc:
+        raise CheckpointError(str(exc)) from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{weights}: not a valid safetensors file ({exc})") from exc
-    cfg = read_json(config)
+    try:
+        cfg = read_json(config)
+    except DataValidationError as exc:
+        raise CheckpointError(str(exc)) from exc
     if not isinstance(cfg, dict):
         raise CheckpointError(f"{config}: expected a JSON object")
     return tensors, cfg

@@ -67,18 +67,26 @@ def _grid_coords(ds: xr.Dataset) -> dict[str, Any]:
     return {c: ds[c] for c in ("y", "x", "lat", "lon") if c in ds.coords}
 
 
+def _states_label(ds: xr.Dataset) -> str:
+    """The states' file(s) for an error message (``state dataset`` when they were not read from a file)."""
+    return fields.source_of(ds) or "state dataset"
+
+
 def _field(ds: xr.Dataset, var: str, layer: int | None) -> xr.DataArray:
+    src = _states_label(ds)
     if var not in ds:
-        raise DataValidationError(f"state dataset has no variable '{var}'; expected one of {sorted(map(str, ds.data_vars))}")
+        raise DataValidationError(f"{src}: no variable '{var}'; expected one of {sorted(map(str, ds.data_vars))}")
     da = ds[var]
     for dim in LEVEL_DIMS:
         if dim in da.dims:
             if layer is None:
-                raise DataValidationError(f"variable '{var}' has a {dim} dimension; expected a level index (--layer) for this operator")
+                raise DataValidationError(f"{src}: variable '{var}' has a {dim} dimension; expected a level index "
+                                          "(--layer) for this operator")
             da = da.isel({dim: layer})
     if "member" in da.dims:
-        raise DataValidationError(f"variable '{var}' has a member dimension; observe one trajectory (select a member) at a time")
-    return da.transpose("time", *fields.spatial_dims(da))
+        raise DataValidationError(f"{src}: variable '{var}' has a member dimension; observe one trajectory (select a "
+                                  "member) at a time")
+    return da.transpose("time", *fields.spatial_dims(da, src))
 
 
 def _default_sigma(values: np.ndarray, fraction: float) -> float:
@@ -682,13 +690,14 @@ class InSituPoints:
         -------
         xarray.Dataset: ``obs`` dim with time, grid indices (and lat/lon, y/x)
         """
+        src = _states_label(ds)
         if self.var not in ds:
-            raise DataValidationError(f"state dataset has no variable '{self.var}'; expected it for in-situ points")
+            raise DataValidationError(f"{src}: no variable '{self.var}'; expected it for in-situ points")
         da = ds[self.var]
         if "member" in da.dims:
-            raise DataValidationError(f"variable '{self.var}' has a member dimension; observe one trajectory at a time")
+            raise DataValidationError(f"{src}: variable '{self.var}' has a member dimension; observe one trajectory at a time")
         lev = next((d for d in LEVEL_DIMS if d in da.dims), None)
-        sp = fields.spatial_dims(da)
+        sp = fields.spatial_dims(da, src)
         da = da.transpose("time", lev, *sp) if lev else da.transpose("time", *sp).expand_dims("layer", 1)
         values = np.asarray(da.values)
         nt, nl, ny, nx = values.shape
@@ -900,13 +909,14 @@ class Profiles:
 
 def _field_levels(ds: xr.Dataset, var: str) -> xr.DataArray:
     """``ds[var]`` as ``(time, level, row, col)``; a variable without levels gets a size-1 ``_level``."""
+    src = _states_label(ds)
     if var not in ds:
-        raise DataValidationError(f"state dataset has no variable '{var}'; expected one of {sorted(map(str, ds.data_vars))}")
+        raise DataValidationError(f"{src}: no variable '{var}'; expected one of {sorted(map(str, ds.data_vars))}")
     da = ds[var]
     if "member" in da.dims:
-        raise DataValidationError(f"variable '{var}' has a member dimension; observe one trajectory at a time")
+        raise DataValidationError(f"{src}: variable '{var}' has a member dimension; observe one trajectory at a time")
     lev = next((d for d in LEVEL_DIMS if d in da.dims), None)
-    sp = fields.spatial_dims(da)
+    sp = fields.spatial_dims(da, src)
     return da.transpose("time", lev, *sp) if lev else da.transpose("time", *sp).expand_dims("_level", 1)
 
 
@@ -941,7 +951,8 @@ def _default_variables(states: xr.Dataset, operator: str) -> list[str]:
             return surface
     if len(names) == 1:
         return names
-    raise DataValidationError(f"states have variables {names}; expected --variables to name the one the '{operator}' operator observes")
+    raise DataValidationError(f"{_states_label(states)}: states have variables {names}; expected --variables to name "
+                              f"the one the '{operator}' operator observes")
 
 
 def make_operator(states: xr.Dataset, operator: str, sigma: float | None = None, sigma_fraction: float | None = None,
@@ -974,7 +985,8 @@ def make_operator(states: xr.Dataset, operator: str, sigma: float | None = None,
     names = list(variables) if variables else _default_variables(states, operator)
     missing = [v for v in names if v not in states.data_vars]
     if missing:
-        raise DataValidationError(f"states have no variable(s) {missing}; expected some of {sorted(map(str, states.data_vars))}")
+        raise DataValidationError(f"{_states_label(states)}: states have no variable(s) {missing}; expected some of "
+                                  f"{sorted(map(str, states.data_vars))}")
     if operator != "profiles" and len(names) != 1:
         raise ConfigurationError(f"--variables {names}: the '{operator}' operator observes one variable; expected one name")
     kw = {_RENAMED.get(k, k): v for k, v in options.items() if v is not None}
@@ -983,6 +995,82 @@ def make_operator(states: xr.Dataset, operator: str, sigma: float | None = None,
         return Profiles(variables=tuple(names), **kw)
     cls = {"altimetry": AlongTrackAltimetry, "gappy": GappyField, "points": AlongTrackPoints}[operator]
     return cls(var=names[0], **kw)
+
+
+#: Most satellites / passes a day of one satellite: beyond, a typo (a real constellation: a few x 28 passes).
+MAX_TRACKS = 100
+#: Longest distance option (track spacing and width, along-track step, cloud size): 2.5 x the equator.
+MAX_KM = 1e5
+#: Largest noise: absolute (well inside float32, whatever the variable's units) and relative to the field's std.
+MAX_SIGMA, MAX_SIGMA_FRACTION = 1e30, 100.0
+#: Longest orbit repeat cycle in days (real altimeters: 10 .. 35).
+MAX_REPEAT_DAYS = 10000
+
+
+def check_operator(op: Any, states: xr.Dataset) -> None:
+    """Refuse an operator option out of range, or observations that cannot fit in memory, before observing.
+
+    Parameters
+    ----------
+    op : an operator of :func:`make_operator`
+    states : the states it will observe
+    """
+    from oceanda.errors import ConfigurationError
+    from oceanda.settings import check_number
+
+    get = lambda name: getattr(op, name, None)  # noqa: E731 - the options an operator has
+    check_number("sigma", get("sigma"), lo=0, lo_open=True, hi=MAX_SIGMA, optional=True)
+    check_number("sigma_fraction", get("sigma_fraction"), lo=0, lo_open=True, hi=MAX_SIGMA_FRACTION, optional=True)
+    for name in ("track_spacing_km", "track_width_km", "along_track_km"):
+        check_number(name, get(name), lo=0, lo_open=True, hi=MAX_KM, optional=True)
+    for name in ("n_satellites", "passes_per_day"):
+        check_number(name, get(name), lo=1, hi=MAX_TRACKS, integer=True, optional=True)
+    check_number("repeat_days", get("repeat_days"), lo=1, hi=MAX_REPEAT_DAYS, integer=True, optional=True)
+    check_number("angle_deg", get("angle_deg"), lo=-360, hi=360, optional=True)
+    if get("angle_deg") is not None and abs(np.sin(np.radians(op.angle_deg))) < 1e-2:
+        raise ConfigurationError(f"angle_deg={op.angle_deg}; expected a track angle across the x axis "
+                                 "(not a multiple of 180 degrees), e.g. 60")
+    check_number("cloud_size_km", get("length_km"), lo=0, lo_open=True, hi=MAX_KM, optional=True)
+    cover = np.atleast_1d(np.asarray(get("cloud_fraction") if get("cloud_fraction") is not None else [], dtype=object))
+    for f in cover:
+        check_number("cloud_fraction", f, lo=0, hi=1, hi_open=True)
+    if cover.size > 2 or (cover.size == 2 and not cover[0] <= cover[1]):
+        raise ConfigurationError(f"cloud_fraction={tuple(cover)}; expected one cover, or MIN MAX with MIN <= MAX")
+    check_number("profiles_per_day", get("per_day"), lo=0, lo_open=True, optional=True)
+    check_number("layer", get("layer"), lo=0, integer=True, optional=True)
+    if get("layer") is not None:
+        da = states[op.var] if op.var in states else None
+        dim = next((d for d in LEVEL_DIMS if da is not None and d in da.dims), None)
+        if dim is None and da is not None:
+            raise ConfigurationError(f"layer={op.layer}: variable '{op.var}' has no level dimension; expected no "
+                                     "layer (or --variables naming a levelled variable)")
+        if dim is not None and op.layer >= da.sizes[dim]:
+            raise ConfigurationError(f"layer={op.layer}; expected 0 .. {da.sizes[dim] - 1} (variable '{op.var}' has "
+                                      f"{da.sizes[dim]} levels along '{dim}')")
+    _check_memory(op, states)
+
+
+def _check_memory(op: Any, states: xr.Dataset) -> None:
+    """The observations' size from the options, against free memory (an along-track step of 1e-7 km is refused)."""
+    from oceanda import io
+
+    geom = geometry(states, None, getattr(op, "periodic", None))
+    nt = int(states.sizes.get("time", 1))
+    wx, wy = geom.nx * geom.dx, geom.ny * geom.dy
+    if isinstance(op, AlongTrackPoints):
+        th = np.radians(op.angle_deg)
+        period, _ = op.track_layout(geom)
+        lines = op.n_satellites * op.passes_per_day * ((wx + wy * abs(1 / np.tan(th))) / period + 2)
+        step = float(op.along_track_km) if op.along_track_km is not None else 0.5 * min(geom.dx, geom.dy)
+        io.check_allocation(80.0 * nt * lines * (wy / abs(np.sin(th)) / step + 1), f"along_track_km={op.along_track_km}")
+    elif isinstance(op, Profiles):
+        n = max(1.0, op.per_day * step_days(states["time"].values)) if nt > 1 else max(1.0, op.per_day)
+        first = states[op.variables[0]] if op.variables[0] in states else None
+        levels = 1 if first is None else max(int(np.prod(first.shape[1:])) // (geom.ny * geom.nx), 1)
+        io.check_allocation(80.0 * nt * n * levels * len(op.variables), f"profiles_per_day={op.per_day}")
+    elif isinstance(op, GappyField):
+        pad = [0 if p else 3 * op.length_km / d for p, d in zip(geom.periodic, (geom.dy, geom.dx))]
+        io.check_allocation(32.0 * nt * (geom.ny + pad[0]) * (geom.nx + pad[1]), f"cloud_size_km={op.length_km}")
 
 
 def observe_states(states: xr.Dataset, operator: str, *, sigma: float | None = None, sigma_fraction: float | None = None,
@@ -1000,6 +1088,7 @@ def observe_states(states: xr.Dataset, operator: str, *, sigma: float | None = N
     xarray.Dataset: gridded observations (altimetry, gappy) or points along ``obs`` (points, profiles)
     """
     op = make_operator(states, operator, sigma, sigma_fraction, variables, **options)
+    check_operator(op, states)
     names = list(op.variables) if operator == "profiles" else [op.var]
     ds = states[names].load()
     out = op.observe(ds, np.random.default_rng(seed))

@@ -41,6 +41,7 @@ Rules (documented here because the numbers depend on them):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io as _stdio
 import os
@@ -96,9 +97,9 @@ def _label(name: str, ds: xr.Dataset) -> str:
     return f"{src[0]} (analysis '{name}')" if src else f"analysis '{name}'"
 
 
-def _truth_label(ds: xr.Dataset) -> str:
+def _truth_label(ds: xr.Dataset, default: str = "truth") -> str:
     src = ds.encoding.get("oceanda_sources") or ([ds.encoding["source"]] if "source" in ds.encoding else [])
-    return str(src[0]) if src else "truth"
+    return str(src[0]) if src else default
 
 
 def truth_variables(truth: xr.Dataset) -> list[str]:
@@ -174,9 +175,13 @@ def _align_grid(da: xr.DataArray, truth: xr.DataArray, label: str) -> xr.DataArr
 
 
 def _common_times(truth: xr.Dataset, ds: xr.Dataset, label: str, truth_label: str) -> np.ndarray:
+    """The truth's times (its values) that ``ds`` holds too; calendars must agree (matched as days in it)."""
     if "time" not in ds.dims:
         raise DataValidationError(f"{label}: no dimension 'time'; expected analyses with a time dimension")
-    common = np.intersect1d(truth["time"].values, ds["time"].values)
+    check_calendar(ds["time"], truth["time"], label, f"the truth {truth_label}")
+    tv = truth["time"].values
+    _, it, _ = np.intersect1d(grid.time_days(tv), grid.time_days(ds["time"].values), return_indices=True)
+    common = tv[np.sort(it)]
     if common.size == 0:
         t, a = truth["time"].values, ds["time"].values
         raise DataValidationError(
@@ -184,6 +189,26 @@ def _common_times(truth: xr.Dataset, ds: xr.Dataset, label: str, truth_label: st
             f"truth: {t[0]} .. {t[-1]}); expected analyses of the truth's times"
         )
     return common
+
+
+def check_calendar(times: Any, reference: Any, label: str, what: str) -> None:
+    """Refuse times in another calendar than ``reference``'s (``label`` names them, ``what`` the reference).
+
+    Parameters
+    ----------
+    times, reference : time values (datetime64, cftime or numbers)
+    label : the file (or analysis) of ``times``, named in the error
+    what : what ``reference`` is, e.g. ``the truth truth.nc``
+
+    Raises
+    ------
+    DataValidationError
+    """
+    a, b = grid.calendar_of(times), grid.calendar_of(reference)
+    if a != b:
+        name = lambda c: f"the {c} calendar" if c else "plain numbers"  # noqa: E731
+        raise DataValidationError(f"{label}: times in {name(a)}, those of {what} in {name(b)}; "
+                                  "expected the same calendar (convert one of them)")
 
 
 def _analysis_fields(
@@ -201,6 +226,112 @@ def _analysis_fields(
     if ens is None and f"{var}_spread" in analysis:
         sp_field = _align_grid(analysis[f"{var}_spread"].rename(var), truth, label)
     return ens, mean, sp_field
+
+
+def _unit_change(have: Any, want: Any) -> tuple[float, float] | None:
+    """``(scale, offset)`` taking values in ``have`` to ``want`` (cf-units); None when equal or either is unknown.
+
+    Raises ValueError when both are known and incompatible.
+    """
+    from oceanda.conventions import parse_units
+
+    uh, uw = parse_units(have), parse_units(want)
+    if uh is None or uw is None or uh == uw:
+        return None
+    if not uh.is_convertible(uw):
+        raise ValueError(f"'{have}' is not convertible to '{want}'")
+    offset = float(uh.convert(0.0, uw))
+    return float(uh.convert(1.0, uw)) - offset, offset
+
+
+def _to_truth_units(ds: xr.Dataset, truth: xr.Dataset, variables: Sequence[str], label: str,
+                    tlabel: str) -> xr.Dataset:
+    """``ds`` with the mean, members and spread of ``variables`` in the truth's units (a copy if any changes).
+
+    Why: a truth in m scored against an analysis in cm would give RMSEs 100 times too large; a truth in K
+    against an analysis in m is no comparison at all and is refused, naming both files.
+    """
+    out = None
+    for v in variables:
+        want = truth[v].attrs.get("units")
+        for name, spread in ((f"{v}_mean", False), (v, False), (f"{v}_spread", True)):
+            if name not in ds.data_vars:
+                continue
+            have = ds[name].attrs.get("units")
+            try:
+                change = _unit_change(have, want)
+            except ValueError:
+                raise DataValidationError(
+                    f"{label}: variable '{name}' has units '{have}', incompatible with the units '{want}' of '{v}' "
+                    f"in the truth {tlabel}; expected units convertible to '{want}'") from None
+            if change is None:
+                continue
+            scale, offset = change
+            out = ds.copy() if out is None else out
+            da = ds[name]
+            new = da * abs(scale) if spread else da * scale + offset  # a spread is a length: no offset
+            out[name] = new.assign_attrs({**da.attrs, "units": want})
+            warnings.warn(f"{label}: '{name}' converted from '{have}' to the truth's '{want}' (x {scale:g}"
+                          + (f", {offset:+g})" if offset and not spread else ")"), UserWarning, stacklevel=3)
+    return ds if out is None else out
+
+
+def _check_analysis_values(ds: xr.Dataset, variables: Sequence[str], times: np.ndarray, label: str) -> None:
+    """Refuse Inf in a scored mean, member or spread, and a mean with no finite value, at the scored times.
+
+    An all-NaN member or spread may be legitimate (a dropped member, a deterministic run); an Inf never
+    is, and an all-NaN mean scores nothing (NaN metrics with exit 0).
+    """
+    import dask
+
+    sub = ds.sel(time=times)
+    checks: dict[str, Any] = {}
+    for v in variables:
+        names = [n for n in (f"{v}_mean", f"{v}_spread") if n in sub.data_vars]
+        if v in sub.data_vars and "member" in sub[v].dims:
+            names.append(v)
+        for n in names:
+            if sub[n].dtype.kind not in "fiu":
+                raise DataValidationError(f"{label}: variable '{n}' has non-numeric dtype {sub[n].dtype}; "
+                                          "expected a float or integer field")
+            checks[f"inf {n}"] = np.isinf(sub[n].data).any() if sub[n].dtype.kind == "f" else False
+        mean = sub[f"{v}_mean"] if f"{v}_mean" in sub.data_vars else sub[v]
+        checks[f"finite {v}"] = mean.notnull().data.any()
+    (done,) = dask.compute(checks)
+    for key, value in done.items():
+        kind, n = key.split(" ", 1)
+        if kind == "inf" and bool(value):
+            raise DataValidationError(f"{label}: variable '{n}' contains Inf values; expected finite values or NaN")
+        if kind == "finite" and not bool(value):
+            what = f"'{n}_mean'" if f"{n}_mean" in sub.data_vars else f"every member of '{n}'"
+            raise DataValidationError(f"{label}: {what} is all NaN at the {len(times)} time(s) shared with the truth; "
+                                      "expected an analysis with finite values")
+
+
+def _checked_analyses(truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], times: dict[str, np.ndarray],
+                      work: Sequence[tuple[str, str]], tlabel: str) -> dict[str, xr.Dataset]:
+    """Every analysis in the truth's units, its values and grid checked: all before REPORT_DIR is made."""
+    out = {}
+    for name, ds in analyses.items():
+        label = _label(name, ds)
+        variables = [v for n, v in work if n == name]
+        ds = _to_truth_units(ds, truth, variables, label, tlabel)
+        _check_analysis_values(ds, variables, times[name], label)
+        for v in variables:  # the grid checks of the scoring, now
+            _analysis_fields(ds.sel(time=times[name]), v, truth[v].sel(time=times[name]), label)
+        out[name] = ds
+    return out
+
+
+@contextlib.contextmanager
+def _report_dir(path: str | os.PathLike, overwrite: bool) -> Any:
+    """Where the report is written: a new REPORT_DIR is built aside and renamed into place (nothing is left
+    on failure); an existing folder is written into, file by file (``--overwrite`` for a non-empty one)."""
+    if os.path.lexists(path):
+        yield oio.prepare_output_dir(path, overwrite=overwrite)
+        return
+    with oio.atomic_dir(path, overwrite=overwrite) as tmp:
+        yield tmp
 
 
 def _uncertainty_scores(
@@ -384,9 +515,10 @@ def observation_points(obs: xr.Dataset | None, var: str, when: Any, like: xr.Dat
             keep = (t == w) if half is None else (np.abs(t - w) <= half)
         return lat[keep], lon[keep]
     if "time" in da.dims:
-        if not np.isin(when, da["time"].values):
+        k = np.flatnonzero(grid.time_days(da["time"].values) == grid.time_days(when))  # any calendar
+        if k.size == 0:
             return None  # no observation at the map time
-        da = da.sel(time=when)
+        da = da.isel(time=int(k[0]))
     finite = np.isfinite(np.asarray(da.values, float))
     while finite.ndim > 2:  # levels: observed at any level
         finite = finite.any(axis=0)
@@ -753,19 +885,22 @@ def evaluate(
         raise OceandaError("no analysis given; expected at least one NAME=FILE")
     (headline, rule), present, scored_vars = _choose_variables(truth, analyses, variables, obs)
     tlabel = _truth_label(truth)
+    if obs is not None and "time" in obs.coords:  # drawn at the map time: matched in the truth's calendar
+        check_calendar(obs["time"], truth["time"], _truth_label(obs, "observations"), f"the truth {tlabel}")
     times = {name: _common_times(truth, ds, _label(name, ds), tlabel) for name, ds in analyses.items()}
-    out = oio.prepare_output_dir(out_dir, overwrite=overwrite)
-    work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
-    methods, headline_results = _score_all(truth, analyses, times, work, headline, spectrum, quiet)
-    methods = {name: _method_entry(methods[name], ds, headline) for name, ds in analyses.items()}
     all_common = truth["time"].values
     for t in times.values():
         all_common = np.intersect1d(all_common, t)
-    map_time = _select_map_time(all_common, time_index)
-    figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
-    units = str(truth[headline].attrs.get("units", ""))
-    _relative_to_climatology(methods)
-    result = {"methods": methods, "meta": _meta((headline, rule), units, map_time, spectrum, figure_files)}
-    oio.write_json(result, out / "metrics.json", overwrite=True)
-    oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
-    return oio.read_json(out / "metrics.json")  # exactly what was written (NaN -> None)
+    map_time = _select_map_time(all_common, time_index)  # a bad --time fails before any folder or score
+    work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
+    analyses = _checked_analyses(truth, analyses, times, work, tlabel)  # units, values, grids: before any folder
+    with _report_dir(out_dir, overwrite) as out:
+        methods, headline_results = _score_all(truth, analyses, times, work, headline, spectrum, quiet)
+        methods = {name: _method_entry(methods[name], ds, headline) for name, ds in analyses.items()}
+        figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
+        units = str(truth[headline].attrs.get("units", ""))
+        _relative_to_climatology(methods)
+        result = {"methods": methods, "meta": _meta((headline, rule), units, map_time, spectrum, figure_files)}
+        oio.write_json(result, out / "metrics.json", overwrite=True)
+        oio.write_text(_csv(methods), out / "metrics.csv", overwrite=True)
+    return oio.read_json(Path(out_dir) / "metrics.json")  # exactly what was written (NaN -> None)

@@ -553,6 +553,9 @@ def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: 
         raise OceandaError(f"unknown testbed '{testbed}'; expected one of {list(BUILDERS)}")
     if size not in SIZES:
         raise OceandaError(f"unknown size '{size}'; expected one of {list(SIZES)}")
+    from oceanda.settings import SEED_MAX, check_number
+
+    check_number("seed", seed, lo=0, hi=SEED_MAX, integer=True)  # before the folder is made
     out = io.prepare_output_dir(out, overwrite=overwrite)
     if command is None:
         command = f"oceanda sample-data --testbed {testbed} --out {out} --seed {seed} --size {size}"

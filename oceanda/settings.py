@@ -21,6 +21,9 @@ from oceanda.errors import ConfigurationError
 
 S = TypeVar("S", bound="Settings")
 
+#: Largest seed: every generator oceanda seeds (numpy, torch) takes 0 .. 2**32 - 1 in every form.
+SEED_MAX = 2**32 - 1
+
 
 def check_number(name: str, value: Any, *, lo: float | None = None, hi: float | None = None,
                  lo_open: bool = False, hi_open: bool = False, integer: bool = False,

@@ -94,8 +94,8 @@ def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | Non
         raise ConfigurationError(f"kind '{kind}'; expected one of {list(KINDS)}")
     wrong = field_only if kind == "window" else [k for k in _WINDOW_ONLY if settings.get(k) is not None]
     if wrong:
-
         raise ConfigurationError(f"setting(s) {wrong} do not apply to kind='{kind}' models")
+    check_settings(states, kind, obs_days, settings)
     obs = to_grid(obs, states)
     per = _periodic(states, periodic)
     days = int(obs_days or 1)
@@ -105,6 +105,95 @@ def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | Non
 
     settings = {k: v for k, v in settings.items() if k not in ("fresh", "resume")}
     return train_window_model_from_obs(states, obs, out_dir, obs_days=days, periodic=per, log=log, **settings)
+
+
+def check_settings(states: xr.Dataset, kind: str, obs_days: int | None, settings: dict[str, Any]) -> None:
+    """Refuse a training setting out of range, or a size that cannot fit, before any data is read or model built.
+
+    Why here: the typed configs (:class:`~oceanda.contrastive.training.TrainConfig`,
+    :class:`~oceanda.analysis.window_training.WindowTrainingConfig`) are built after the states are
+    loaded and the pairs drawn; ``epochs=0`` must never get as far as writing an untrained model.
+
+    Parameters
+    ----------
+    states : the training states (their grid bounds window sizes and halos)
+    kind : ``window`` or ``field``
+    obs_days : observation days per sample
+    settings : the other settings, as given
+    """
+    _check_ranges(obs_days, settings)
+    _check_sizes(states, kind, obs_days, settings)
+
+
+def _check_ranges(obs_days: int | None, settings: dict[str, Any]) -> None:
+    from oceanda.analysis.settings import TAU_RANGE
+    from oceanda.settings import SEED_MAX, check_number
+
+    get = settings.get
+    check_number("obs_days", obs_days, lo=1, integer=True, optional=True)
+    for name in ("epochs", "embedding_dim", "patience", "block", "stride"):
+        check_number(name, get(name), lo=1, integer=True, optional=True)
+    check_number("size", get("size"), lo=2, integer=True, optional=True)  # as window_geometry shrinks it at most
+    check_number("halo", get("halo"), lo=0, integer=True, optional=True)
+    check_number("batch_size", get("batch_size"), lo=2, integer=True, optional=True)  # a contrastive batch: 2 pairs
+    check_number("seed", get("seed"), lo=0, hi=SEED_MAX, integer=True, optional=True)
+    check_number("lr", get("lr"), lo=0, lo_open=True, hi=1.0, optional=True)
+    check_number("tau", get("tau"), lo=TAU_RANGE[0], hi=TAU_RANGE[1], optional=True)
+    check_number("seconds", get("seconds"), lo=0, lo_open=True, optional=True)
+    check_number("val_fraction", get("val_fraction"), lo=0, hi=1, lo_open=True, hi_open=True, optional=True)
+    cnn = get("cnn") or {}
+    for name in ("depth", "width", "input_pool"):
+        check_number(name, cnn.get(name), lo=1, integer=True, optional=True)
+
+
+def _check_sizes(states: xr.Dataset, kind: str, obs_days: int | None, settings: dict[str, Any]) -> None:
+    """Sizes bounded by the grid, and the largest layers' memory by what is free (a huge dim is refused, not tried)."""
+    import math
+
+    from oceanda import io
+    from oceanda.errors import ConfigurationError
+
+    ny, nx = grid.shape(states)
+    if obs_days is not None and obs_days > 1:
+        _check_look_back(states, kind, obs_days)
+    halo, pool = settings.get("halo"), (settings.get("cnn") or {}).get("input_pool")
+    if halo is not None and halo > max(ny, nx):
+        raise ConfigurationError(f"halo={halo}; expected at most {max(ny, nx)} cells (the {ny} x {nx} grid's larger side)")
+    if pool is not None and pool > min(ny, nx):
+        raise ConfigurationError(f"input_pool={pool}; expected at most {min(ny, nx)} (the {ny} x {nx} grid's smaller side)")
+    per_cell = sum(math.prod(states[v].shape[1:]) for v in states.data_vars if "time" in states[v].dims) / (ny * nx)
+    batch = settings.get("batch_size")
+    if kind == "window":
+        per_epoch = settings.get("pairs_per_epoch") or 8192
+        if batch is not None and batch > per_epoch:
+            raise ConfigurationError(f"batch_size={batch}; expected at most the {per_epoch} pairs drawn per epoch")
+        side = min(int(settings.get("size") or 16), ny, nx) + 2 * int(halo if halo is not None else 8)
+        cells, batch, width = side * side, batch or 256, 16
+    else:  # a batch larger than the data is fitted to it (pairs.fit_batch)
+        cells, width = ny * nx, (settings.get("cnn") or {}).get("width") or 32
+        batch = min(batch or 128, int(states.sizes.get("time", 1)))
+    values = max(per_cell, 1.0) * cells * int(obs_days or 1)
+    emb = settings.get("embedding_dim")
+    if emb is not None:  # a dense layer to the embedding: weights, gradient and two Adam moments
+        io.check_allocation(16.0 * emb * values, f"embedding_dim={emb}")
+    io.check_allocation(16.0 * batch * width * cells, f"width={width}" if kind == "field" else f"batch_size={batch}")
+
+
+def _check_look_back(states: xr.Dataset, kind: str, obs_days: int) -> None:
+    """A sample looks back ``obs_days - 1`` days within its run: some training time must have that much run before it."""
+    from oceanda.errors import ConfigurationError
+
+    days, seg = time_axis(states)
+    start = {s: float(days[seg == s].min()) for s in np.unique(seg)}
+    back = days - np.array([start[s] for s in seg], dtype=np.float64)
+    if kind == "window":  # the validation times (last runs, or last 10 %) are never trained on
+        from oceanda.analysis.window_training import _validation_times
+
+        back = back[~_validation_times(seg)]
+    longest = float(back.max()) if back.size else 0.0
+    if obs_days - 1 > longest:
+        raise ConfigurationError(f"obs_days={obs_days}; expected at most {int(longest) + 1} (the training states "
+                                 f"have at most {longest:g} days of their run before them)")
 
 
 def held_out_split(states: xr.Dataset, obs: xr.Dataset, variable: str, seed: int = 0) -> tuple[xr.Dataset, xr.Dataset, xr.Dataset]:

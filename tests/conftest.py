@@ -5,6 +5,10 @@ import warnings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+if "OCEANDA_CACHE_DIR" not in os.environ:  # embedding caches of the tests never land in the user's ~/.cache
+    import tempfile
+
+    os.environ["OCEANDA_CACHE_DIR"] = tempfile.mkdtemp(prefix="oceanda-test-cache-")
 
 import matplotlib  # noqa: E402
 

@@ -5,6 +5,8 @@ answer is known: observing a library state exactly retrieves that state as top-1
 """
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,7 +80,8 @@ def test_global_mode_retrieves_the_observed_state_and_weights_sum_to_one(tmp_pat
     assert out.ssh.dims == ("time", "member", "y", "x") and out.sizes["member"] == 8
     assert (out.ess.values >= 1).all() and out.attrs["mode"] == "global"
     assert out.attrs["library_fingerprint"] and out.attrs["model_fingerprint"]
-    assert (tmp_path / "m" / "library_cache").is_dir()  # embeddings cached next to the model
+    assert not (tmp_path / "m" / "library_cache").exists()  # the model folder is an input: never written
+    assert (Path(os.environ["OCEANDA_CACHE_DIR"]) / "library_cache").is_dir()  # the user cache instead
 
 
 def test_local_mode_reconstructs_an_observed_library_state(tmp_path):

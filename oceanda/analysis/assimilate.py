@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from oceanda import io
 from oceanda.analysis.encoding import check_model_grid, load_model, model_fingerprint, obs_arrays
 from oceanda.analysis.hybrid import HybridConfig
 from oceanda.analysis.library import CACHE_DIRNAME, Library
@@ -94,7 +95,7 @@ def assimilate(
     members, top_k, spread_factor, min_ess, tempering, max_keep, library_stride, hybrid, tau : sampler settings
         (:class:`~oceanda.analysis.settings.SamplerSettings`; ``spread_factor`` acts in local and hybrid modes)
     seed : per-time random streams ``[seed, t]`` (the hybrid's static ensemble: ``[seed, 99]``); None = fresh
-    cache_dir : where library embeddings are cached (default ``<model dir>/library_cache``)
+    cache_dir : where library embeddings are cached (default ``io.cache_root()/library_cache``)
     allowed_positions : boolean ``[ny, nx]`` window starts allowed in the library (local and hybrid modes)
     scheduler : None = local threads; an address = an existing dask.distributed cluster
     batch : times per batch of dask tasks
@@ -108,8 +109,8 @@ def assimilate(
     """
     model_dir = Path(model) if isinstance(model, (str, Path)) else None
     model, enc = load_model(model_dir) if model_dir is not None else model
-    if cache_dir is None and model_dir is not None:
-        cache_dir = model_dir / CACHE_DIRNAME
+    if cache_dir is None:  # a user cache, never the model folder: inputs are not modified
+        cache_dir = io.cache_root() / CACHE_DIRNAME
     lib = library if isinstance(library, Library) else Library(library)
     check_model_grid(enc, lib, lib.source)
     settings = resolve_settings(model, str(model_dir / "config.json") if model_dir is not None else "model config",
@@ -126,7 +127,8 @@ def assimilate(
 
     analyses = _run_times(one, len(inputs), scheduler, batch, quiet)
     seconds = (_time.perf_counter() - t0) / max(len(inputs), 1)
-    return analyses_to_dataset(analyses, lib, np.asarray([o.time for o in inputs]),
+    # the sampler's library: states NaN outside the land may have been dropped from it
+    return analyses_to_dataset(analyses, sampler.library, np.asarray([o.time for o in inputs]),
                                _attrs(sampler, analyses, seconds, setup_seconds, command))
 
 

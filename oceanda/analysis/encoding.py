@@ -6,7 +6,7 @@ window geometry -- so the sampler can pass physical fields with NaN gaps (unobse
 observations, land in states). Keys read from
 ``model.config`` (written by ``benchmarks/train_window_model.py`` and ``oceanda train``)::
 
-    grid_fingerprint                     grid the model was trained on (checked before use)
+    grid_fingerprint                     grid the model was trained on (required; checked before use)
     normalization.state {mean, std}      per state channel (fields.Standardizer)
     normalization.obs   {mean, std}      per obs channel (default: the state statistics of that channel)
     extra.state_channels [[var, level]]  channels of the state encoder's input (level null if none)
@@ -15,6 +15,8 @@ observations, land in states). Keys read from
     temperature / similarity.tau         the trained temperature (the sampler's default tau)
     sampler                              stored sampler settings (oceanda.analysis.settings.stored_settings)
 
+Every one of them is checked on load, before the model is built (:func:`check_grid_config`: types,
+finite values, std > 0, lengths matching the channels and the encoders' input shapes).
 It also holds what the sampler needs of a checkpoint besides the encoders: :func:`load_model`, the
 model fingerprint (names embedding caches and outputs), the grid check and the observations in the
 model's channel order (:func:`obs_arrays`).
@@ -22,7 +24,7 @@ model's channel order (:func:`obs_arrays`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,14 +32,151 @@ import xarray as xr
 
 from oceanda import fields, grid
 from oceanda.analysis.library import Library
-from oceanda.analysis.settings import trained_temperature
+from oceanda.analysis.settings import stored_settings, trained_temperature
 from oceanda.analysis.windows import WindowSpec
+from oceanda.contrastive import checkpoint as ck
 from oceanda.errors import CheckpointError, DataValidationError, GridMismatchError
 from oceanda.fields import FieldLayout, Standardizer
 
 
 def _channels(v: Any) -> list[tuple[str, int | None]]:
     return [(str(c[0]), None if c[1] is None else int(c[1])) for c in v]
+
+
+# --- the checkpoint entries a grid model needs (checked before the model is built) -----------------
+
+#: Smallest standard deviation accepted (standardised values must stay within float32).
+MIN_STD = 1e-30
+#: Largest |mean| / std accepted (the standardised value of a zero state must stay within float32).
+MAX_MEAN_OVER_STD = 1e30
+
+
+def _check_channels(config: Mapping[str, Any], key: str, where: str) -> list[tuple[str, int | None]]:
+    v = ck.entry(config, key, where, list, "an array of [variable, level] pairs (level null if none)")
+    if not 1 <= len(v) <= ck.MAX_SIZE:
+        raise CheckpointError(f"{where}: '{key}' lists {len(v)} channels; expected 1 to {ck.MAX_SIZE}")
+    for i, c in enumerate(v):
+        ok = isinstance(c, list) and len(c) == 2 and isinstance(c[0], str) and c[0] != ""
+        if not ok or not (c[1] is None or (isinstance(c[1], int) and not isinstance(c[1], bool))):
+            raise CheckpointError(f"{where}: '{key}[{i}]' is {c!r:.60}; expected a [variable, level] pair "
+                                  "(a name and an integer level or null)")
+    return _channels(v)
+
+
+def _check_norm(config: Mapping[str, Any], key: str, where: str, n: int) -> None:
+    ck.entry(config, key, where, dict, "an object with 'mean' and 'std' (one value per channel)")
+    mean = ck.numbers(ck.entry(config, f"{key}.mean", where, list, "an array of numbers"), f"{key}.mean", where, n)
+    std = ck.numbers(ck.entry(config, f"{key}.std", where, list, "an array of numbers"), f"{key}.std", where, n,
+                     lo=MIN_STD)
+    for i, (m, sd) in enumerate(zip(mean, std)):
+        if abs(m) > MAX_MEAN_OVER_STD * sd:
+            raise CheckpointError(f"{where}: '{key}.mean[{i}]' = {m!r} is {abs(m) / sd:.3g} standard deviations from 0; "
+                                  f"expected at most {MAX_MEAN_OVER_STD:.0e} (standardised values must fit float32)")
+
+
+def _check_normalization(config: Mapping[str, Any], where: str, sc: list, oc: list, obs_norm: int) -> None:
+    """Statistics per state channel and per observed encoder channel: finite, std > 0, lengths matching."""
+    ck.entry(config, "normalization", where, dict, "an object with the 'state' (and 'obs') statistics")
+    _check_norm(config, "normalization.state", where, len(sc))
+    if ck.entry(config, "normalization.obs", where, dict, "an object with 'mean' and 'std'", None) is not None:
+        _check_norm(config, "normalization.obs", where, obs_norm)
+        return
+    missing = [c for c in oc if c not in sc]
+    if missing or obs_norm != len(oc):
+        raise CheckpointError(f"{where}: missing key 'normalization.obs'; expected it when the observed channels "
+                              f"{oc} are not one day of state channels {sc}")
+
+
+def _check_window(config: Mapping[str, Any], where: str) -> WindowSpec | None:
+    """``extra.window`` (window models): integer size, stride <= size, halo, a periodic flag."""
+    w = ck.entry(config, "extra.window", where, (dict, bool, int, float, str, list),
+                 "an object (size, stride, halo, periodic)", None)
+    if not w:
+        return None
+    if not isinstance(w, dict):
+        raise CheckpointError(f"{where}: 'extra.window' is {w!r:.40}; expected an object (size, stride, halo, periodic)")
+    ck.unknown_keys(w, ("size", "stride", "halo", "periodic"), "extra.window", where)
+    size = ck.size(config, "extra.window.size", where)
+    stride = ck.size(config, "extra.window.stride", where, hi=size)
+    halo = ck.size(config, "extra.window.halo", where, lo=0)
+    periodic = ck.flag(config, "extra.window.periodic", where)
+    return WindowSpec(size, stride, halo, periodic)
+
+
+def _check_shapes(config: Mapping[str, Any], where: str, n_state: int, n_obs: int, spec: WindowSpec | None) -> None:
+    """The encoders read what the channels, the window and the observation days say they read."""
+    s = ck.entry(config, "state_encoder.in_shape", where, list, "an array of 3 sizes")
+    o = ck.entry(config, "obs_encoder.in_shape", where, list, "an array of 3 sizes")
+    if spec is not None:
+        want_s, want_o = [n_state, spec.size, spec.size], [2 * n_obs, spec.obs_size, spec.obs_size]
+        why = f"the window (size {spec.size}, halo {spec.halo})"
+    else:
+        want_s, want_o = [n_state, *s[1:]], [2 * n_obs, *s[1:]]
+        why = "one grid for states and observations"
+    for key, got, want in (("state_encoder.in_shape", s, want_s), ("obs_encoder.in_shape", o, want_o)):
+        if list(got) != want:
+            raise CheckpointError(f"{where}: '{key}' = {list(got)}; expected {want} ({n_state} state channel(s), "
+                                  f"{n_obs} observed channel(s) plus masks, {why})")
+
+
+def _check_health(config: Mapping[str, Any], where: str) -> None:
+    if ck.entry(config, "health", where, dict, "an object (training health) or null", None) is None:
+        return
+    ck.flag(config, "health.weak", where, None)
+    for k in ("r5", "chance_r5"):
+        ck.entry(config, f"health.{k}", where, (int, float), "a number", None)
+    ck.entry(config, "health.candidates", where, int, "an integer", None)
+
+
+def check_grid_config(config: Mapping[str, Any], where: str) -> None:
+    """The entries a model that analyses grids must hold, as :class:`EncoderPair` reads them.
+
+    Why: each used to be read where it was needed, so a missing key was a ``KeyError``, a zero
+    standard deviation an all-NaN analysis and a deleted ``grid_fingerprint`` a skipped grid check.
+    Run by :func:`load_model` before the model is built (the architecture itself is checked by
+    :func:`oceanda.contrastive.checkpoint.check_architecture`).
+
+    Parameters
+    ----------
+    config : the decoded ``config.json``
+    where : the file named in errors
+
+    Raises
+    ------
+    CheckpointError (ConfigurationError for stored sampler settings out of range)
+    """
+    fp = ck.entry(config, "grid_fingerprint", where, str, "the grid's fingerprint", "")
+    if not fp:
+        raise CheckpointError(f"{where}: missing 'grid_fingerprint'; retrain or re-save with this oceanda "
+                              "(a model that analyses grids must name the grid it was trained on)")
+    if len(fp) > 64 or any(ch not in "0123456789abcdef" for ch in fp):
+        raise CheckpointError(f"{where}: 'grid_fingerprint' is {fp[:70]!r}; expected hex digits "
+                              "(oceanda.fields.grid_fingerprint)")
+    ck.entry(config, "extra", where, dict, "an object with the channels the encoders read")
+    sc = _check_channels(config, "extra.state_channels", where)
+    oc = _check_channels(config, "extra.obs_channels", where)
+    spec = _check_window(config, where)
+    days = ck.size(config, "extra.obs_window_days", where, 1) if spec is None else 1
+    _check_normalization(config, where, sc, oc, len(oc) * days)
+    _check_shapes(config, where, len(sc), len(oc) * days, spec)
+    _check_health(config, where)
+    stored_settings(config, where)
+
+
+def _check_geometry(encoders: EncoderPair, library: Library, what: str) -> None:
+    """The grid of ``library`` fits the model: a field model's grid, a window (and halo) within the grid."""
+    ny, nx = library.shape
+    spec = encoders.window
+    if spec is None:
+        want = tuple(encoders.model.state_encoder.in_shape[1:])
+        if want != (ny, nx):
+            raise GridMismatchError(f"{what}: grid {ny} x {nx}; the model {encoders.where} encodes {want[0]} x {want[1]} fields")
+        return
+    spec.check(ny, nx, what)
+    limit = max(ny, nx, WindowSpec.halo)
+    if spec.size > max(ny, nx) or spec.halo > limit:
+        raise CheckpointError(f"{encoders.where}: window size {spec.size} / halo {spec.halo} on the {ny} x {nx} grid of "
+                              f"{what}; expected a window and halo of at most {max(ny, nx)} and {limit} cells")
 
 
 def channel_index(layout: FieldLayout, channels: Sequence[tuple[str, int | None]], what: str) -> np.ndarray:
@@ -85,33 +224,33 @@ class EncoderPair:
         self.grid_fingerprint = model.config.get("grid_fingerprint")
         # days of observations a whole-field model stacks (``oceanda train --obs-days``; 1 for window models)
         self.obs_days = int((model.config.get("extra") or {}).get("obs_window_days", 1) or 1)
+        self.where = "model config"  # the config's name in errors (from_model: the checkpoint's config.json)
 
 
     @classmethod
-    def from_model(cls, model, key: str | None = None) -> EncoderPair:
+    def from_model(cls, model, key: str | None = None, where: str = "model config") -> EncoderPair:
         """The encoder pair of a :class:`~oceanda.contrastive.model.ContrastiveModel`, as its config describes.
 
         Parameters
         ----------
         model : the trained model
         key : names the model in embedding caches (default: a hash of its config)
+        where : the config's name in errors (``<model dir>/config.json``)
 
         Returns
         -------
         EncoderPair
+            Its config checked by :func:`check_grid_config` first (a malformed one raises
+            :class:`CheckpointError` naming ``where``).
         """
         cfg = model.config
-        extra = cfg.get("extra") or {}
-        try:
-            sc = _channels(extra["state_channels"])
-            oc = _channels(extra["obs_channels"])
-        except KeyError as exc:
-            raise CheckpointError(f"model config lacks extra.{exc.args[0]}; expected the channels the encoders read") from exc
-        norm = cfg.get("normalization") or {}
-        if "state" not in norm:
-            raise CheckpointError("model config lacks normalization.state; expected the standardisation statistics")
+        check_grid_config(cfg, where)
+        extra = cfg["extra"]
+        sc = _channels(extra["state_channels"])
+        oc = _channels(extra["obs_channels"])
+        norm = cfg["normalization"]
         sn = Standardizer.from_dict(norm["state"])
-        if "obs" in norm:
+        if norm.get("obs") is not None:
             on = Standardizer.from_dict(norm["obs"])
         else:  # observations of a state variable share its statistics
             idx = [sc.index(c) for c in oc]
@@ -122,7 +261,9 @@ class EncoderPair:
             import json
 
             key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        return cls(model, sc, oc, sn, on, win, key=key)
+        pair = cls(model, sc, oc, sn, on, win, key=key)
+        pair.where = where
+        return pair
 
     @property
     def is_window_model(self) -> bool:
@@ -206,17 +347,21 @@ def load_model(model_dir) -> tuple[Any, EncoderPair]:
     -------
     ``(ContrastiveModel, EncoderPair)``; the pair's ``key`` is :func:`model_fingerprint`
     """
+    from oceanda.contrastive.checkpoint import config_file
     from oceanda.contrastive.model import ContrastiveModel
 
-    model = ContrastiveModel.load(model_dir)
+    model = ContrastiveModel.load(model_dir, check=check_grid_config)
     health = model.config.get("health") or {}
     if health.get("weak"):  # recorded by training (oceanda.contrastive.training.training_health)
         import warnings
 
-        warnings.warn(f"{model_dir}: a weak model: validation R@5 {health.get('r5', float('nan')):.3f} is within 2x of "
-                      f"chance {health.get('chance_r5', float('nan')):.3f} ({health.get('candidates')} candidates); "
+        def num(k: str) -> float:
+            return float(health[k]) if isinstance(health.get(k), (int, float)) else float("nan")
+
+        warnings.warn(f"{model_dir}: a weak model: validation R@5 {num('r5'):.3f} is within 2x of "
+                      f"chance {num('chance_r5'):.3f} ({health.get('candidates')} candidates); "
                       "its analyses stay close to the library mean", UserWarning, stacklevel=2)
-    return model, EncoderPair.from_model(model, key=model_fingerprint(model))
+    return model, EncoderPair.from_model(model, key=model_fingerprint(model), where=config_file(model_dir))
 
 
 
@@ -235,7 +380,9 @@ def check_model_grid(encoders: EncoderPair, library: Library, what: str) -> None
     """
     expected = encoders.grid_fingerprint
     if not expected:
-        return
+        raise CheckpointError(f"{encoders.where}: missing 'grid_fingerprint'; retrain or re-save with this oceanda "
+                              "(the grid a model was trained on is checked before it weights a library)")
+    _check_geometry(encoders, library, what)
     state_vars = list(dict.fromkeys(v for v, _ in encoders.state_channels))
     obs_vars = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
     candidates = [state_vars, list(dict.fromkeys(state_vars + obs_vars)), library.variables]
@@ -244,9 +391,14 @@ def check_model_grid(encoders: EncoderPair, library: Library, what: str) -> None
         if all(v in ds.data_vars for v in vs) and expected in (fields.grid_fingerprint(ds, vs),
                                                                fields.grid_fingerprint(ds[vs], vs)):
             return
-    vs = [v for v in state_vars if v in ds.data_vars] or library.variables
-    fields.check_fingerprint(expected, ds, vs, what)  # raises GridMismatchError with the details
-    raise GridMismatchError(f"{what}: the model encodes {state_vars}, which the library lacks")  # pragma: no cover
+    lacking = [v for v in state_vars if v not in ds.data_vars]
+    if lacking:
+        raise GridMismatchError(f"{what}: lacks {lacking}; expected the variables {state_vars} that the model "
+                                f"{encoders.where} encodes")
+    got = fields.grid_fingerprint(ds, state_vars)
+    raise GridMismatchError(f"{what}: grid fingerprint {got} differs from {expected} in {encoders.where}; the model was "
+                            f"trained on another grid or other variables ({state_vars}); expected its grid "
+                            "(or retrain it on this one)")
 
 
 def obs_arrays(obs: xr.Dataset, encoders: EncoderPair, shape: tuple[int, int], source: str = "observations") -> np.ndarray:
@@ -269,7 +421,8 @@ def obs_arrays(obs: xr.Dataset, encoders: EncoderPair, shape: tuple[int, int], s
     names = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
     missing = [v for v in names if v not in obs.data_vars]
     if missing:
-        raise DataValidationError(f"{source}: missing observed variable(s) {missing}; the model encodes {names}")
+        raise DataValidationError(f"{source}: missing observed variable(s) {missing}; the model {encoders.where} "
+                                  f"encodes {names}")
     layout = fields.layout_of(obs, names)
     got = grid.shape(obs)
     if got != tuple(shape):

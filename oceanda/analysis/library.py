@@ -1,9 +1,16 @@
 """The library: prior states (a free run, or any ensemble) and their embeddings.
 
 States stay lazy (dask-backed Dataset); embeddings are computed once, chunk by chunk, and cached
-next to the model keyed by the library's fingerprint, so a library larger than memory works: the
-online cost of an analysis is one matrix of similarities to the cached embeddings, then reading
-only the states that carry non-negligible weight.
+next to the model, so a library larger than memory works: the online cost of an analysis is one
+matrix of similarities to the cached embeddings, then reading only the states that carry
+non-negligible weight.
+
+A cache is trusted only for the content it was computed from: one streamed pass over the states
+(:meth:`Library.scan`, about 0.1 s for the 17 MB sample library) hashes every state's float32 bytes
+(BLAKE2b) with the layout and sample coordinate, checks the values (Inf, all-NaN variables, NaN
+outside the land) and finds the land; the cache records that hash, the model key, the variables and
+a checksum of the embeddings themselves, and anything else -- other states, a truncated or damaged
+file, a half-replaced cache -- is recomputed.
 """
 
 from __future__ import annotations
@@ -11,18 +18,37 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from oceanda import fields, io
-from oceanda.errors import CheckpointError, DataValidationError, OceandaError
+from oceanda.errors import DataValidationError, OceandaError
 from oceanda.grid import time_days
 
 #: Sub-directory of a model directory holding cached library embeddings.
 CACHE_DIRNAME = "library_cache"
+#: Version of the content hash and of the cache's records: caches of another version are recomputed.
+CACHE_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class LibraryScan:
+    """What one streamed pass over every library state found.
+
+    Attributes
+    ----------
+    content_hash : BLAKE2b (128 bit, hex) of the layout, the sample coordinate and every state's float32 bytes
+    land : ``[C, Y, X]`` cells NaN in every state, or None without land
+    bad : sample indices of the states that are NaN where other states have values (outside the land)
+    """
+
+    content_hash: str
+    land: np.ndarray | None
+    bad: np.ndarray
 
 
 def _progress(iterable, total: int | None, desc: str, quiet: bool):
@@ -60,7 +86,7 @@ class Library:
         self._cache: np.ndarray | None = None
         self._fingerprint: str | None = None
         self._direct: xr.Dataset | None = None  # the same file without dask, for scattered reads
-        self._land: np.ndarray | None | bool = False  # False: not read yet
+        self._scan: LibraryScan | None = None
 
     @classmethod
     def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256,
@@ -82,7 +108,7 @@ class Library:
         -------
         Library
         """
-        ds = io.open_states(paths, chunks={"time": chunk}, check_values=False, units=units)
+        ds = io.open_states(paths, chunks={"time": chunk}, check_values=True, units=units)  # Inf, all-NaN: as enkf
         single = len(io.iter_files([paths] if isinstance(paths, (str, os.PathLike)) else paths)) == 1  # else dask only
         src = paths if isinstance(paths, (str, os.PathLike)) else ", ".join(map(str, paths))
         lib = cls(ds, variables, source=str(src))
@@ -99,23 +125,128 @@ class Library:
 
     @property
     def fingerprint(self) -> str:
-        """Hash of grid, variables, sample coordinates, sizes and a few sampled values.
+        """Hash of grid, variables, sample coordinates, sizes and a few sampled values: names the cache folder.
 
-        Cheap for a large library (it reads three samples), yet it changes when the file is
-        replaced by other states or the library is sub-selected.
+        Cheap for a large library (it reads three samples); whether a cache holds embeddings of these
+        states is decided by :attr:`content_hash` (every value), not by this.
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(self.grid_fingerprint.encode())
             h.update(f"n={self.n};dim={self.sample_dim};".encode())
-            if self.sample_dim in self.ds.coords:
-                c = np.asarray(self.ds[self.sample_dim].values)
-                h.update(c.astype("datetime64[ns]").view(np.int64).tobytes() if np.issubdtype(c.dtype, np.datetime64)
-                         else time_days(c).tobytes())  # cftime calendars: days; numbers pass through
+            h.update(self._sample_bytes())
             probe = sorted({0, self.n // 2, self.n - 1})
             h.update(np.ascontiguousarray(self.read(probe), dtype=np.float32).tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    def _sample_bytes(self) -> bytes:
+        """The sample coordinate as bytes: datetime64 as ns, cftime calendars as days, numbers as they are."""
+        if self.sample_dim not in self.ds.coords:
+            return b""
+        c = np.asarray(self.ds[self.sample_dim].values)
+        return (c.astype("datetime64[ns]").view(np.int64).tobytes() if np.issubdtype(c.dtype, np.datetime64)
+                else time_days(c).tobytes())
+
+    @property
+    def content_hash(self) -> str:
+        """BLAKE2b of every state's values (and the layout and sample coordinate): what a cache must match."""
+        return self.scan().content_hash
+
+    def scan(self, chunk: int = 256) -> LibraryScan:
+        """Hash and check every state in one streamed pass (done once; :class:`LibraryScan`).
+
+        Why one pass: the cache key must cover every value, the land is the cells NaN in *every* state
+        (not just the first), and a state NaN elsewhere would blank analyses -- all three need each
+        state read once, and reading is the cost.
+
+        Parameters
+        ----------
+        chunk : states read at a time
+
+        Returns
+        -------
+        LibraryScan
+
+        Raises
+        ------
+        DataValidationError : Inf values, or a variable (level) NaN in every state
+        """
+        if self._scan is None:
+            self._scan = self._scan_blocks(self.chunks(chunk))
+        return self._scan
+
+    def _scan_blocks(self, blocks: Iterable[tuple[int, np.ndarray]]) -> LibraryScan:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"oceanda-library-v{CACHE_FORMAT};{self.grid_fingerprint};{self.sample_dim};n={self.n};"
+                 f"variables={self.variables};channels={self.layout.channels};shape={self.shape};".encode())
+        h.update(self._sample_bytes())
+        C = self.layout.n_channels
+        missing = np.zeros((C, *self.shape), np.int64)  # per cell: states without a finite value
+        per_state = np.zeros((self.n, C), np.int64)  # per state and channel: cells without a finite value
+        inf = np.zeros(C, bool)
+        for a, states in blocks:
+            x = np.ascontiguousarray(states, dtype=np.float32)
+            h.update(memoryview(x.reshape(-1)).cast("B"))
+            bad = ~np.isfinite(x)
+            if bad.any():
+                missing += bad.sum(axis=0)
+                per_state[a:a + len(x)] = bad.reshape(len(x), C, -1).sum(axis=2)
+                inf |= np.isinf(x).any(axis=(0, 2, 3))
+        self._check_channels(inf, missing)
+        land = missing == self.n if self.n else np.zeros_like(missing, bool)
+        bad = np.flatnonzero((per_state > land.reshape(C, -1).sum(axis=1)[None]).any(axis=1))
+        return LibraryScan(h.hexdigest(), land if land.any() else None, bad)
+
+    def _check_channels(self, inf: np.ndarray, missing: np.ndarray) -> None:
+        """Refuse Inf values and a variable NaN in every state (the messages of :func:`oceanda.io.validate_dataset`).
+
+        A single all-NaN level is accepted (a level below the sea floor everywhere is land).
+        """
+        for v in self.layout.variables:
+            chans = [c for c, (name, _) in enumerate(self.layout.channels) if name == v]
+            if inf[chans].any():
+                raise DataValidationError(f"{self.source}: variable '{v}' contains Inf values; "
+                                          "expected finite values or NaN")
+            if self.n and all((missing[c] == self.n).all() for c in chans):
+                raise DataValidationError(f"{self.source}: variable '{v}' is all NaN; "
+                                          "expected at least one finite value")
+
+    def usable(self, min_states: int = 2) -> Library:
+        """This library without its states that are NaN outside the land (with a warning), else refused.
+
+        Why: one such state carries NaN into every weighted mean it enters; dropped, the others
+        still give an analysis. Fewer than ``min_states`` clean states cannot.
+
+        Parameters
+        ----------
+        min_states : clean states needed
+
+        Returns
+        -------
+        Library: ``self``, or a new one over the clean states (``retrieved_index`` then counts those)
+
+        Raises
+        ------
+        DataValidationError : fewer than ``min_states`` clean states
+        """
+        bad = self.scan().bad
+        if bad.size == 0:
+            return self
+        keep = np.setdiff1d(np.arange(self.n), bad)
+        what = (f"{self.source}: {bad.size} of {self.n} library states ({self.sample_dim} indices {_some(bad)}) "
+                "are NaN where other states have values (outside the land)")
+        if keep.size < min_states:
+            raise DataValidationError(f"{what}; expected NaN only on land (the same cells in every state) and at "
+                                      f"least {min_states} states without other NaN")
+        warnings.warn(f"{what}: dropped, {keep.size} states remain", UserWarning, stacklevel=2)
+        sub = Library(self.ds.isel({self.sample_dim: keep}), self.variables, source=self.source,
+                      sample_dim=self.sample_dim)
+        if self._direct is not None:
+            sub._direct = self._direct.isel({self.sample_dim: keep})
+        if self._cache is not None:
+            sub._cache = self._cache[keep]
+        return sub
 
     @property
     def nbytes(self) -> int:
@@ -138,15 +269,12 @@ class Library:
 
     @property
     def land(self) -> np.ndarray | None:
-        """Land: ``[C, Y, X]`` cells NaN in the first state (the same at every time), or None without land.
+        """Land: ``[C, Y, X]`` cells NaN in every state (:meth:`scan`), or None without land.
 
         Why: windows over land need their land cells left out of weighted means and the analyses NaN
         there (and only there).
         """
-        if self._land is False:
-            mask = np.isnan(self.read([0])[0]) if self.n else np.zeros((self.layout.n_channels, *self.shape), bool)
-            self._land = mask if mask.any() else None
-        return self._land  # type: ignore[return-value]
+        return self.scan().land
 
     def mean_state(self, max_states: int = 1000) -> np.ndarray:
         """Mean state ``[C, Y, X]`` over (up to ``max_states`` evenly spaced) library states, NaN on land.
@@ -211,51 +339,102 @@ class Library:
             yield a, self.read(np.arange(a, min(a + size, self.n)))
 
     def embeddings(self, embed: Callable[[np.ndarray], np.ndarray], key: str, cache_dir: str | os.PathLike | None = None,
-                   chunk: int = 256, quiet: bool = True, desc: str = "embedding library") -> np.ndarray:
+                   chunk: int = 256, quiet: bool = True, desc: str = "embedding library",
+                   rows_per_state: int = 1) -> np.ndarray:
         """Embeddings of every library state (or window), computed once in chunks and cached.
 
-        ``embed`` maps a block of states ``[k, C, Y, X]`` to ``[k', ne]`` (k' = k, or k times the
-        windows per state). ``key`` names the model and the embedding (global / window spec); the
-        cache lives in ``cache_dir/<library fingerprint>-<key>/`` (safetensors, never pickled).
+        ``embed`` maps a block of states ``[k, C, Y, X]`` to ``[k * rows_per_state, ne]`` (one row per
+        state, or per window). ``key`` names the model and the embedding (global / window spec); the
+        cache lives in ``cache_dir/<fingerprint>-<key>/`` (safetensors, never pickled) and is used
+        only when it was computed from these very states (:attr:`content_hash`), with this key and
+        these variables, and is whole (shape ``(n * rows_per_state, ne)``, finite, its checksum
+        intact); otherwise it is recomputed. A cache that cannot be written is a warning.
 
         Parameters
         ----------
-        embed : maps states ``[k, C, Y, X]`` to embeddings ``[k', ne]``
+        embed : maps states ``[k, C, Y, X]`` to embeddings ``[k * rows_per_state, ne]``
         key : names the model and the embedding, for the cache
         cache_dir : cache directory (None: no cache)
         chunk : library states per block
         quiet : no progress bar
         desc : progress bar label
+        rows_per_state : embedding rows per state (windows per state in local mode)
 
         Returns
         -------
-        ``[N, ne]`` float32 embeddings (N = samples, or samples times windows)
+        ``[N, ne]`` float32 embeddings (N = samples x rows_per_state)
         """
-        path = None
-        if cache_dir is not None:
-            path = Path(cache_dir) / f"{self.fingerprint}-{_safe(key)}"
-            try:
-                tensors, cfg = io.load_checkpoint(path)
-                z = tensors["embeddings"].numpy()
-                if cfg.get("library_fingerprint") == self.fingerprint and cfg.get("key") == key:
-                    return z
-            except (CheckpointError, OceandaError, KeyError):
-                pass
+        self.scan(chunk)  # the content hash (and the value checks) before any cache is trusted
+        path = None if cache_dir is None else Path(cache_dir) / f"{self.fingerprint}-{_safe(key)}"
+        if path is not None:
+            z = self._cached(path, key, rows_per_state)
+            if z is not None:
+                return z
         blocks = []
         for _, states in _progress(self.chunks(chunk), total=-(-self.n // chunk), desc=desc, quiet=quiet):
             blocks.append(np.asarray(embed(states), dtype=np.float32))
-        z = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0), np.float32)
+        z = np.ascontiguousarray(np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0), np.float32))
         if path is not None:
-            try:
-                import torch
-
-                io.save_checkpoint(path, {"embeddings": torch.from_numpy(np.ascontiguousarray(z))},
-                                   {"library_fingerprint": self.fingerprint, "key": key, "source": self.source,
-                                    "n": int(self.n), "shape": list(z.shape)}, overwrite=True)
-            except OSError as exc:  # a read-only model directory: work without the cache
-                warnings.warn(f"{path}: cannot cache library embeddings ({exc}); they will be recomputed next time",
-                              UserWarning, stacklevel=2)
+            self._write_cache(path, z, key)
         return z
+
+    def _cached(self, path: Path, key: str, rows: int) -> np.ndarray | None:
+        """The embeddings cached at ``path`` if they are whole and of these states, else None (with a warning)."""
+        try:
+            if not path.is_dir():
+                return None
+            tensors, cfg = io.load_checkpoint(path)
+            z = tensors["embeddings"].numpy()
+            problem = self._cache_problem(z, cfg, key, rows)
+        except Exception as exc:  # noqa: BLE001 -- a damaged cache is recomputed, whatever is wrong with it
+            problem = f"unreadable: {' '.join(str(exc).split())}"
+        if problem is None:
+            return z
+        warnings.warn(f"{path}: cached library embeddings not used ({problem}); recomputing them",
+                      UserWarning, stacklevel=3)
+        return None
+
+    def _cache_problem(self, z: np.ndarray, cfg: Mapping, key: str, rows: int) -> str | None:
+        """Why a cache does not fit these states (None: it fits)."""
+        if cfg.get("format") != CACHE_FORMAT or cfg.get("key") != key or cfg.get("variables") != self.variables:
+            return "written for another model, window geometry, variable set or oceanda version"
+        if cfg.get("content_hash") != self.content_hash:
+            return "computed from other library states"
+        if z.dtype != np.float32 or z.ndim != 2 or z.shape[0] != self.n * rows or z.shape[1] < 1 \
+                or list(z.shape) != cfg.get("shape"):
+            return f"shape {tuple(z.shape)}; expected ({self.n * rows}, embedding dim)"
+        if cfg.get("embeddings_blake2b") != _digest(z):
+            return "checksum differs: truncated or damaged"
+        if not np.isfinite(z).all():
+            return "non-finite values"
+        return None
+
+    def _write_cache(self, path: Path, z: np.ndarray, key: str) -> None:
+        """Cache ``z`` at ``path``; a failure is a warning and leaves no cache behind."""
+        cfg = {"format": CACHE_FORMAT, "key": key, "variables": self.variables, "content_hash": self.content_hash,
+               "library_fingerprint": self.fingerprint, "embeddings_blake2b": _digest(z), "source": self.source,
+               "n": int(self.n), "shape": list(z.shape)}
+        try:
+            import torch
+
+            io.save_checkpoint(path, {"embeddings": torch.from_numpy(z)}, cfg, overwrite=True)
+        except (OSError, OceandaError) as exc:  # a read-only or full model directory: work without the cache
+            io.remove_tree(path)  # never half a cache (its checksum would refuse it; nothing left is better)
+            warnings.warn(f"{path}: cannot cache library embeddings ({' '.join(str(exc).split())}); "
+                          "they will be recomputed next time", UserWarning, stacklevel=3)
+
+
+def _digest(z: np.ndarray) -> str:
+    """BLAKE2b of an array's shape and bytes."""
+    h = hashlib.blake2b(f"{z.dtype.str}{z.shape}".encode(), digest_size=16)
+    h.update(memoryview(np.ascontiguousarray(z).reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
+def _some(indices: np.ndarray, k: int = 8) -> str:
+    """The first ``k`` indices, and how many more."""
+    head = ", ".join(str(int(i)) for i in indices[:k])
+    return head + (f", ... {len(indices) - k} more" if len(indices) > k else "")
 
 
 def _safe(key: str) -> str:

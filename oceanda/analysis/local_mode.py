@@ -24,6 +24,7 @@ land and only there (an ocean cell no candidate covers takes the library mean).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,7 +68,10 @@ class WindowLibrary:
         return self.library.n * self.P
 
     def key(self, model_key: str) -> str:
-        """Cache key of the window embeddings: the model's key plus the window geometry.
+        """Cache key of the window embeddings: the model's key plus the window geometry and positions.
+
+        The positions enter as a hash: another ``allowed`` map (or land) with as many windows is
+        another set of embeddings.
 
         Parameters
         ----------
@@ -78,7 +82,9 @@ class WindowLibrary:
         str
         """
         s = self.spec
-        return f"{model_key}-win{s.size}-lib{self.stride}-{'p' if s.periodic else 'np'}-{self.P}"
+        where = hashlib.blake2b(np.ascontiguousarray(np.stack([self.iy, self.ix]), dtype=np.int64).tobytes(),
+                                digest_size=6).hexdigest()
+        return f"{model_key}-win{s.size}-lib{self.stride}-{'p' if s.periodic else 'np'}-{self.P}-{where}"
 
     def state_windows(self, states: np.ndarray) -> np.ndarray:
         """``[T, C, Y, X]`` -> all library windows ``[T * P, C, size, size]`` (entry order).
@@ -112,7 +118,7 @@ class WindowLibrary:
         """
         return self.library.embeddings(lambda states: embed_state(self.state_windows(states)),
                                        key=self.key(model_key), cache_dir=cache_dir, chunk=chunk, quiet=quiet,
-                                       desc="embedding library windows")
+                                       desc="embedding library windows", rows_per_state=self.P)
 
     def windows(self, k: np.ndarray) -> np.ndarray:
         """Window states ``[len(k), C, size, size]`` of entries ``k``; reads only their library samples.

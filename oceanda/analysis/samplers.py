@@ -125,6 +125,7 @@ class Sampler:
         list of :class:`TimeObs`
         """
         y_all = obs_arrays(obs, self.encoders, library.shape)
+        _check_errors(obs, self.encoders)
         tidx = np.arange(y_all.shape[0]) if times is None else np.asarray(times, dtype=np.int64)
         obs_times = obs["time"].values[tidx] if "time" in obs.coords else tidx
         return [TimeObs(y_all[t], int(t), ot) for t, ot in zip(tidx, obs_times)]
@@ -144,7 +145,8 @@ class Sampler:
         enc, lib = self.encoders, self.library
         return {"mode": self.mode, "method": f"contrastive-{self.mode}", "model_fingerprint": enc.key,
                 "grid_fingerprint": str(enc.grid_fingerprint or ""), "library_fingerprint": lib.fingerprint,
-                "library_size": int(lib.n), "similarity": enc.kind, "tau": float(self.tau)}
+                "library_content_hash": lib.content_hash, "library_size": int(lib.n), "similarity": enc.kind,
+                "tau": float(self.tau)}
 
     def geometry(self) -> dict[str, Any]:
         """Attributes of the window geometry and the hybrid's settings (none for whole fields).
@@ -274,9 +276,8 @@ class LocalSampler(Sampler):
         -------
         self
         """
-        lib = _library(library)
+        lib = _library(library, load=True)  # in memory when it fits (2 GB): windows are then views
         enc = self.encoders
-        lib.load()  # in memory when it fits (2 GB): windows are then views, not gathered copies
         self.library = lib
         self.windows = WindowLibrary(lib, enc.window, stride=self.settings.library_stride,
                                      allowed=self.allowed_positions)
@@ -371,7 +372,8 @@ class HybridSampler(LocalSampler):
 
         inputs = super().read_obs(obs, library, times)
         sel = obs.isel(time=[o.index for o in inputs]) if "time" in obs.dims else obs
-        kalman = observations_from_dataset(sel, library.layout, library.ds,
+        src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
+        kalman = observations_from_dataset(sel, library.layout, library.ds, source=src,
                                            variables=list(dict.fromkeys(v for v, _ in self.encoders.obs_channels)))
         return [TimeObs(o.values, o.index, o.time, k) for o, k in zip(inputs, kalman)]
 
@@ -415,8 +417,28 @@ class HybridSampler(LocalSampler):
         return {**super().geometry(), **hyb}
 
 
-def _library(library: Library | xr.Dataset) -> Library:
-    return library if isinstance(library, Library) else Library(library)
+def _check_errors(obs: xr.Dataset, encoders: EncoderPair) -> None:
+    """Refuse Inf values and NaN, Inf or non-positive ``<var>_error`` where observed, as ``oceanda enkf`` does.
+
+    Why in every mode: only the hybrid uses the errors, but such values mean a broken file whichever
+    mode reads it.
+    """
+    from oceanda.kalman.obsspace import check_values
+
+    src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
+    for v in dict.fromkeys(v for v, _ in encoders.obs_channels):
+        if v in obs.data_vars and f"{v}_error" in obs.variables:
+            vals = np.asarray(obs[v].values, dtype=np.float64)
+            err = np.asarray(obs[f"{v}_error"].broadcast_like(obs[v]).transpose(*obs[v].dims).values, dtype=np.float64)
+            check_values(vals, err, src, v)
+
+
+def _library(library: Library | xr.Dataset, load: bool = False) -> Library:
+    """The library a sampler works on: its states that are NaN outside the land dropped (warned; :meth:`Library.usable`)."""
+    lib = library if isinstance(library, Library) else Library(library)
+    if load:
+        lib.load()  # first: the value scan then reads memory, not the file again
+    return lib.usable()
 
 
 def sampler_for(mode: str | None, encoders: EncoderPair, settings: SamplerSettings | None = None,

@@ -22,6 +22,11 @@ from oceanda.settings import Settings, check_choice, check_number
 #: Library windows kept per analysis window when ``max_keep`` is not set (local and hybrid modes).
 LOCAL_MAX_KEEP = 8192
 
+#: Temperatures beyond these over- or underflow exp(similarity / tau) in float32 (NaN weights).
+TAU_RANGE = (1e-6, 1e6)
+#: Largest covariance scaling, inflation or spread factor: far beyond any tuned value (a typo, not a setting).
+MAX_SCALING = 100.0
+
 #: Legacy ``config["extra"]`` keys that held sampler settings before ``config["sampler"]`` (checkpoints up to 0.1.0).
 LEGACY_EXTRA_KEYS = ("tau", "spread_factor", "library_stride", "hybrid")
 
@@ -60,15 +65,15 @@ class HybridSettings(Settings):
 
     def validate(self) -> None:
         check_choice("ensemble", self.ensemble, ("static", "local", "both"))
-        check_number("alpha", self.alpha, lo=0, lo_open=True)
-        check_number("beta", self.beta, lo=0)
+        check_number("alpha", self.alpha, lo=0, lo_open=True, hi=MAX_SCALING)
+        check_number("beta", self.beta, lo=0, hi=MAX_SCALING)
         check_number("radius", self.radius, lo=0, lo_open=True)
         check_number("static_members", self.static_members, lo=1, integer=True)
-        check_number("inflation", self.inflation, lo=0, lo_open=True)
+        check_number("inflation", self.inflation, lo=0, lo_open=True, hi=MAX_SCALING)
         check_choice("kalman", self.kalman, ("schur", "letkf"))
         check_choice("spread_channels", self.spread_channels, ("observed", "all"))
         check_choice("spread", self.spread, ("reduction", "kalman"))
-        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True)
+        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True, hi=MAX_SCALING)
 
     @property
     def uses_schur(self) -> bool:
@@ -115,8 +120,8 @@ class SamplerSettings(Settings):
     def validate(self) -> None:
         check_number("members", self.members, lo=1, integer=True)
         check_number("top_k", self.top_k, lo=1, integer=True)
-        check_number("tau", self.tau, lo=0, lo_open=True, optional=True)
-        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True)
+        check_number("tau", self.tau, lo=TAU_RANGE[0], hi=TAU_RANGE[1], optional=True)
+        check_number("spread_factor", self.spread_factor, lo=0, lo_open=True, hi=MAX_SCALING)
         check_number("min_ess", self.min_ess, lo=0, optional=True)
         if not isinstance(self.tempering, bool):
             _type_error("tempering", self.tempering, "True or False")

@@ -75,13 +75,15 @@ class WindowTrainingConfig(Settings):
 
     def validate(self) -> None:
         """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
+        from oceanda.analysis.settings import TAU_RANGE
+
         for name in ("size", "stride", "embedding_dim", "max_days", "library_stride"):
             check_number(name, getattr(self, name), lo=1, integer=True)
         check_number("halo", self.halo, lo=0, integer=True)
         check_number("mask_bank", self.mask_bank, lo=0, integer=True)
         canonical_kind(self.similarity)
         check_choice("loss", self.loss, LOSSES)
-        check_number("tau", self.tau, lo=0, lo_open=True)
+        check_number("tau", self.tau, lo=TAU_RANGE[0], hi=TAU_RANGE[1])  # beyond: exp(s / tau) overflows
         for name in ("state_encoder", "obs_encoder"):
             spec = getattr(self, name)
             if not isinstance(spec, dict) or spec.get("type") not in ENCODER_TYPES:

@@ -10,13 +10,15 @@ and, in global mode, the retrieved library states and their weights.
 
 Modes: global (whole fields; the paper's algorithm), local (windows blended with a taper; the
 default for window models), hybrid (an EnOI update whose background is the local analysis).
-Library embeddings are computed once and cached in MODEL_DIR/library_cache."""
+Library embeddings are computed once and cached in a user cache ($OCEANDA_CACHE_DIR, else
+~/.cache/oceanda/library_cache), keyed by the content of the library: never in the model folder."""
 
 
 def add_arguments(parser) -> None:
     from oceanda import api
-    from oceanda.commands import add_units_argument
+    from oceanda.commands import add_units_argument, nonnegative, number, one_line_errors, positive_int, seed_int
 
+    one_line_errors(parser)
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained encoder pair (model.safetensors + config.json)")
     parser.add_argument("--library", required=True, nargs="+", metavar="LIB.nc", help="library of prior states (NetCDF/zarr; globs allowed)")
     parser.add_argument("--obs", required=True, nargs="+", metavar="OBS.nc", help="gridded observations (NaN where unobserved)")
@@ -25,32 +27,41 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF file")
     parser.add_argument("--mode", choices=api.choices("mode"), default=None,
                         help="analysis mode (default: local for window models, global otherwise)")
-    parser.add_argument("--members", type=int, default=None, metavar="M", help="ensemble members to write (default 20)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="retrieved library states to record in global mode (default 10)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the resampling (default 0)")
-    parser.add_argument("--spread-factor", type=float, default=None, help="scale ensemble deviations (default: the model's calibrated factor)")
-    parser.add_argument("--tau", type=float, default=None, help="temperature of the weights (default: the model's tuned or trained one)")
-    parser.add_argument("--min-ess", type=float, default=None, help="warn when the effective sample size falls below this")
+    parser.add_argument("--members", type=positive_int, default=None, metavar="M", help="ensemble members to write (default 20)")
+    parser.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="retrieved library states to record in global mode (default 10)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="seed of the resampling (default 0)")
+    parser.add_argument("--spread-factor", type=number(lo=0.0, lo_open=True, hi=100.0), default=None, help="scale ensemble deviations (default: the model's calibrated factor)")
+    parser.add_argument("--tau", type=number(lo=1e-6, hi=1e6), default=None, help="temperature of the weights (default: the model's tuned or trained one)")
+    parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="where library embeddings are cached (default: MODEL_DIR/library_cache; use this for a read-only model)")
+                        help="where library embeddings are cached (default: $OCEANDA_CACHE_DIR or ~/.cache/oceanda/library_cache)")
     parser.add_argument("--overwrite", action="store_true", help="replace ANALYSIS.nc if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+#: API keywords -> the options they come from (errors that depend on the data name the option).
+SPELLING = {"members": "--members", "top_k": "--top-k", "seed": "--seed", "tau": "--tau",
+            "spread_factor": "--spread-factor", "min_ess": "--min-ess", "scheduler": "--scheduler"}
+
+
 def run(args) -> int:
     from oceanda import api
-    from oceanda.commands import given, units_option
+    from oceanda.commands import cli_spelling, given, units_option
 
-    out = api.check_output(args.out, args.overwrite)  # fail before the (long) analysis
+    # fail before the (long) analysis: the output is new and no input (the model folder and the cache included)
+    (out,) = api.check_outputs([*args.library, *args.obs, args.model, args.cache_dir], [args.out], args.overwrite)
+    api.check_cache_dir(args.cache_dir, args.model, [*args.library, *args.obs])
     units = units_option(args.units)
-    library = api.open_library(args.library, variables=args.variables, units=units)
-    obs = api.open_obs(args.obs, like=library.ds, units=units)
-    command = api.command_line()
-    settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
-                     top_k="top_k", tempering="temper")
-    ds = api.assimilate(args.model, library, obs, quiet=args.quiet, command=command, **settings)
+    with cli_spelling(**SPELLING):
+        library = api.open_library(args.library, variables=args.variables, units=units)
+        obs = api.open_obs(args.obs, like=library.ds, units=units)
+        api.check_units(units, [library, obs], [*args.library, *args.obs])
+        command = api.command_line()
+        settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
+                         top_k="top_k", tempering="temper")
+        ds = api.assimilate(args.model, library, obs, quiet=args.quiet, command=command, **settings)
     api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
         print(f"wrote {out} ({ds.sizes['time']} analyses, mode {ds.attrs['mode']}, "

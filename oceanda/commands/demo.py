@@ -20,23 +20,29 @@ OUT/demo.json, then prints a table. Takes a few minutes on a 2-core laptop."""
 
 
 def add_arguments(p) -> None:
+    from oceanda.commands import number, one_line_errors, positive_int, seed_int
+
+    one_line_errors(p)
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--train", action="store_true", help="retrain the encoder pairs from the library instead of loading the bundled ones")
     p.add_argument("--truth", default="eval_1", help="held-out truth run of the sample: eval_1, eval_2 or eval_3 (default eval_1)")
-    p.add_argument("--members", type=int, default=20, help="analysis ensemble size written for each method (default 20)")
+    p.add_argument("--members", type=number(integer=True, lo=2), default=20, help="analysis ensemble size written for each method (default 20)")
     p.add_argument("--mode", dest="modes", action="append", choices=["local", "hybrid", "global"],
                    help="contrastive mode(s) to run (repeatable; default all three)")
-    p.add_argument("--days", type=int, default=None, help="use only the first DAYS observation days (a quick look)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--days", type=positive_int, default=None, help="use only the first DAYS observation days (a quick look)")
+    p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT, replacing files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def run(args) -> int:
     from oceanda import api
+    from oceanda.commands import cli_spelling
 
-    res = api.demo(args.out, train=args.train, overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
-                   truth=args.truth, members=args.members, days=args.days, modes=tuple(args.modes or ("local", "hybrid", "global")))
+    with cli_spelling(truth="--truth", members="--members", days="--days", seed="--seed"):
+        res = api.demo(args.out, train=args.train, overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
+                       truth=args.truth, members=args.members, days=args.days,
+                       modes=tuple(args.modes or ("local", "hybrid", "global")))
     print(api.demo_table(res.metrics))
     print(f"\nSSH scores against {args.truth} (lower RMSE/CRPS is better; spread/skill near 1 is calibrated).")
     print(f"analyses: {res.out_dir / 'analyses'}")

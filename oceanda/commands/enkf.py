@@ -34,53 +34,84 @@ Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoi
 
 def add_arguments(parser) -> None:
     from oceanda import api
-    from oceanda.commands import add_units_argument
+    from oceanda.commands import add_units_argument, number, one_line_errors, positive_int, seed_int, unit_interval
 
+    one_line_errors(parser)
     parser.add_argument("--ensemble", metavar="ENS.nc", nargs="+", help="forecast ensemble (or library) NetCDF/zarr")
     parser.add_argument("--obs", metavar="OBS.nc", nargs="+", help="observations (gridded or point)")
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF (per-cycle statistics with --cycle)")
     parser.add_argument("--method", choices=api.choices("method"), default="letkf", help="filter (default letkf)")
-    parser.add_argument("--loc-radius", type=float, default=None, metavar="KM",
+    parser.add_argument("--loc-radius", type=number(lo=0.0, lo_open=True, inf=True, note=", or inf for no localisation"), default=None, metavar="KM",
                         help="Gaspari-Cohn half-width c in km (zero beyond 2c); default: estimated from the "
                              "ensemble's correlation length (letkf, enoi); inf: no localisation (enoi)")
     parser.add_argument("--taper", choices=api.choices("taper"), default=None, help="localisation taper")
-    parser.add_argument("--inflation", type=float, default=None, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
-    parser.add_argument("--rtps", type=float, default=None, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
-    parser.add_argument("--rtpp", type=float, default=None, metavar="A", help="relaxation to prior perturbations, 0..1 (default 0)")
-    parser.add_argument("--alpha", type=float, default=None, help="EnOI: scaling of the static covariance (default 1)")
-    parser.add_argument("--members", type=int, default=None, metavar="N",
+    parser.add_argument("--inflation", type=number(lo=0.0, lo_open=True, hi=100.0), default=None, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
+    parser.add_argument("--rtps", type=unit_interval, default=None, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
+    parser.add_argument("--rtpp", type=unit_interval, default=None, metavar="A", help="relaxation to prior perturbations, 0..1 (default 0)")
+    parser.add_argument("--alpha", type=number(lo=0.0, lo_open=True, hi=100.0), default=None, help="EnOI: scaling of the static covariance (default 1)")
+    parser.add_argument("--members", type=number(integer=True, lo=2), default=None, metavar="N",
                         help="EnOI: static members drawn from the library (default all); --cycle: ensemble size (default 20)")
     parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables to analyse (default: all)")
     add_units_argument(parser)
     parser.add_argument("--periodic", action="store_true", help="doubly periodic domain: distances from y/x km with wrap-around")
-    parser.add_argument("--block", type=int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
+    parser.add_argument("--block", type=positive_int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="random seed (default 0)")
     parser.add_argument("--cycle", choices=api.choices("twin"), default=None, metavar="TESTBED",
                         help="run a cycled twin experiment on TESTBED (lorenz96 or qg)")
-    parser.add_argument("--cycles", type=int, default=None, help="--cycle: analysis cycles (default 1000 for lorenz96, 60 for qg)")
-    parser.add_argument("--burn-in", type=int, default=None, help="--cycle: cycles excluded from the printed means (default 100)")
+    parser.add_argument("--cycles", type=positive_int, default=None, help="--cycle: analysis cycles (default 1000 for lorenz96, 60 for qg)")
+    parser.add_argument("--burn-in", type=number(integer=True, lo=0), default=None, help="--cycle: cycles excluded from the printed means (default 100)")
     parser.add_argument("--checkpoint-dir", default=None, metavar="DIR", help="--cycle: ensemble checkpoint per cycle (NetCDF)")
-    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="K", help="--cycle: checkpoint every K cycles (default 1)")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="K", help="--cycle: checkpoint every K cycles (default 1)")
     parser.add_argument("--resume", action="store_true", help="--cycle: continue from the last checkpoint in --checkpoint-dir")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
 
+#: Options of one-shot analyses only, and of cycled runs only (refused in the other mode: never silently ignored).
+ONE_SHOT_ONLY = ("ensemble", "obs", "rtpp", "alpha", "variables", "units", "block")
+CYCLE_ONLY = ("cycles", "burn_in", "checkpoint_dir", "checkpoint_every")
+#: API keywords -> the options they come from (errors that depend on the data name the option).
+SPELLING = {"loc_radius_km": "--loc-radius", "radius": "--loc-radius", "rng": "--seed",
+            **{k: "--" + k.replace("_", "-") for k in ("members", "seed", "cycles", "burn_in", "block", "alpha",
+                                                       "inflation", "rtps", "rtpp", "checkpoint_every")}}
+
+
+def _not_applying(args) -> None:
+    """Refuse the options of the other mode (one-shot vs --cycle): an ignored option is a silent surprise."""
+    from oceanda.errors import ConfigurationError
+
+    names = ONE_SHOT_ONLY if args.cycle else CYCLE_ONLY
+    flags = ["--periodic"] * bool(args.periodic and args.cycle) + ["--no-members"] * bool(args.no_members and args.cycle)
+    flags += ["--resume"] * bool(args.resume and not args.cycle)
+    wrong = ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None] + flags
+    if wrong:
+        mode, other = (f"--cycle {args.cycle}", "one-shot analyses") if args.cycle else ("one-shot analyses", "--cycle")
+        raise ConfigurationError(f"{' '.join(wrong)}: an option of {other}, ignored by {mode}; expected "
+                                 f"{'it' if len(wrong) == 1 else 'them'} left out")
+
+
 def run(args) -> int:
+    from oceanda.commands import cli_spelling
+
+    _not_applying(args)
+    with cli_spelling(**SPELLING):
+        return _run_cycle(args) if args.cycle else _run_once(args)
+
+
+def _run_once(args) -> int:
     from oceanda import api
     from oceanda.commands import given, units_option
     from oceanda.errors import DataValidationError
 
-    out = api.check_output(args.out, args.overwrite)
-    if args.cycle:
-        return _run_cycle(args, out)
     if not args.ensemble or not args.obs:
         raise DataValidationError("--ensemble ENS.nc and --obs OBS.nc are required (or --cycle TESTBED)")
+    (out,) = api.check_outputs([*args.ensemble, *args.obs], [args.out], args.overwrite)  # before any work
     command = api.command_line()
     units = units_option(args.units)
     ens = api.open_states(args.ensemble, variables=args.variables, units=units)
     obs = api.open_obs(args.obs, like=ens, units=units, superob=False)  # points: the exact bilinear operator
+    api.check_units(units, [ens, obs], [*args.ensemble, *args.obs])
     settings = given(args, "taper", "inflation", "rtps", "rtpp", "alpha", "members", "variables", "block",
                      loc_radius_km="loc_radius", rng="seed")
     ds = api.analyse(ens, obs, args.method, periodic=args.periodic, keep_members=not args.no_members,
@@ -94,10 +125,12 @@ def run(args) -> int:
     return 0
 
 
-def _run_cycle(args, out) -> int:
+def _run_cycle(args) -> int:
     from oceanda import api
     from oceanda.commands import given
 
+    # the checkpoints are read back with --resume: an input as well as an output
+    (out,) = api.check_outputs([args.checkpoint_dir], [args.out], args.overwrite)
     command = api.command_line()
     settings = given(args, "members", "cycles", "seed", "inflation", "rtps", "taper", "checkpoint_dir",
                      "checkpoint_every", radius="loc_radius")

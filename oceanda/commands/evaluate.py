@@ -26,8 +26,9 @@ Example:
 
 
 def add_arguments(parser) -> None:
-    from oceanda.commands import add_units_argument
+    from oceanda.commands import add_units_argument, one_line_errors
 
+    one_line_errors(parser)
     parser.add_argument("--truth", required=True, metavar="TRUTH.nc", help="true states (NetCDF/zarr)")
     parser.add_argument("--analysis", required=True, nargs="+", metavar="NAME=FILE",
                         help="analyses to score, each as NAME=FILE (NAME labels it in the report)")
@@ -63,18 +64,21 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 def run(args) -> int:
     from oceanda import api
-    from oceanda.commands import units_option
+    from oceanda.commands import cli_spelling, units_option
     from oceanda.errors import OceandaError
 
     pairs = _pairs(args.analysis)
+    if args.climatology and "climatology" in pairs:
+        raise OceandaError("--climatology and an --analysis named 'climatology' both given; expected one of them")
+    inputs = [args.truth, *pairs.values(), args.obs, *(args.climatology or [])]
+    api.check_outputs(inputs, [], folders=[args.out])  # REPORT_DIR is no input and holds none
     units = units_option(args.units)
     truth = api.open_states(args.truth, variables=args.variable, units=units)
     analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
     obs = api.open_obs(args.obs, like=truth, units=units) if args.obs else None
-    if args.climatology:
-        if "climatology" in analyses:
-            raise OceandaError("--climatology and an --analysis named 'climatology' both given; expected one of them")
-        library = api.open_states(args.climatology, variables=args.variable, units=units)
+    library = api.open_states(args.climatology, variables=args.variable, units=units) if args.climatology else None
+    api.check_units(units, [truth, obs, library], [args.truth, args.obs, *(args.climatology or [])])
+    if library is not None:
         analyses["climatology"] = api.climatology(library, truth.time.values)
     time_index = args.time
     if time_index is not None:
@@ -82,8 +86,9 @@ def run(args) -> int:
             time_index = int(time_index)
         except ValueError:
             pass
-    result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
-                             overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
+    with cli_spelling(time="--time"):
+        result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
+                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
     print(summary(result))
     out = str(args.out).rstrip("/") or "/"
     print(f"report: {out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")

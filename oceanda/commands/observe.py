@@ -29,49 +29,58 @@ Example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from oceanda import api
-    from oceanda.commands import add_units_argument
+    from oceanda.commands import add_units_argument, nonnegative_int, number, one_line_errors, positive, seed_int
 
+    one_line_errors(parser)
+    KM = number(lo=0.0, lo_open=True, hi=1e5)  # noqa: N806 - distances: at most 2.5 x the equator (observe.MAX_KM)
     parser.add_argument("--states", required=True, nargs="+", help="state file(s) to observe (NetCDF/zarr, globs)")
     parser.add_argument("--operator", required=True, choices=api.choices("operator"), help="what observes the states")
     parser.add_argument("--out", required=True, help="output NetCDF (refused if it exists, unless --overwrite)")
     noise = parser.add_mutually_exclusive_group()
-    noise.add_argument("--sigma", type=float, default=None, help="noise standard deviation in the variable's units")
-    noise.add_argument("--sigma-fraction", type=float, default=None,
+    noise.add_argument("--sigma", type=number(lo=0.0, lo_open=True, hi=1e30), default=None, help="noise standard deviation in the variable's units")
+    noise.add_argument("--sigma-fraction", type=number(lo=0.0, lo_open=True, hi=100.0), default=None,
                        help="noise as a fraction of the field's standard deviation (default 0.1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--variables", nargs="+", default=None,
                         help="observed variable (default: the SSH variable, or the only variable, for altimetry, gappy and points; levelled fields for profiles)")
     add_units_argument(parser)
     g = parser.add_argument_group("track options (altimetry, points)")
-    g.add_argument("--track-spacing-km", type=float, default=None,
+    g.add_argument("--track-spacing-km", type=KM, default=None,
                    help="distance between same-direction tracks of one day (default: half the domain width)")
-    g.add_argument("--track-width-km", type=float, default=None, help="swath width (default: the cells a track crosses)")
-    g.add_argument("--along-track-km", type=float, default=None, help="points: spacing along track (default: half a cell)")
+    g.add_argument("--track-width-km", type=KM, default=None, help="swath width (default: the cells a track crosses)")
+    g.add_argument("--along-track-km", type=KM, default=None, help="points: spacing along track (default: half a cell)")
     g.add_argument("--interpolation", default=None, choices=["bilinear", "nearest"],
                    help="points: value at the point (bilinear, default) or of its cell (nearest)")
-    g.add_argument("--repeat-days", type=int, default=None, help="repeat cycle of the orbit in days (default 10)")
-    g.add_argument("--satellites", type=int, default=None, help="number of satellites (default 2)")
-    g.add_argument("--passes-per-day", type=int, default=None, help="passes per satellite a day (default 2)")
-    g.add_argument("--angle-deg", type=float, default=None, help="track angle to the x axis (default 60)")
+    g.add_argument("--repeat-days", type=number(integer=True, lo=1, hi=10000), default=None, help="repeat cycle of the orbit in days (default 10)")
+    g.add_argument("--satellites", type=number(integer=True, lo=1, hi=100), default=None, help="number of satellites (default 2)")
+    g.add_argument("--passes-per-day", type=number(integer=True, lo=1, hi=100), default=None, help="passes per satellite a day (default 2)")
+    g.add_argument("--angle-deg", type=number(lo=-360.0, hi=360.0), default=None, help="track angle to the x axis (default 60)")
     g = parser.add_argument_group("gappy options")
-    g.add_argument("--cloud-fraction", type=float, nargs="+", default=None, metavar="F",
+    g.add_argument("--cloud-fraction", type=number(lo=0.0, hi=1.0, hi_open=True), nargs="+", default=None, metavar="F",
                    help="cloud cover: one value, or MIN MAX drawn per time (default 0.3 0.7)")
-    g.add_argument("--cloud-size-km", type=float, default=None, help="cloud correlation length in km (default 100)")
-    g.add_argument("--layer", type=int, default=None, help="level index observed of a layered/depth variable")
+    g.add_argument("--cloud-size-km", type=KM, default=None, help="cloud correlation length in km (default 100)")
+    g.add_argument("--layer", type=nonnegative_int, default=None, help="level index observed of a layered/depth variable")
     g = parser.add_argument_group("profiles options")
-    g.add_argument("--profiles-per-day", type=float, default=None, help="profiles a day (default 20)")
+    g.add_argument("--profiles-per-day", type=positive, default=None, help="profiles a day (default 20)")
     parser.add_argument("--periodic", default=None, choices=["yes", "no"],
                         help="treat the grid as periodic (default: km boxes yes, global lon yes, else no)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", action="store_true", help="no summary line")
 
 
+#: API keywords -> the options they come from (errors that depend on the data name the option).
+SPELLING = {k: "--" + k.replace("_", "-") for k in (
+    "sigma", "sigma_fraction", "seed", "track_spacing_km", "track_width_km", "along_track_km", "repeat_days",
+    "passes_per_day", "angle_deg", "cloud_fraction", "cloud_size_km", "layer", "profiles_per_day")}
+SPELLING["n_satellites"] = "--satellites"
+
+
 def run(args: argparse.Namespace) -> int:
     from oceanda import api
-    from oceanda.commands import given, units_option
+    from oceanda.commands import cli_spelling, given, units_option
 
-    api.check_output(args.out, args.overwrite)
-    states = api.open_states(args.states, units=units_option(args.units))
+    api.check_outputs(args.states, [args.out], args.overwrite)
+    units = units_option(args.units)
     options = given(args, "track_spacing_km", "track_width_km", "along_track_km", "repeat_days", "passes_per_day",
                     "angle_deg", "cloud_size_km", "layer", "profiles_per_day", "interpolation",
                     n_satellites="satellites")
@@ -79,8 +88,11 @@ def run(args: argparse.Namespace) -> int:
         options["cloud_fraction"] = tuple(args.cloud_fraction)
     if args.periodic is not None:
         options["periodic"] = args.periodic == "yes"
-    obs = api.observe_states(states, args.operator, sigma=args.sigma, sigma_fraction=args.sigma_fraction, seed=args.seed,
-                      variables=args.variables, **options)
+    with cli_spelling(**SPELLING):
+        states = api.open_states(args.states, units=units)
+        api.check_units(units, [states], args.states)
+        obs = api.observe_states(states, args.operator, sigma=args.sigma, sigma_fraction=args.sigma_fraction,
+                                 seed=args.seed, variables=args.variables, **options)
     path = api.write(obs, args.out, overwrite=args.overwrite)
     if not args.quiet:
         n = obs.sizes["obs"] if "obs" in obs.dims else int(sum(int(obs[v].count()) for v in obs.data_vars

@@ -19,11 +19,14 @@ Example:
 
 
 def add_arguments(parser) -> None:
+    from oceanda.commands import one_line_errors, seed_int
+
+    one_line_errors(parser)
     parser.add_argument("experiment", metavar="EXPERIMENT", help="experiment name (available: baptista2025)")
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes, for CI)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: reproduce-EXPERIMENT[-quick])")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of every random draw (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
 
 

@@ -20,10 +20,12 @@ of them, a paired training set, and README.txt saying how it was made. Same --se
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from oceanda import api
+    from oceanda.commands import one_line_errors, seed_int
 
+    one_line_errors(parser)
     parser.add_argument("--testbed", required=True, choices=api.choices("testbed"), help="which testbed")
     parser.add_argument("--out", required=True, help="output folder (created; refused if not empty without --overwrite)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", default="small", choices=["tiny", "small", "full"], help="data size (default small)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress output")

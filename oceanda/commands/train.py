@@ -37,8 +37,9 @@ EXIT_WEAK = 3
 
 def add_arguments(parser) -> None:
     from oceanda import api
-    from oceanda.commands import add_units_argument
+    from oceanda.commands import add_units_argument, number, one_line_errors, positive, positive_int, seed_int
 
+    one_line_errors(parser)
     parser.add_argument("--states", required=True, nargs="+", metavar="STATES.nc", help="training states (NetCDF/zarr; several files are joined in time)")
     parser.add_argument("--obs", required=True, metavar="OBS.nc", help="observations: their patterns and errors")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="checkpoint directory")
@@ -47,20 +48,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--state-vars", nargs="+", metavar="V", help="state variables to encode (default: all for field models, the observed ones for window models)")
     parser.add_argument("--obs-vars", nargs="+", metavar="V", help="observed variables (default: all in OBS.nc)")
     add_units_argument(parser)
-    parser.add_argument("--obs-days", type=int, default=None, metavar="N",
+    parser.add_argument("--obs-days", type=positive_int, default=None, metavar="N",
                         help="days of observations per sample (window: 1..N drawn; field: N days stacked; default: 1)")
-    parser.add_argument("--window", type=int, default=None, help="deprecated name of --obs-days")
+    parser.add_argument("--window", type=positive_int, default=None, help="deprecated name of --obs-days")
     parser.add_argument("--similarity", choices=api.choices("similarity"), default=None, help="similarity (default: cosine)")
     parser.add_argument("--loss", choices=api.choices("loss"), default=None,
                         help="loss (default: clip, the two-sided conditional loss)")
-    parser.add_argument("--embedding-dim", type=int, default=None, help="embedding dimension (default: 128 field, 64 window)")
-    parser.add_argument("--tau", type=float, default=None, help="initial temperature (default: 0.07 field, 0.1 window)")
+    parser.add_argument("--embedding-dim", type=positive_int, default=None, help="embedding dimension (default: 128 field, 64 window)")
+    parser.add_argument("--tau", type=number(lo=1e-6, hi=1e6), default=None, help="initial temperature (default: 0.07 field, 0.1 window)")
     parser.add_argument("--fixed-tau", action="store_true", help="keep the temperature fixed (default: learned for field models)")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: field 20 or enough for 200 optimiser steps; window: until --seconds)")
-    parser.add_argument("--batch-size", type=int, default=None, help="batch size (default: 128, less on small data -- said when so)")
-    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 2e-3)")
-    parser.add_argument("--seconds", type=float, default=None, help="wall-time budget (window default: 150; field: none)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed (default: 0)")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="epochs (default: field 20 or enough for 200 optimiser steps; window: until --seconds)")
+    parser.add_argument("--batch-size", type=number(integer=True, lo=2), default=None, help="batch size (default: 128, less on small data -- said when so)")
+    parser.add_argument("--lr", type=number(lo=0.0, lo_open=True, hi=1.0), default=None, help="peak learning rate (default: 2e-3)")
+    parser.add_argument("--seconds", type=positive, default=None, help="wall-time budget (window default: 150; field: none)")
+    parser.add_argument("--seed", type=seed_int, default=None, help="random seed (default: 0)")
     parser.add_argument("--periodic", action="store_true", help="the grid is doubly periodic (default: km boxes yes, other grids no)")
     parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic")
     parser.add_argument("--allow-weak", action="store_true", help="exit 0 even when the model is within 2x of chance")
@@ -71,10 +72,12 @@ def add_arguments(parser) -> None:
 
 
 def _window_arguments(parser) -> None:
+    from oceanda.commands import nonnegative_int, number, positive_int
+
     g = parser.add_argument_group("window models (--kind window)")
-    g.add_argument("--window-size", type=int, default=None, help="state window (cells; default 16, less on small grids)")
-    g.add_argument("--window-stride", type=int, default=None, help="analysis stride (cells; default size / 2)")
-    g.add_argument("--halo", type=int, default=None, help="observation halo around a window (cells; default 8)")
+    g.add_argument("--window-size", type=number(integer=True, lo=2), default=None, help="state window (cells; default 16, less on small grids)")
+    g.add_argument("--window-stride", type=positive_int, default=None, help="analysis stride (cells; default size / 2)")
+    g.add_argument("--halo", type=nonnegative_int, default=None, help="observation halo around a window (cells; default 8)")
     g.add_argument("--tune-states", nargs="+", metavar="TRUTH.nc", help="a tuning truth run (not in STATES) to calibrate on")
     g.add_argument("--tune-obs", metavar="OBS.nc", help="observations of --tune-states")
     g.add_argument("--calibrate", action="store_true", help="calibrate on held-out STATES (when no --tune-states)")
@@ -82,6 +85,7 @@ def _window_arguments(parser) -> None:
 
 def _field_arguments(parser) -> None:
     from oceanda import api
+    from oceanda.commands import number, positive_int
 
     g = parser.add_argument_group("whole-field models (--kind field)")
     g.add_argument("--encoder", choices=api.choices("encoder"), default=None, help="encoder of both sides (default: cnn, masked CNN)")
@@ -90,15 +94,23 @@ def _field_arguments(parser) -> None:
                         "coarse feature map, a sum of local agreements like a log-likelihood; --embedding-dim must "
                         "be a multiple of that map's cells, e.g. 1024 = 16 features x 8x8 with --input-pool 2 "
                         "--depth 2 on a 64x64 grid; on QG altimetry it doubles retrieval R@5)")
-    g.add_argument("--depth", type=int, default=None, help="cnn: strided stages, each halving the grid (default: 3, less on small grids)")
-    g.add_argument("--width", type=int, default=None, help="cnn: channels of the first stage (default: 32)")
-    g.add_argument("--input-pool", type=int, default=None, help="cnn: average p x p blocks first (default: 1)")
-    g.add_argument("--val-fraction", type=float, default=None, help="last fraction of times used to validate (default: 0.2)")
-    g.add_argument("--patience", type=int, default=None, help="early stopping after N epochs without improvement")
-    g.add_argument("--block", type=int, default=None,
+    g.add_argument("--depth", type=positive_int, default=None, help="cnn: strided stages, each halving the grid (default: 3, less on small grids)")
+    g.add_argument("--width", type=positive_int, default=None, help="cnn: channels of the first stage (default: 32)")
+    g.add_argument("--input-pool", type=positive_int, default=None, help="cnn: average p x p blocks first (default: 1)")
+    g.add_argument("--val-fraction", type=number(lo=0.0, hi=1.0, lo_open=True, hi_open=True), default=None, help="last fraction of times used to validate (default: 0.2)")
+    g.add_argument("--patience", type=positive_int, default=None, help="early stopping after N epochs without improvement")
+    g.add_argument("--block", type=positive_int, default=None,
                    help="batches hold blocks of this many consecutive days sharing a shift (hard negatives; default: 1 = plain shuffle)")
     g.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in MODEL_DIR")
+
+
+#: API keywords -> the options they come from (errors that depend on the data name the option).
+SPELLING = {"obs_days": "--obs-days", "embedding_dim": "--embedding-dim", "tau": "--tau", "epochs": "--epochs",
+            "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "seconds": "--seconds",
+            "size": "--window-size", "stride": "--window-stride", "halo": "--halo", "depth": "--depth",
+            "width": "--width", "input_pool": "--input-pool", "val_fraction": "--val-fraction",
+            "patience": "--patience", "block": "--block", "max_seconds": "--seconds", "block_size": "--block"}
 
 
 def _settings(args) -> dict:
@@ -131,7 +143,7 @@ def run(args) -> int:
     import sys
 
     from oceanda import api
-    from oceanda.commands import units_option
+    from oceanda.commands import cli_spelling, units_option
     from oceanda.errors import ConfigurationError
 
     settings = _settings(args)
@@ -140,17 +152,23 @@ def run(args) -> int:
         settings.setdefault("obs_days", args.window)
     if bool(args.tune_states) != bool(args.tune_obs):
         raise ConfigurationError("--tune-states and --tune-obs go together; expected both")
+    inputs = [*args.states, args.obs, *(args.tune_states or []), args.tune_obs]
+    api.check_outputs(inputs, [], folders=[args.out])  # MODEL_DIR is neither an input nor holds one
     units = units_option(args.units)
-    states = api.open_states(args.states, variables=args.state_vars, units=units)
-    obs = api.open_obs(args.obs, like=states, variables=args.obs_vars, units=units)
-    if args.tune_states:
-        settings["tune_states"] = api.open_states(args.tune_states, units=units).load()
-        settings["tune_obs"] = api.open_obs(args.tune_obs, like=states, units=units).load()
-    model, res = api.train(
-        states, obs, args.out, overwrite=args.overwrite, quiet=True if args.quiet else None,
-        source={"states": [str(s) for s in args.states], "obs": str(args.obs), "command": api.command_line()},
-        log=lambda msg: print(f"oceanda train: {msg}", file=sys.stderr), **settings,
-    )
+    with cli_spelling(**SPELLING):
+        states = api.open_states(args.states, variables=args.state_vars, units=units)
+        obs = api.open_obs(args.obs, like=states, variables=args.obs_vars, units=units)
+        opened = [states, obs]
+        if args.tune_states:
+            settings["tune_states"] = api.open_states(args.tune_states, units=units).load()
+            settings["tune_obs"] = api.open_obs(args.tune_obs, like=states, units=units).load()
+            opened += [settings["tune_states"], settings["tune_obs"]]
+        api.check_units(units, opened, inputs)
+        model, res = api.train(
+            states, obs, args.out, overwrite=args.overwrite, quiet=True if args.quiet else None,
+            source={"states": [str(s) for s in args.states], "obs": str(args.obs), "command": api.command_line()},
+            log=lambda msg: print(f"oceanda train: {msg}", file=sys.stderr), **settings,
+        )
     kind = "window" if (model.config.get("extra") or {}).get("window") else "field"
     print(f"trained a {kind} model: {len(res.history)} epochs (best {res.best_epoch}); model in {args.out}")
     health = res.health

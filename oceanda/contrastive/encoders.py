@@ -90,6 +90,7 @@ class LinearEncoder(Encoder):
 
 
 _ACT = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+ACTIVATIONS = tuple(_ACT)
 
 
 class MLPEncoder(Encoder):
@@ -381,6 +382,92 @@ class FixedEncoder(Encoder):
 
 
 ENCODERS = {c.kind: c for c in (LinearEncoder, MLPEncoder, MaskedCNNEncoder, TrajectoryTransformer, FixedEncoder)}
+
+
+def keywords(kind: str) -> tuple[str, ...]:
+    """The keyword arguments of the constructor of encoder ``kind`` (the keys its config may hold)."""
+    import inspect
+
+    return tuple(k for k in inspect.signature(ENCODERS[kind].__init__).parameters if k != "self")
+
+
+def arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """The constructor arguments an encoder config stands for: the stored ones over the constructor's defaults.
+
+    Parameters
+    ----------
+    config : the dict of :meth:`Encoder.config` (``type`` one of :data:`ENCODERS`)
+
+    Returns
+    -------
+    dict
+        Every keyword of the encoder's constructor (``in_shape``, ``out_dim``, ...), ``type`` left out.
+    """
+    import inspect
+
+    params = inspect.signature(ENCODERS[config["type"]].__init__).parameters
+    out = {k: p.default for k, p in params.items() if k != "self"}
+    out.update({k: v for k, v in config.items() if k != "type"})
+    return out
+
+
+def _cnn_sizes(a: dict[str, Any]) -> tuple[int, int]:
+    c, ny, nx = a["in_shape"]
+    f = 2 ** a["depth"] * a["first_stride"] * a["input_pool"]
+    py, px = -(-ny // f) * f, -(-nx // f) * f  # padded up to the stride
+    params, widest, cin = 0, c * py * px, c
+    hy, hx = py // a["input_pool"], px // a["input_pool"]
+    for k in range(a["depth"]):
+        w = min(a["width"] * 2**k, a["max_width"])
+        s0 = a["first_stride"] if k == 0 else 1
+        hy, hx = -(-hy // s0), -(-hx // s0)
+        params += cin * w * 9 + w + w * w * 9 + w
+        widest = max(widest, w * hy * hx)
+        hy, hx, cin = -(-hy // 2), -(-hx // 2), w
+    cells = max(py // f - 2 * a["crop"], 1) * max(px // f - 2 * a["crop"], 1)
+    o = a["out_dim"]
+    params += cin * (o // cells) + o // cells if a["head"] == "spatial" else cin * cells * o + o
+    return params, widest
+
+
+def _transformer_sizes(a: dict[str, Any]) -> tuple[int, int]:
+    L, F = a["in_shape"]
+    d, ff, o = a["d_model"], a["dim_feedforward"], a["out_dim"]
+    fin = F + (a["n_periodic"] if a["periodic"] else 0)
+    block = 3 * d * d + 3 * d + d * d + d + d * ff + ff + ff * d + d + 4 * d
+    params = fin * d + d + L * d + a["num_layers"] * block + 2 * d + d * o + o
+    return params, L * max(d, ff, fin) + a["nhead"] * L * L
+
+
+def encoder_sizes(config: dict[str, Any]) -> tuple[int, int]:
+    """Parameters and the values of one sample's widest layer of the encoder ``config`` describes.
+
+    Why: computed from the config alone, so a checkpoint asking for 160 GB of weights is refused
+    before any module allocates them (``oceanda.contrastive.checkpoint.check_architecture``).
+
+    Parameters
+    ----------
+    config : a checked encoder config (:meth:`Encoder.config`)
+
+    Returns
+    -------
+    tuple of ints (parameters and buffers, values)
+    """
+    a = arguments(config)
+    kind = config["type"]
+    d = math.prod(_shape(a["in_shape"]))  # Python integers: no overflow, whatever the config asks
+    o = a["out_dim"] if a["out_dim"] is not None else d
+    if kind == "masked_cnn":
+        return _cnn_sizes(a)
+    if kind == "trajectory_transformer":
+        return _transformer_sizes(a)
+    if kind == "mlp":
+        params, widest = 0, d
+        for h in a["hidden"]:
+            params += d * h + h + (2 * h if a["layernorm"] else 0)
+            widest, d = max(widest, h), h
+        return params + d * o + o, widest
+    return d * o + (o if kind == "linear" and a["bias"] else 0), max(d, o)  # linear and fixed
 
 
 def build_encoder(config: dict[str, Any]) -> Encoder:

@@ -8,6 +8,7 @@ and a free ``extra`` dict (e.g. how observation windows were built).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from oceanda.contrastive.encoders import Encoder, build_encoder
 from oceanda.contrastive.similarity import Similarity
-from oceanda.errors import CheckpointError
+from oceanda.errors import CheckpointError, OceandaError
 
 
 def _version() -> str:
@@ -142,54 +143,77 @@ class ContrastiveModel(nn.Module):
         return save_checkpoint(directory, self.state_dict(), self.config, overwrite=overwrite)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "ContrastiveModel":
+    def from_config(cls, config: dict[str, Any], where: str = "model config") -> "ContrastiveModel":
         """A fresh (untrained) model with the architecture in ``config``.
 
         Parameters
         ----------
         config : a model config (``config.json``)
+        where : the config's name in errors (a file)
 
         Returns
         -------
         ContrastiveModel
-            Untrained, with the other config entries kept.
+            Untrained, with the other config entries kept; a config that does not describe a model
+            raises :class:`CheckpointError` naming ``where`` (checked before anything is built).
         """
-        try:
-            sim_cfg = dict(config["similarity"])
-            sim = Similarity(sim_cfg["kind"], tau=sim_cfg.get("tau", 1.0), learn_tau=sim_cfg.get("learn_tau", False),
-                             tau_min=sim_cfg.get("tau_min", 1e-3), tau_max=sim_cfg.get("tau_max", 100.0))
-            se = build_encoder(config["state_encoder"])
-            oe = build_encoder(config["obs_encoder"])
-        except KeyError as exc:
-            raise CheckpointError(f"model config lacks {exc}; expected state_encoder, obs_encoder and similarity") from exc
-        keep = {k: v for k, v in config.items() if k not in ("state_encoder", "obs_encoder", "similarity")}
-        return cls(se, oe, sim, keep)
+        from oceanda.contrastive.checkpoint import check_architecture
+
+        check_architecture(config, where)
+        parts = _parts(config, where)
+        keep = {k: v for k, v in config.items() if k not in parts}
+        return cls(parts["state_encoder"], parts["obs_encoder"], parts["similarity"], keep)
 
     @classmethod
-    def load(cls, directory) -> "ContrastiveModel":
-        """Load a checkpoint written by :meth:`save` (eval mode).
+    def load(cls, directory, check: Callable[[dict[str, Any], str], None] | None = None) -> "ContrastiveModel":
+        """Load a checkpoint written by :meth:`save` (eval mode), validated before anything is built.
+
+        The config is checked against the schema (:mod:`oceanda.contrastive.checkpoint`: types, ranges,
+        sizes bounded by the memory available) and the weights against the architecture's tensors
+        (names, shapes, float dtypes, finite values; taken from a model built on the ``meta`` device)
+        before the model is built for real.
 
         Parameters
         ----------
         directory : the checkpoint directory
+        check : ``check(config, "<directory>/config.json")``, run on the config before the model is
+            built (e.g. the ocean entries ``oceanda.analysis.encoding`` needs)
 
         Returns
         -------
         ContrastiveModel
-            The trained model; weights that do not fit the config raise ``CheckpointError``.
+            The trained model; anything malformed raises :class:`CheckpointError` naming the file.
         """
-        from oceanda.io import load_checkpoint
+        from oceanda.contrastive import checkpoint as ck
 
-        tensors, config = load_checkpoint(directory)
-        model = cls.from_config(config)
+        tensors, config = ck.read(directory)
+        where = ck.config_file(directory)
+        ck.check_architecture(config, where)
+        if check is not None:
+            check(config, where)
+        with torch.device("meta"):  # names, shapes and dtypes of the architecture, nothing allocated
+            expected = {f"{name}.{k}": v for name, part in _parts(config, where).items()
+                        for k, v in part.state_dict().items()}
+        ck.check_tensors(expected, tensors, ck.weights_file(directory))
+        model = cls.from_config(config, where)  # now as large as the weights already read
         try:
-            missing, unexpected = model.load_state_dict(tensors, strict=False)
-        except RuntimeError as exc:  # size mismatch
-            raise CheckpointError(f"{directory}: weights do not match the architecture in config.json ({exc})") from exc
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{directory}: weights do not match the architecture in config.json (missing {missing[:5]}, unexpected {unexpected[:5]})"
-            )
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:  # pragma: no cover - check_tensors found nothing, torch still refuses
+            msg = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{ck.weights_file(directory)}: weights do not fit config.json ({msg})") from exc
         model._refresh_config()
         model.eval()
         return model
+
+
+def _parts(config: dict[str, Any], where: str) -> dict[str, nn.Module]:
+    """The encoders and the similarity of a checked config, by the names they hold in a ``ContrastiveModel``."""
+    sim_cfg = dict(config["similarity"])
+    try:
+        return {"state_encoder": build_encoder(config["state_encoder"]),
+                "obs_encoder": build_encoder(config["obs_encoder"]),
+                "similarity": Similarity(sim_cfg["kind"], tau=sim_cfg.get("tau", 1.0),
+                                         learn_tau=sim_cfg.get("learn_tau", False),
+                                         tau_min=sim_cfg.get("tau_min", 1e-3), tau_max=sim_cfg.get("tau_max", 100.0))}
+    except OceandaError as exc:  # a combination the schema lets through but a constructor refuses
+        raise CheckpointError(f"{where}: {' '.join(str(exc).split())}") from exc

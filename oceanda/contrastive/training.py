@@ -90,6 +90,8 @@ class TrainConfig(Settings):
 
     def validate(self) -> None:
         """Raise :class:`~oceanda.errors.ConfigurationError` naming the first setting out of range."""
+        from oceanda.settings import SEED_MAX
+
         if self.loss is not None:
             check_choice("loss", self.loss, LOSSES)
         for k, v in (self.loss_kwargs or {}).items():
@@ -98,7 +100,7 @@ class TrainConfig(Settings):
                                          "object to the Trainer for kernel functions)")
         check_number("epochs", self.epochs, lo=1, integer=True)
         check_number("batch_size", self.batch_size, lo=2, integer=True)  # a contrastive batch needs 2 pairs
-        check_number("lr", self.lr, lo=0, lo_open=True)
+        check_number("lr", self.lr, lo=0, lo_open=True, hi=1.0)  # Adam beyond 1: divergence to NaN weights
         check_number("weight_decay", self.weight_decay, lo=0)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_number("warmup_steps", self.warmup_steps, lo=0, integer=True)
@@ -106,7 +108,7 @@ class TrainConfig(Settings):
         check_number("grad_clip", self.grad_clip, lo=0, optional=True)
         check_number("patience", self.patience, lo=1, integer=True, optional=True)
         check_number("min_delta", self.min_delta, lo=0)
-        check_number("seed", self.seed, lo=0, integer=True)
+        check_number("seed", self.seed, lo=0, hi=SEED_MAX, integer=True)
         check_number("max_seconds", self.max_seconds, lo=0, lo_open=True, optional=True)
         check_number("block_size", self.block_size, lo=1, integer=True)
         check_number("block_start", self.block_start, lo=0, integer=True)
@@ -351,24 +353,17 @@ def _save_resume(directory: Path, model, opt, best_state, meta: dict) -> None:
 
 
 def _load_resume(directory: Path, model, opt):
-    from oceanda.io import load_checkpoint
+    """Restore ``model`` and ``opt`` from ``directory``; every part checked first (one-line CheckpointError)."""
+    from oceanda.contrastive.checkpoint import check_resume, config_file
+    from oceanda.errors import CheckpointError
 
-    tensors, meta = load_checkpoint(directory)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")} or None
-    state: dict[int, dict[str, Any]] = {}
-    for key, info in meta["optimizer"]["state"].items():
-        pid, name = key.split(".", 1)
-        if isinstance(info, dict):
-            val = info["value"]
-        else:
-            val = tensors[f"opt.{key}"].reshape(info)
-        state.setdefault(int(pid), {})[name] = val
-    groups = meta["optimizer"]["param_groups"]
-    for g in groups:
-        if "betas" in g:
-            g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
+    weights, best, opt_state, meta = check_resume(directory, model, opt)
+    model.load_state_dict(weights, strict=True)
+    try:
+        opt.load_state_dict(opt_state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{config_file(directory)}: the optimiser state does not fit this model ({msg})") from exc
     return best, meta
 
 

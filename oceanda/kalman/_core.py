@@ -86,7 +86,9 @@ def prepare(E: np.ndarray, obs: Observations, inflation: float, rng: Any) -> tup
     """
     E = np.asarray(E, dtype=np.float64)
     if E.ndim != 2 or E.shape[0] < 2:
-        raise DataValidationError(f"ensemble of shape {E.shape}; expected [N >= 2 members, n]")
+        n = E.shape[0] if E.ndim else 0
+        raise DataValidationError(f"ensemble of shape {E.shape} ({n} member{'s' if n != 1 else ''}); expected an "
+                                  "array [N, n] of at least 2 members (an ensemble covariance needs 2 or more)")
     obs = obs.finite()
     E = repair_members(E, rng)
     E = inflate(E, inflation)

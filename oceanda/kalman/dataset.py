@@ -13,6 +13,7 @@ ssh = f0 psi1 / g) are kept exactly by the ensemble-space update.
 from __future__ import annotations
 
 import time as _time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -85,14 +86,35 @@ def _members_at(ens: xr.Dataset, layout: FieldLayout, t: Any, source: str) -> np
             if ens.sizes["time"] == 1:
                 e = ens.isel(time=0)
             else:
-                match = np.flatnonzero(np.asarray(ens["time"].values) == t) if t is not None else []
+                match = []
+                if t is not None:
+                    _same_calendar(ens["time"].values, t, source)
+                    match = np.flatnonzero(grid.time_days(ens["time"].values) == grid.time_days(t))
                 if len(match) != 1:
                     raise DataValidationError(f"{source}: no ensemble at observation time {t}; expected one ensemble time per obs time or a single one")
                 e = ens.isel(time=int(match[0]))
-        arr, _ = to_array(e, replace(layout, sample_dim="member"), dtype=np.float64)
+        arr, _ = to_array(e, replace(layout, sample_dim="member"), dtype=np.float64, source=source)
         return arr
-    arr, _ = to_array(ens, replace(layout, sample_dim="time"), dtype=np.float64)  # a library: its times are the members
+    # a library: its times are the members
+    arr, _ = to_array(ens, replace(layout, sample_dim="time"), dtype=np.float64, source=source)
     return arr
+
+
+def _same_calendar(times: Any, t: Any, source: str) -> None:
+    """Refuse matching an observation time against ensemble times of another calendar (days differ)."""
+    a, b = grid.calendar_of(times), grid.calendar_of(t)
+    if a != b:
+        raise DataValidationError(f"{source}: ensemble times in the {a or 'no'} calendar, observation times in the "
+                                  f"{b or 'no'} calendar; expected the same calendar")
+
+
+def _check_members(ensemble: xr.Dataset, sample_dim: str, source: str) -> None:
+    """Refuse an ensemble of fewer than 2 members (or a library of fewer than 2 states): no covariance."""
+    n = int(ensemble.sizes[sample_dim])
+    if n < 2:
+        what = "member" if sample_dim == "member" else "state (time) in the library"
+        raise DataValidationError(f"{source}: {n} {what} along '{sample_dim}'; expected at least 2 members "
+                                  "(an ensemble covariance needs 2 or more)")
 
 
 def _state_variables(ensemble: xr.Dataset, obs: xr.Dataset, sample_dim: str) -> list[str]:
@@ -154,7 +176,8 @@ def _filter(method: str | Filter, loc_radius_km: float | None, settings: dict[st
 def _estimate_radius(ensemble: xr.Dataset, layout: FieldLayout, f: Filter, observed: Sequence[str], t: Any,
                      periodic: bool, source: str) -> tuple[float, str]:
     """A radius for ``f`` from the ensemble's correlation length (:func:`~oceanda.kalman.localization.estimate_radius`)."""
-    X = _members_at(ensemble, layout, t, source)  # [N, C, Y, X]
+    E, land, shape = _members_flat(ensemble, layout, t, source, quiet=True)  # the analysis warns, not this
+    X = np.where(land, np.nan, E).reshape(-1, *shape)  # [N, C, Y, X], land NaN as before
     n = X.shape[0] if getattr(f, "members", None) is None else min(int(f.members), X.shape[0])
     sub = X[np.unique(np.linspace(0, X.shape[0] - 1, min(X.shape[0], 1000)).astype(np.int64))]  # bounded cost
     chans = [i for i, (v, _) in enumerate(layout.channels) if v in observed] or list(range(len(layout.channels)))
@@ -188,20 +211,57 @@ def _domain_km(coords: np.ndarray, metric: str, period: list[float] | None) -> f
     return float(np.hypot(np.ptp(coords[:, 0]), np.ptp(coords[:, 1])))
 
 
+def _clean_members(E: np.ndarray, land: np.ndarray, source: str, what: str, warned: set | None = None,
+                   quiet: bool = False) -> np.ndarray:
+    """Members ``E [N, n]`` without those NaN outside the land (cells NaN in every member), with a warning.
+
+    Why: one NaN in one member enters every covariance and blanks the whole analysis; the other
+    members still give one. Fewer than two clean members cannot, and are refused.
+    """
+    bad = (~np.isfinite(E) & ~land[None]).any(axis=1)
+    if not bad.any():
+        return E
+    idx = np.flatnonzero(bad)
+    head = ", ".join(str(int(i)) for i in idx[:8]) + (f", ... {idx.size - 8} more" if idx.size > 8 else "")
+    msg = (f"{source}: {idx.size} of {len(E)} members ({what} indices {head}) are NaN where other members have "
+           "values (outside the land)")
+    if len(E) - idx.size < 2:
+        raise DataValidationError(f"{msg}; expected NaN only on land (the same cells in every member) and at least "
+                                  "2 members without other NaN")
+    if not quiet and (warned is None or tuple(idx) not in warned):
+        warnings.warn(f"{msg}: dropped, {len(E) - idx.size} members remain", UserWarning, stacklevel=3)
+        if warned is not None:
+            warned.add(tuple(idx))
+    return E[~bad]
+
+
+def _members_flat(ensemble: xr.Dataset, layout: FieldLayout, t: Any, source: str, warned: set | None = None,
+                  quiet: bool = False) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Usable members at ``t`` as ``(E [N, n] with land 0, land [n], state shape)``."""
+    X = _members_at(ensemble, layout, t, source)  # [N, C, Y, X]
+    E = X.reshape(X.shape[0], -1)
+    land = ~np.isfinite(E).any(axis=0)
+    when = np.datetime_as_string(t, unit="s") if isinstance(t, np.datetime64) else t
+    at = f" at time {when}" if t is not None and "member" in ensemble.dims and "time" in ensemble.dims else ""
+    if land.all():
+        raise DataValidationError(f"{source}{at}: no finite value in any member; expected states with values")
+    what = "member" if "member" in ensemble.dims else "time"
+    E = _clean_members(E, land, f"{source}{at}", what, warned, quiet)
+    return np.where(land, 0.0, E), land, X.shape[1:]
+
+
 def _analyse_times(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
                    rng: np.random.Generator, source: str) -> tuple[list[np.ndarray], list[Any], list[float]]:
     """One analysis per observation time: ensembles ``[N, C, Y, X]``, times, seconds (land stays NaN)."""
     out, times, seconds = [], [], []
+    warned: set = set()
     for o in obs_list:
-        X = _members_at(ensemble, layout, o.time, source)  # [N, C, Y, X]
-        E = X.reshape(X.shape[0], -1)
-        land = ~np.isfinite(E).any(axis=0)
-        E = np.where(land, 0.0, E)
+        E, land, shape = _members_flat(ensemble, layout, o.time, source, warned)
         tic = _time.perf_counter()
         Ea = f.assimilate(E, o, rng, loc)
         seconds.append(_time.perf_counter() - tic)
         Ea[:, land] = np.nan
-        out.append(Ea.reshape(Ea.shape[0], *X.shape[1:]))
+        out.append(Ea.reshape(Ea.shape[0], *shape))
         times.append(o.time)
     if not out:
         raise DataValidationError("observations: no observation time to analyse")
@@ -254,16 +314,17 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     sample_dim = "member" if "member" in ensemble.dims else "time"
     if sample_dim not in ensemble.dims:
         raise DataValidationError(f"{source}: no 'member' (or 'time') dimension; expected an ensemble of states")
+    _check_members(ensemble, sample_dim, source)
     variables = _state_variables(ensemble, obs, sample_dim) if variables is None else variables
     base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
-    layout = layout_of(base, variables, sample_dim=sample_dim)
+    layout = layout_of(base, variables, sample_dim=sample_dim, source=source)
     g = as_rng(rng)
     observed = [str(v) for v in obs.data_vars if str(v) in layout.variables]
     used: dict[str, Any] = {}  # how the observations were used (operator, point counts): into the attributes
-    obs_list = observations_from_dataset(obs, layout, ensemble, source="observations", variables=observed,
+    src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
+    obs_list = observations_from_dataset(obs, layout, ensemble, source=src, variables=observed,
                                          periodic=periodic, metric=grid_metric(ensemble, periodic)[1], report=used)
     if not obs_list:
-        src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
         counts = ", ".join(f"{v} {k.replace('points_', '').replace('_', ' ')}" for k, v in used.items()
                            if str(k).startswith("points_") and isinstance(v, (int, np.integer)))
         raise DataValidationError(f"{src}: no observation falls on the ensemble's grid{f' ({counts})' if counts else ''}; "

@@ -32,6 +32,9 @@ from oceanda.settings import Settings, check_choice, check_number
 #: EnOI forms: the ETKF/LETKF transform of the static ensemble (any operator), the Schur-localised
 #: gain in observation space (direct operators), or ``auto``: Schur when localised with index operators.
 ENOI_FORMS = ("auto", "transform", "schur")
+#: Largest inflation / EnOI covariance scaling: far beyond any tuned value (inflation 1.0 .. 1.5, alpha
+#: 0.1 .. 1); a larger one is a typo, and 1e300 overflows the anomalies to Inf.
+MAX_SCALING = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,7 @@ class _Relaxed(Filter):
     rtpp: float = 0.0
 
     def validate(self) -> None:
-        check_number("inflation", self.inflation, lo=0.0, lo_open=True)
+        check_number("inflation", self.inflation, lo=0.0, lo_open=True, hi=MAX_SCALING)
         check_number("rtps", self.rtps, lo=0.0, hi=1.0)
         check_number("rtpp", self.rtpp, lo=0.0, hi=1.0)
 
@@ -222,8 +225,8 @@ class EnOI(Filter):
     form: str = "auto"
 
     def validate(self) -> None:
-        check_number("alpha", self.alpha, lo=0.0, lo_open=True)
-        check_number("members", self.members, lo=1, integer=True, optional=True)
+        check_number("alpha", self.alpha, lo=0.0, lo_open=True, hi=MAX_SCALING)
+        check_number("members", self.members, lo=2, integer=True, optional=True)  # anomalies need two states
         check_number("radius", self.radius, lo=0.0, lo_open=True, optional=True)
         check_choice("taper", self.taper, TAPERS)
         check_number("block", self.block, lo=1, integer=True)

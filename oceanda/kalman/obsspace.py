@@ -299,6 +299,7 @@ def _gridded_observations(obs: xr.Dataset, layout: FieldLayout, names: list[str]
                 vals = np.asarray(plane.transpose(*layout.spatial).values, dtype=np.float64).ravel()
                 evals = np.asarray(eplane.transpose(*layout.spatial).values, dtype=np.float64).ravel()
                 c = _channel_of(layout, v, lev, source)
+                check_values(vals, evals, source, v)
                 ok = np.flatnonzero(np.isfinite(vals))
                 ys.append(vals[ok])
                 es.append(evals[ok])
@@ -336,6 +337,7 @@ def _point_observations(obs: xr.Dataset, layout: FieldLayout, names: list[str], 
                 chans = np.array([_channel_of(layout, v, int(lev), source) for lev in il[sel]])
             else:
                 chans = np.full(sel.sum(), _channel_of(layout, v, level, source))
+            check_values(vals[sel], evals[sel], source, v)
             ys.append(vals[sel])
             es.append(evals[sel])
             hs.append(chans * (Y * X) + iy[sel] * X + ix[sel])
@@ -343,6 +345,33 @@ def _point_observations(obs: xr.Dataset, layout: FieldLayout, names: list[str], 
         _check_errors(o, source)
         out.append(o)
     return out
+
+
+def check_values(vals: np.ndarray, errors: np.ndarray, source: str, var: str) -> None:
+    """Refuse Inf values of ``var``, and errors that are not positive finite std where ``var`` is observed.
+
+    Why here: this is where observations meet the filters; an Inf value or a zero, negative, NaN or
+    Inf error would turn the gain into NaN (or infinitely trust one value).
+
+    Parameters
+    ----------
+    vals : observed values (NaN unobserved)
+    errors : their error standard deviations (same shape)
+    source : the observation file, named in the error
+    var : the observed variable
+
+    Raises
+    ------
+    DataValidationError
+    """
+    if np.isinf(vals).any():
+        raise DataValidationError(f"{source}: variable '{var}' contains Inf values; expected finite values or NaN")
+    bad = np.isfinite(vals) & ~(np.isfinite(errors) & (errors > 0))
+    if bad.any():
+        raise DataValidationError(
+            f"{source}: variable '{var}_error' is {errors[bad][0]:g} at {int(bad.sum())} observed point(s); "
+            f"expected positive finite standard deviations of '{var}'"
+        )
 
 
 def _check_errors(o: Observations, source: str) -> None:
@@ -490,6 +519,7 @@ def point_operator(obs: xr.Dataset, layout: FieldLayout, like: xr.Dataset, names
     for v in names:
         vals = np.asarray(obs[v].values, dtype=np.float64)
         err = np.broadcast_to(np.asarray(_error_values(obs, v, source).values, dtype=np.float64), vals.shape)
+        check_values(vals, err, source, v)
         chan = _point_channels(obs, layout, like, v, source)
         land = _land(like, layout, chan)
         finite = np.isfinite(vals)
