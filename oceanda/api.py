@@ -162,7 +162,9 @@ def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -
     states : training states (validation: the last times / runs, never trained on)
     obs : observations whose patterns (operator or masks) and errors are applied to the states
         (point observations are superobbed onto the states' grid first)
-    out : checkpoint directory (``model.safetensors``, ``config.json``, ``history.json``)
+    out : checkpoint directory (``model.safetensors``, ``config.json``, ``history.json``); it appears only
+        complete (built in a temporary folder beside it), an interrupted run's resumable state is kept in
+        ``.OUT.resume`` beside it (:func:`oceanda.training.resume_dir`)
     **settings : ``kind`` (``window`` | ``field``; default window for grids larger than a window),
         ``obs_days``, ``periodic``, ``log``, and the settings of :func:`oceanda.pairs.train_field_model`
         (``similarity``, ``loss``, ``encoder``, ``embedding_dim``, ``epochs``, ``batch_size``, ``lr``,
@@ -329,6 +331,11 @@ def evaluate(truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], out: PathLik
     Returns
     -------
     dict: the content of metrics.json
+
+    Raises
+    ------
+    DataValidationError: analyses in units incompatible with the truth's (convertible ones are converted),
+        with Inf values or an all-NaN mean, or on another grid -- before ``out`` is created
     """
     from oceanda import report
 
@@ -423,6 +430,9 @@ def check_outputs(inputs: Sequence[PathLike | None], outputs: Sequence[PathLike 
     -------
     list of pathlib.Path (None for None entries), one per output file
     """
+    for o in [*outputs, *folders]:
+        if o is not None and not str(o).strip():
+            raise ConfigurationError("--out ''; expected a file or folder name, not an empty path")
     io.check_distinct(_expanded(inputs), [*outputs, *folders])
     return [None if o is None else check_output(o, overwrite) for o in outputs]
 
@@ -577,7 +587,7 @@ def sample_data(testbed: str, out: PathLike, **settings: Any) -> dict[str, Path]
     Parameters
     ----------
     testbed : ``qg``, ``torus`` or ``lorenz96``
-    out : output folder
+    out : output folder (appears only complete: built beside it, renamed into place)
     **settings : ``seed``, ``size`` (tiny, small, full), ``overwrite``, ``quiet``
 
     Returns
@@ -595,7 +605,7 @@ def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
 
     Parameters
     ----------
-    out : output directory
+    out : output directory (appears only complete: built beside it, renamed into place)
     **settings : ``train``, ``truth``, ``members``, ``modes``, ``days``, ``seed``, ``overwrite``, ``quiet``
 
     Returns
@@ -615,6 +625,8 @@ def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
                   if (data / f"obs_altimetry_{p.name[len('truth_'):]}").exists())
     if truth not in runs:
         raise ConfigurationError(f"truth={truth!r}; expected one of the sample's truth runs {runs}")
+    n_lib = io.open_states(data / "library.nc", check_values=False).sizes["time"]  # the header only
+    check_number("members", settings.get("members"), hi=n_lib, integer=True, optional=True)  # drawn from the library
     return run_demo(out, **settings)
 
 
@@ -640,7 +652,7 @@ def reproduce(experiment: str, out: PathLike | None = None, **settings: Any) -> 
     Parameters
     ----------
     experiment : name (see :data:`oceanda.experiments.EXPERIMENTS`)
-    out : output directory (default ``reproduce-<name>[-quick]``)
+    out : output directory (default ``reproduce-<name>[-quick]``; appears only complete)
     **settings : ``quick``, ``seed``, ``overwrite``, ``quiet``, ``log``
 
     Returns

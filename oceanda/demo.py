@@ -122,7 +122,7 @@ class _Saver:
         self.res.files[name] = path
         self.res.seconds[name] = seconds
         self.analyses[name] = ds
-        _log(f"  {name:<22s} {seconds:6.1f} s  -> {path}", self.quiet)
+        _log(f"  {name:<22s} {seconds:6.1f} s  -> {path.relative_to(self.res.out_dir)}", self.quiet)  # OUT/...
 
 
 def _contrastive(inp: _Inputs, save: _Saver, models: tuple[Path, Path], modes: Sequence[str], members: int,
@@ -173,9 +173,10 @@ def run_demo(
 
     Parameters
     ----------
-    out_dir : output directory (analyses/, report/, demo.json)
+    out_dir : output directory (analyses/, report/, demo.json); built in a temporary folder beside it and
+        renamed into place at the end (a failure or Ctrl-C leaves no ``out_dir``, or the old one as it was)
     train : retrain the bundled encoder pairs instead of loading them
-    overwrite : write into a non-empty ``out_dir``
+    overwrite : replace an existing ``out_dir`` (one a demo wrote: it holds demo.json) once the new one is complete
     quiet : no progress output
     seed : seed of every random draw
     truth : the held-out run (``truth_<name>.nc`` / ``obs_altimetry_<name>.nc``)
@@ -188,12 +189,28 @@ def run_demo(
     -------
     DemoResult: the metrics (as in ``report/metrics.json``), the files written, the seconds of each stage
     """
-    from oceanda import report
+    from oceanda import folders
     from oceanda.sampledata import bundled_sample_dir
 
     t_start = _time.perf_counter()
     data = Path(sample_dir) if sample_dir is not None else bundled_sample_dir("qg")
-    res = DemoResult(out_dir=io.prepare_output_dir(out_dir, overwrite=overwrite), metrics={})
+    with folders.build(out_dir, overwrite, "demo.json", "oceanda demo") as tmp:  # OUT appears only complete
+        res = DemoResult(out_dir=tmp, metrics={})
+        _run_stages(res, data, train, overwrite, quiet, seed, truth, members, modes, days)
+        res.seconds["total"] = _time.perf_counter() - t_start
+        final = folders.final_path(out_dir)
+        res.out_dir, res.files = final, folders.moved(res.files, tmp, final)
+        io.write_json({"seconds": res.seconds, "files": {k: str(v) for k, v in res.files.items()},
+                       "truth": f"truth_{truth}.nc", "seed": seed, "members": members}, tmp / "demo.json",
+                      overwrite=True)  # last: the mark of a finished demo folder (--overwrite replaces only those)
+    return res
+
+
+def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet: bool, seed: int, truth: str,
+                members: int, modes: Sequence[str], days: int | None) -> None:
+    """Every stage of :func:`run_demo`, written into ``res.out_dir`` (the temporary folder)."""
+    from oceanda import report
+
     inp = _read_inputs(data, truth, days, quiet)
     models = (data.parent / WINDOW_MODEL, data.parent / FIELD_MODEL)
     if train:
@@ -207,11 +224,6 @@ def run_demo(
     res.metrics = report.evaluate(inp.truth, save.analyses, res.out_dir / "report", variables=["ssh"], obs=inp.obs,
                                   overwrite=overwrite, quiet=True)
     res.seconds["evaluation"] = _time.perf_counter() - tic
-    res.seconds["total"] = _time.perf_counter() - t_start
-    io.write_json({"seconds": res.seconds, "files": {k: str(v) for k, v in res.files.items()},
-                   "truth": inp.truth_path.name, "seed": seed, "members": members}, res.out_dir / "demo.json",
-                  overwrite=True)
-    return res
 
 
 def _thin_members(ds: xr.Dataset, members: int, rng: np.random.Generator) -> xr.Dataset:

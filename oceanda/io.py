@@ -436,10 +436,41 @@ def _check_chunk_sizes(ds: xr.Dataset, source: str) -> None:
                                 f"{tuple(var.shape)} {var.dtype}")
 
 
+def _packing_problem(name: str, value: Any) -> str | None:
+    """What is wrong with a ``scale_factor`` / ``add_offset`` value (None: a usable one)."""
+    try:
+        a = np.asarray(value, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        return repr(str(value)[:40])
+    if a.size != 1:
+        return f"of {a.size} values"
+    if not np.isfinite(a[0]) or (name == "scale_factor" and a[0] == 0):
+        return f"{a[0]:g}"
+    return None
+
+
+def _check_packing(ds: xr.Dataset, path: Path) -> None:
+    """Refuse a packed variable whose ``scale_factor`` is 0, NaN or Inf (or ``add_offset`` not finite).
+
+    Why: xarray decodes such packing without a word -- a zero scale to a constant field (the
+    offset), a NaN one to all NaN.
+    """
+    for name, var in ds.variables.items():
+        for key in ("scale_factor", "add_offset"):
+            value = var.encoding.get(key, var.attrs.get(key))
+            why = None if value is None else _packing_problem(key, value)
+            if why:
+                decoded = "a constant field" if why == "0" else "garbage"
+                raise DataValidationError(
+                    f"{path}: variable '{name}' has {key} {why}; expected one finite"
+                    f"{', non-zero' if key == 'scale_factor' else ''} number (its packed values would decode to {decoded})")
+
+
 def _open_normalised(path: Path, chunks: Any, engine: str | None, variables: Sequence[str] | None,
                      units: Mapping[str, str] | None) -> xr.Dataset:
     """One file in the canonical layout; a time chunking request follows the time dim's new name."""
     ds = _open_one(path, {} if isinstance(chunks, Mapping) else chunks, engine)
+    _check_packing(ds, path)
     empty = [str(d) for d, n in ds.sizes.items() if n == 0]
     if empty:
         raise DataValidationError(f"{path}: dimension '{empty[0]}' has size 0; expected at least one value along it")
@@ -620,8 +651,21 @@ def _read_once(ds: xr.Dataset, names: Sequence[str], source: str, keep_all: bool
         raise _unreadable(Path(source), exc) from exc
 
 
+#: Magnitude from which a value of a field is taken for an undeclared fill value (CF's default
+#: ``_FillValue`` of many writers is 1e20, netCDF's 9.97e36); no physical field comes near it.
+UNDECLARED_FILL = 1e20
+
+
+def _huge_value(da: xr.DataArray) -> float:
+    """The largest-magnitude value of ``da`` at or beyond :data:`UNDECLARED_FILL` (read only on that error)."""
+    big = da.where(abs(da) >= UNDECLARED_FILL)
+    hi, lo = (float(x) for x in (big.max(skipna=True).compute(), big.min(skipna=True).compute()))
+    return lo if np.isnan(hi) or (not np.isnan(lo) and abs(lo) > abs(hi)) else hi
+
+
 def _check_values(ds: xr.Dataset, names: Sequence[str], source: str, allow_all_nan: bool, keep_all: bool) -> None:
-    """Refuse Inf and all-NaN fields; read every value kept, so a damaged chunk is reported now, naming the file.
+    """Refuse Inf, all-NaN and fill-like (:data:`UNDECLARED_FILL`) fields; read every value kept, so a damaged
+    chunk is reported now, naming the file.
 
     The variables read: the fields, their ``<var>_error``, the coordinates (and, when every variable
     is kept, the rest). A file declaring more values than fit in memory is refused before reading.
@@ -642,18 +686,23 @@ def _check_values(ds: xr.Dataset, names: Sequence[str], source: str, allow_all_n
     if not fields and not others:
         return
     try:  # without dask, .data reads the values here
-        checks = {k: (np.isinf(ds[k].data).any(), np.isfinite(ds[k].data).any()) for k in fields}
+        checks = {k: (np.isinf(ds[k].data).any(), np.isfinite(ds[k].data).any(),
+                      (abs(ds[k].data) >= UNDECLARED_FILL).sum()) for k in fields}
         touched = [ds[k].data == 0 for k in others]
         (computed, _) = dask.compute(checks, [t.any() for t in touched])
     except OceandaError:
         raise
     except _READ_ERRORS as exc:  # a damaged chunk, decompressed only now
         raise _unreadable(Path(source), exc) from exc
-    for name, (has_inf, has_finite) in computed.items():
+    for name, (has_inf, has_finite, huge) in computed.items():
         if bool(has_inf):
             raise DataValidationError(f"{source}: variable '{name}' contains Inf values; expected finite values or NaN")
         if not bool(has_finite) and not allow_all_nan:
             raise DataValidationError(f"{source}: variable '{name}' is all NaN; expected at least one finite value")
+        if int(huge):
+            raise DataValidationError(
+                f"{source}: variable '{name}' holds {_huge_value(ds[name]):g} at {int(huge)} points; expected physical "
+                "values (an undeclared fill value? declare it with _FillValue or missing_value)")
 
 
 @contextlib.contextmanager
@@ -796,25 +845,53 @@ def _state_names(ds: xr.Dataset, like: xr.Dataset, variables: Sequence[str] | No
     return ds, [rename.get(n, n) for n in names if n not in unknown]
 
 
-def _to_state_units(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], source: str) -> xr.Dataset:
-    """Observations (and their errors) converted to the units of the state variables (cf-units); incompatible ones refused."""
+def unit_conversion(have: Any, want: Any) -> tuple[float, float] | None:
+    """``(scale, offset)`` taking values in units ``have`` to units ``want`` (cf-units): ``x * scale + offset``.
+
+    Parameters
+    ----------
+    have, want : units strings
+
+    Returns
+    -------
+    tuple of float, or None when no conversion applies (the same units, or either one missing/unparsable)
+
+    Raises
+    ------
+    ValueError: the units are incompatible (``K`` and ``m``)
+    """
     from oceanda.conventions import parse_units
 
+    uh, uw = parse_units(have), parse_units(want)
+    if uh is None or uw is None or uh == uw:
+        return None
+    if not uh.is_convertible(uw):
+        raise ValueError(f"'{have}' cannot be converted to '{want}'")
+    offset = float(uh.convert(0.0, uw))
+    return float(uh.convert(1.0, uw)) - offset, offset
+
+
+def describe_conversion(scale: float, offset: float) -> str:
+    """``x 0.01`` or ``x 1 - 273.15``: a conversion in words for warnings."""
+    return f"x {scale:g}" + (f" {'+' if offset >= 0 else '-'} {abs(offset):g}" if offset else "")
+
+
+def _to_state_units(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], source: str) -> xr.Dataset:
+    """Observations (and their errors) converted to the units of the state variables (cf-units); incompatible ones refused."""
     for n in names:
         have, want = ds[n].attrs.get("units"), like[n].attrs.get("units") if n in like else None
-        uh, uw = parse_units(have), parse_units(want)
-        if uh is None or uw is None or uh == uw:
-            continue
-        if not uh.is_convertible(uw):
+        try:
+            conversion = unit_conversion(have, want)
+        except ValueError:
             raise DataValidationError(
                 f"{source}: observed variable '{n}' has units '{have}', incompatible with the states' '{want}'{_of(like)}; "
                 f"expected units convertible to '{want}'"
-            )
-        offset = float(uh.convert(0.0, uw))
-        scale = float(uh.convert(1.0, uw)) - offset
-        how = f"x {scale:g}" + (f" {'+' if offset >= 0 else '-'} {abs(offset):g}" if offset else "")
-        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to the states' '{want}' ({how})",
-                      UserWarning, stacklevel=3)
+            ) from None
+        if conversion is None:
+            continue
+        scale, offset = conversion
+        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to the states' '{want}' "
+                      f"({describe_conversion(scale, offset)})", UserWarning, stacklevel=3)
         ds[n] = (ds[n] * scale + offset).assign_attrs({**ds[n].attrs, "units": want})
         err = f"{n}_error"
         if err in ds.variables:
@@ -843,6 +920,60 @@ def _check_errors(ds: xr.Dataset, names: Sequence[str], source: str, default_err
             )
             ds[err] = xr.DataArray(value, attrs={"units": ds[n].attrs.get("units", "1"), "long_name": f"default error of {n}"})
     return ds
+
+
+#: Observations beyond the states' extremes by more than this many times the states' range are refused.
+OBS_RANGE_FACTOR = 10.0
+#: The states' range is computed from every value up to this size, else from a sample of times.
+RANGE_SAMPLE_BYTES = 32 * 2**20
+
+
+def _state_range(like: xr.Dataset, name: str) -> tuple[float, float]:
+    """``(min, max)`` of a state variable (NaN when it has no finite value), from a sample of times if large.
+
+    Why a sample: the states may be a multi-GB library; the check it serves has a wide margin.
+    """
+    da = like[name]
+    if da.nbytes > RANGE_SAMPLE_BYTES and da.ndim:
+        dim = "time" if "time" in da.dims else da.dims[0]
+        n = da.sizes[dim]
+        k = max(1, min(n, int(n * RANGE_SAMPLE_BYTES / da.nbytes)))
+        da = da.isel({dim: np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))})
+    files = like.encoding.get("oceanda_sources") or ["states"]
+    with read_errors(files[0]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+        return float(da.min(skipna=True).compute()), float(da.max(skipna=True).compute())
+
+
+def _check_obs_range(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], source: str,
+                     ranges: dict[str, tuple[float, float]]) -> None:
+    """Refuse observations far outside the range of the states they observe (-999 in SSH in metres).
+
+    Values beyond ``[min - k * range, max + k * range]`` of the states (``k`` = :data:`OBS_RANGE_FACTOR`)
+    are no observation of them: most often an undeclared fill value. ``ranges`` caches the states' ranges.
+    """
+    for n in names:
+        if n not in like.data_vars or not np.issubdtype(ds[n].dtype, np.number):
+            continue
+        if n not in ranges:
+            ranges[n] = _state_range(like, n)
+        lo, hi = ranges[n]
+        span = (hi - lo) or max(abs(lo), abs(hi))
+        if not np.isfinite(span) or span == 0:
+            continue
+        low, high = lo - OBS_RANGE_FACTOR * span, hi + OBS_RANGE_FACTOR * span
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            omin, omax = float(ds[n].min(skipna=True).compute()), float(ds[n].max(skipna=True).compute())
+        if omin >= low and omax <= high:
+            continue
+        outside = int(((ds[n] < low) | (ds[n] > high)).sum().compute())
+        worst = omin if low - omin > omax - high else omax
+        units = like[n].attrs.get("units", "")
+        raise DataValidationError(
+            f"{source}: observed variable '{n}' holds {worst:g} {units} ({outside} values outside [{low:.4g}, {high:.4g}]), "
+            f"far outside the states' range [{lo:.4g}, {hi:.4g}] {units}{_of(like)}; expected observations of the "
+            "states (an undeclared fill value? declare it with _FillValue or missing_value)")
 
 
 def _align_lon(obs: xr.Dataset, like: xr.Dataset) -> xr.Dataset:
@@ -905,6 +1036,7 @@ def open_obs(
     if chunks == "auto":
         chunks = {"time": 64}
     parts = []
+    ranges: dict[str, tuple[float, float]] = {}
     for f in files:
         ds = _open_normalised(f, chunks, engine, variables, units)
         names = variables
@@ -917,6 +1049,7 @@ def open_obs(
         ds = _check_errors(ds, names, str(f), default_error_fraction)
         if like is not None:
             ds = _to_state_units(ds, like, names, str(f))
+            _check_obs_range(ds, like, names, str(f), ranges)
         parts.append(ds)
     dim = "obs" if "obs" in parts[0].dims else "time"
     out = parts[0] if len(parts) == 1 else xr.concat(parts, dim=dim, data_vars="minimal", coords="minimal", compat="override")
@@ -1009,13 +1142,20 @@ def check_distinct(inputs: Iterable[PathLike | None], outputs: Iterable[PathLike
     """
     ins = [Path(p) for p in inputs if p is not None]
     for out in (Path(p) for p in outputs if p is not None):
-        ro = Path(os.path.realpath(out))
-        for inp in ins:
-            ri = Path(os.path.realpath(inp))
-            same = ro == ri or (ro.exists() and ri.exists() and os.path.samefile(ro, ri))
-            if same or ri.is_relative_to(ro) or (ri.is_dir() and ro.is_relative_to(ri)):
-                raise OutputExistsError(f"{out}: is the input {inp} (or holds it); oceanda never modifies an input, "
-                                        "write the output elsewhere")
+        try:
+            _check_one_distinct(out, ins)
+        except OSError as exc:  # a name too long, a loop of links: the OS says the path cannot be used
+            raise OutputError(f"{out}: cannot be used as an output ({exc.strerror or exc}); expected a valid path") from None
+
+
+def _check_one_distinct(out: Path, ins: Sequence[Path]) -> None:
+    ro = Path(os.path.realpath(out))
+    for inp in ins:
+        ri = Path(os.path.realpath(inp))
+        same = ro == ri or (ro.exists() and ri.exists() and os.path.samefile(ro, ri))
+        if same or ri.is_relative_to(ro) or (ri.is_dir() and ro.is_relative_to(ri)):
+            raise OutputExistsError(f"{out}: is the input {inp} (or holds it); oceanda never modifies an input, "
+                                    "write the output elsewhere")
 
 
 def available_memory() -> int:

@@ -308,7 +308,7 @@ class AlongTrackAltimetry:
         x0 = self._offsets(days, phases) * L  # [n, T]
         ntr = x0.shape[1]
         direction = np.where(np.arange(ntr) % 2 == 0, 1.0, -1.0)  # ascending / descending
-        th = np.radians(self.angle_deg)
+        th = np.radians(self.angle_deg % 180.0)  # a track at -30 deg is the line at 150 deg
         length = W / np.sin(th)
         s = np.arange(0.0, length, min(dx, dy) / 4.0)
         xs = x0[..., None] + direction[None, :, None] * np.cos(th) * s  # [n, T, S]

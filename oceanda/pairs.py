@@ -593,6 +593,8 @@ def _field_model(d: _FieldData, states: xr.Dataset, state_vars: Sequence[str], *
     cfg = {
         "grid_fingerprint": fields.grid_fingerprint(states[list(state_vars)], list(state_vars)),
         "normalization": {"state": d.norm_state.to_dict(), "obs": d.norm_obs.to_dict()},
+        "units": {v: str(states[v].attrs["units"]) for v in dict.fromkeys(ch[i][0] for i in (*d.state_channels, *d.obs_channels))
+                  if "units" in states[v].attrs},  # the library and obs are converted to them at use
         "extra": {"state_channels": [list(ch[i]) for i in d.state_channels],
                   "obs_channels": [list(ch[i]) for i in d.obs_channels],
                   "obs_window_days": int(window),
@@ -628,7 +630,7 @@ def train_field_model(
     seed: int = FIELD_TRAINING.seed,
     seconds: float | None = None,
     patience: int | None = None,
-    resume: bool = False,
+    resume: bool = False, resume_dir=None,
     overwrite: bool = False,
     quiet: bool | None = None,
     cnn: dict | None = None,
@@ -655,7 +657,7 @@ def train_field_model(
     fresh : redraw patterns and noise on the training states each epoch; otherwise the file's
         observations are the fixed pairs (times must match the states)
     shift : random periodic shifts (default: ``periodic``); periodic : the grid is doubly periodic
-    resume, overwrite, quiet : as :meth:`~oceanda.contrastive.training.Trainer.fit` / ``Trainer``
+    resume, overwrite, quiet, resume_dir : as :meth:`~oceanda.contrastive.training.Trainer.fit` / ``Trainer``
     source, log : provenance stored in ``extra.source``; where adaptations (batch, epochs, depth) are said
 
     Returns
@@ -681,7 +683,7 @@ def train_field_model(
                          similarity=similarity, tau=tau, learn_tau=learn_tau, periodic=periodic, cnn=cnn, fresh=fresh,
                          source=source)
     res = Trainer(tc, quiet=quiet).fit(model, train_data, val_data, checkpoint_dir=out_dir, resume=resume,
-                                       overwrite=overwrite)
+                                       overwrite=overwrite, resume_dir=resume_dir)
     return model, res
 
 

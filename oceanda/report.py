@@ -16,6 +16,11 @@ Rules (documented here because the numbers depend on them):
   bundled sample), else of the first with a ``sea_surface_height*`` standard_name, else of the first;
   ``meta.headline_rule`` says which rule applied; ``"variables"`` holds the per-variable breakdown.
   Figures are drawn for the headline variable (maps of its first level).
+- Checks, all before REPORT_DIR is made (a new one is built aside and renamed into place): an analysis
+  variable in other units than the truth's is converted to them (cf-units: ``cm`` -> ``m``, with a
+  warning) or, when incompatible (``K`` against ``m``), refused naming both files; Inf in a scored mean,
+  member or spread, and a mean without a finite value at the scored times, are refused (an all-NaN
+  member or spread is accepted); grids must agree.
 - Units: every method and variable carries ``units`` (the truth variable's CF units) and
   ``score_units`` (RMSE, bias, spread, CRPS and energy score in the variable's units; spread_skill and
   nrmse_score dimensionless; effective resolution in km; seconds_per_analysis in s).
@@ -253,7 +258,7 @@ def _to_truth_units(ds: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
     """
     out = None
     for v in variables:
-        want = truth[v].attrs.get("units")
+        want, done = truth[v].attrs.get("units"), {}
         for name, spread in ((f"{v}_mean", False), (v, False), (f"{v}_spread", True)):
             if name not in ds.data_vars:
                 continue
@@ -271,8 +276,10 @@ def _to_truth_units(ds: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
             da = ds[name]
             new = da * abs(scale) if spread else da * scale + offset  # a spread is a length: no offset
             out[name] = new.assign_attrs({**da.attrs, "units": want})
-            warnings.warn(f"{label}: '{name}' converted from '{have}' to the truth's '{want}' (x {scale:g}"
-                          + (f", {offset:+g})" if offset and not spread else ")"), UserWarning, stacklevel=3)
+            done[name] = f"'{have}' (x {scale:g}" + (f", {offset:+g})" if offset and not spread else ")")
+        if done:
+            warnings.warn(f"{label}: {', '.join(f'{n} from {how}' for n, how in done.items())} converted to the "
+                          f"truth's '{want}'", UserWarning, stacklevel=3)
     return ds if out is None else out
 
 

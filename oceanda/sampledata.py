@@ -532,13 +532,14 @@ def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: 
     testbed : {"qg", "torus", "lorenz96"}
         Which set.
     out : path
-        Output folder (made; must be empty or absent unless ``overwrite``).
+        Output folder (must be empty or absent unless ``overwrite``); built in a temporary folder beside
+        it and renamed into place when every file is written (a failure leaves no ``out``).
     seed : int
         Seed of the one random generator: the same seed gives the same data.
     size : {"tiny", "small", "full"}
         How much data.
     overwrite : bool
-        Replace existing files.
+        Replace an existing ``out`` (one sample-data wrote: it holds README.txt) once the new one is complete.
     quiet : bool
         No progress messages.
     command : str, optional
@@ -555,8 +556,12 @@ def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: 
         raise OceandaError(f"unknown size '{size}'; expected one of {list(SIZES)}")
     from oceanda.settings import SEED_MAX, check_number
 
+    from oceanda import folders
+
     check_number("seed", seed, lo=0, hi=SEED_MAX, integer=True)  # before the folder is made
-    out = io.prepare_output_dir(out, overwrite=overwrite)
+    final = Path(out)
     if command is None:
-        command = f"oceanda sample-data --testbed {testbed} --out {out} --seed {seed} --size {size}"
-    return BUILDERS[testbed](out, int(seed), size, overwrite, quiet, command)
+        command = f"oceanda sample-data --testbed {testbed} --out {final} --seed {seed} --size {size}"
+    with folders.build(final, overwrite, "README.txt", "oceanda sample-data") as tmp:  # all files or none
+        written = BUILDERS[testbed](tmp, int(seed), size, overwrite, quiet, command)
+    return folders.moved(written, tmp, folders.final_path(final))

@@ -9,6 +9,7 @@ retrieval next to chance (``config["health"]``, :func:`oceanda.contrastive.train
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -103,7 +104,7 @@ def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | Non
         return train_field_model(states, obs, out_dir, window=days, periodic=per, log=log, **settings)
     from oceanda.analysis.window_training import train_window_model_from_obs
 
-    settings = {k: v for k, v in settings.items() if k not in ("fresh", "resume")}
+    settings = {k: v for k, v in settings.items() if k not in ("fresh", "resume", "resume_dir")}
     return train_window_model_from_obs(states, obs, out_dir, obs_days=days, periodic=per, log=log, **settings)
 
 
@@ -159,6 +160,14 @@ def _check_sizes(states: xr.Dataset, kind: str, obs_days: int | None, settings: 
     halo, pool = settings.get("halo"), (settings.get("cnn") or {}).get("input_pool")
     if halo is not None and halo > max(ny, nx):
         raise ConfigurationError(f"halo={halo}; expected at most {max(ny, nx)} cells (the {ny} x {nx} grid's larger side)")
+    size, stride, block = settings.get("size"), settings.get("stride"), settings.get("block")
+    if size is not None and size > max(ny, nx):
+        raise ConfigurationError(f"size={size}; expected at most {max(ny, nx)} cells (the {ny} x {nx} grid's larger side)")
+    if stride is not None and stride > min(int(size or 16), ny, nx):
+        raise ConfigurationError(f"stride={stride}; expected at most the window size {min(int(size or 16), ny, nx)}: "
+                                 "a larger stride leaves cells no window covers")
+    if block is not None and block > int(states.sizes.get("time", 1)):
+        raise ConfigurationError(f"block={block}; expected at most the {int(states.sizes.get('time', 1))} times of the states")
     if pool is not None and pool > min(ny, nx):
         raise ConfigurationError(f"input_pool={pool}; expected at most {min(ny, nx)} (the {ny} x {nx} grid's smaller side)")
     per_cell = sum(math.prod(states[v].shape[1:]) for v in states.data_vars if "time" in states[v].dims) / (ny * nx)
@@ -233,10 +242,60 @@ def held_out_split(states: xr.Dataset, obs: xr.Dataset, variable: str, seed: int
     return lib, truth, out
 
 
+def resume_dir(out_dir) -> Path:
+    """Where an interrupted ``train --out MODEL_DIR`` keeps its resumable state: ``.MODEL_DIR.resume`` beside it.
+
+    Why beside and not inside: MODEL_DIR is built in a temporary folder and appears only complete, so a
+    killed run leaves no MODEL_DIR; the state must survive the kill (a dead run's ``.tmp`` folder is
+    removed by the next run, this is no ``.tmp``) and be found by ``--resume``. Removed when a run finishes.
+
+    Parameters
+    ----------
+    out_dir : the model folder
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import hashlib
+    import os
+
+    from oceanda.folders import final_path
+
+    out = final_path(out_dir)
+    name = out.name
+    if len(os.fsencode(name)) > 200:  # .NAME.resume must stay a valid file name
+        name = os.fsencode(name)[:150].decode("utf-8", "ignore") + "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
+    return out.parent / f".{name}.resume"
+
+
+def _finished_model(out: Path) -> tuple[Any, TrainResult] | None:
+    """A finished whole-field model in ``out`` (``resume`` of a run that ended: the model as it is), else None."""
+    from oceanda import io
+    from oceanda.contrastive.model import ContrastiveModel
+
+    if not ((out / io.CHECKPOINT_CONFIG).is_file() and (out / io.CHECKPOINT_WEIGHTS).is_file()):
+        return None
+    model = ContrastiveModel.load(out)
+    if (model.config.get("extra") or {}).get("window"):
+        return None  # window models never resume: train_model says so
+    history = io.read_json(out / "history.json") if (out / "history.json").is_file() else []
+    done = model.config.get("training") or {}
+    res = TrainResult(history=list(history) if isinstance(history, list) else [], best_epoch=int(done.get("best_epoch", -1)),
+                      stopped_early=bool(done.get("stopped_early", False)), health=model.config.get("health"))
+    return model, res
+
+
 def train_and_calibrate(states: xr.Dataset, obs: xr.Dataset, out_dir, *, tune_states: xr.Dataset | None = None,
                         tune_obs: xr.Dataset | None = None, calibrate: bool = False, calibration_times: int = 10,
-                        log: Callable[[str], None] | None = None, **settings: Any) -> tuple[Any, TrainResult]:
+                        log: Callable[[str], None] | None = None, overwrite: bool = False, resume: bool = False,
+                        **settings: Any) -> tuple[Any, TrainResult]:
     """:func:`train_model`, then (window models) the spread factor and hybrid settings calibrated.
+
+    ``out_dir`` is built whole: in a temporary sibling (:func:`oceanda.folders.build`) renamed into place
+    once training and calibration are done; a failure, Ctrl-C or kill leaves no ``out_dir`` (and an
+    existing one, ``overwrite``, as it was). The resumable state of a whole-field run is written each
+    epoch to :func:`resume_dir` and removed once the model is in place.
 
     Parameters
     ----------
@@ -244,16 +303,50 @@ def train_and_calibrate(states: xr.Dataset, obs: xr.Dataset, out_dir, *, tune_st
     tune_states, tune_obs : a tuning truth and its observations (never in ``states``)
     calibrate : calibrate on a held-out part of ``states`` (:func:`held_out_split`) when no tuning run is given
     calibration_times : analyses the calibration runs at most (evenly spaced)
+    overwrite : replace an existing model folder (only one that holds a model's ``config.json``)
+    resume : continue the interrupted run whose state is in :func:`resume_dir` (a finished model: returned as it is)
 
     Returns
     -------
     tuple
         ``(model, TrainResult)`` (the model re-read after calibration).
     """
+    import os
+
+    from oceanda import folders, io
     from oceanda.errors import ConfigurationError
 
     if (tune_states is None) != (tune_obs is None):
         raise ConfigurationError("tune_states and tune_obs (--tune-states/--tune-obs) go together; expected both")
+    cal = (tune_states, tune_obs, calibrate, calibration_times, log)
+    if out_dir is None:
+        return _train_calibrated(states, obs, None, cal, dict(settings, overwrite=overwrite, resume=resume))
+    out, state = folders.final_path(out_dir), resume_dir(out_dir)
+    if resume and not (state / io.CHECKPOINT_WEIGHTS).is_file():
+        finished = _finished_model(out)
+        if finished is not None:
+            if log is not None:
+                log(f"nothing to resume: {out} holds a finished model (kept as it is)")
+            return finished
+        raise ConfigurationError(f"resume (--resume): no resumable state in {state}; expected the state an interrupted "
+                                 f"`oceanda train --out {out}` keeps there (removed when a run finishes)")
+    existed = os.path.lexists(state)
+    try:
+        with folders.build(out, overwrite, io.CHECKPOINT_CONFIG, "oceanda train") as tmp:
+            model, res = _train_calibrated(states, obs, tmp, cal, dict(settings, resume=resume, resume_dir=state))
+    except Exception:  # a refusal or failure, not an interruption (Ctrl-C, kill): nothing worth resuming
+        if not existed:
+            io.remove_tree(state)
+        raise
+    io.remove_tree(state)
+    return model, res
+
+
+def _train_calibrated(states: xr.Dataset, obs: xr.Dataset, out_dir, cal: tuple, settings: dict[str, Any]):
+    """Train into ``out_dir`` (the temporary model folder), then calibrate there when asked."""
+    from oceanda.errors import ConfigurationError
+
+    tune_states, tune_obs, calibrate, calibration_times, log = cal
     model, res = train_model(states, obs, out_dir, log=log, **settings)
     if tune_states is None and not calibrate:
         return model, res

@@ -21,7 +21,8 @@ import numpy as np
 import xarray as xr
 
 from oceanda import io
-from oceanda.analysis.encoding import check_model_grid, load_model, model_fingerprint, obs_arrays
+from oceanda.errors import ConfigurationError
+from oceanda.analysis.encoding import check_model_grid, load_model, model_fingerprint, obs_arrays, to_model_units
 from oceanda.analysis.hybrid import HybridConfig
 from oceanda.analysis.library import CACHE_DIRNAME, Library
 from oceanda.analysis.result import DIAGNOSTIC_ATTR, Analysis, analyses_to_dataset
@@ -113,9 +114,13 @@ def assimilate(
         cache_dir = io.cache_root() / CACHE_DIRNAME
     lib = library if isinstance(library, Library) else Library(library)
     check_model_grid(enc, lib, lib.source)
+    lib, obs = to_model_units(enc, lib, obs)  # a cm library for a model trained in m: converted (or refused)
     settings = resolve_settings(model, str(model_dir / "config.json") if model_dir is not None else "model config",
                                 members=members, top_k=top_k, tau=tau, spread_factor=spread_factor, min_ess=min_ess,
                                 tempering=tempering, max_keep=max_keep, library_stride=library_stride, hybrid=hybrid)
+    if settings.tempering and settings.min_ess is not None and settings.min_ess > lib.n:
+        raise ConfigurationError(f"min_ess={settings.min_ess:g} (--min-ess); expected at most the {lib.n} states of "
+                                 f"{lib.source}: tempering can never reach a larger effective sample size")
     sampler = sampler_for(mode, enc, settings, allowed_positions)
     inputs = sampler.read_obs(obs, lib, times)
     t0 = _time.perf_counter()

@@ -14,6 +14,8 @@ observations, land in states). Keys read from
     extra.window {size, stride, halo, periodic}   present for window (local) models
     temperature / similarity.tau         the trained temperature (the sampler's default tau)
     sampler                              stored sampler settings (oceanda.analysis.settings.stored_settings)
+    units {var: units}                   units of the data it was trained on (optional: older models lack it;
+                                         a whole-field model's extra.layout.attrs then stand in)
 
 Every one of them is checked on load, before the model is built (:func:`check_grid_config`: types,
 finite values, std > 0, lengths matching the channels and the encoders' input shapes).
@@ -24,6 +26,7 @@ model's channel order (:func:`obs_arrays`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -160,7 +163,30 @@ def check_grid_config(config: Mapping[str, Any], where: str) -> None:
     _check_normalization(config, where, sc, oc, len(oc) * days)
     _check_shapes(config, where, len(sc), len(oc) * days, spec)
     _check_health(config, where)
+    ck.check_units(config, where)
     stored_settings(config, where)
+
+
+def model_units(config: Mapping[str, Any]) -> dict[str, str]:
+    """``{variable: units}`` of the data a model was trained on (``units``; else its layout's attributes).
+
+    Parameters
+    ----------
+    config : a model config checked by :func:`check_grid_config`
+
+    Returns
+    -------
+    dict (empty when the model records none: its inputs are then taken as they come)
+    """
+    if isinstance(config.get("units"), dict):
+        return dict(config["units"])
+    from oceanda.io import units_are_known
+
+    attrs = ((config.get("extra") or {}).get("layout") or {}).get("attrs")
+    if not isinstance(attrs, dict):
+        return {}
+    return {str(v): a["units"] for v, a in attrs.items()
+            if isinstance(a, dict) and isinstance(a.get("units"), str) and units_are_known(a["units"])}
 
 
 def _check_geometry(encoders: EncoderPair, library: Library, what: str) -> None:
@@ -222,6 +248,7 @@ class EncoderPair:
         self.kind = str(sim.get("kind", "cosine"))
         self.tau = trained_temperature(model.config)  # the sampler's default (resolve_tau)
         self.grid_fingerprint = model.config.get("grid_fingerprint")
+        self.units = model_units(model.config)  # of the training data: the library and obs are converted to them
         # days of observations a whole-field model stacks (``oceanda train --obs-days``; 1 for window models)
         self.obs_days = int((model.config.get("extra") or {}).get("obs_window_days", 1) or 1)
         self.where = "model config"  # the config's name in errors (from_model: the checkpoint's config.json)
@@ -313,8 +340,13 @@ class EncoderPair:
         return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm))
 
 
+#: Config keys that do not change what a model computes from given arrays: left out of :func:`model_fingerprint`
+#: (``units`` was added to the bundled models after their embeddings were cached and their outputs recorded).
+_UNHASHED = ("oceanda_version", "units")
+
+
 def model_fingerprint(model) -> str:
-    """Hash of the weights and the configuration of a model (its version excepted).
+    """Hash of the weights and the configuration of a model (its version and units excepted).
 
     Parameters
     ----------
@@ -331,7 +363,7 @@ def model_fingerprint(model) -> str:
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps({k: v for k, v in model.config.items() if k != "oceanda_version"}, sort_keys=True,
+    h.update(json.dumps({k: v for k, v in model.config.items() if k not in _UNHASHED}, sort_keys=True,
                         default=str).encode())
     return h.hexdigest()[:16]
 
@@ -429,3 +461,47 @@ def obs_arrays(obs: xr.Dataset, encoders: EncoderPair, shape: tuple[int, int], s
         raise GridMismatchError(f"{source}: grid {got[0]} x {got[1]}; expected the library grid {shape[0]} x {shape[1]}")
     arr, _ = fields.to_array(obs, layout)
     return arr[:, channel_index(layout, encoders.obs_channels, source)]
+
+
+def to_model_units(encoders: EncoderPair, library: Library, obs: xr.Dataset) -> tuple[Library, xr.Dataset]:
+    """The library and the observations in the units the model was trained in (cf-units, with a warning).
+
+    Why: the model standardises its inputs with statistics of its training units, so a library in
+    ``cm`` for a model trained in ``m`` would be analysed 100x off, silently. Incompatible units are
+    refused naming the file, the variable and both units. A model without recorded units: unchanged.
+
+    Parameters
+    ----------
+    encoders : the model's encoder pair (its ``units``)
+    library : the library (its variables converted by :meth:`~oceanda.analysis.library.Library.in_units`)
+    obs : gridded observations (in the library's units, as :func:`oceanda.io.open_obs` gives them)
+
+    Returns
+    -------
+    tuple (Library, xarray.Dataset): ``library`` and ``obs`` themselves when nothing is to convert
+    """
+    from oceanda import io
+
+    units = encoders.units
+    if not units:
+        return library, obs
+    library = library.in_units(units, encoders.where)
+    source = (obs.encoding.get("oceanda_sources") or ["observations"])[0]
+    names = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
+    for v in [n for n in names if n in obs.data_vars and n in units]:
+        have, want = obs[v].attrs.get("units"), units[v]
+        try:
+            conversion = io.unit_conversion(have, want)
+        except ValueError:
+            raise DataValidationError(f"{source}: observed variable '{v}' has units '{have}', incompatible with the "
+                                      f"units '{want}' of {encoders.where}; expected units convertible to '{want}'") from None
+        if conversion is None:
+            continue
+        scale, offset = conversion
+        warnings.warn(f"{source}: observed '{v}' converted from '{have}' to the units '{want}' of {encoders.where} "
+                      f"({io.describe_conversion(scale, offset)})", UserWarning, stacklevel=2)
+        obs = obs.assign({v: (obs[v] * scale + offset).assign_attrs({**obs[v].attrs, "units": want})})
+        if f"{v}_error" in obs.variables:
+            err = obs[f"{v}_error"]
+            obs = obs.assign({f"{v}_error": (err * abs(scale)).assign_attrs({**err.attrs, "units": want})})
+    return library, obs

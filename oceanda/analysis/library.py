@@ -86,6 +86,7 @@ class Library:
         self._cache: np.ndarray | None = None
         self._fingerprint: str | None = None
         self._direct: xr.Dataset | None = None  # the same file without dask, for scattered reads
+        self._direct_conversions: dict[str, tuple[float, float]] = {}  # (scale, offset) of _direct reads (in_units)
         self._scan: LibraryScan | None = None
 
     @classmethod
@@ -244,6 +245,7 @@ class Library:
                       sample_dim=self.sample_dim)
         if self._direct is not None:
             sub._direct = self._direct.isel({self.sample_dim: keep})
+            sub._direct_conversions = dict(self._direct_conversions)
         if self._cache is not None:
             sub._cache = self._cache[keep]
         return sub
@@ -319,10 +321,56 @@ class Library:
             contiguous = uniq[-1] - uniq[0] + 1 == uniq.size
             sel = slice(int(uniq[0]), int(uniq[-1]) + 1) if contiguous else uniq
             sub = self._direct[self.variables].isel({self.sample_dim: sel})
+            for v, (scale, offset) in self._direct_conversions.items():  # as in_units converted self.ds
+                sub[v] = sub[v] * scale + offset
         else:
             sub = self.ds[self.variables].isel({self.sample_dim: uniq})
         arr, _ = fields.to_array(sub, self.layout)
         return arr[inv]
+
+    def in_units(self, units: Mapping[str, str], where: str = "the model") -> Library:
+        """This library with its variables in ``units`` (a model's training units), converted with cf-units.
+
+        Why: a model standardises states with the statistics of the units it was trained in; a library
+        in ``cm`` given to a model trained in ``m`` would be analysed wrong without a word. Each
+        conversion is a warning; incompatible units (``K`` for ``m``) are refused.
+
+        Parameters
+        ----------
+        units : {variable: units} (variables missing from it are kept as they are)
+        where : what the units come from, named in warnings and errors (the model's ``config.json``)
+
+        Returns
+        -------
+        Library: ``self`` when nothing is to convert, else a new library (the states converted lazily)
+
+        Raises
+        ------
+        DataValidationError : a variable whose units cannot be converted to ``units``
+        """
+        conversions = {}
+        for v in self.variables:
+            have, want = self.ds[v].attrs.get("units"), units.get(v)
+            try:
+                conversion = io.unit_conversion(have, want)
+            except ValueError:
+                raise DataValidationError(f"{self.source}: variable '{v}' has units '{have}', incompatible with "
+                                          f"the units '{want}' of {where}; expected units convertible to '{want}'") from None
+            if conversion is not None:
+                conversions[v] = conversion
+                warnings.warn(f"{self.source}: library '{v}' converted from '{have}' to the units '{want}' of {where} "
+                              f"({io.describe_conversion(*conversion)})", UserWarning, stacklevel=2)
+        if not conversions:
+            return self
+        ds = self.ds.assign({v: (self.ds[v] * s + o).assign_attrs({**self.ds[v].attrs, "units": units[v]})
+                             for v, (s, o) in conversions.items()})
+        lib = Library(ds, self.variables, source=self.source, sample_dim=self.sample_dim)
+        if self._direct is not None:  # converted as read: arithmetic here would read every state
+            lib._direct = self._direct
+            before = self._direct_conversions
+            lib._direct_conversions = {**before, **{v: (before[v][0] * s, before[v][1] * s + o) if v in before else (s, o)
+                                                    for v, (s, o) in conversions.items()}}
+        return lib
 
     def chunks(self, size: int = 256):
         """Yield ``(start, states)`` blocks of ``size`` samples (streamed; never the whole library).

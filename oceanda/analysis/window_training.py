@@ -275,6 +275,8 @@ def _window_model(library, cfg: WindowTrainingConfig, spec: W.WindowSpec, sc: li
     model_cfg = {
         "grid_fingerprint": fields.grid_fingerprint(library.ds[state_vars], state_vars),
         "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
+        "units": {v: str(library.ds[v].attrs["units"]) for v in dict.fromkeys(lay.channels[i][0] for i in (*sc, *oc))
+                  if "units" in library.ds[v].attrs},  # the library and obs are converted to them at use
         "extra": {"state_channels": [list(lay.channels[i]) for i in sc], "obs_channels": [list(lay.channels[i]) for i in oc],
                   "window": spec.to_dict(), "obs_sigma": [float(s) for s in sigma], "max_days": cfg.max_days,
                   **(extra or {})},

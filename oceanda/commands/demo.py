@@ -16,7 +16,10 @@ held-out truth run) and compare, on the same observations:
 
 Writes OUT/analyses/*.nc (CF NetCDF: <var>_mean, <var>_spread, member ensemble), OUT/report/
 (metrics.json, metrics.csv, maps with coastlines, time series, rank histograms, spectra) and
-OUT/demo.json, then prints a table. Takes a few minutes on a 2-core laptop."""
+OUT/demo.json, then prints a table. Takes a few minutes on a 2-core laptop.
+
+OUT appears only complete: it is built in a temporary folder beside it and renamed into place at the
+end; a failure or Ctrl-C leaves no OUT (with --overwrite, the old OUT as it was)."""
 
 
 def add_arguments(p) -> None:
@@ -31,7 +34,7 @@ def add_arguments(p) -> None:
                    help="contrastive mode(s) to run (repeatable; default all three)")
     p.add_argument("--days", type=positive_int, default=None, help="use only the first DAYS observation days (a quick look)")
     p.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT, replacing files")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (one a demo wrote) as a whole, once the new one is complete")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 

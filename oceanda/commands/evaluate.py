@@ -74,6 +74,7 @@ def run(args) -> int:
     api.check_outputs(inputs, [], folders=[args.out])  # REPORT_DIR is no input and holds none
     units = units_option(args.units)
     truth = api.open_states(args.truth, variables=args.variable, units=units)
+    # values are checked by api.evaluate: Inf or an all-NaN mean refused, an all-NaN member or spread accepted
     analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
     obs = api.open_obs(args.obs, like=truth, units=units) if args.obs else None
     library = api.open_states(args.climatology, variables=args.variable, units=units) if args.climatology else None

@@ -13,6 +13,8 @@ scikit-learn's 8x8 digits (6.2), Lagrangian data assimilation on the torus flow 
 comparison to an augmented-state EnKF and a linearised Gaussian posterior.
 
 --quick runs small sizes in a minute or two (for tests); the full run takes about an hour on 2 CPU cores.
+OUT appears only complete (built in a temporary folder beside it, renamed into place at the end): a
+failure or Ctrl-C leaves no OUT, and --overwrite keeps the old one until the new one is complete.
 
 Example:
   oceanda reproduce baptista2025 --quick --out quick-run"""
@@ -25,7 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("experiment", metavar="EXPERIMENT", help="experiment name (available: baptista2025)")
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes, for CI)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output directory (default: reproduce-EXPERIMENT[-quick])")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DIR (one reproduce wrote) as a whole, once the new one is complete")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of every random draw (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages")
 

@@ -15,7 +15,8 @@ of them, a paired training set, and README.txt saying how it was made. Same --se
   torus     the torus flow of Baptista, Stuart & Tran (2025) with drifter trajectories
   lorenz96  Lorenz-96 (40 variables, F = 8) with direct noisy observations
 
---size small finishes in under 2 minutes on 2 CPU cores; full is what benchmarks use; tiny is for tests."""
+--size small finishes in under 2 minutes on 2 CPU cores; full is what benchmarks use; tiny is for tests.
+--out appears only complete (built in a temporary folder beside it, renamed into place at the end)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (created; refused if not empty without --overwrite)")
     parser.add_argument("--seed", type=seed_int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", default="small", choices=["tiny", "small", "full"], help="data size (default small)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (one sample-data wrote) as a whole, once the new one is complete")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 

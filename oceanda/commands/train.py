@@ -28,6 +28,14 @@ printed is 0 at chance and -log(batch size) at perfect retrieval: a loss near 0 
 Calibration (window models): --tune-states/--tune-obs (a tuning run never in STATES) or --calibrate
 (held-out STATES) fit the spread factor and the hybrid's Kalman settings into the model.
 
+MODEL_DIR appears only complete: it is built in a temporary folder beside it
+(.MODEL_DIR.<pid>.<random>.tmp) and renamed into place once training and calibration are done; a
+failure, Ctrl-C or kill leaves no MODEL_DIR, and with --overwrite an existing model stays as it was
+until the new one is in place (--overwrite replaces only a model folder, one holding config.json).
+An interrupted whole-field run keeps its resumable state (written each epoch) in .MODEL_DIR.resume/
+beside MODEL_DIR; --resume continues from it (same options as the interrupted run) and it is removed
+when a run finishes. --resume on a finished model leaves that model as it is.
+
 Example:
   oceanda train --states states.nc --obs obs.nc --out model --kind field --obs-days 5"""
 
@@ -42,7 +50,7 @@ def add_arguments(parser) -> None:
     one_line_errors(parser)
     parser.add_argument("--states", required=True, nargs="+", metavar="STATES.nc", help="training states (NetCDF/zarr; several files are joined in time)")
     parser.add_argument("--obs", required=True, metavar="OBS.nc", help="observations: their patterns and errors")
-    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="checkpoint directory")
+    parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder (appears only when complete; see below)")
     parser.add_argument("--kind", choices=["window", "field"], default=None,
                         help="window: local/hybrid model (default for grids larger than a window); field: whole-field model (--mode global)")
     parser.add_argument("--state-vars", nargs="+", metavar="V", help="state variables to encode (default: all for field models, the observed ones for window models)")
@@ -67,7 +75,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--allow-weak", action="store_true", help="exit 0 even when the model is within 2x of chance")
     _window_arguments(parser)
     _field_arguments(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace a model in MODEL_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR (a model folder) once the new model is complete")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,7 +110,7 @@ def _field_arguments(parser) -> None:
     g.add_argument("--block", type=positive_int, default=None,
                    help="batches hold blocks of this many consecutive days sharing a shift (hard negatives; default: 1 = plain shuffle)")
     g.add_argument("--fixed-pairs", action="store_true", help="train on OBS.nc's own observations (times must match)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run in MODEL_DIR")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its state in .MODEL_DIR.resume/ beside MODEL_DIR (same options)")
 
 
 #: API keywords -> the options they come from (errors that depend on the data name the option).

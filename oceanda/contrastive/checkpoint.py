@@ -337,6 +337,33 @@ def check_similarity(config: Mapping[str, Any], where: str) -> None:
         number(v, "temperature", where, lo=0, lo_open=True)
 
 
+def check_units(config: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The optional ``units`` entry: ``{variable: UDUNITS units}`` of the data a model was trained on.
+
+    Why: a library in ``cm`` given to a model trained in ``m`` would be analysed wrong without a word;
+    with the units recorded it is converted (or refused). Older models have none: ``{}``.
+
+    Parameters
+    ----------
+    config : the decoded ``config.json``
+    where : the file named in errors
+
+    Returns
+    -------
+    dict (empty when the model records no units)
+    """
+    from oceanda.io import units_are_known
+
+    units = entry(config, "units", where, dict, "an object {variable: units}", {})
+    if len(units) > MAX_SIZE:
+        raise CheckpointError(f"{where}: 'units' lists {len(units)} variables; expected at most {MAX_SIZE}")
+    for name, value in units.items():
+        if not isinstance(value, str) or not units_are_known(value):
+            raise CheckpointError(f"{where}: 'units.{name}' is {_describe(value)}; expected UDUNITS units "
+                                  "such as 'm' or 'm2 s-1'")
+    return dict(units)
+
+
 def check_architecture(config: Mapping[str, Any], where: str) -> int:
     """Check the encoders and the similarity of a model config and that they fit in memory.
 

@@ -19,7 +19,8 @@ incomplete batches are dropped), warm-up + cosine learning rate, gradient clippi
 (train loss, validation loss, retrieval R@1/R@5 in both directions), early stopping on the
 monitored loss, and (with ``checkpoint_dir``) a resumable state written atomically. At the end the
 best weights are restored and saved as ``checkpoint_dir/{model.safetensors, config.json}`` with
-``history.json``; the resumable state lives in ``checkpoint_dir/resume/``.
+``history.json``; the resumable state lives in ``checkpoint_dir/resume/`` unless ``resume_dir`` says
+where (``oceanda train`` keeps it beside the model folder it builds: ``.MODEL_DIR.resume``).
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ class Trainer:
 
     def fit(
 self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=None,
-            resume: bool = False, overwrite: bool = False) -> TrainResult:
+            resume: bool = False, overwrite: bool = False, resume_dir=None) -> TrainResult:
         """Train ``model``; restore its best weights; with ``checkpoint_dir`` save it there.
 
         Parameters
@@ -415,8 +416,10 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
         train_data : pairs, or ``f(epoch, rng) -> pairs`` redrawn each epoch
         val_data : pairs, ``f(rng) -> pairs`` (called once), or ``None`` (monitor the training loss)
         checkpoint_dir : where the model, ``history.json`` and the resumable state are written
-        resume : continue from ``checkpoint_dir/resume`` (same settings as the interrupted run)
+        resume : continue from ``resume_dir`` (same settings as the interrupted run)
         overwrite : replace a model already in ``checkpoint_dir``
+        resume_dir : where the resumable state is written each epoch and read by ``resume``
+            (default ``checkpoint_dir/resume``; none without ``checkpoint_dir``)
 
         Returns
         -------
@@ -424,7 +427,10 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
             The per-epoch history, the best epoch and whether the run stopped early.
         """
         ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        resume_dir = ckpt / "resume" if ckpt is not None else None
+        if resume_dir is not None:
+            resume_dir = Path(resume_dir)
+        elif ckpt is not None:
+            resume_dir = ckpt / "resume"
         self._check_outputs(ckpt, resume_dir, resume, overwrite)
         model.to(self.device)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.config.lr,

@@ -113,7 +113,8 @@ def run(out, quick: bool = False, seed: int = 0, overwrite: bool = False, quiet:
     seed : int
         Seed of every experiment.
     overwrite : bool
-        Replace an existing ``out``.
+        Replace an existing ``out`` (one reproduce wrote: it holds results.json) once the new one is complete;
+        ``out`` is built in a temporary folder beside it, so a failure or Ctrl-C leaves no ``out``.
     quiet : bool, optional
         No progress bars (default: quiet).
     only : tuple of str, optional
@@ -138,6 +139,14 @@ def run(out, quick: bool = False, seed: int = 0, overwrite: bool = False, quiet:
 
 
 def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
+    """Build ``out`` in a temporary folder beside it, renamed into place with results.json written last."""
+    from oceanda import folders
+
+    with folders.build(out, overwrite, "results.json", "oceanda reproduce") as tmp:  # all of it or nothing
+        return _experiments(tmp, quick, seed, quiet, only, log)
+
+
+def _experiments(out: Path, quick, seed, quiet, only, log) -> dict:
     import matplotlib
 
     if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "ps", "cairo"):
@@ -146,7 +155,6 @@ def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
 
     from oceanda.experiments import _digits, _grf, torus_da
 
-    out = io.prepare_output_dir(out, overwrite=overwrite)
     cfg = QUICK if quick else FULL
     say = log or (lambda s: None)
     parts = only or ("gaussian_random_field", "digits", "lagrangian")
@@ -168,12 +176,10 @@ def _run(out, quick, seed, overwrite, quiet, only, log) -> dict:
         r = _grf.run_grf(cfg["grf"], seed, say)
         results["gaussian_random_field"] = r
         fig(_grf.plot_grf(r), "grf_sweeps.png")
-        io.write_json(results, Path(out) / "results.json", overwrite=True)  # partial results survive a later failure
     if "digits" in parts:
         r, (Xlib, picks) = _digits.run_digits(cfg["digits"], seed, say)
         results["digits"] = r
         fig(_digits.plot_generated(Xlib, picks), "digits_generated.png")
-        io.write_json(results, Path(out) / "results.json", overwrite=True)
     if "lagrangian" in parts:
         r, fd = torus_da.run_torus(cfg["torus"], seed, say, quiet=quiet if quiet is not None else True)
         results["lagrangian"] = r
