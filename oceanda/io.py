@@ -575,7 +575,7 @@ def validate_dataset(
     ds : the Dataset to check
     source : what to call it in errors (usually its file)
     variables : data variables required (default: all but ``*_error`` and diagnostics)
-    require_time, check_values, check_units : check the time dim, Inf/all-NaN values, units
+    require_time, check_values, check_units : check the time dim, Inf/all-NaN/fill-like (>= 1e20) values, units
     allow_all_nan : accept an all-NaN variable
 
     Returns
@@ -748,7 +748,7 @@ def open_states(
     chunks : dask chunks for xarray (``"auto"``: 64 time steps per chunk)
     variables : data variables kept (default: all; their ``<var>_error`` too)
     engine : xarray engine for NetCDF (None: xarray's choice)
-    check_values : reject Inf and all-NaN variables
+    check_values : reject Inf, all-NaN and fill-like (|x| >= 1e20) variables
     units : {variable: units} for variables the files give no (valid) units (CLI ``--units VAR=UNITS``)
 
     Returns
@@ -928,21 +928,44 @@ OBS_RANGE_FACTOR = 10.0
 RANGE_SAMPLE_BYTES = 32 * 2**20
 
 
+def _range_sample(da: xr.DataArray, budget: float) -> xr.DataArray:
+    """``da``, or evenly spaced parts of it along time (the sample dim) of about ``budget`` bytes.
+
+    Dask-backed data are sampled by whole chunks: a chunk touched is a chunk read, so scattered
+    times would read nearly every chunk.
+    """
+    if da.nbytes <= budget or not da.ndim:
+        return da
+    dim = "time" if "time" in da.dims else da.dims[0]
+    n, per = da.sizes[dim], da.nbytes / max(da.sizes[dim], 1)
+    if da.chunks is None:
+        k = max(1, min(n, int(budget / per)))
+        return da.isel({dim: np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))})
+    sizes = np.asarray(da.chunksizes[dim], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    m = max(1, min(len(sizes), int(budget / (sizes.max() * per))))
+    pick = np.unique(np.linspace(0, len(sizes) - 1, m).round().astype(np.int64))
+    return da.isel({dim: np.concatenate([np.arange(starts[i], starts[i] + sizes[i]) for i in pick])})
+
+
+def _min_max(da: xr.DataArray) -> tuple[float, float]:
+    """``(min, max)`` of the finite values, read once (NaN when there is none)."""
+    import dask
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
+        lo, hi = dask.compute(da.min(skipna=True), da.max(skipna=True))
+    return float(lo), float(hi)
+
+
 def _state_range(like: xr.Dataset, name: str) -> tuple[float, float]:
     """``(min, max)`` of a state variable (NaN when it has no finite value), from a sample of times if large.
 
     Why a sample: the states may be a multi-GB library; the check it serves has a wide margin.
     """
-    da = like[name]
-    if da.nbytes > RANGE_SAMPLE_BYTES and da.ndim:
-        dim = "time" if "time" in da.dims else da.dims[0]
-        n = da.sizes[dim]
-        k = max(1, min(n, int(n * RANGE_SAMPLE_BYTES / da.nbytes)))
-        da = da.isel({dim: np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))})
     files = like.encoding.get("oceanda_sources") or ["states"]
-    with read_errors(files[0]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN
-        return float(da.min(skipna=True).compute()), float(da.max(skipna=True).compute())
+    with read_errors(files[0]):
+        return _min_max(_range_sample(like[name], RANGE_SAMPLE_BYTES))
 
 
 def _check_obs_range(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], source: str,
@@ -962,9 +985,7 @@ def _check_obs_range(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], sou
         if not np.isfinite(span) or span == 0:
             continue
         low, high = lo - OBS_RANGE_FACTOR * span, hi + OBS_RANGE_FACTOR * span
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            omin, omax = float(ds[n].min(skipna=True).compute()), float(ds[n].max(skipna=True).compute())
+        omin, omax = _min_max(ds[n])
         if omin >= low and omax <= high:
             continue
         outside = int(((ds[n] < low) | (ds[n] > high)).sum().compute())
@@ -1017,7 +1038,8 @@ def open_obs(
     times the standard deviation of the observed values. With ``like``, gridded observations must
     sit on the state grid; observed variables are matched to state variables (by name, then
     ``standard_name``) and converted to their units with cf-units (``cm`` -> ``m``, with a warning;
-    ``K`` against ``m`` refused).
+    ``K`` against ``m`` refused); values more than 10 times the states' range beyond it (an
+    undeclared fill value such as -999 in metres) are refused.
 
     Parameters
     ----------

@@ -182,15 +182,16 @@ def test_obs_range_check_with_constant_or_zero_states(tmp_path):
 
 def test_obs_range_of_large_states_from_a_sample_of_times(tmp_path, monkeypatch):
     states = _states(nt=40)
-    like = io.open_states(_write(states, tmp_path / "states.nc"))
-    monkeypatch.setattr(io, "RANGE_SAMPLE_BYTES", like.ssh.nbytes // 8)
+    like = io.open_states(_write(states, tmp_path / "states.nc"), chunks={"time": 5})
+    monkeypatch.setattr(io, "RANGE_SAMPLE_BYTES", like.ssh.nbytes // 4)  # 2 of the 8 dask chunks: the first, the last
     seen = []
     real = io._state_range
     monkeypatch.setattr(io, "_state_range", lambda ds, n: seen.append(real(ds, n)) or seen[-1])
     obs = _obs(states)
-    assert io.open_obs(_write(obs, tmp_path / "obs.nc"), like=like).sizes["time"] == 2
-    lo, hi = seen[0]
-    assert float(states.ssh.min()) <= lo < hi <= float(states.ssh.max())
+    files = [_write(obs, tmp_path / "obs.nc"), _write(_obs(states.isel(time=slice(2, None))), tmp_path / "obs2.nc")]
+    assert io.open_obs(files, like=like).sizes["time"] == 4
+    part = states.ssh.isel(time=[*range(5), *range(35, 40)])
+    assert seen == [(float(part.min()), float(part.max()))]  # computed once for the two files
     a = obs.ssh.values.copy()
     a[0, 0, 0] = -999.0
     bad = _write(obs.copy(data={"ssh": a, "ssh_error": obs.ssh_error.values}), tmp_path / "bad.nc")
@@ -393,3 +394,55 @@ def test_cli_assimilate_library_in_incompatible_units(tmp_path):
                 "--quiet", "--cache-dir", tmp_path / "cache"],
                lib, "variable 'psi' has units 'K'", "'m2 s-1'", model / "config.json")
     assert not out.exists()
+
+
+def _smooth_library(n=60, size=16, seed=0) -> xr.Dataset:
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(size)[:, None] ** 2 + np.fft.fftfreq(size)[None, :] ** 2
+    ssh = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, size, size))) * np.exp(-k / 0.02))).astype(np.float32)
+    return xr.Dataset({"ssh": (("time", "y", "x"), ssh, {"units": "m"})},
+                      coords={"time": np.datetime64("2001-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D"),
+                              "y": np.arange(size) * 10.0, "x": np.arange(size) * 10.0})
+
+
+def test_window_training_records_units_and_a_cm_library_analyses_alike(tmp_path):
+    import torch
+
+    from oceanda.analysis.assimilate import assimilate
+    from oceanda.analysis.window_training import WindowTrainingConfig, train_window_model
+
+    torch.set_num_threads(1)
+    ds = _smooth_library()
+    cfg = WindowTrainingConfig(size=8, stride=4, halo=4, embedding_dim=8, epochs=1, pairs_per_epoch=128, val_pairs=64,
+                               batch_size=64, seconds=30, max_days=1, library_stride=4,
+                               obs_encoder={"type": "mlp", "hidden": [16]}, state_encoder={"type": "mlp", "hidden": [16]})
+    train_window_model(Library(ds), lambda m, r: r.random((m, 16, 16)) < 0.2, [0.05], tmp_path / "m", config=cfg)
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["units"] == {"ssh": "m"}
+    obs = ds[["ssh"]].isel(time=[3]).where(np.random.default_rng(1).random((1, 16, 16)) < 0.3)
+    obs["ssh_error"] = xr.DataArray(0.05, attrs={"units": "m"})
+    a = assimilate(tmp_path / "m", ds, obs, members=4, cache_dir=tmp_path / "cache")
+    cm = ds.copy()
+    cm["ssh"] = (100 * ds.ssh).assign_attrs(units="cm")
+    obs_cm = obs.copy()  # as io.open_obs gives them against a cm library
+    obs_cm["ssh"], obs_cm["ssh_error"] = (100 * obs.ssh).assign_attrs(units="cm"), obs.ssh_error.copy(data=5.0)
+    obs_cm["ssh_error"].attrs["units"] = "cm"
+    with pytest.warns(UserWarning, match="converted from 'cm' to the units 'm'"):
+        b = assimilate(tmp_path / "m", cm, obs_cm, members=4, cache_dir=tmp_path / "cache")
+    np.testing.assert_allclose(b.ssh_mean.values, a.ssh_mean.values, atol=1e-6)
+    assert b.attrs["model_fingerprint"] == a.attrs["model_fingerprint"]
+
+
+def test_field_training_records_units(tmp_path):
+    import torch
+
+    from oceanda.observe import AlongTrackAltimetry
+    from oceanda.pairs import train_field_model
+
+    torch.set_num_threads(1)
+    ds = make_state_dataset(nt=24, ny=16, nx=16, layers=True, seed=3)
+    obs = AlongTrackAltimetry().observe(ds, np.random.default_rng(0))
+    train_field_model(ds, obs, tmp_path / "m", state_vars=["ssh", "psi"], obs_vars=["ssh"], epochs=1, batch_size=8,
+                      embedding_dim=8, cnn={"width": 4, "depth": 1}, quiet=True)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["units"] == {"ssh": "m", "psi": "m2 s-1"}
+    check_grid_config(cfg, "c")
