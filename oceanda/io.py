@@ -2041,7 +2041,7 @@ def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Map
     -------
     pathlib.Path: ``directory``
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     weights = directory / CHECKPOINT_WEIGHTS
@@ -2054,7 +2054,7 @@ def save_checkpoint(directory: PathLike, tensors: Mapping[str, Any], config: Map
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         with atomic_path(weights, overwrite=True, suffix=".safetensors.tmp") as tw:
-            save_file(contiguous, str(tw))
+            tw.write_bytes(save(contiguous))  # not save_file: it makes a temp of its own, which a kill leaves behind
             with atomic_path(directory / CHECKPOINT_CONFIG, overwrite=True, suffix=".json.tmp") as tc:
                 tc.write_text(text, encoding="utf-8")
     except BaseException:
