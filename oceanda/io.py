@@ -1277,10 +1277,14 @@ def remove_stale_temps(path: PathLike) -> list[Path]:
     list of pathlib.Path: what was removed
     """
     path = Path(path)
-    pattern = _temp_pattern(path.name)
+    return _remove_dead(path.parent if str(path.parent) else ".", _temp_pattern(path.name))
+
+
+def _remove_dead(folder: PathLike, pattern: re.Pattern[str]) -> list[Path]:
+    """Remove the entries of ``folder`` that match ``pattern`` (group 1: a pid) and whose process is gone."""
     removed = []
     try:
-        entries = list(os.scandir(path.parent if str(path.parent) else "."))
+        entries = list(os.scandir(folder))
     except OSError:
         return removed
     for entry in entries:
@@ -1308,17 +1312,7 @@ def remove_stale_temps_in(folder: PathLike) -> list[Path]:
     -------
     list of pathlib.Path: what was removed
     """
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        found = _ANY_TEMP.fullmatch(entry.name)
-        if found and not _pid_alive(int(found.group(1))):
-            _remove(entry.path)
-            removed.append(Path(entry.path))
-    return removed
+    return _remove_dead(folder, _ANY_TEMP)
 
 
 def _check_name(path: Path) -> None:

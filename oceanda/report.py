@@ -233,22 +233,6 @@ def _analysis_fields(
     return ens, mean, sp_field
 
 
-def _unit_change(have: Any, want: Any) -> tuple[float, float] | None:
-    """``(scale, offset)`` taking values in ``have`` to ``want`` (cf-units); None when equal or either is unknown.
-
-    Raises ValueError when both are known and incompatible.
-    """
-    from oceanda.conventions import parse_units
-
-    uh, uw = parse_units(have), parse_units(want)
-    if uh is None or uw is None or uh == uw:
-        return None
-    if not uh.is_convertible(uw):
-        raise ValueError(f"'{have}' is not convertible to '{want}'")
-    offset = float(uh.convert(0.0, uw))
-    return float(uh.convert(1.0, uw)) - offset, offset
-
-
 def _to_truth_units(ds: xr.Dataset, truth: xr.Dataset, variables: Sequence[str], label: str,
                     tlabel: str) -> xr.Dataset:
     """``ds`` with the mean, members and spread of ``variables`` in the truth's units (a copy if any changes).
@@ -264,7 +248,7 @@ def _to_truth_units(ds: xr.Dataset, truth: xr.Dataset, variables: Sequence[str],
                 continue
             have = ds[name].attrs.get("units")
             try:
-                change = _unit_change(have, want)
+                change = oio.unit_conversion(have, want)
             except ValueError:
                 raise DataValidationError(
                     f"{label}: variable '{name}' has units '{have}', incompatible with the units '{want}' of '{v}' "
