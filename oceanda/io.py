@@ -2080,6 +2080,7 @@ def load_checkpoint(directory: PathLike) -> tuple[dict[str, Any], dict[str, Any]
             raise CheckpointError(f"{directory}: missing '{f.name}'; expected a checkpoint directory with {CHECKPOINT_WEIGHTS} and {CHECKPOINT_CONFIG}")
     try:
         check_input_file(weights, expected="a safetensors file")
+        check_allocation(os.stat(weights).st_size, str(weights))  # load_file reads it whole
         with _os_errors(weights, writing=False):
             tensors = load_file(str(weights))
     except DataValidationError as exc:
