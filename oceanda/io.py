@@ -1213,8 +1213,8 @@ NAME_MAX = 255
 _TEMP_LETTERS = string.ascii_lowercase
 
 
-def _temp_stem(name: str) -> str:
-    """The final name as it appears in its temporary siblings' names (shortened, with a hash, when long)."""
+def sibling_stem(name: str) -> str:
+    """``name`` as it appears in the names of hidden siblings (temporaries, resume state): shortened with a hash when long."""
     raw = os.fsencode(name)
     if len(raw) <= 180:
         return name
@@ -1223,7 +1223,7 @@ def _temp_stem(name: str) -> str:
 
 def _temp_pattern(name: str) -> re.Pattern[str]:
     """``.{name}.{pid}.{8 letters}{.ext...}.tmp``: the pid (digits) and the random part (letters) never mix."""
-    return re.compile(rf"\.{re.escape(_temp_stem(name))}\.(\d+)\.[a-z]{{8}}((?:\.[A-Za-z][A-Za-z0-9_-]*)*)\.tmp")
+    return re.compile(rf"\.{re.escape(sibling_stem(name))}\.(\d+)\.[a-z]{{8}}((?:\.[A-Za-z][A-Za-z0-9_-]*)*)\.tmp")
 
 
 def _temp_name(name: str, suffix: str | None) -> str:
@@ -1232,7 +1232,7 @@ def _temp_name(name: str, suffix: str | None) -> str:
     if not re.fullmatch(r"(?:\.[A-Za-z][A-Za-z0-9_-]*)*\.tmp", ext):
         ext = ".tmp"
     rand = "".join(secrets.choice(_TEMP_LETTERS) for _ in range(8))
-    return f".{_temp_stem(name)}.{os.getpid()}.{rand}{ext}"
+    return f".{sibling_stem(name)}.{os.getpid()}.{rand}{ext}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -257,16 +257,11 @@ def resume_dir(out_dir) -> Path:
     -------
     pathlib.Path
     """
-    import hashlib
-    import os
-
+    from oceanda import io
     from oceanda.folders import final_path
 
     out = final_path(out_dir)
-    name = out.name
-    if len(os.fsencode(name)) > 200:  # .NAME.resume must stay a valid file name
-        name = os.fsencode(name)[:150].decode("utf-8", "ignore") + "~" + hashlib.sha1(os.fsencode(name)).hexdigest()[:12]
-    return out.parent / f".{name}.resume"
+    return out.parent / f".{io.sibling_stem(out.name)}.resume"  # stays a valid file name however long MODEL_DIR is
 
 
 def _finished_model(out: Path) -> tuple[Any, TrainResult] | None:
