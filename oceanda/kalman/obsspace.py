@@ -305,7 +305,6 @@ def _gridded_observations(obs: xr.Dataset, layout: FieldLayout, names: list[str]
                 es.append(evals[ok])
                 hs.append(c * G + ok)
         o = Observations(np.concatenate(ys), np.concatenate(es), np.concatenate(hs).astype(np.int64), time=t)
-        _check_errors(o, source)
         out.append(o)
     return out
 
@@ -342,7 +341,6 @@ def _point_observations(obs: xr.Dataset, layout: FieldLayout, names: list[str], 
             es.append(evals[sel])
             hs.append(chans * (Y * X) + iy[sel] * X + ix[sel])
         o = Observations(np.concatenate(ys), np.concatenate(es), np.concatenate(hs).astype(np.int64), time=t)
-        _check_errors(o, source)
         out.append(o)
     return out
 
@@ -372,12 +370,6 @@ def check_values(vals: np.ndarray, errors: np.ndarray, source: str, var: str) ->
             f"{source}: variable '{var}_error' is {errors[bad][0]:g} at {int(bad.sum())} observed point(s); "
             f"expected positive finite standard deviations of '{var}'"
         )
-
-
-def _check_errors(o: Observations, source: str) -> None:
-    bad = np.isfinite(o.y) & ~(np.isfinite(o.error) & (o.error > 0))
-    if bad.any():
-        raise DataValidationError(f"{source}: {int(bad.sum())} observation error(s) are not positive finite standard deviations")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -564,6 +556,5 @@ def _point_groups(rows: list[tuple], n_state: int, located: bool, source: str) -
         H = sp.csr_matrix((w[sel].ravel(), (np.repeat(np.arange(p), 4), cells[sel].ravel())), shape=(p, n_state))
         H.eliminate_zeros()
         o = Observations(y[sel], e[sel], H, coords=None if xy is None else xy[sel], time=tv)
-        _check_errors(o, source)
         out.append(o)
     return out
