@@ -877,21 +877,44 @@ def describe_conversion(scale: float, offset: float) -> str:
 
 
 def _to_state_units(ds: xr.Dataset, like: xr.Dataset, names: Sequence[str], source: str) -> xr.Dataset:
-    """Observations (and their errors) converted to the units of the state variables (cf-units); incompatible ones refused."""
+    """Observations (and their errors) converted to the units of the state variables; incompatible ones refused."""
+    units = {n: like[n].attrs.get("units") for n in names if n in like}
+    return convert_observed(ds, names, units, source, lambda want: f"the states' '{want}'{_of(like)}", stacklevel=4)
+
+
+def convert_observed(ds: xr.Dataset, names: Sequence[str], units: Mapping[str, Any], source: str,
+                     target: Any, stacklevel: int = 3) -> xr.Dataset:
+    """Observed variables (and their ``<var>_error``) converted to ``units`` (cf-units), with a warning each.
+
+    Why one place: observations meet states (:func:`open_obs`) and models (their recorded units) by
+    the same rule; incompatible units are refused in one line.
+
+    Parameters
+    ----------
+    ds : the observations
+    names : observed variables to convert (those missing from ``units`` are kept)
+    units : {variable: units} to convert to
+    source : the observation file, named in messages
+    target : ``target(want)`` -> how messages name what the units come from (e.g. "the states' 'm' of FILE")
+    stacklevel : of the warnings
+
+    Returns
+    -------
+    xarray.Dataset: ``ds`` itself when nothing is converted
+    """
     for n in names:
-        have, want = ds[n].attrs.get("units"), like[n].attrs.get("units") if n in like else None
+        have, want = ds[n].attrs.get("units"), units.get(n)
         try:
             conversion = unit_conversion(have, want)
         except ValueError:
-            raise DataValidationError(
-                f"{source}: observed variable '{n}' has units '{have}', incompatible with the states' '{want}'{_of(like)}; "
-                f"expected units convertible to '{want}'"
-            ) from None
+            raise DataValidationError(f"{source}: observed variable '{n}' has units '{have}', incompatible with "
+                                      f"{target(want)}; expected units convertible to '{want}'") from None
         if conversion is None:
             continue
         scale, offset = conversion
-        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to the states' '{want}' "
-                      f"({describe_conversion(scale, offset)})", UserWarning, stacklevel=3)
+        warnings.warn(f"{source}: observed '{n}' converted from '{have}' to {target(want)} "
+                      f"({describe_conversion(scale, offset)})", UserWarning, stacklevel=stacklevel)
+        ds = ds.copy()
         ds[n] = (ds[n] * scale + offset).assign_attrs({**ds[n].attrs, "units": want})
         err = f"{n}_error"
         if err in ds.variables:

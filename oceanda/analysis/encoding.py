@@ -26,7 +26,6 @@ model's channel order (:func:`obs_arrays`).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -488,20 +487,6 @@ def to_model_units(encoders: EncoderPair, library: Library, obs: xr.Dataset) -> 
     library = library.in_units(units, encoders.where)
     source = (obs.encoding.get("oceanda_sources") or ["observations"])[0]
     names = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
-    for v in [n for n in names if n in obs.data_vars and n in units]:
-        have, want = obs[v].attrs.get("units"), units[v]
-        try:
-            conversion = io.unit_conversion(have, want)
-        except ValueError:
-            raise DataValidationError(f"{source}: observed variable '{v}' has units '{have}', incompatible with the "
-                                      f"units '{want}' of {encoders.where}; expected units convertible to '{want}'") from None
-        if conversion is None:
-            continue
-        scale, offset = conversion
-        warnings.warn(f"{source}: observed '{v}' converted from '{have}' to the units '{want}' of {encoders.where} "
-                      f"({io.describe_conversion(scale, offset)})", UserWarning, stacklevel=2)
-        obs = obs.assign({v: (obs[v] * scale + offset).assign_attrs({**obs[v].attrs, "units": want})})
-        if f"{v}_error" in obs.variables:
-            err = obs[f"{v}_error"]
-            obs = obs.assign({f"{v}_error": (err * abs(scale)).assign_attrs({**err.attrs, "units": want})})
+    names = [n for n in names if n in obs.data_vars and n in units]
+    obs = io.convert_observed(obs, names, units, source, lambda want: f"the units '{want}' of {encoders.where}")
     return library, obs
