@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -863,17 +864,18 @@ def test_cli_module_imports_nothing_heavy():
 
 
 @pytest.mark.parametrize("delay", [0.3, 1.0])
-def test_sigint_during_start_up_prints_one_line(delay):
-    p = subprocess.Popen([sys.executable, "-m", "oceanda", "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         text=True)
-    try:
-        p.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
-        p.send_signal(signal.SIGINT)
+def test_sigint_during_start_up_prints_one_line(delay, tmp_path):
+    """Ctrl-C while a verb is still importing its modules (sample-data runs for minutes, so it is always running)."""
+    out = tmp_path / "data"
+    p = subprocess.Popen([sys.executable, "-m", "oceanda", "sample-data", "--testbed", "qg", "--size", "tiny",
+                          "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=60)[1]
-    if p.returncode == 0:
-        pytest.skip("start-up finished before the signal")
-    assert p.returncode == 130 and err == "oceanda: interrupted\n", err
+    # -SIGINT: after the one line, CPython sometimes (~1 in 4 at 2-3 s, `python -m` only) ends the process by
+    # re-raising SIGINT at exit, the POSIX way to report an interrupt; a shell shows both as status 130
+    assert p.returncode in (130, -signal.SIGINT) and err == "oceanda: interrupted\n", (p.returncode, err)
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------------------------------
