@@ -4,16 +4,19 @@ Each verb lives in ``oceanda/commands/<verb>.py`` and defines ``HELP`` (one line
 ``add_arguments(parser)`` and ``run(args) -> int``. Errors of the :class:`OceandaError` family and
 running out of memory are printed on one line (exit code 2), Ctrl-C at any moment as
 ``oceanda: interrupted`` (130); anything else is a bug and keeps its traceback. The top-level
-imports stay tiny: the verbs (and torch) load inside :func:`main`'s ``try``.
+imports stay tiny and building the parser imports no verb's heavy modules (torch, xarray, scipy,
+matplotlib: only the verb's ``run`` does; tests/test_startup.py checks it), so ``--help`` takes well under
+a second. A verb that declares ``RUNS_TORCH = True`` runs under :func:`oceanda.threads.configured`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import warnings
-from typing import Sequence
+from typing import Any, Sequence
 
 from oceanda._version import __version__
 from oceanda.errors import OceandaError
@@ -40,6 +43,10 @@ is written as CF NetCDF and can be compared with ensemble Kalman filters on the 
 
 Start with `oceanda demo`; every verb has its own --help."""
 
+EPILOG = """\
+Environment: OCEANDA_NUM_THREADS=N torch threads of the verbs that run torch (train, assimilate, demo,
+reproduce; default one per physical core, or OMP_NUM_THREADS when set)."""
+
 
 def _load_verbs() -> dict[str, object]:
     modules = {}
@@ -53,8 +60,10 @@ def _load_verbs() -> dict[str, object]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
+    from oceanda import threads  # no torch: only its help text
+
     parser = argparse.ArgumentParser(
-        prog="oceanda", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="oceanda", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"oceanda {__version__}")
     modules = _load_verbs()
@@ -67,13 +76,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, object]]:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)  # type: ignore[attr-defined]
+        if getattr(mod, "RUNS_TORCH", False):
+            p.epilog = f"{p.epilog}\n\n{threads.HELP}" if p.epilog else threads.HELP
     return parser, modules
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``oceanda`` command line.
 
-    Everything -- loading the verbs (torch), parsing, running -- happens inside one ``try``, so
+    Everything -- loading the verbs, parsing, running (torch) -- happens inside one ``try``, so
     Ctrl-C at any moment prints one line. An :class:`OceandaError` or running out of memory is one
     line too; a closed stdout (``oceanda ... | head``) ends quietly; anything else is a bug and
     keeps its traceback.
@@ -89,8 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     shown = warnings.formatwarning
     verb = None
     try:
-        from oceanda import io
-
         parser, modules = build_parser()
         argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
@@ -98,9 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not verb:
             parser.print_help()
             return 0
+        from oceanda import io  # after parsing: io imports xarray, which --help does not need
+
         io.set_command_line(["oceanda", *argv])
         warnings.formatwarning = _one_line_warning  # the user's warnings, one line each, not Python's two
-        return int(modules[verb].run(args) or 0)  # type: ignore[attr-defined]
+        with _threads(modules[verb]):
+            return int(modules[verb].run(args) or 0)  # type: ignore[attr-defined]
     except OceandaError as exc:
         return _error(verb, " ".join(str(exc).split()))
     except KeyboardInterrupt:
@@ -122,6 +134,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         io_module = sys.modules.get("oceanda.io")
         if io_module is not None:
             io_module.set_command_line(None)
+
+
+def _threads(module: object) -> Any:
+    """Torch's threads set by :func:`oceanda.threads.configured` for a verb that runs torch; else nothing."""
+    if not getattr(module, "RUNS_TORCH", False):
+        return contextlib.nullcontext()
+    from oceanda import threads
+
+    return threads.configured()
 
 
 def _error(verb: str | None, message: str) -> int:

@@ -18,6 +18,26 @@ SEED_MAX = 2**32 - 1
 #: Largest integer option: what numpy's int64 holds (a count beyond it is a typo, and overflows).
 INT_MAX = 2**63 - 1
 
+#: Allowed values of the options with choices, written out here so that building the parser (``--help``)
+#: imports none of the modules that define them (those pull in torch, scipy, xarray). tests/test_startup.py
+#: checks that every list equals ``oceanda.api.choices(what)``, so the two cannot drift apart.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "similarity": ("cosine", "inner_product", "neg_sq_distance"),
+    "loss": ("clip", "state|obs", "obs|state", "joint"),
+    "encoder": ("cnn", "mlp", "linear"),
+    "mode": ("global", "local", "hybrid"),
+    "method": ("enkf", "etkf", "letkf", "enoi"),
+    "taper": ("gaspari_cohn", "gaussian", "boxcar"),
+    "testbed": ("qg", "torus", "lorenz96"),
+    "operator": ("altimetry", "gappy", "points", "profiles"),
+    "twin": ("lorenz96", "qg"),
+}
+
+
+def choices(what: str) -> list[str]:
+    """The allowed values of an option for argparse ``choices=`` (see :data:`CHOICES`), without importing the API."""
+    return list(CHOICES[what])
+
 
 def given(args: Any, *names: str, **renames: str) -> dict[str, Any]:
     """The options the user gave (not None), as API keyword arguments.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 HELP = "run the whole chain on the bundled QG sample: contrastive analyses vs EnOI and a cycled LETKF, with a report"
+#: cli.main runs this verb under oceanda.threads.configured() (torch's threads set on purpose)
+RUNS_TORCH = True
 DESCRIPTION = """\
 Run the main job on the bundled sample data (two-layer QG ocean, daily along-track altimetry of a
 held-out truth run) and compare, on the same observations:

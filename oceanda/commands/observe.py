@@ -28,13 +28,12 @@ Example:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from oceanda import api
-    from oceanda.commands import add_units_argument, nonnegative_int, number, one_line_errors, positive, seed_int
+    from oceanda.commands import add_units_argument, choices, nonnegative_int, number, one_line_errors, positive, seed_int
 
     one_line_errors(parser)
     KM = number(lo=0.0, lo_open=True, hi=1e5)  # noqa: N806 - distances: at most 2.5 x the equator (observe.MAX_KM)
     parser.add_argument("--states", required=True, nargs="+", help="state file(s) to observe (NetCDF/zarr, globs)")
-    parser.add_argument("--operator", required=True, choices=api.choices("operator"), help="what observes the states")
+    parser.add_argument("--operator", required=True, choices=choices("operator"), help="what observes the states")
     parser.add_argument("--out", required=True, help="output NetCDF (refused if it exists, unless --overwrite)")
     noise = parser.add_mutually_exclusive_group()
     noise.add_argument("--sigma", type=number(lo=0.0, lo_open=True, hi=1e30), default=None, help="noise standard deviation in the variable's units")

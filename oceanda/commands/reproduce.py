@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 HELP = "reproduce a paper's experiments (e.g. baptista2025): results.json and figures"
+#: cli.main runs this verb under oceanda.threads.configured() (torch's threads set on purpose)
+RUNS_TORCH = True
 DESCRIPTION = """\
 Run every experiment of a paper as code a reader can check against it, and write OUT/results.json
 (every number, the settings used, what was reduced with respect to the paper, run times) and PNG
