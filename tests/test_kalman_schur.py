@@ -97,6 +97,49 @@ def test_schur_enoi_members_are_the_static_members_out_of_reach_of_the_observati
     assert not np.allclose(Ea[:, ~untouched], xb[~untouched] + np.sqrt(0.5) * A[:, ~untouched])
 
 
+def _previous_dense_ensemble(xb, lib, obs, loc, alpha, rng):
+    """The dense ``p x p`` implementation this module had before the tiles (issue 16), as a reference."""
+    g = np.random.default_rng(rng)
+    N = lib.shape[0]
+    X = np.sqrt(alpha) * (lib - lib.mean(0)) / np.sqrt(N - 1)
+    eps = g.standard_normal((N, obs.size))
+    eps = (eps - eps.mean(axis=0)) * np.sqrt(N / (N - 1)) * obs.error / np.sqrt(N - 1)
+    pts, opts = loc.coords, loc.coords[obs.H % len(loc.coords)]
+    HX = X[:, obs.H]
+    rho_oo = gaspari_cohn(pairwise_distances(opts, opts, loc.metric, loc.period), loc.radius)
+    Sinv = np.linalg.inv(rho_oo * (HX.T @ HX) + np.diag(obs.error ** 2))
+    rho = np.tile(gaspari_cohn(pairwise_distances(pts, opts, loc.metric, loc.period), loc.radius), (lib.shape[1] // len(pts), 1))
+    P = rho * (X.T @ HX)  # [n, p]
+    xa = xb + P @ (Sinv @ (obs.y - xb[obs.H]))
+    K = P @ Sinv
+    var = np.maximum(np.sum(X * X, axis=0) - np.sum(K * P, axis=1), 0.0)
+    Xa = X - (P @ Sinv @ (HX - eps).T).T
+    sd = np.sqrt(np.sum(Xa * Xa, axis=0))
+    return xa[None] + Xa * (np.sqrt(var) / sd * np.sqrt(N - 1))[None]
+
+
+@pytest.mark.parametrize("metric", ["periodic", "great_circle"])
+def test_schur_enoi_in_tiles_equals_the_previous_dense_solution_on_a_fully_observed_grid(monkeypatch, metric):
+    monkeypatch.setattr(schur_module, "TILE_POINTS", 4)  # many tiles, each with its own observations
+    rng = np.random.default_rng(11)
+    ny, nx = 9, 8
+    g = ny * nx
+    lib = rng.standard_normal((30, 2 * g)).cumsum(axis=1)
+    xb = lib.mean(0) + 0.1 * rng.standard_normal(2 * g)
+    H = np.arange(g)  # every point of channel 0
+    obs = Observations(xb[H] + rng.standard_normal(g), rng.uniform(0.3, 0.6, g), H)
+    if metric == "periodic":
+        yy, xx = np.meshgrid(np.arange(ny) * 10.0, np.arange(nx) * 10.0, indexing="ij")
+        loc = Localizer(np.c_[yy.ravel(), xx.ravel()], 12.0, metric="periodic", period=[ny * 10.0, nx * 10.0])
+    else:
+        lat, lon = np.meshgrid(np.linspace(40.0, 48.0, ny), np.linspace(350.0, 364.0, nx) % 360, indexing="ij")
+        loc = Localizer(np.c_[lat.ravel(), lon.ravel()], 150.0, metric="great_circle")
+    assert 0.05 < (gaspari_cohn(pairwise_distances(loc.coords, loc.coords, loc.metric, loc.period), 12.0 if
+                                metric == "periodic" else 150.0) > 0).mean() < 0.7  # the taper cuts
+    Ea = schur_enoi_ensemble(xb, lib, obs, alpha=0.6, localizer=loc, rng=4)
+    np.testing.assert_allclose(Ea, _previous_dense_ensemble(xb, lib, obs, loc, 0.6, 4), rtol=1e-9, atol=1e-9)
+
+
 def test_schur_enoi_accepts_no_callable_operator():
     lib, xb, obs, points = _problem()
     bad = Observations(obs.y, obs.error, lambda E: E[:, obs.H])
