@@ -7,6 +7,8 @@ the library runs, so no truth state is in the library. Every random draw comes f
 
 Sizes: ``tiny`` (tests, seconds), ``small`` (under 2 minutes on 2 cores; the bundled set under
 ``sample_data/``), ``full`` (benchmarks).
+QG grids: ``nx`` 64 (the bundled set) or 128, 256, 512 -- the same box on a finer grid, for measuring how
+costs scale; smaller sets (:data:`QG_SIZES_FINE`) started from a spun-up state at that grid, cached.
 """
 
 from __future__ import annotations
@@ -71,6 +73,14 @@ QG_SIZES = {
     "tiny": QGSize(library_runs=2, library_days=8, library_every_days=2, truth_days=4, decorrelation_days=2),
     "small": QGSize(library_runs=8, library_days=100, library_every_days=2, truth_days=30, decorrelation_days=120),
     "full": QGSize(library_runs=28, library_days=400, library_every_days=2, truth_days=180, decorrelation_days=120),
+}
+#: Sizes at ``--nx`` 128-512 (the same at every finer nx, so scaling runs compare like with like). Library and
+#: truth runs start from distinct independent members of the cached spun-up state (8 + 4 = SPINUP_MEMBERS at
+#: small), so a short free run after the 5 % noise suffices; small: 128 library states, 20-day truths.
+QG_SIZES_FINE = {
+    "tiny": QGSize(library_runs=2, library_days=4, library_every_days=2, truth_days=2, decorrelation_days=1),
+    "small": QGSize(library_runs=8, library_days=30, library_every_days=2, truth_days=20, decorrelation_days=5),
+    "full": QGSize(library_runs=8, library_days=200, library_every_days=2, truth_days=60, decorrelation_days=5),
 }
 
 
@@ -198,19 +208,24 @@ class _Writer:
         return self.written
 
 
-def _qg_runs(model: Any, cfg: QGSize, rng: np.random.Generator, quiet: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Daily states ``[day, run]`` of the library runs then the truth runs (one batch), and their days."""
+def _qg_runs(model: Any, cfg: QGSize, rng: np.random.Generator, quiet: bool,
+             base: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Daily states ``[day, run]`` of the library runs then the truth runs (one batch), and their days.
+
+    ``base``: the steady states to start from (default: the shipped 64 x 64 state).
+    """
     from oceanda.testbeds.qg import perturbed_ensemble, spun_up_state
 
     n_truth = QG_TRUTH_RUNS
-    _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from the shipped state", quiet)
-    n_ship = spun_up_state().shape[0]
+    what = "the shipped state" if base is None else f"the spun-up {model.nx} x {model.nx} state"
+    _progress(f"QG: spinning off {cfg.library_runs} library runs and {n_truth} truth runs from {what}", quiet)
+    n_ship = spun_up_state().shape[0] if base is None else base.shape[0]
     # truths start from the last shipped members, the library from the others: independent runs
     lib_members = np.arange(n_ship - n_truth)
     members = np.concatenate([lib_members[np.arange(cfg.library_runs) % lib_members.size],
                               np.arange(n_ship - n_truth, n_ship)])
     q0 = perturbed_ensemble(cfg.library_runs + n_truth, rng, model=model, decorrelation_days=cfg.decorrelation_days,
-                            members=members, progress=not quiet)
+                            members=members, progress=not quiet, base=base)
     ndays = max(cfg.library_days, cfg.truth_days)
     traj, days = model.run(q0, ndays, save_every_days=1, progress=not quiet)
     return np.asarray(traj), days
@@ -267,7 +282,7 @@ def _qg_training_obs(model: Any, library: xr.Dataset, alt: Any, rng: np.random.G
 
 
 def _qg_readme(cfg: QGSize, library: xr.Dataset, truth_names: list[str], alt: Any, command: str, seed: int,
-               size: str, seconds: float) -> str:
+               size: str, seconds: float, model: Any = None) -> str:
     files = {
         "library.nc": f"{library.sizes['time']} snapshots (psi, ssh) of {cfg.library_runs} independent runs of "
                       f"{cfg.library_days} days, every {cfg.library_every_days} days; coord 'run'",
@@ -289,10 +304,33 @@ days since the truth start), noise sigma = 10 % of the library SSH std = {alt.si
 q is not stored: QGModel().q_from_dataset(ds) recomputes it from psi.
 More library: oceanda.sampledata.qg_library(QGModel(), n_runs, run_days, rng) (or --size full).
 """
+    if model is not None and model.nx != 64:
+        notes = _qg_fine_notes(model, cfg, alt)
     return _readme("oceanda sample data: two-layer QG", command, seed, size, files, notes, seconds)
 
 
-def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str) -> dict[str, Path]:
+def _qg_fine_notes(model: Any, cfg: QGSize, alt: Any) -> str:
+    """The README notes of a set at nx > 64: its model, where its initial states come from."""
+    from oceanda.testbeds.qg import SPINUP_DAYS, SPINUP_MEMBERS
+
+    nx = model.nx
+    return f"""
+Model: oceanda.testbeds.qg.testbed_model({nx}) -- two-layer QG, pyqg "eddy" configuration, the 64 x 64
+set's 1000 km box and physics on {nx} x {nx} (dx = {model.dx / 1e3:.3g} km), dt = {model.dt:g} s (7200 s x 64 / nx:
+the Courant number of the 64 x 64 set), float32, AB3; box centred at 38N 60W.
+Initial states: the {SPINUP_MEMBERS} independent members of the spun-up state at {nx} x {nx}
+(oceanda.testbeds.qg.spun_up_state_nx({nx}): the shipped 64 x 64 members regridded spectrally, spun up
+{SPINUP_DAYS[128]} days at 128, then {', '.join(f'{d} days at {n}' for n, d in SPINUP_DAYS.items() if 128 < n <= nx) or 'none finer'};
+made on first use, cached under oceanda.io.cache_root()/qg_spinup); the truths start from the last
+{QG_TRUTH_RUNS}, the library runs from the others, plus 5 % noise, then a {cfg.decorrelation_days}-day free run.
+Altimetry: AlongTrackAltimetry() as at 64 x 64 (4 tracks a day, each one cell wide, so the observed
+fraction falls as 1/nx), noise sigma = 10 % of the library SSH std = {alt.sigma:.4g} m.
+Models trained on the 64 x 64 set (sample_data/models) refuse these files (grid fingerprint): train on library.nc.
+q is not stored: testbed_model({nx}).q_from_dataset(ds) recomputes it from psi (QGModel.from_attrs(ds.attrs) too).
+"""
+
+
+def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, command: str, nx: int = 64) -> dict[str, Path]:
     """Write the QG set: library, truth runs, their observations, training pairs, README.txt.
 
     Parameters
@@ -309,6 +347,9 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
         No progress messages.
     command : str
         The command line recorded in the files' history and the README.
+    nx : {64, 128, 256, 512}
+        Grid size (the same 1000 km box); above 64 the sizes are :data:`QG_SIZES_FINE` and the runs start
+        from the spun-up state at ``nx``, made on first use and cached (``testbeds.qg.spun_up_state_nx``).
 
     Returns
     -------
@@ -316,13 +357,14 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
         Every file written, by name.
     """
     from oceanda.observe import AlongTrackAltimetry
-    from oceanda.testbeds.qg import QGModel
+    from oceanda.testbeds.qg import spun_up_state_nx, testbed_model
 
-    cfg = QG_SIZES[size]
+    cfg = QG_SIZES[size] if nx == 64 else QG_SIZES_FINE[size]
     t0 = time.perf_counter()
+    model = testbed_model(nx)
+    base = None if nx == 64 else spun_up_state_nx(nx, progress=not quiet)
     rng = np.random.default_rng(seed)
-    model = QGModel()
-    traj, days = _qg_runs(model, cfg, rng, quiet)
+    traj, days = _qg_runs(model, cfg, rng, quiet, base)
     write = _Writer(out, overwrite, command)
     lib_idx = np.arange(0, cfg.library_days + 1, cfg.library_every_days)
     library = _concat_runs(model, traj[lib_idx][:, : cfg.library_runs], days[lib_idx],
@@ -333,7 +375,7 @@ def make_qg(out: Path, seed: int, size: str, overwrite: bool, quiet: bool, comma
     truths = _qg_truths(model, cfg, traj, days, alt, rng, write)
     _qg_other_obs(model, cfg, library, truths["eval_1"], days, rng, write)
     write(_qg_training_obs(model, library, alt, rng), "train_obs.nc")
-    text = _qg_readme(cfg, library, list(truths), alt, command, seed, size, time.perf_counter() - t0)
+    text = _qg_readme(cfg, library, list(truths), alt, command, seed, size, time.perf_counter() - t0, model)
     return write.readme(text)
 
 
@@ -523,8 +565,20 @@ def make_lorenz96(out: Path, seed: int, size: str, overwrite: bool, quiet: bool,
 BUILDERS: dict[str, Callable[..., dict[str, Path]]] = {"qg": make_qg, "torus": make_torus, "lorenz96": make_lorenz96}
 
 
+def _check_nx(testbed: str, nx: Any) -> dict[str, int]:
+    """``{"nx": nx}`` for a finer QG grid, ``{}`` for the default 64 (so that set is made exactly as before)."""
+    from oceanda.errors import ConfigurationError
+    from oceanda.testbeds.qg import QG_NX
+
+    if isinstance(nx, bool) or nx not in QG_NX:
+        raise ConfigurationError(f"--nx: {nx!r}; expected one of {list(QG_NX)}")
+    if nx != 64 and testbed != "qg":
+        raise ConfigurationError(f"--nx: {nx} for --testbed {testbed}; expected 64 (other grids exist for qg only)")
+    return {} if nx == 64 else {"nx": int(nx)}
+
+
 def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: str = "small", overwrite: bool = False,
-                     quiet: bool = False, command: str | None = None) -> dict[str, Path]:
+                     quiet: bool = False, command: str | None = None, nx: int = 64) -> dict[str, Path]:
     """Write a sample-data set for ``testbed`` into ``out``.
 
     Parameters
@@ -544,6 +598,8 @@ def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: 
         No progress messages.
     command : str, optional
         The command line to record; default the equivalent ``oceanda sample-data`` call.
+    nx : {64, 128, 256, 512}
+        QG grid size (qg only): 64 is the bundled set; finer grids keep the box (see :func:`make_qg`).
 
     Returns
     -------
@@ -559,9 +615,11 @@ def make_sample_data(testbed: str, out: str | os.PathLike, seed: int = 0, size: 
     from oceanda import folders
 
     check_number("seed", seed, lo=0, hi=SEED_MAX, integer=True)  # before the folder is made
+    grid = _check_nx(testbed, nx)
     final = Path(out)
     if command is None:
         command = f"oceanda sample-data --testbed {testbed} --out {final} --seed {seed} --size {size}"
+        command += f" --nx {nx}" if grid else ""
     with folders.build(final, overwrite, "README.txt", "oceanda sample-data") as tmp:  # all files or none
-        written = BUILDERS[testbed](tmp, int(seed), size, overwrite, quiet, command)
+        written = BUILDERS[testbed](tmp, int(seed), size, overwrite, quiet, command, **grid)
     return folders.moved(written, tmp, folders.final_path(final))

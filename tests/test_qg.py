@@ -122,3 +122,88 @@ def test_spectral_regrid_and_ensemble(model):
     assert not np.allclose(ens[0], spun_up_state(member=0)[0])
     again = perturbed_ensemble(3, np.random.default_rng(0), model=model, decorrelation_days=4)
     assert np.array_equal(ens, again)
+
+
+# ---------------------------------------------------------------------- finer grids and the spin-up cache
+
+
+def test_testbed_model_keeps_box_and_courant_number():
+    from oceanda.errors import ConfigurationError
+    from oceanda.testbeds.qg import testbed_model
+
+    assert testbed_model(64).config_attrs() == QGModel().config_attrs()
+    m = testbed_model(256)
+    assert (m.nx, m.dt, m.L) == (256, 1800.0, 1.0e6) and m.dx == pytest.approx(1e6 / 256)
+    assert m.steps_per_day() == 48 and m.rd == QGModel().rd and m.filterfac == QGModel().filterfac
+    with pytest.raises(ConfigurationError, match="nx"):
+        testbed_model(100)
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("OCEANDA_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_spinup_made_once_then_read_from_cache(cache, monkeypatch):
+    from oceanda.testbeds import qg
+
+    q = qg.spun_up_state_nx(128, members=2, days=0.5)
+    assert q.shape == (2, 2, 128, 128) and q.dtype == np.float64 and np.isfinite(q).all()
+    path = qg.spinup_path(128, members=2, days=0.5)
+    assert path.parent == cache / "qg_spinup" and path.name.startswith("nx128-") and path.exists()
+    # the spun-up state differs from the plain regridded shipped state (it was run), yet keeps its energy level
+    m = qg.testbed_model(128)
+    regrid = spectral_regrid(spun_up_state(member=[0, 1]), 128)
+    assert not np.allclose(q, regrid)
+    assert abs(m.kinetic_energy(q).mean() / m.kinetic_energy(regrid).mean() - 1) < 0.1
+
+    def no_run(*a, **k):
+        raise AssertionError("spun up again instead of reading the cache")
+
+    monkeypatch.setattr(qg, "_spin_up_nx", no_run)
+    again = qg.spun_up_state_nx(128, members=2, days=0.5)
+    np.testing.assert_array_equal(again, q)  # what is read back equals what was made
+    # other settings, other file (never a stale entry)
+    assert qg.spinup_path(128, members=2, days=1.0) != path
+    assert qg.spinup_path(128, members=3, days=0.5) != path
+
+
+def test_corrupt_spinup_cache_is_regenerated(cache):
+    from oceanda.testbeds import qg
+
+    q = qg.spun_up_state_nx(128, members=1, days=0.25)
+    path = qg.spinup_path(128, members=1, days=0.25)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # truncated by a crash or a full disk
+    with pytest.warns(UserWarning, match="regenerating"):
+        again = qg.spun_up_state_nx(128, members=1, days=0.25)
+    np.testing.assert_array_equal(again, q)
+    assert path.stat().st_size == len(data)
+    path.write_bytes(b"not a netcdf file")
+    with pytest.warns(UserWarning, match=str(path.name)):
+        np.testing.assert_array_equal(qg.spun_up_state_nx(128, members=1, days=0.25), q)
+
+
+def test_spinup_settings_checked_and_64_is_the_shipped_state(cache):
+    from oceanda.errors import ConfigurationError
+    from oceanda.testbeds import qg
+
+    np.testing.assert_array_equal(qg.spun_up_state_nx(64, members=3), spun_up_state(member=[0, 1, 2]))
+    with pytest.raises(ConfigurationError, match="members"):
+        qg.spinup_settings(128, members=0)
+    with pytest.raises(ConfigurationError, match="nx"):
+        qg.spinup_settings(96)
+    # 256 is spun up from 128: its key names the 128 state it starts from
+    assert qg.spinup_settings(256)["source"] == qg.spinup_key(qg.spinup_settings(128))
+    assert not (cache / "qg_spinup").exists()  # settings and keys alone run nothing
+
+
+def test_perturbed_ensemble_from_given_states(model):
+    from oceanda.errors import DataValidationError
+
+    base = spun_up_state(member=[0, 1])
+    ens = perturbed_ensemble(2, np.random.default_rng(0), model=model, decorrelation_days=0, base=base)
+    assert ens.shape == (2, 2, 64, 64) and np.abs(ens - base).max() < 0.5 * np.abs(base).max()
+    with pytest.raises(DataValidationError, match="grid"):
+        perturbed_ensemble(2, np.random.default_rng(0), model=model, base=spectral_regrid(base, 128))

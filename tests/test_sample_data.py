@@ -124,3 +124,67 @@ def test_qg_library_extension():
     lib = qg_library(QGModel(), n_runs=2, run_days=4, rng=np.random.default_rng(0), decorrelation_days=2)
     assert lib.sizes["time"] == 2 * 3 and list(lib["run"].values) == [0, 0, 0, 1, 1, 1]
     assert np.all(np.diff(lib["time"].values) > np.timedelta64(0))
+
+
+def test_qg_64_unchanged(qg_dir):
+    """The default (64 x 64) set is what it was before --nx existed: values recorded from the earlier code.
+
+    (The bundled set, seed 2026 small, was also regenerated bit for bit with --nx; recorded here are
+    tolerances loose enough for another FFT library's rounding over these few days.)
+    """
+    lib, truth = _load(qg_dir / "library.nc"), _load(qg_dir / "truth_eval_3.nc")
+    obs = _load(qg_dir / "obs_altimetry_eval_1.nc")
+    assert lib["ssh"].shape == (10, 64, 64) and lib.attrs["qg_dt_s"] == 7200.0
+    assert float(np.abs(lib["ssh"].values).astype(np.float64).sum()) == pytest.approx(459.0313824610335, rel=1e-5)
+    assert float(lib["psi"].values[3, 1, 10, 20]) == pytest.approx(-314.23089599609375, rel=1e-4)
+    assert float(truth["ssh"].values[-1, 5, 7]) == pytest.approx(0.029794842004776, rel=1e-4)
+    assert int(np.isfinite(obs["ssh"].values).sum()) == 1822
+    assert float(np.nansum(obs["ssh"].values.astype(np.float64))) == pytest.approx(0.6890923185274005, rel=1e-4)
+    assert "--nx" not in (qg_dir / "README.txt").read_text()
+
+
+def test_qg_nx128_same_layout(qg_dir, tmp_path, monkeypatch):
+    """A finer grid: the same files, variables, dims and attributes, only more cells; a short cached spin-up."""
+    from oceanda.testbeds import qg
+
+    monkeypatch.setenv("OCEANDA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(qg.SPINUP_DAYS, 128, 0.5)  # tests never run the full spin-up
+    out = tmp_path / "qg128"
+    assert main(["sample-data", "--testbed", "qg", "--nx", "128", "--out", str(out), "--seed", "5", "--size", "tiny",
+                 "--quiet"]) == 0
+    assert sorted(os.listdir(out)) == sorted(os.listdir(qg_dir))
+    assert len(list((tmp_path / "cache" / "qg_spinup").glob("nx128-*.nc"))) == 1
+    for name in sorted(os.listdir(out)):
+        if not name.endswith(".nc"):
+            continue
+        a, b = _load(qg_dir / name), _load(out / name)
+        assert set(a.variables) == set(b.variables), name
+        for v in a.variables:
+            assert a[v].dims == b[v].dims, (name, v)
+            assert set(a[v].attrs) == set(b[v].attrs), (name, v)
+            for key in ("units", "standard_name", "axis", "long_name"):
+                assert (key in a[v].attrs) == (key in b[v].attrs), (name, v, key)
+        assert set(a.attrs) == set(b.attrs), name
+    lib = io.open_states(out / "library.nc")
+    assert lib.sizes["y"] == lib.sizes["x"] == 128 and lib.attrs["qg_nx"] == 128 and lib.attrs["qg_dt_s"] == 3600.0
+    assert float(lib["x"][1] - lib["x"][0]) == pytest.approx(1000 / 128)
+    assert float(lib["lat"].mean()) == pytest.approx(float(_load(qg_dir / "library.nc")["lat"].mean()), abs=0.05)
+    obs = io.open_obs(out / "obs_altimetry_eval_1.nc", like=lib)
+    assert obs["ssh"].shape[1:] == (128, 128) and np.isfinite(obs["ssh"].values).any()
+    readme = (out / "README.txt").read_text()
+    assert "--nx 128" in readme and "testbed_model(128)" in readme and "fingerprint" in readme
+    truth = _load(out / "truth_eval_1.nc")  # a truth file still carries its model
+    assert qg.QGModel.from_attrs(truth.attrs).config_attrs() == qg.testbed_model(128).config_attrs()
+
+
+def test_nx_only_for_qg(tmp_path):
+    from oceanda.errors import ConfigurationError
+    from oceanda.sampledata import make_sample_data
+
+    assert main(["sample-data", "--testbed", "torus", "--nx", "128", "--out", str(tmp_path / "t"), "--size", "tiny",
+                 "--quiet"]) == 2
+    assert not (tmp_path / "t").exists()
+    with pytest.raises(ConfigurationError, match="--nx"):
+        make_sample_data("qg", tmp_path / "q", size="tiny", nx=100)
+    with pytest.raises(SystemExit):
+        main(["sample-data", "--testbed", "qg", "--nx", "96", "--out", str(tmp_path / "q")])

@@ -653,7 +653,8 @@ def spun_up_state(member: int | Sequence[int] | None = None, model: QGModel | No
 
 def perturbed_ensemble(n: int, rng: np.random.Generator, model: QGModel | None = None,
                        decorrelation_days: float = 120.0, amplitude: float = 0.05,
-                       members: Sequence[int] | None = None, progress: bool = False) -> np.ndarray:
+                       members: Sequence[int] | None = None, progress: bool = False,
+                       base: np.ndarray | None = None) -> np.ndarray:
     """``n`` steady-state members: shipped states + small noise, then a free run of ``decorrelation_days``.
 
     Member i starts from shipped member ``members[i % len(members)]`` (default: all shipped members
@@ -671,13 +672,18 @@ def perturbed_ensemble(n: int, rng: np.random.Generator, model: QGModel | None =
     amplitude : noise std relative to each layer's PV std
     members : shipped members to start from (default: all)
     progress : show a progress bar
+    base : the steady states to start from ``[k, 2, ny, nx]`` on ``model``'s grid (default: the shipped
+        state, regridded; at 128-512 pass :func:`spun_up_state_nx`)
 
     Returns
     -------
     numpy.ndarray: PV ``[n, 2, ny, nx]``
     """
     model = model or QGModel()
-    base = spun_up_state(model=model)
+    base = spun_up_state(model=model) if base is None else np.asarray(base, dtype=np.float64)
+    if base.shape[-2:] != (model.ny, model.nx):
+        raise DataValidationError(f"perturbed_ensemble: base states of shape {base.shape}; expected [k, 2, "
+                                  f"{model.ny}, {model.nx}] (the model's grid)")
     idx = np.arange(base.shape[0]) if members is None else np.asarray(members, dtype=int)
     if idx.size == 0 or idx.min() < -base.shape[0] or idx.max() >= base.shape[0]:
         raise OceandaError(f"perturbed_ensemble: members {list(idx)}; the shipped state holds {base.shape[0]} members")
@@ -688,4 +694,181 @@ def perturbed_ensemble(n: int, rng: np.random.Generator, model: QGModel | None =
         traj, _ = model.run(q, decorrelation_days, save_every_days=decorrelation_days, include_initial=False,
                             progress=progress)
         q = np.asarray(traj[-1])
+    return q
+
+
+# ---------------------------------------------------------------------- finer grids
+
+#: Grid sizes of the testbed: one 1000 km box, dx = 15.6, 7.8, 3.9, 1.95 km.
+QG_NX = (64, 128, 256, 512)
+#: Days each finer grid is spun up for, starting from the next coarser grid's spun-up state regridded
+#: spectrally (128 from the shipped 64 x 64 state, 256 from 128, 512 from 256): the new octave of small
+#: scales fills in within ~20 days; the 128 run also takes up most of the slow drift of the energy level.
+SPINUP_DAYS = {128: 180, 256: 60, 512: 20}
+#: Independent members of each cached spun-up state (the shipped 64 x 64 state's first members, regridded).
+SPINUP_MEMBERS = 12
+#: Bump when the spin-up procedure changes: old cache entries are then never read.
+SPINUP_VERSION = 1
+SPINUP_CACHE = "qg_spinup"
+
+
+def testbed_model(nx: int = 64, **kwargs: Any) -> QGModel:
+    """The testbed at ``nx`` x ``nx``: the 64 x 64 model's box and physics, dt = 7200 s x 64 / nx.
+
+    Why dt ~ dx: the 64 x 64 run sits at an advective Courant number of ~0.15 (AB3 is stable to ~0.23
+    in that measure) and spun-up velocities barely change with resolution, so the Courant number stays
+    ~0.15 at every nx. The small-scale filter acts on k dx, so it follows the grid by construction;
+    rd, beta, the shear and the drag are physical and unchanged. ``testbed_model(64)`` is ``QGModel()``.
+
+    Parameters
+    ----------
+    nx : one of :data:`QG_NX`
+    **kwargs : other QGModel settings (dtype, device, threads)
+
+    Returns
+    -------
+    QGModel
+    """
+    from oceanda.settings import check_choice
+
+    check_choice("nx", nx, QG_NX)
+    return QGModel(nx=int(nx), dt=7200.0 * 64 / int(nx), **kwargs)
+
+
+def spinup_settings(nx: int, members: int = SPINUP_MEMBERS, days: float | None = None) -> dict[str, Any]:
+    """What a cached spun-up state at ``nx`` is computed from (its cache key hashes this).
+
+    Parameters
+    ----------
+    nx : target grid (128, 256 or 512)
+    members : independent members
+    days : spin-up days at ``nx`` (default :data:`SPINUP_DAYS`)
+
+    Returns
+    -------
+    dict (JSON-able)
+    """
+    import hashlib
+
+    from oceanda.settings import check_choice, check_number
+
+    check_choice("nx", nx, QG_NX[1:])
+    shipped = spun_up_state()
+    check_number("members", members, lo=1, hi=shipped.shape[0], integer=True)
+    days = SPINUP_DAYS[nx] if days is None else days
+    check_number("days", days, lo=0, hi=100 * 365)
+    if nx // 2 == 64:
+        source = "shipped:" + hashlib.sha256(shipped.tobytes()).hexdigest()[:16]
+    else:
+        source = spinup_key(spinup_settings(nx // 2, members))
+    model = testbed_model(nx).config_attrs()
+    return {"version": SPINUP_VERSION, "nx": int(nx), "members": int(members), "days": float(days),
+            "source": source, "model": {k: v for k, v in model.items() if k != "source"}}
+
+
+def spinup_key(settings: dict[str, Any]) -> str:
+    """16 hex digits of the settings' canonical JSON."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def spinup_path(nx: int, members: int = SPINUP_MEMBERS, days: float | None = None) -> Path:
+    """``cache_root()/qg_spinup/nx{nx}-{key}.nc``: where the spun-up state at ``nx`` is cached."""
+    from oceanda import io
+
+    key = spinup_key(spinup_settings(nx, members, days))
+    return io.cache_root() / SPINUP_CACHE / f"nx{nx}-{key}.nc"
+
+
+def _read_spinup(path: Path, settings: dict[str, Any]) -> np.ndarray | None:
+    """The cached state at ``path`` if it is whole and made from ``settings``; None (with a warning) if not."""
+    import warnings
+
+    from oceanda import io
+
+    if not path.exists():
+        return None
+    nx, m = settings["nx"], settings["members"]
+    try:
+        ds = io.read_netcdf(path)
+        problem = None
+        if ds.attrs.get("qg_spinup_key") != spinup_key(settings):
+            problem = "made from other settings"
+        elif "q" not in ds or ds["q"].shape != (m, 2, nx, nx):
+            problem = f"no q of shape {(m, 2, nx, nx)}"
+        elif not np.isfinite(ds["q"].values).all():
+            problem = "non-finite q"
+    except OceandaError as exc:
+        problem = str(exc)
+    if problem is None:
+        return np.asarray(ds["q"].values, dtype=np.float64)
+    warnings.warn(f"{path}: cached QG spin-up unusable ({problem}); regenerating it", UserWarning, stacklevel=3)
+    return None
+
+
+def _spin_up_nx(settings: dict[str, Any], coarse: np.ndarray) -> np.ndarray:
+    """Run the spin-up ``settings`` describe: the coarser spun-up state, regridded, run ``days`` at ``nx``."""
+    nx = settings["nx"]
+    model = testbed_model(nx)
+    q = spectral_regrid(coarse, nx)
+    steps = int(round(settings["days"] * model.steps_per_day()))
+    if steps:
+        q = model.step(q, steps)
+    # float32 like the shipped state: a freshly made state equals the one read back from the cache
+    return np.asarray(q, dtype=np.float32).astype(np.float64)
+
+
+def spun_up_state_nx(nx: int, members: int = SPINUP_MEMBERS, days: float | None = None,
+                     progress: bool = False) -> np.ndarray:
+    """Statistically steady PV ``[members, 2, nx, nx]`` (float64) at ``nx``; made on first use and cached.
+
+    64: the shipped state's first ``members``. Finer grids: the next coarser spun-up state, regridded
+    spectrally and run ``days`` (default :data:`SPINUP_DAYS`) at :func:`testbed_model` ``(nx)``; cached under
+    ``oceanda.io.cache_root()/qg_spinup/nx{nx}-{key}.nc`` (key: a hash of everything it is made from),
+    written atomically. A cache file that is damaged or made otherwise is regenerated with a warning.
+
+    Parameters
+    ----------
+    nx : one of :data:`QG_NX`
+    members : independent members (the shipped state's first ones)
+    days : spin-up days at ``nx``
+    progress : print when a spin-up starts and ends
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    import json
+    import time
+
+    from oceanda import io
+
+    if nx == 64:
+        return spun_up_state(member=list(range(members)))
+    settings = spinup_settings(nx, members, days)
+    path = io.cache_root() / SPINUP_CACHE / f"nx{nx}-{spinup_key(settings)}.nc"
+    q = _read_spinup(path, settings)
+    if q is not None:
+        return q
+    coarse = spun_up_state_nx(nx // 2, members, progress=progress)  # the next coarser grid (cached too)
+    if progress:
+        print(f"QG: spinning up {members} members at {nx} x {nx} for {settings['days']:g} days (cached in {path})",
+              flush=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    q = _spin_up_nx(settings, coarse)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    model = testbed_model(nx)
+    ds = xr.Dataset(
+        {"q": (("member", "layer", "y", "x"), q.astype(np.float32),
+               {"units": "s-1", "long_name": "potential vorticity anomaly"})},
+        coords={"member": np.arange(members, dtype=np.int32), "layer": np.array([1, 2], dtype=np.int32),
+                "y": ("y", model.y_km, {"units": "km", "axis": "Y"}), "x": ("x", model.x_km, {"units": "km", "axis": "X"})},
+        attrs={**model.config_attrs(), "title": f"spun-up QG state at {nx} x {nx}", "qg_spinup_key": spinup_key(settings),
+               "qg_spinup_settings": json.dumps(settings, sort_keys=True),
+               "qg_spinup_seconds": round(seconds, 2), "qg_spinup_cpu_seconds": round(cpu, 2)})
+    io.write_netcdf(ds, path, overwrite=True)
+    if progress:
+        print(f"QG: spin-up at {nx} x {nx} took {seconds:.0f} s ({cpu:.0f} CPU-s)", flush=True)
     return q
