@@ -2015,6 +2015,51 @@ def remove_tree(path: PathLike) -> None:
     shutil.rmtree(Path(path), ignore_errors=True)
 
 
+@contextlib.contextmanager
+def scratch_dir(beside: PathLike) -> Iterator[Path]:
+    """A temporary folder beside the output ``beside`` for intermediate arrays, removed at exit (always).
+
+    Named as oceanda's temporaries (``.NAME.<pid>.<random>.scratch.tmp``), so a killed run's scratch
+    is removed by the next run writing ``beside``; another live process's is never touched.
+
+    Parameters
+    ----------
+    beside : the final output file
+
+    Yields
+    ------
+    pathlib.Path: the scratch folder
+    """
+    path = Path(beside)
+    with _os_errors(path):
+        _check_name(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = _new_temp(path, ".scratch", folder=True)
+    try:
+        yield tmp
+    finally:
+        _remove(tmp)
+
+
+def save_array(array: np.ndarray, path: PathLike) -> Path:
+    """Write one array as ``.npy`` (scratch data, read back with ``numpy.load(path, allow_pickle=False)``).
+
+    Parameters
+    ----------
+    array : a numeric array
+    path : the file (ends in ``.npy``)
+
+    Returns
+    -------
+    pathlib.Path: ``path``
+    """
+    path = Path(path)
+    with _os_errors(path):
+        np.save(path, np.asarray(array), allow_pickle=False)
+    return path
+
+
 def make_dir(path: PathLike) -> Path:
     """Create a directory (and its parents) if missing; return it (OS failures: one :class:`OutputError` line).
 

@@ -33,18 +33,17 @@ Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoi
 
 
 def add_arguments(parser) -> None:
-    from oceanda import api
-    from oceanda.commands import add_units_argument, number, one_line_errors, positive_int, seed_int, unit_interval
+    from oceanda.commands import add_units_argument, choices, number, one_line_errors, positive_int, seed_int, unit_interval
 
     one_line_errors(parser)
     parser.add_argument("--ensemble", metavar="ENS.nc", nargs="+", help="forecast ensemble (or library) NetCDF/zarr")
     parser.add_argument("--obs", metavar="OBS.nc", nargs="+", help="observations (gridded or point)")
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF (per-cycle statistics with --cycle)")
-    parser.add_argument("--method", choices=api.choices("method"), default="letkf", help="filter (default letkf)")
+    parser.add_argument("--method", choices=choices("method"), default="letkf", help="filter (default letkf)")
     parser.add_argument("--loc-radius", type=number(lo=0.0, lo_open=True, inf=True, note=", or inf for no localisation"), default=None, metavar="KM",
                         help="Gaspari-Cohn half-width c in km (zero beyond 2c); default: estimated from the "
                              "ensemble's correlation length (letkf, enoi); inf: no localisation (enoi)")
-    parser.add_argument("--taper", choices=api.choices("taper"), default=None, help="localisation taper")
+    parser.add_argument("--taper", choices=choices("taper"), default=None, help="localisation taper")
     parser.add_argument("--inflation", type=number(lo=0.0, lo_open=True, hi=100.0), default=None, metavar="X", help="multiplicative prior inflation of anomalies (default 1)")
     parser.add_argument("--rtps", type=unit_interval, default=None, metavar="A", help="relaxation to prior spread, 0..1 (default 0)")
     parser.add_argument("--rtpp", type=unit_interval, default=None, metavar="A", help="relaxation to prior perturbations, 0..1 (default 0)")
@@ -57,7 +56,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--block", type=positive_int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
     parser.add_argument("--seed", type=seed_int, default=None, help="random seed (default 0)")
-    parser.add_argument("--cycle", choices=api.choices("twin"), default=None, metavar="TESTBED",
+    parser.add_argument("--cycle", choices=choices("twin"), default=None, metavar="TESTBED",
                         help="run a cycled twin experiment on TESTBED (lorenz96 or qg)")
     parser.add_argument("--cycles", type=positive_int, default=None, help="--cycle: analysis cycles (default 1000 for lorenz96, 60 for qg)")
     parser.add_argument("--burn-in", type=number(integer=True, lo=0), default=None, help="--cycle: cycles excluded from the printed means (default 100)")
@@ -114,14 +113,15 @@ def _run_once(args) -> int:
     api.check_units(units, [ens, obs], [*args.ensemble, *args.obs])
     settings = given(args, "taper", "inflation", "rtps", "rtpp", "alpha", "members", "variables", "block",
                      loc_radius_km="loc_radius", rng="seed")
+    # written time by time as analysed (atomically): one time's ensemble in memory, not the record's
     ds = api.analyse(ens, obs, args.method, periodic=args.periodic, keep_members=not args.no_members,
-                     source=" + ".join(args.ensemble), **settings)
-    api.write(ds, out, overwrite=args.overwrite, command=command)
-    if not args.quiet:
-        radius, how = ds.attrs["localization_radius_km"], ds.attrs["localization_radius_source"]
-        print(f"localisation radius {radius:.4g} km ({how})" if radius else f"localisation {how}")
-        print(f"wrote {out} ({ds.sizes['time']} analyses, method {args.method}, "
-              f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")
+                     source=" + ".join(args.ensemble), out=out, overwrite=args.overwrite, command=command, **settings)
+    with ds:
+        if not args.quiet:
+            radius, how = ds.attrs["localization_radius_km"], ds.attrs["localization_radius_source"]
+            print(f"localisation radius {radius:.4g} km ({how})" if radius else f"localisation {how}")
+            print(f"wrote {out} ({ds.sizes['time']} analyses, method {args.method}, "
+                  f"{ds.attrs['seconds_per_analysis']:.3g} s per analysis)")
     return 0
 
 

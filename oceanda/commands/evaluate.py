@@ -75,7 +75,9 @@ def run(args) -> int:
     units = units_option(args.units)
     truth = api.open_states(args.truth, variables=args.variable, units=units)
     # values are checked by api.evaluate: Inf or an all-NaN mean refused, an all-NaN member or spread accepted
-    analyses = {name: api.open_states(path, check_values=False) for name, path in pairs.items()}
+    # one time (all members) per chunk: the scores stream over time, never a whole ensemble record in memory
+    analyses = {name: api.open_states(path, check_values=False, chunks={"time": 1, "member": -1})
+                for name, path in pairs.items()}
     obs = api.open_obs(args.obs, like=truth, units=units) if args.obs else None
     library = api.open_states(args.climatology, variables=args.variable, units=units) if args.climatology else None
     api.check_units(units, [truth, obs, library], [args.truth, args.obs, *(args.climatology or [])])

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import time as _time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from oceanda import grid
+from oceanda import grid, io
 from oceanda.errors import DataValidationError
-from oceanda.fields import FieldLayout, analysis_dataset, layout_of, spatial_dims, to_array
+from oceanda.fields import FieldLayout, analysis_dataset, from_array, layout_of, spatial_dims, to_array
 from oceanda.kalman._core import as_rng
 from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, block_groups, estimate_radius
 from oceanda.kalman.methods import METHODS, Filter, make_filter
@@ -75,7 +75,8 @@ def localizer_for_dataset(ds: xr.Dataset, radius_km: float, *, taper: str = DEFA
     """
     coords, metric, period = grid_metric(ds, periodic)
     groups = None if block in (1, (1, 1)) else block_groups(grid.shape(ds), block)
-    return Localizer(coords, radius_km, taper, metric, period=period, groups=groups)
+    # the grid's shape lets the LETKF compute its transforms on a coarser grid (weight_spacing='auto')
+    return Localizer(coords, radius_km, taper, metric, period=period, groups=groups, grid_shape=grid.shape(ds))
 
 
 def _members_at(ens: xr.Dataset, layout: FieldLayout, t: Any, source: str) -> np.ndarray:
@@ -250,22 +251,114 @@ def _members_flat(ensemble: xr.Dataset, layout: FieldLayout, t: Any, source: str
     return np.where(land, 0.0, E), land, X.shape[1:]
 
 
-def _analyse_times(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
-                   rng: np.random.Generator, source: str) -> tuple[list[np.ndarray], list[Any], list[float]]:
-    """One analysis per observation time: ensembles ``[N, C, Y, X]``, times, seconds (land stays NaN)."""
-    out, times, seconds = [], [], []
+def _analyses(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
+              rng: np.random.Generator, source: str) -> Iterator[tuple[np.ndarray, Any, float]]:
+    """One analysis per observation time, one at a time: ``(members [N, C, Y, X], time, seconds)``, land NaN.
+
+    Why a generator: a caller that writes each time as it comes (``out=``) holds one time's ensemble,
+    never the whole record; the times are analysed in order, so the random stream is the same.
+    """
     warned: set = set()
     for o in obs_list:
         E, land, shape = _members_flat(ensemble, layout, o.time, source, warned)
         tic = _time.perf_counter()
         Ea = f.assimilate(E, o, rng, loc)
-        seconds.append(_time.perf_counter() - tic)
+        seconds = _time.perf_counter() - tic
         Ea[:, land] = np.nan
-        out.append(Ea.reshape(Ea.shape[0], *shape))
-        times.append(o.time)
+        yield Ea.reshape(Ea.shape[0], *shape), o.time, seconds
+
+
+def _analyse_times(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observations], f: Filter, loc: Any,
+                   rng: np.random.Generator, source: str) -> tuple[list[np.ndarray], list[Any], list[float]]:
+    """One analysis per observation time: ensembles ``[N, C, Y, X]``, times, seconds (land stays NaN)."""
+    out, times, seconds = [], [], []
+    for Ea, t, sec in _analyses(ensemble, layout, obs_list, f, loc, rng, source):
+        out.append(Ea)
+        times.append(t)
+        seconds.append(sec)
     if not out:
         raise DataValidationError("observations: no observation time to analyse")
     return out, times, seconds
+
+
+def _moments(Ea: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread (ddof=1) of one time's members ``[N, ...]``, as :func:`~oceanda.fields.analysis_dataset`."""
+    mean = Ea.mean(axis=0)
+    return mean, (Ea.std(axis=0, ddof=1) if Ea.shape[0] > 1 else np.zeros_like(mean))
+
+
+def _load_members(path: Any, n: int, idx: Any) -> np.ndarray:
+    """The first ``n`` members of one streamed time, channels ``idx`` (a list: levels; an int: no level)."""
+    return np.load(path, allow_pickle=False)[:n, idx]
+
+
+def _streamed_dataset(files: list[Any], n: int, mean: np.ndarray, spread: np.ndarray, layout: FieldLayout,
+                      like: xr.Dataset, times: np.ndarray, attrs: dict[str, Any], keep_members: bool) -> xr.Dataset:
+    """The layout of :func:`~oceanda.fields.analysis_dataset`, members read lazily (one time per chunk) from ``files``."""
+    import dask
+    import dask.array as dsa
+
+    out = xr.Dataset()
+    for name, arr in (("mean", mean), ("spread", spread)):
+        ds = from_array(arr, layout, like, sample_coord=np.asarray(times), sample_dim="time")
+        for v in layout.variables:
+            da = ds[v]
+            da.attrs = dict(layout.attrs.get(v, {}))
+            da.attrs["long_name"] = f"analysis ensemble {'mean' if name == 'mean' else 'standard deviation'} of {v}"
+            da.attrs.pop("standard_name", None) if name == "spread" else None
+            out[f"{v}_{name}"] = da
+    if keep_members:
+        for v in layout.variables:
+            idx = [i for i, (name, _) in enumerate(layout.channels) if name == v]
+            level = [layout.channels[i][1] for i in idx] != [None]
+            shape = (n, *((len(idx),) if level else ()), *mean.shape[2:])
+            load = dask.delayed(_load_members, pure=True)
+            chunks = [dsa.from_delayed(load(p, n, idx if level else idx[0]), shape, np.float64) for p in files]
+            dims = ("time", "member", *((layout.level_dim,) if level else ()), *layout.spatial)
+            out[v] = xr.DataArray(dsa.stack(chunks), dims=dims, attrs=dict(layout.attrs.get(v, {})))
+            out[v].attrs["long_name"] = f"analysis ensemble of {v}"
+        out = out.assign_coords(member=np.arange(n))
+    out = out.assign_coords({c: v for c, v in like.coords.items() if c not in out.coords and set(v.dims) <= set(out.dims) and "time" not in v.dims})
+    if "time" in like.coords:
+        out["time"].attrs.update(like["time"].attrs)
+    out.attrs.update(attrs)
+    return out
+
+
+def _stream(path: Any, analyses: Iterator[tuple[np.ndarray, Any, float]], layout: FieldLayout, like: xr.Dataset,
+            attrs_of: Any, keep_members: bool, time_attrs: dict[str, Any], overwrite: bool,
+            command: str | None) -> list[float]:
+    """Write the analyses to ``path`` as they come: each time's members to a scratch file beside it, then the
+    file through :func:`oceanda.io.write_netcdf` (atomic) one time per chunk; returns the seconds per analysis.
+
+    Why scratch files: the file's member count (the fewest of any time) and its attributes are known only
+    after the last analysis; memory holds one time's ensemble and the (small) means and spreads.
+    """
+    with io.scratch_dir(path) as scratch:
+        files, counts, times, seconds, means, spreads = [], [], [], [], [], []
+        for i, (Ea, t, sec) in enumerate(analyses):
+            files.append(io.save_array(Ea, scratch / f"time{i}.npy"))
+            counts.append(Ea.shape[0])
+            times.append(t)
+            seconds.append(sec)
+            for acc, arr in zip((means, spreads), _moments(Ea)):
+                acc.append(arr)
+            del Ea
+        if not files:
+            raise DataValidationError("observations: no observation time to analyse")
+        n = min(counts)
+        for i in (i for i, c in enumerate(counts) if c != n):  # members dropped at another time: the first n
+            means[i], spreads[i] = _moments(_load_members(files[i], n, slice(None)))
+        tvals = np.asarray(times) if times[0] is not None else np.arange(len(times))
+        ds = _streamed_dataset(files, n, np.stack(means), np.stack(spreads), layout, like, tvals,
+                               attrs_of(seconds, n), keep_members)
+        if "time" in ds.coords:
+            ds["time"].attrs.update(time_attrs)
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):  # read one time, write it, next: the file's writes are
+            io.write_netcdf(ds, path, overwrite=overwrite, command=command)  # serial anyway (HDF5 lock)
+    return seconds
 
 
 def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter = "letkf", *,
@@ -273,7 +366,8 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
                     rtps: float | None = None, rtpp: float | None = None, alpha: float | None = None,
                     members: int | None = None, variables: Sequence[str] | None = None, block: int | None = None,
                     periodic: bool = False, rng: Any = 0, keep_members: bool = True,
-                    source: str = "ensemble") -> xr.Dataset:
+                    source: str = "ensemble", attrs: dict[str, Any] | None = None, out: Any = None,
+                    overwrite: bool = False, command: str | None = None) -> xr.Dataset:
     """Analyse ``ensemble`` with every time of ``obs``; returns the common analysis layout (times = obs times).
 
     ``ensemble`` has a ``member`` dimension (and optionally ``time``: then the member set at each
@@ -304,21 +398,66 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     rng : random generator or seed
     keep_members : write the member ensemble too
     source : what to call the ensemble in errors
+    attrs : more global attributes of the result
+    out : write the result to this NetCDF file as the times are analysed (one time's ensemble in memory,
+        not the record's; atomic through :func:`oceanda.io.write_netcdf`) and return it opened lazily
+    overwrite, command : ``out`` may replace an existing file; the command line in its history
 
     Returns
     -------
-    xarray.Dataset in the analysis layout, one time per observation time
+    xarray.Dataset in the analysis layout, one time per observation time (``out``: read lazily from it)
     """
     f, radius_source = _filter(method, loc_radius_km, {"taper": taper, "inflation": inflation, "rtps": rtps,
                                                        "rtpp": rtpp, "alpha": alpha, "members": members, "block": block})
-    sample_dim = "member" if "member" in ensemble.dims else "time"
-    if sample_dim not in ensemble.dims:
-        raise DataValidationError(f"{source}: no 'member' (or 'time') dimension; expected an ensemble of states")
-    _check_members(ensemble, sample_dim, source)
+    sample_dim = _check_inputs(ensemble, obs, source, out, overwrite)
     variables = _state_variables(ensemble, obs, sample_dim) if variables is None else variables
     base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
     layout = layout_of(base, variables, sample_dim=sample_dim, source=source)
     g = as_rng(rng)
+    observed, obs_list, used = _observations(obs, layout, ensemble, periodic)
+    if not radius_source:  # a localised method and no radius: never silently unlocalised
+        est, radius_source = _estimate_radius(ensemble, layout, f, observed, obs_list[0].time if obs_list else None,
+                                              periodic, source)
+        f = f.replace(radius=est)
+    radius = getattr(f, "radius", None)
+    loc = localizer_for_dataset(ensemble, radius, taper=f.taper, block=f.block, periodic=periodic) if radius else None
+    like = ensemble.isel(member=0, drop=True) if "member" in ensemble.dims else ensemble
+    if "time" in like.dims:
+        like = like.isel(time=0, drop=True)
+    time_attrs = dict(obs["time"].attrs) if "time" in obs.coords else {}
+
+    def attrs_of(seconds: list[float], n: int) -> dict[str, Any]:
+        return {**_attrs(f, seconds, n, loc_radius_km, taper, radius_source), **used, **(attrs or {})}
+
+    if out is not None:
+        _stream(out, _analyses(ensemble, layout, obs_list, f, loc, g, source), layout, like, attrs_of, keep_members,
+                time_attrs, overwrite, command)
+        return xr.open_dataset(out)
+    members_t, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, g, source)
+    nmin = min(a.shape[0] for a in members_t)
+    tvals = np.asarray(times) if times[0] is not None else np.arange(len(times))
+    ds = analysis_dataset(np.stack([a[:nmin] for a in members_t]), layout, like, tvals, attrs=attrs_of(seconds, nmin),
+                          keep_members=keep_members)
+    if "time" in ds.coords:
+        ds["time"].attrs.update(time_attrs)
+    return ds
+
+
+def _check_inputs(ensemble: xr.Dataset, obs: xr.Dataset, source: str, out: Any, overwrite: bool) -> str:
+    """The ensemble's sample dim, 2 samples or more; ``out`` neither an input nor (without overwrite) existing."""
+    sample_dim = "member" if "member" in ensemble.dims else "time"
+    if sample_dim not in ensemble.dims:
+        raise DataValidationError(f"{source}: no 'member' (or 'time') dimension; expected an ensemble of states")
+    _check_members(ensemble, sample_dim, source)
+    if out is not None:  # before any work
+        io.check_distinct([*ensemble.encoding.get("oceanda_sources", []), *obs.encoding.get("oceanda_sources", [])], [out])
+        io.refuse_existing(out, overwrite)
+    return sample_dim
+
+
+def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset,
+                  periodic: bool) -> tuple[list[str], list[Observations], dict[str, Any]]:
+    """``(observed variables, one Observations per time, how they were used)``; none on the grid is refused."""
     observed = [str(v) for v in obs.data_vars if str(v) in layout.variables]
     used: dict[str, Any] = {}  # how the observations were used (operator, point counts): into the attributes
     src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
@@ -329,21 +468,4 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
                            if str(k).startswith("points_") and isinstance(v, (int, np.integer)))
         raise DataValidationError(f"{src}: no observation falls on the ensemble's grid{f' ({counts})' if counts else ''}; "
                                   "expected observations inside the grid and its times")
-    if not radius_source:  # a localised method and no radius: never silently unlocalised
-        est, radius_source = _estimate_radius(ensemble, layout, f, observed, obs_list[0].time if obs_list else None,
-                                              periodic, source)
-        f = f.replace(radius=est)
-    radius = getattr(f, "radius", None)
-    loc = localizer_for_dataset(ensemble, radius, taper=f.taper, block=f.block, periodic=periodic) if radius else None
-    out, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, g, source)
-    nmin = min(a.shape[0] for a in out)
-    like = ensemble.isel(member=0, drop=True) if "member" in ensemble.dims else ensemble
-    tvals = np.asarray(times) if times[0] is not None else np.arange(len(times))
-    if "time" in like.dims:
-        like = like.isel(time=0, drop=True)
-    ds = analysis_dataset(np.stack([a[:nmin] for a in out]), layout, like, tvals,
-                          attrs={**_attrs(f, seconds, nmin, loc_radius_km, taper, radius_source), **used},
-                          keep_members=keep_members)
-    if "time" in obs.coords and "time" in ds.coords:
-        ds["time"].attrs.update(obs["time"].attrs)
-    return ds
+    return observed, obs_list, used
