@@ -479,14 +479,30 @@ def to_model_units(encoders: EncoderPair, library: Library, obs: xr.Dataset) -> 
     -------
     tuple (Library, xarray.Dataset): ``library`` and ``obs`` themselves when nothing is to convert
     """
+    units = encoders.units
+    if not units:
+        return library, obs
+    return library.in_units(units, encoders.where), obs_in_model_units(encoders, obs)
+
+
+def obs_in_model_units(encoders: EncoderPair, obs: xr.Dataset) -> xr.Dataset:
+    """The observations of :func:`to_model_units` alone (several files against one converted library).
+
+    Parameters
+    ----------
+    encoders : the model's encoder pair (its ``units``)
+    obs : gridded observations
+
+    Returns
+    -------
+    xarray.Dataset: ``obs`` itself when nothing is to convert
+    """
     from oceanda import io
 
     units = encoders.units
     if not units:
-        return library, obs
-    library = library.in_units(units, encoders.where)
+        return obs
     source = (obs.encoding.get("oceanda_sources") or ["observations"])[0]
     names = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
     names = [n for n in names if n in obs.data_vars and n in units]
-    obs = io.convert_observed(obs, names, units, source, lambda want: f"the units '{want}' of {encoders.where}")
-    return library, obs
+    return io.convert_observed(obs, names, units, source, lambda want: f"the units '{want}' of {encoders.where}")

@@ -11,10 +11,18 @@ A cache is trusted only for the content it was computed from: one streamed pass 
 outside the land) and finds the land; the cache records that hash, the model key, the variables and
 a checksum of the embeddings themselves, and anything else -- other states, a truncated or damaged
 file, a half-replaced cache -- is recomputed.
+
+Beyond one machine: inside :func:`embedding_client` (or with ``client=``) the chunks are embedded by
+dask.distributed workers, each reading its chunk of states from the library file (a pickled library
+carries its lazy Dataset, never its states in memory), so the states never need to fit in one process;
+the client gathers the float32 blocks in order and alone writes the cache. A library unpickled in a
+worker reuses the embeddings its sender computed (:meth:`Library.embeddings`), so workers never re-embed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
 import warnings
@@ -33,6 +41,26 @@ from oceanda.grid import time_days
 CACHE_DIRNAME = "library_cache"
 #: Version of the content hash and of the cache's records: caches of another version are recomputed.
 CACHE_FORMAT = 2
+#: The dask.distributed client that embeds library chunks (None: this process); see :func:`embedding_client`.
+_CLIENT: contextvars.ContextVar = contextvars.ContextVar("oceanda_embedding_client", default=None)
+
+
+@contextlib.contextmanager
+def embedding_client(client):
+    """Within this block, :meth:`Library.embeddings` has its chunks embedded by ``client``'s dask workers.
+
+    Why a context: the samplers call ``embeddings`` from their ``prepare``; a caller distributing a
+    run (:func:`oceanda.analysis.assimilate.assimilate` with a scheduler) sets the client once here.
+
+    Parameters
+    ----------
+    client : a ``distributed.Client`` (None: embed in this process)
+    """
+    token = _CLIENT.set(client)
+    try:
+        yield client
+    finally:
+        _CLIENT.reset(token)
 
 
 @dataclass(frozen=True)
@@ -88,6 +116,18 @@ class Library:
         self._direct: xr.Dataset | None = None  # the same file without dask, for scattered reads
         self._direct_conversions: dict[str, tuple[float, float]] = {}  # (scale, offset) of _direct reads (in_units)
         self._scan: LibraryScan | None = None
+        self._embedded: dict[str, np.ndarray] = {}  # embeddings computed or read here, by key (shipped to workers)
+        self._reuse_embedded = False  # True in a copy unpickled by a worker: use _embedded, never re-embed
+
+    def __getstate__(self) -> dict:
+        """Pickled without the states held in memory: a worker reads them from the file (or the lazy Dataset)."""
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._reuse_embedded = True
 
     @classmethod
     def open(cls, paths, variables: Sequence[str] | None = None, chunk: int = 256,
@@ -388,7 +428,7 @@ class Library:
 
     def embeddings(self, embed: Callable[[np.ndarray], np.ndarray], key: str, cache_dir: str | os.PathLike | None = None,
                    chunk: int = 256, quiet: bool = True, desc: str = "embedding library",
-                   rows_per_state: int = 1) -> np.ndarray:
+                   rows_per_state: int = 1, client=None) -> np.ndarray:
         """Embeddings of every library state (or window), computed once in chunks and cached.
 
         ``embed`` maps a block of states ``[k, C, Y, X]`` to ``[k * rows_per_state, ne]`` (one row per
@@ -407,24 +447,69 @@ class Library:
         quiet : no progress bar
         desc : progress bar label
         rows_per_state : embedding rows per state (windows per state in local mode)
+        client : a ``distributed.Client`` whose workers embed the chunks (default: the one of
+            :func:`embedding_client`, else none: this process)
 
         Returns
         -------
         ``[N, ne]`` float32 embeddings (N = samples x rows_per_state)
         """
+        shipped = self._embedded.get(key) if self._reuse_embedded else None
+        if shipped is not None and shipped.shape[0] == self.n * rows_per_state:
+            return shipped  # a worker's copy: the embeddings its sender computed (bit for bit)
         self.scan(chunk)  # the content hash (and the value checks) before any cache is trusted
         path = None if cache_dir is None else Path(cache_dir) / f"{self.fingerprint}-{_safe(key)}"
-        if path is not None:
-            z = self._cached(path, key, rows_per_state)
-            if z is not None:
-                return z
+        z = None if path is None else self._cached(path, key, rows_per_state)
+        if z is None:
+            client = client if client is not None else _CLIENT.get()
+            z = (self._embed_local(embed, chunk, quiet, desc) if client is None
+                 else self._embed_distributed(client, embed, chunk, quiet, desc))
+            if path is not None:
+                self._write_cache(path, z, key)  # by the client only (io.save_checkpoint: atomic)
+        self._embedded[key] = z
+        return z
+
+    def _embed_local(self, embed: Callable[[np.ndarray], np.ndarray], chunk: int, quiet: bool,
+                     desc: str) -> np.ndarray:
         blocks = []
         for _, states in _progress(self.chunks(chunk), total=-(-self.n // chunk), desc=desc, quiet=quiet):
             blocks.append(np.asarray(embed(states), dtype=np.float32))
-        z = np.ascontiguousarray(np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0), np.float32))
-        if path is not None:
-            self._write_cache(path, z, key)
-        return z
+        return np.ascontiguousarray(np.concatenate(blocks, axis=0) if blocks else np.zeros((0, 0), np.float32))
+
+    def _embed_distributed(self, client, embed: Callable[[np.ndarray], np.ndarray], chunk: int, quiet: bool,
+                           desc: str) -> np.ndarray:
+        """The chunks of :meth:`_embed_local` embedded by dask workers, each reading its states from the file.
+
+        The library and ``embed`` are sent once to every worker (scattered, broadcast); each task is
+        a chunk's bounds. Blocks come back float32 and are joined in chunk order, so the result is the
+        local one bit for bit (the workers' torch runs single-threaded, as :func:`_embed_block` sets).
+        """
+        from distributed import as_completed
+
+        starts = list(range(0, self.n, chunk))
+        if not starts:
+            return np.zeros((0, 0), np.float32)
+        lib_f, embed_f = client.scatter([self, embed], broadcast=True, hash=False)
+        futures = [client.submit(_embed_block, lib_f, embed_f, a, min(a + chunk, self.n), pure=False) for a in starts]
+        where = {f.key: i for i, f in enumerate(futures)}
+        blocks: list = [None] * len(starts)
+        bar = _progress(None, len(starts), f"{desc} (dask)", quiet)
+        try:
+            for fut in as_completed(futures):
+                i = where[fut.key]
+                try:
+                    blocks[i] = fut.result()
+                except Exception as exc:  # noqa: BLE001 -- a worker's failure, named by the states it had
+                    a = starts[i]
+                    raise OceandaError(f"{self.source}: embedding {self.sample_dim} indices {a}-"
+                                       f"{min(a + chunk, self.n) - 1} failed on a dask worker ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())}); expected workers that can read the library "
+                                       "file at this path") from None
+                bar.update(1)
+        finally:
+            bar.close()
+            client.cancel(futures + [lib_f, embed_f])
+        return np.ascontiguousarray(np.concatenate(blocks, axis=0))
 
     def _cached(self, path: Path, key: str, rows: int) -> np.ndarray | None:
         """The embeddings cached at ``path`` if they are whole and of these states, else None (with a warning)."""
@@ -470,6 +555,14 @@ class Library:
             io.remove_tree(path)  # never half a cache (its checksum would refuse it; nothing left is better)
             warnings.warn(f"{path}: cannot cache library embeddings ({' '.join(str(exc).split())}); "
                           "they will be recomputed next time", UserWarning, stacklevel=3)
+
+
+def _embed_block(lib: Library, embed: Callable[[np.ndarray], np.ndarray], a: int, b: int) -> np.ndarray:
+    """A dask task: the float32 embeddings of states ``a:b``, read from the library's file by this worker."""
+    import torch
+
+    torch.set_num_threads(1)  # what the local path computes, bit for bit, whatever the worker's core count
+    return np.asarray(embed(lib.read(np.arange(a, b))), dtype=np.float32)
 
 
 def _digest(z: np.ndarray) -> str:

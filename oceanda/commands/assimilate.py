@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 HELP = "analyse observations with a trained encoder pair and a library of states (the contrastive sampler)"
+#: cli.main runs this verb under oceanda.threads.configured() (torch's threads set on purpose)
+RUNS_TORCH = True
 DESCRIPTION = """\
 Weight a library of states by softmax(similarity / tau) to the observations of every time in OBS.nc
 and write the analysis mean, spread and ensemble (CF NetCDF), the effective sample size per time
@@ -11,12 +13,13 @@ and, in global mode, the retrieved library states and their weights.
 Modes: global (whole fields; the paper's algorithm), local (windows blended with a taper; the
 default for window models), hybrid (an EnOI update whose background is the local analysis).
 Library embeddings are computed once and cached in a user cache ($OCEANDA_CACHE_DIR, else
-~/.cache/oceanda/library_cache), keyed by the content of the library: never in the model folder."""
+~/.cache/oceanda/library_cache), keyed by the content of the library: never in the model folder.
+With --scheduler, dask workers embed the library (each reading its states from the library file,
+which they must be able to read at the same path) and analyse the times; try --scheduler local:2."""
 
 
 def add_arguments(parser) -> None:
-    from oceanda import api
-    from oceanda.commands import add_units_argument, nonnegative, number, one_line_errors, positive_int, seed_int
+    from oceanda.commands import add_units_argument, choices, nonnegative, number, one_line_errors, positive_int, seed_int
 
     one_line_errors(parser)
     parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="trained encoder pair (model.safetensors + config.json)")
@@ -25,7 +28,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables of the library (default: all)")
     add_units_argument(parser)
     parser.add_argument("--out", required=True, metavar="ANALYSIS.nc", help="output NetCDF file")
-    parser.add_argument("--mode", choices=api.choices("mode"), default=None,
+    parser.add_argument("--mode", choices=choices("mode"), default=None,
                         help="analysis mode (default: local for window models, global otherwise)")
     parser.add_argument("--members", type=positive_int, default=None, metavar="M", help="ensemble members to write (default 20)")
     parser.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="retrieved library states to record in global mode (default 10)")
@@ -34,7 +37,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tau", type=number(lo=1e-6, hi=1e6), default=None, help="temperature of the weights (default: the model's tuned or trained one)")
     parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
-    parser.add_argument("--scheduler", default=None, metavar="ADDRESS", help="dask.distributed scheduler address (default: local threads)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the analyses (and the library embedding) on dask.distributed workers: a scheduler "
+                             "address (tcp://host:8786), or local:N to start N local worker processes for this run; "
+                             "results are those of the default run, bit for bit (default: threads of this process)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
                         help="where library embeddings are cached (default: $OCEANDA_CACHE_DIR or ~/.cache/oceanda/library_cache)")
     parser.add_argument("--overwrite", action="store_true", help="replace ANALYSIS.nc if it exists")
