@@ -290,7 +290,9 @@ def train_and_calibrate(states: xr.Dataset, obs: xr.Dataset, out_dir, *, tune_st
     ``out_dir`` is built whole: in a temporary sibling (:func:`oceanda.folders.build`) renamed into place
     once training and calibration are done; a failure, Ctrl-C or kill leaves no ``out_dir`` (and an
     existing one, ``overwrite``, as it was). The resumable state of a whole-field run is written each
-    epoch to :func:`resume_dir` and removed once the model is in place.
+    epoch to :func:`resume_dir` and removed once the model is in place. Under torchrun (``WORLD_SIZE``
+    > 1) every rank trains (:func:`oceanda.contrastive.training.torchrun_group`: gloo, DDP, each global
+    batch sharded) and only rank 0 writes the model, the resumable state and the calibration.
 
     Parameters
     ----------
@@ -306,25 +308,59 @@ def train_and_calibrate(states: xr.Dataset, obs: xr.Dataset, out_dir, *, tune_st
     tuple
         ``(model, TrainResult)`` (the model re-read after calibration).
     """
-    import os
-
-    from oceanda import folders, io
+    from oceanda.contrastive.training import torchrun_group
     from oceanda.errors import ConfigurationError
 
     if (tune_states is None) != (tune_obs is None):
         raise ConfigurationError("tune_states and tune_obs (--tune-states/--tune-obs) go together; expected both")
     cal = (tune_states, tune_obs, calibrate, calibration_times, log)
+    if torchrun_group() != 0:
+        return _train_follower(states, obs, out_dir, overwrite, resume, settings)
+    return _train_writer(states, obs, out_dir, cal, overwrite, resume, settings)
+
+
+def _finished_or_refused(out: Path, state: Path, log: Callable[[str], None] | None) -> tuple[Any, TrainResult]:
+    """``resume`` without a resumable state: the finished model in ``out`` as it is, else a one-line refusal."""
+    from oceanda.errors import ConfigurationError
+
+    finished = _finished_model(out)
+    if finished is not None:
+        if log is not None:
+            log(f"nothing to resume: {out} holds a finished model (kept as it is)")
+        return finished
+    raise ConfigurationError(f"resume (--resume): no resumable state in {state}; expected the state an interrupted "
+                             f"`oceanda train --out {out}` keeps there (removed when a run finishes)")
+
+
+def _train_follower(states: xr.Dataset, obs: xr.Dataset, out_dir, overwrite: bool, resume: bool,
+                    settings: dict[str, Any]) -> tuple[Any, TrainResult]:
+    """A torchrun rank other than 0: the same training as rank 0, writing nothing (no folder, state or log).
+
+    It makes rank 0's refusals itself (so it stops with them), reads the resumable state rank 0
+    keeps (one file system, as for one machine) and leaves calibration to rank 0.
+    """
+    from oceanda import folders, io
+
+    if out_dir is None:
+        return train_model(states, obs, None, **dict(settings, overwrite=overwrite, resume=resume))
+    out, state = folders.check_replaceable(out_dir, overwrite, io.CHECKPOINT_CONFIG, "oceanda train"), resume_dir(out_dir)
+    if resume and not (state / io.CHECKPOINT_WEIGHTS).is_file():
+        return _finished_or_refused(out, state, None)
+    return train_model(states, obs, None, **dict(settings, resume=resume, resume_dir=state))
+
+
+def _train_writer(states: xr.Dataset, obs: xr.Dataset, out_dir, cal: tuple, overwrite: bool, resume: bool,
+                  settings: dict[str, Any]) -> tuple[Any, TrainResult]:
+    """Train (and calibrate) into a temporary folder renamed onto ``out_dir`` once complete (single process, rank 0)."""
+    import os
+
+    from oceanda import folders, io
+
     if out_dir is None:
         return _train_calibrated(states, obs, None, cal, dict(settings, overwrite=overwrite, resume=resume))
     out, state = folders.final_path(out_dir), resume_dir(out_dir)
     if resume and not (state / io.CHECKPOINT_WEIGHTS).is_file():
-        finished = _finished_model(out)
-        if finished is not None:
-            if log is not None:
-                log(f"nothing to resume: {out} holds a finished model (kept as it is)")
-            return finished
-        raise ConfigurationError(f"resume (--resume): no resumable state in {state}; expected the state an interrupted "
-                                 f"`oceanda train --out {out}` keeps there (removed when a run finishes)")
+        return _finished_or_refused(out, state, cal[-1])
     existed = os.path.lexists(state)
     try:
         with folders.build(out, overwrite, io.CHECKPOINT_CONFIG, "oceanda train") as tmp:

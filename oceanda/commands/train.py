@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 HELP = "train contrastive state/observation encoders (writes MODEL_DIR/model.safetensors + config.json)"
+#: cli.main runs this verb under oceanda.threads.configured() (torch's threads set on purpose)
+RUNS_TORCH = True
 DESCRIPTION = """\
 Train encoders of model states and of observations with a contrastive loss (Baptista, Stuart & Tran
 2025): the model defines nu(state | obs) ∝ exp(s(g_state(x), g_obs(y)) / tau) mu_state(dx).
@@ -42,12 +44,17 @@ Example:
 #: exit status of a model that learned next to nothing (without --allow-weak)
 EXIT_WEAK = 3
 
+EPILOG = """\
+Several processes (DistributedDataParallel, gloo on CPU; the same model as one process, each batch split):
+  python -m torch.distributed.run --standalone --nproc_per_node 2 -m oceanda train --states ... --out model
+(only rank 0 writes; OCEANDA_DDP_TIMEOUT=seconds a rank waits for the others, default 600)"""
+
 
 def add_arguments(parser) -> None:
-    from oceanda import api
-    from oceanda.commands import add_units_argument, number, one_line_errors, positive, positive_int, seed_int
+    from oceanda.commands import add_units_argument, choices, number, one_line_errors, positive, positive_int, seed_int
 
     one_line_errors(parser)
+    parser.epilog = EPILOG
     parser.add_argument("--states", required=True, nargs="+", metavar="STATES.nc", help="training states (NetCDF/zarr; several files are joined in time)")
     parser.add_argument("--obs", required=True, metavar="OBS.nc", help="observations: their patterns and errors")
     parser.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder (appears only when complete; see below)")
@@ -59,8 +66,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--obs-days", type=positive_int, default=None, metavar="N",
                         help="days of observations per sample (window: 1..N drawn; field: N days stacked; default: 1)")
     parser.add_argument("--window", type=positive_int, default=None, help="deprecated name of --obs-days")
-    parser.add_argument("--similarity", choices=api.choices("similarity"), default=None, help="similarity (default: cosine)")
-    parser.add_argument("--loss", choices=api.choices("loss"), default=None,
+    parser.add_argument("--similarity", choices=choices("similarity"), default=None, help="similarity (default: cosine)")
+    parser.add_argument("--loss", choices=choices("loss"), default=None,
                         help="loss (default: clip, the two-sided conditional loss)")
     parser.add_argument("--embedding-dim", type=positive_int, default=None, help="embedding dimension (default: 128 field, 64 window)")
     parser.add_argument("--tau", type=number(lo=1e-6, hi=1e6), default=None, help="initial temperature (default: 0.07 field, 0.1 window)")
@@ -92,11 +99,10 @@ def _window_arguments(parser) -> None:
 
 
 def _field_arguments(parser) -> None:
-    from oceanda import api
-    from oceanda.commands import number, positive_int
+    from oceanda.commands import choices, number, positive_int
 
     g = parser.add_argument_group("whole-field models (--kind field)")
-    g.add_argument("--encoder", choices=api.choices("encoder"), default=None, help="encoder of both sides (default: cnn, masked CNN)")
+    g.add_argument("--encoder", choices=choices("encoder"), default=None, help="encoder of both sides (default: cnn, masked CNN)")
     g.add_argument("--head", choices=["linear", "spatial"], default=None,
                    help="cnn head: linear (dense layer to the embedding) or spatial (the embedding is the final "
                         "coarse feature map, a sum of local agreements like a log-likelihood; --embedding-dim must "
@@ -148,6 +154,7 @@ def _settings(args) -> dict:
 
 
 def run(args) -> int:
+    import os
     import sys
 
     from oceanda import api
@@ -177,6 +184,8 @@ def run(args) -> int:
             source={"states": [str(s) for s in args.states], "obs": str(args.obs), "command": api.command_line()},
             log=lambda msg: print(f"oceanda train: {msg}", file=sys.stderr), **settings,
         )
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1 and os.environ.get("RANK", "0") != "0":
+        return EXIT_WEAK if res.health and res.health["weak"] and not args.allow_weak else 0  # torchrun: rank 0 reports
     kind = "window" if (model.config.get("extra") or {}).get("window") else "field"
     print(f"trained a {kind} model: {len(res.history)} epochs (best {res.best_epoch}); model in {args.out}")
     health = res.health

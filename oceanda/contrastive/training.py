@@ -21,12 +21,23 @@ monitored loss, and (with ``checkpoint_dir``) a resumable state written atomical
 best weights are restored and saved as ``checkpoint_dir/{model.safetensors, config.json}`` with
 ``history.json``; the resumable state lives in ``checkpoint_dir/resume/`` unless ``resume_dir`` says
 where (``oceanda train`` keeps it beside the model folder it builds: ``.MODEL_DIR.resume``).
+
+Several processes (torchrun; :func:`torchrun_group` starts the gloo group): every rank draws the same
+pairs, shuffles and batches as one process would, embeds its contiguous slice of each global batch,
+and gathers every slice with gradient (:func:`gather_rows`), so the loss is the single-process loss
+of the whole batch and DDP's averaged gradient is the single-process gradient; only rank 0 writes
+(checkpoint, resumable state, progress, callback). Results equal one process's to float rounding
+(runs ending on ``max_seconds`` stop on an epoch all ranks agree on, not one process's).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -243,7 +254,8 @@ def _dtype(model: torch.nn.Module) -> torch.dtype:
 
 
 @torch.no_grad()
-def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None,
+                     shard: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Embeddings of all pairs, computed in chunks (the model's current mode).
 
     Parameters
@@ -252,6 +264,8 @@ def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None) -> tuple
     pairs : ``(states, obs)`` matched by row
     batch_size : rows embedded at once
     device : where to compute (default: cpu)
+    shard : in a process group (torchrun), each rank embeds a contiguous slice and every rank gets
+        all rows (:func:`gather_rows`); without a group this changes nothing
 
     Returns
     -------
@@ -261,17 +275,24 @@ def embed_in_batches(model, pairs: Pairs, batch_size: int, device=None) -> tuple
     device = device or "cpu"
     n = _n(pairs)
     dt = _dtype(model)
+    rank, size = world() if shard else (0, 1)
+    sizes = shard_sizes(n, size)
+    lo = sum(sizes[:rank])
     zs, zo = [], []
-    for i in range(0, n, batch_size):
-        idx = np.arange(i, min(n, i + batch_size))
+    for i in range(lo, lo + sizes[rank], batch_size):
+        idx = np.arange(i, min(lo + sizes[rank], i + batch_size))
         zs.append(model.embed_state(_take(pairs[0], idx, dt, device)))
         zo.append(model.embed_obs(_take(pairs[1], idx, dt, device)))
-    return torch.cat(zs), torch.cat(zo)
+    if size == 1:
+        return torch.cat(zs), torch.cat(zo)
+    ne = int(model.state_encoder.out_dim)
+    zs, zo = (torch.cat(z) if z else torch.zeros((0, ne), dtype=dt, device=device) for z in (zs, zo))
+    return gather_rows(zs, sizes), gather_rows(zo, sizes)
 
 
 @torch.no_grad()
 def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 256, retrieval_max: int = 1000,
-             device=None) -> dict[str, float]:
+             device=None, shard: bool = False) -> dict[str, float]:
     """Mean loss over consecutive batches and retrieval recalls, in eval mode.
 
     Parameters
@@ -282,6 +303,7 @@ def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 2
     batch_size : pairs per loss batch (batches of fewer than 2 pairs are skipped)
     retrieval_max : R@1/R@5 are scored among the first this many pairs
     device : where to compute (default: cpu)
+    shard : split the embedding over the ranks of a process group (:func:`embed_in_batches`)
 
     Returns
     -------
@@ -292,7 +314,7 @@ def evaluate(model, pairs: Pairs, loss: Loss | str = "clip", batch_size: int = 2
     was = model.training
     model.eval()
     device = device or "cpu"
-    zs, zo = embed_in_batches(model, pairs, batch_size, device)
+    zs, zo = embed_in_batches(model, pairs, batch_size, device, shard=shard)
     n = len(zs)
     vals, weights = [], []
     dt = _dtype(model)
@@ -330,6 +352,161 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str, min_ratio: flo
         return 1.0
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# --- several processes (torchrun): one global batch, each rank embedding its slice ------------------
+
+#: Seconds a rank waits for the others -- to start, and at every collective -- before it gives up with
+#: one line (the default outlasts an epoch's non-collective work on rank 0: writing the resumable state).
+DDP_TIMEOUT_ENV = "OCEANDA_DDP_TIMEOUT"
+DDP_TIMEOUT = 600.0
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)`` of the initialised ``torch.distributed`` group; ``(0, 1)`` without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment {name}={raw!r}; expected a whole number (torchrun sets it)") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The gist of a torch.distributed error: gloo's source location and its boilerplate advice dropped."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text).split(" This is typically")[0]
+    return text[:300] or type(exc).__name__
+
+
+def _init_gloo(size: int) -> None:
+    """``torch.distributed.init_process_group('gloo')`` from torchrun's environment, refusals on one line."""
+    dist = torch.distributed
+    launch = "python -m torch.distributed.run --nproc_per_node N -m oceanda train ..."
+    if not dist.is_available():
+        raise ConfigurationError(f"environment WORLD_SIZE={size}: this torch has no torch.distributed; expected a "
+                                 "torch build with it, or a single process")
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+    if missing:
+        raise ConfigurationError(f"environment WORLD_SIZE={size} without {', '.join(missing)}; expected a launch by "
+                                 f"torchrun ({launch})")
+    raw = os.environ.get(DDP_TIMEOUT_ENV, "")
+    try:
+        timeout = float(raw) if raw else DDP_TIMEOUT
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(f"environment {DDP_TIMEOUT_ENV}={raw!r}; expected seconds > 0")
+    rank = _env_int("RANK", 0)
+    try:
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout), rank=rank, world_size=size)
+    except (RuntimeError, ValueError) as exc:
+        raise OceandaError(f"torchrun rank {rank}: the {size} processes did not all start ({_one_line(exc)}); expected "
+                           f"every rank up within {DDP_TIMEOUT_ENV}={timeout:g} s") from None
+
+
+def torchrun_group() -> int:
+    """This process's rank in the gloo group of a torchrun launch (``WORLD_SIZE`` > 1), started on first call.
+
+    Why once per process, kept to its end: ``oceanda train`` starts the group before any rank builds
+    a model; a group destroyed and started again under one torchrun launch can hang in gloo's
+    connection set-up (the launch's store keeps the old group's addresses), so a second training in
+    the same process reuses the first group. A group the caller started is used as it is; without
+    torchrun nothing happens and the rank is 0 (the one that writes).
+    """
+    dist = torch.distributed
+    size = _env_int("WORLD_SIZE", 1)
+    if size > 1 and not (dist.is_available() and dist.is_initialized()):
+        _init_gloo(size)
+    return world()[0]
+
+
+def shard_sizes(n: int, size: int) -> list[int]:
+    """Rows of a batch of ``n`` each of ``size`` ranks embeds, in rank order (contiguous slices)."""
+    return [n // size + (r < n % size) for r in range(size)]
+
+
+class _GatherRows(torch.autograd.Function):
+    """Every rank's rows, in rank order (one tensor, as if one process had embedded the whole batch).
+
+    Backward: each rank computes the same loss of the gathered rows, so the gradient of this rank's
+    rows is the SUM over ranks of their gradients (an all-reduce) -- with DDP then averaging the
+    parameter gradients over ranks, the result is exactly the single-process gradient (a gather
+    that kept only the local gradient would be ``1 / world size`` of it). Ranks may hold different
+    numbers of rows (padded for the all-gather, which needs equal shapes).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+        dist = torch.distributed
+        ctx.sizes, ctx.rank = sizes, dist.get_rank()
+        padded = x.new_zeros((max(sizes),) + tuple(x.shape[1:]))
+        padded[:len(x)] = x
+        parts = [torch.empty_like(padded) for _ in sizes]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        sizes = ctx.sizes
+        stacked = grad.new_zeros((len(sizes), max(sizes)) + tuple(grad.shape[1:]))
+        for r, g in enumerate(torch.split(grad, list(sizes))):
+            stacked[r, :len(g)] = g
+        torch.distributed.all_reduce(stacked)  # SUM
+        return stacked[ctx.rank, :sizes[ctx.rank]].contiguous(), None
+
+
+def gather_rows(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """All ranks' rows of ``x`` (``sizes[r]`` from rank r) in rank order, with gradient (:class:`_GatherRows`)."""
+    return _GatherRows.apply(x, tuple(int(k) for k in sizes))
+
+
+class _ShardedLogits(torch.nn.Module):
+    """What DDP wraps: this rank's slice embedded, every slice gathered, the global batch's logits.
+
+    Why inside ``forward``: DDP reduces the gradients of what its forward uses; the temperature
+    enters only the logits, so they are computed here too.
+    """
+
+    def __init__(self, model, sizes: Sequence[int]):
+        super().__init__()
+        self.model, self.sizes = model, tuple(int(k) for k in sizes)
+
+    def forward(self, xs: torch.Tensor, xo: torch.Tensor) -> torch.Tensor:
+        return self.model.logits(gather_rows(self.model.embed_state(xs), self.sizes),
+                                 gather_rows(self.model.embed_obs(xo), self.sizes))
+
+
+@contextlib.contextmanager
+def _peer_errors():
+    """A failed collective (a peer died, or stalled past the timeout) as one line, not a traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        rank, size = world()
+        dist_error = getattr(torch.distributed, "DistError", ())
+        if size <= 1 or not (isinstance(exc, dist_error) or "gloo" in str(exc).lower()):
+            raise
+        raise OceandaError(f"torchrun rank {rank}: lost the other processes ({_one_line(exc)}); expected all {size} "
+                           f"ranks alive -- see the first rank's error (a stall past {DDP_TIMEOUT_ENV} seconds "
+                           "ends the run too)") from None
+
+
+def _any_rank(flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank (ranks stop together: a wall-clock budget differs between them)."""
+    if world()[1] <= 1:
+        return bool(flag)
+    t = torch.tensor([int(bool(flag))])
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
 
 
 # --- resumable state (safetensors + JSON; no pickle) ------------------------------------------------
@@ -404,6 +581,8 @@ class Trainer:
         self.quiet = (not sys.stderr.isatty()) if quiet is None else bool(quiet)
         self.callback = callback
         self._candidates = 0  # validation pairs of the current fit (the health's candidates)
+        self._ddp: torch.nn.Module | None = None  # the DDP-wrapped model of the current fit (torchrun)
+        self._rows = slice(None)  # this rank's rows of each global batch
 
     def fit(
 self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=None,
@@ -439,7 +618,12 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
         val_pairs = self._validation_pairs(val_data)
         self._candidates = _n(val_pairs) if val_pairs is not None else 0
 
-        self._loop(model, opt, run, train_data, val_pairs, resume_dir)
+        with _peer_errors():
+            self._distribute(model)
+            try:
+                self._loop(model, opt, run, train_data, val_pairs, resume_dir)
+            finally:
+                self._ddp, self._rows = None, slice(None)
         self._finish(model, run, ckpt)
         return run.result
 
@@ -463,6 +647,24 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
                 run.epoch = self.config.epochs
         return run
 
+    def _distribute(self, model) -> None:
+        """In a process group: wrap ``model`` in DDP and pick this rank's rows of every global batch.
+
+        Why the global batch on every rank: pairs, shuffles and batches are drawn from the same
+        seeded generators as a single process, so the run is the single-process run with each
+        rank embedding a contiguous slice of each batch (:func:`shard_sizes`).
+        """
+        rank, size = world()
+        if size <= 1:
+            return
+        if self.config.batch_size < size:
+            raise ConfigurationError(f"batch_size={self.config.batch_size}; expected at least the {size} torchrun "
+                                     "processes (each embeds a slice of every batch)")
+        sizes = shard_sizes(self.config.batch_size, size)
+        lo = sum(sizes[:rank])
+        self._rows = slice(lo, lo + sizes[rank])
+        self._ddp = torch.nn.parallel.DistributedDataParallel(_ShardedLogits(model, sizes))
+
     def _validation_pairs(self, val_data: ValData) -> Pairs | None:
         if val_data is None:
             return None
@@ -476,16 +678,18 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
 
         cfg = self.config
         run.t0 = time.perf_counter()
-        bar = tqdm(total=cfg.epochs, initial=run.epoch, desc="train", unit="epoch", disable=self.quiet, leave=False)
+        writer = world()[0] == 0  # under torchrun only rank 0 writes, shows progress and calls back
+        bar = tqdm(total=cfg.epochs, initial=run.epoch, desc="train", unit="epoch", disable=self.quiet or not writer,
+                   leave=False)
         model.train()
         try:
             for epoch in range(run.epoch, cfg.epochs):
                 metrics = self._epoch(model, opt, run, epoch, train_data, val_pairs)
                 stop = self._track(model, run, epoch, metrics)
-                if resume_dir is not None:
+                if resume_dir is not None and writer:
                     self._write_resume(resume_dir, model, opt, run, epoch, stop)
                 self._progress(bar, metrics)
-                if self.callback is not None:
+                if self.callback is not None and writer:
                     self.callback(epoch + 1, metrics)
                 if stop:
                     run.result.stopped_early = True
@@ -513,7 +717,7 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": run_loss / per_epoch, "lr": cfg.lr * f,
                                    "tau": float(model.tau.detach()), "seconds": time.perf_counter() - run.t0}
         if val_pairs is not None:
-            ev = evaluate(model, val_pairs, self.loss_fn, cfg.batch_size, cfg.retrieval_max, self.device)
+            ev = evaluate(model, val_pairs, self.loss_fn, cfg.batch_size, cfg.retrieval_max, self.device, shard=True)
             metrics.update({f"val_{k}": v for k, v in ev.items()})
             model.train()
         return metrics
@@ -532,8 +736,12 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
         return f
 
     def _step(self, model, opt, xs: torch.Tensor, xo: torch.Tensor) -> float:
-        """One optimiser step on a batch; return its loss."""
-        S = model(xs, xo)
+        """One optimiser step on a (global) batch; return its loss.
+
+        Under torchrun this rank embeds its rows, the logits are of the whole batch on every rank
+        (the same loss as one process), and DDP averages the gradients (:class:`_GatherRows`).
+        """
+        S = model(xs, xo) if self._ddp is None else self._ddp(xs[self._rows], xo[self._rows])
         L = self.loss_fn(S, xs, xo) if self.loss_fn.needs_data else self.loss_fn(S)
         opt.zero_grad(set_to_none=True)
         L.backward()
@@ -556,8 +764,8 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
         else:
             run.bad_epochs += 1
         res.history.append(metrics)
-        return (cfg.patience is not None and run.bad_epochs >= cfg.patience) or (
-            cfg.max_seconds is not None and time.perf_counter() - run.t0 >= cfg.max_seconds)
+        late = _any_rank(cfg.max_seconds is not None and time.perf_counter() - run.t0 >= cfg.max_seconds)
+        return (cfg.patience is not None and run.bad_epochs >= cfg.patience) or late
 
     def _write_resume(self, resume_dir: Path, model, opt, run: _Run, epoch: int, stop: bool) -> None:
         cfg, res = self.config, run.result
@@ -587,7 +795,7 @@ self, model, train_data: TrainData, val_data: ValData = None, *, checkpoint_dir=
                                     "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
                                     "seed": cfg.seed, "best_epoch": res.best_epoch, "stopped_early": res.stopped_early}
         model.config["train"] = cfg.to_dict()
-        if ckpt is not None:
+        if ckpt is not None and world()[0] == 0:
             from oceanda.io import write_json
 
             model.save(ckpt, overwrite=True)
