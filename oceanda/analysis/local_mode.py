@@ -20,6 +20,14 @@ NaN. Land (NaN in the library states) enters the encoders as zero (the channel m
 observations, as unobserved (mask 0): never NaN into a network. Library windows all on land are left
 out; weighted means and member draws use each candidate's ocean cells only, and the analysis is NaN on
 land and only there (an ocean cell no candidate covers takes the library mean).
+
+Engines: the dense engine (default when the library's window table fits in memory) does an analysis as
+a few matrix products -- the search (:class:`~oceanda.analysis.search.WindowIndex`) gives every analysis
+window the library windows holding ``keep_mass`` of its weight, one product ``weights [P, N] @ table
+[N, C*size*size]`` gives every window mean (with land: two, of the zero-filled values and of the ocean
+mask), per-window taper projections ``[N, C]`` precomputed once rank the candidates for the copula, and only
+the M picked members' rows are read. The loop engine (``engine='loop'``) is the per-window gather of every
+candidate window it replaced: kept as the reference and for libraries whose table does not fit.
 """
 
 from __future__ import annotations
@@ -32,9 +40,13 @@ import numpy as np
 
 import oceanda.analysis.windows as W
 from oceanda.analysis.library import Library
-from oceanda.analysis.posterior import KEEP_MASS, posterior_from_scores, quantile_indices
-from oceanda.analysis.settings import LOCAL_MAX_KEEP
+from oceanda.analysis.posterior import posterior_from_scores, quantile_indices
+from oceanda.analysis.search import WindowIndex
+from oceanda.analysis.settings import LOCAL_KEEP_MASS, LOCAL_MAX_KEEP
 from oceanda.contrastive.similarity import numpy_scores
+
+#: Largest window table built (bytes; with land two tables of this size): larger libraries use the loop engine.
+TABLE_MAX_BYTES = 2 << 30
 
 
 class WindowLibrary:
@@ -60,6 +72,7 @@ class WindowLibrary:
             self.iy, self.ix = self.iy[sea], self.ix[sea]
         self.P = len(self.iy)
         self._views = None
+        self._table: WindowTable | None | bool = False  # False: not built yet; None: does not fit
         self._climatology: np.ndarray | None = None
         if self.P == 0:
             raise ValueError("no allowed window position in the library")
@@ -149,12 +162,61 @@ class WindowLibrary:
             states = W.pad(states, 0, self.spec.size, False)
         return W.gather(states, inv, self.iy[p], self.ix[p], self.spec.size)  # starts fit inside the grid
 
+    def table(self) -> WindowTable | None:
+        """The window table of the dense engine (built once), or None when it would not fit in memory.
+
+        Fits: at most :data:`TABLE_MAX_BYTES` and half the memory still available (``io.available_memory``).
+        """
+        if self._table is False:
+            from oceanda import io
+
+            C = self.library.layout.n_channels
+            nbytes = len(self) * C * self.spec.size ** 2 * 4 * (2 if self.has_nan else 1)
+            fits = nbytes <= TABLE_MAX_BYTES and nbytes <= io.available_memory() // 2
+            self._table = WindowTable.build(self) if fits else None
+        return self._table
+
     @property
     def climatology(self) -> np.ndarray:
         """The library's mean state ``[C, Y, X]``: the analysis where no candidate window has ocean."""
         if self._climatology is None:
             self._climatology = self.library.mean_state()
         return self._climatology
+
+
+@dataclass
+class WindowTable:
+    """Every library window as a float32 row ``[N, C*size*size]`` (entry order), with taper projections ``[N, C]``.
+
+    With land (``ok`` not None) ``x`` holds the values with NaN set to 0 and ``ok`` their finite mask (0/1):
+    finite-aware means are then ``(w @ x) / (w @ ok)``.
+    """
+
+    x: np.ndarray
+    proj: np.ndarray
+    ok: np.ndarray | None
+    shape: tuple[int, int, int]  # (C, size, size)
+
+    @classmethod
+    def build(cls, wlib: WindowLibrary, chunk: int = 64) -> WindowTable:
+        """The table of ``wlib``, read in chunks of ``chunk`` library states."""
+        s, C = wlib.spec.size, wlib.library.layout.n_channels
+        D = C * s * s
+        x = np.empty((len(wlib), D), np.float32)
+        ok = np.empty((len(wlib), D), np.float32) if wlib.has_nan else None
+        for a in range(0, wlib.library.n, chunk):
+            idx = np.arange(a, min(a + chunk, wlib.library.n))
+            rows = wlib.state_windows(wlib.library.read(idx)).reshape(-1, D).astype(np.float32)
+            sl = slice(a * wlib.P, a * wlib.P + len(rows))
+            if ok is not None:
+                fin = np.isfinite(rows)
+                ok[sl] = fin
+                rows = np.where(fin, rows, np.float32(0))
+            x[sl] = rows
+        t1 = W.taper_1d(s, wlib.spec.stride)
+        taper = (t1[:, None] * t1[None, :]).astype(np.float32)
+        proj = np.einsum("kcyx,yx->kc", x.reshape(-1, C, s, s), taper)
+        return cls(x, proj, ok, (C, s, s))
 
 
 @dataclass
@@ -168,6 +230,9 @@ class LocalAnalysis:
     iy: np.ndarray
     ix: np.ndarray
     retrieved: list = field(default_factory=list)  # per window: top library entries (k)
+    search: str = "exact"  # how the candidates were found (loop: 'exact')
+    recall: np.ndarray | None = None  # [P] share of the weight in the scored windows (estimated for 'ivf')
+    engine: str = "loop"
 
     @property
     def spread(self) -> np.ndarray:
@@ -279,9 +344,10 @@ def _window_members(post, wins: np.ndarray, taper: np.ndarray, q: np.ndarray, co
 def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   embed_obs: Callable[[np.ndarray], np.ndarray], *, kind: str = "neg_sq_distance", tau: float = 1.0,
                   members: int = 20, rng: np.random.Generator | None = None, coupling: str = "copula",
-                  coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = KEEP_MASS,
-                  max_keep: int | None = LOCAL_MAX_KEEP, min_ess: float | None = None, tempering: bool = False,
-                  top: int = 0, window_chunk: int = 16) -> LocalAnalysis:
+                  coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = LOCAL_KEEP_MASS,
+                  max_keep: int | None = None, min_ess: float | None = None, tempering: bool = False,
+                  top: int = 0, window_chunk: int = 16, engine: str = "auto",
+                  index: WindowIndex | None = None) -> LocalAnalysis:
     """Local analysis of one observation field.
 
     Members: ``coupling='copula'`` (default) ranks each window's candidates by their mean anomaly
@@ -298,8 +364,12 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     kind, tau : the similarity and the temperature (logits ``s / tau``)
     members : ensemble members; ``rng`` their random stream; ``coupling``, ``coherence`` as above
     spread_factor : deviations from the blended mean x this
-    keep_mass, max_keep, min_ess, tempering, top : per-window posterior (:func:`posterior_from_scores`)
-    window_chunk : analysis windows scored at once
+    keep_mass, max_keep, min_ess, tempering, top : per-window posterior (:func:`posterior_from_scores`);
+        the loop engine caps ``max_keep=None`` at :data:`~oceanda.analysis.settings.LOCAL_MAX_KEEP` (memory)
+    window_chunk : analysis windows scored at once (loop engine)
+    engine : ``'dense'`` (matrix products on the window table), ``'loop'`` (per-window gathers) or
+        ``'auto'`` (dense when the table fits)
+    index : the search of ``z_lib`` (dense engine; default: an exact :class:`WindowIndex`)
 
     Returns
     -------
@@ -311,32 +381,168 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     iy, ix = W.positions(ny, nx, spec)
     zo = np.asarray(embed_obs(W.extract(obs, iy, ix, spec.size, spec.halo, spec.periodic)))
     q = member_quantiles(coupling, members, iy, ix, rng, coherence, spec.periodic)  # [M, P]
-    P = len(iy)
-    C = wlib.library.layout.n_channels
     t1 = W.taper_1d(spec.size, spec.stride)
     taper = t1[:, None] * t1[None, :]
-    win_mean = np.empty((P, C, spec.size, spec.size))
-    win_members = np.empty((P, members, C, spec.size, spec.size))
-    ess = np.empty(P)
-    dropped = np.empty(P)
-    retrieved = []
-    for a in range(0, P, window_chunk):
-        logits = numpy_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
-        for j in range(logits.shape[1]):
-            p = a + j
-            post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass, max_keep=max_keep,
-                                         min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
-            win_mean[p], win_members[p] = _window_members(post, wlib.windows(post.indices), taper, q[:, p], coupling,
-                                                          wlib.has_nan)
-            ess[p], dropped[p] = post.ess, post.dropped_mass
-            retrieved.append(post.top_indices)
+    post = dict(keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering, top=top)
+    table = wlib.table() if engine in ("auto", "dense") else None
+    if engine == "dense" and table is None:
+        raise ValueError("engine='dense': the window table does not fit in memory; expected engine='loop' or 'auto'")
+    if table is not None:
+        index = index if index is not None else WindowIndex(z_lib, kind, tau, "exact")
+        win_mean, win_members, diag = _dense_windows(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
+    else:
+        win_mean, win_members, diag = _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, (iy, ix),
+                                                    window_chunk, **post)
     mean = W.blend(win_mean, iy, ix, (ny, nx), spec, nan_aware=wlib.has_nan)
     mem = W.blend(win_members, iy, ix, (ny, nx), spec, nan_aware=wlib.has_nan)
     if wlib.has_nan:
         mean, mem = _ocean_only(mean, mem, wlib)
     mem = mean[None] + spread_factor * (mem - mem.mean(axis=0, keepdims=True))
-    return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), ess=ess, dropped_mass=dropped,
-                         iy=iy, ix=ix, retrieved=retrieved)
+    return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), iy=iy, ix=ix, **diag)
+
+
+def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_chunk, *, keep_mass, max_keep,
+                  min_ess, tempering, top):
+    """The loop engine: score, truncate, gather every candidate window and average, one window at a time."""
+    iy, ix = where
+    P, members = len(iy), q.shape[0]
+    C, size = wlib.library.layout.n_channels, wlib.spec.size
+    win_mean = np.empty((P, C, size, size))
+    win_members = np.empty((P, members, C, size, size))
+    ess, dropped, retrieved = np.empty(P), np.empty(P), []
+    for a in range(0, P, window_chunk):
+        logits = numpy_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
+        for j in range(logits.shape[1]):
+            p = a + j
+            post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass,
+                                         max_keep=LOCAL_MAX_KEEP if max_keep is None else max_keep,
+                                         min_ess=min_ess, tempering=tempering, where=f"window ({iy[p]}, {ix[p]})")
+            win_mean[p], win_members[p] = _window_members(post, wlib.windows(post.indices), taper, q[:, p], coupling,
+                                                          wlib.has_nan)
+            ess[p], dropped[p] = post.ess, post.dropped_mass
+            retrieved.append(post.top_indices)
+    return win_mean, win_members, dict(ess=ess, dropped_mass=dropped, retrieved=retrieved, search="exact",
+                                       recall=np.ones(P), engine="loop")
+
+
+def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,
+                   top):
+    """The dense engine: one search, one product for every window mean, the members' rows only."""
+    iy, ix = where
+    P, members = len(iy), q.shape[0]
+    C, s, _ = table.shape
+    res = index.search(zo, keep_mass, max_keep)
+    cands = [res.candidates(p) for p in range(P)]
+    dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
+    if min_ess is not None:  # degenerate windows: warned or tempered by the per-window posterior (all scores)
+        for p in np.flatnonzero(ess < min_ess):
+            post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
+                                         keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
+                                         where=f"window ({iy[p]}, {ix[p]})")
+            cands[p], ess[p], dropped[p] = (post.indices, post.weights), post.ess, post.dropped_mass
+    Wm = _weight_matrix(cands, len(wlib))
+    num = np.asarray(Wm @ table.x)
+    if table.ok is not None:
+        den = np.asarray(Wm @ table.ok)
+        mean = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan).astype(np.float32)
+    else:
+        mean = num.astype(np.float32)
+    rank = _rank_scores(Wm, mean, table, taper, cands) if coupling == "copula" else None
+    picks = np.empty((P, members), np.int64)
+    for p, (k, w) in enumerate(cands):
+        if rank is None:
+            order = np.argsort(k, kind="stable")
+            picks[p] = k[order][quantile_indices(w[order], q[:, p])]
+        else:
+            picks[p] = k[ranked_quantiles(rank[p], w, q[:, p])]
+    rows = table.x[picks.ravel()].reshape(P, members, -1)
+    if table.ok is not None:
+        rows = np.where(table.ok[picks.ravel()].reshape(rows.shape) > 0, rows, mean[:, None])
+    retrieved = [k[np.argsort(-w, kind="stable")[:top]] if top else np.zeros(0, np.int64) for k, w in cands]
+    return (mean.reshape(P, C, s, s), rows.reshape(P, members, C, s, s),
+            dict(ess=ess, dropped_mass=dropped, retrieved=retrieved, search=res.kind, recall=res.recall, engine="dense"))
+
+
+def _weight_matrix(cands, n: int):
+    """Candidate weights as a ``[P, n]`` float32 matrix: dense when they fill a good part of it, else CSR."""
+    nnz = sum(len(k) for k, _ in cands)
+    if nnz * 16 >= len(cands) * n:
+        Wm = np.zeros((len(cands), n), np.float32)
+        for p, (k, w) in enumerate(cands):
+            Wm[p, k] = w
+        return Wm
+    from scipy.sparse import csr_matrix
+
+    indptr = np.concatenate([[0], np.cumsum([len(k) for k, _ in cands])])
+    data = np.concatenate([w for _, w in cands]).astype(np.float32)
+    return csr_matrix((data, np.concatenate([k for k, _ in cands]), indptr), shape=(len(cands), n))
+
+
+def _rank_scores(Wm, mean: np.ndarray, table: WindowTable, taper: np.ndarray, cands) -> list[np.ndarray]:
+    """Every window's copula ranking scores of its candidates, from the precomputed taper projections.
+
+    The tapered anomaly of candidate k is ``proj[k] - proj(mean)``; with land, over the cells where the
+    candidate is ocean: ``proj0[k] - ok[k] . (taper m)`` -- the second term for every (k, window) by one
+    product ``ok [N, D] @ V [D, P*C]``. Standardised per channel by the weighted spread, as the loop engine.
+    """
+    P = len(cands)
+    C, s, _ = table.shape
+    tw = taper.astype(np.float32)
+    if table.ok is None:
+        pm = np.asarray(Wm @ table.proj)  # [P, C]: projection of the mean = weighted mean of projections
+        sub = None
+    else:
+        m0 = np.nan_to_num(mean.reshape(P, C, s, s)) * tw
+        V = np.zeros((P, C, C, s, s), np.float32)
+        for c in range(C):
+            V[:, c, c] = m0[:, c]
+        sub = table.ok @ V.reshape(P * C, -1).T  # [N, P*C]
+    out = []
+    for p, (k, w) in enumerate(cands):
+        if sub is None:
+            proj = table.proj[k] - pm[p][None]
+            wd = w
+        else:
+            proj = table.proj[k] - sub[k, p * C:(p + 1) * C]
+            wd = w.astype(np.float32)
+        sd = np.sqrt(np.maximum(wd @ proj ** 2, 1e-30))
+        out.append((proj / sd[None]).sum(axis=1))
+    return out
+
+
+def ranked_quantiles(score: np.ndarray, w: np.ndarray, q: np.ndarray, bins: int = 1024) -> np.ndarray:
+    """``order[quantile_indices(w[order], q)]`` with ``order = argsort(score, kind='stable')``, without the full sort.
+
+    A weighted histogram of the scores finds the bin holding each quantile; only those bins are sorted.
+
+    Parameters
+    ----------
+    score : ``[n]`` ranking scores; ``w`` ``[n]`` their weights
+    q : quantiles in [0, 1)
+    bins : histogram bins
+
+    Returns
+    -------
+    int64 positions into ``score``, the shape of ``q``
+    """
+    n = score.size
+    lo, hi = float(score.min()), float(score.max())
+    if n <= 4 * bins or not hi > lo:
+        order = np.argsort(score, kind="stable")
+        return order[quantile_indices(w[order], q)]
+    b = np.minimum(((score - lo) * (bins / (hi - lo))).astype(np.int64), bins - 1)
+    cum = np.cumsum(np.bincount(b, weights=w, minlength=bins))
+    total = cum[-1]
+    qs = np.asarray(q, dtype=np.float64)
+    qb = np.minimum(np.searchsorted(cum / total, qs, side="right"), bins - 1)
+    out = np.empty(qs.shape, np.int64)
+    for j, bj in np.ndenumerate(qb):
+        pos = np.flatnonzero(b == bj)
+        o = pos[np.argsort(score[pos], kind="stable")]
+        before = cum[bj - 1] if bj > 0 else 0.0
+        c = (before + np.cumsum(w[o])) / total
+        out[j] = o[min(int(np.searchsorted(c, qs[j], side="right")), o.size - 1)]
+    return out
 
 
 def _ocean_only(mean: np.ndarray, members: np.ndarray, wlib: WindowLibrary) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,8 @@ class Analysis:
     over_windows : the diagnostics are means over analysis windows (local and hybrid modes)
     background_mean, background_spread : the hybrid's Kalman background (the local analysis), else None
     posterior : global mode's weights over the library (retrieval and non-negligible weights), else None
+    search : how local and hybrid modes found their candidate windows (``exact``, ``flat``, ``ivf``), else None
+    recall : share of the weight in the windows the search scored (mean over windows; estimated for ``ivf``)
     """
 
     members: np.ndarray
@@ -48,6 +50,8 @@ class Analysis:
     background_mean: np.ndarray | None = None
     background_spread: np.ndarray | None = None
     posterior: WeightedPosterior | None = None
+    search: str | None = None
+    recall: float | None = None
 
 
 def _diag(values, dims, long_name: str, units: str = "1") -> xr.DataArray:
@@ -91,7 +95,19 @@ def analyses_to_dataset(analyses: Sequence[Analysis], library: Library, times: A
                                "posterior weight dropped by truncation" + windows)
     if all(a.posterior is not None for a in analyses):
         ds = _add_retrieval(ds, [a.posterior for a in analyses], library)
+    _add_mass_attrs(ds, analyses)
     return ds
+
+
+def _add_mass_attrs(ds: xr.Dataset, analyses: Sequence[Analysis]) -> None:
+    """Mean kept / dropped posterior weight over the times; for local modes the search and its recall."""
+    if not analyses:
+        return
+    dropped = float(np.mean([a.dropped_mass for a in analyses]))
+    ds.attrs.update(dropped_mass_mean=dropped, kept_mass_mean=1.0 - dropped)
+    if all(a.search is not None for a in analyses):
+        ds.attrs["search"] = ",".join(sorted({str(a.search) for a in analyses}))
+        ds.attrs["search_recall"] = float(np.mean([a.recall for a in analyses]))
 
 
 def _fields(arr: np.ndarray, library: Library, like: xr.Dataset, times: Any) -> xr.Dataset:

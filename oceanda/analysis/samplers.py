@@ -28,7 +28,8 @@ from oceanda.analysis.hybrid import hybrid_update, localizer_for, static_states
 from oceanda.analysis.library import Library
 from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local
 from oceanda.analysis.result import Analysis
-from oceanda.analysis.settings import LOCAL_MAX_KEEP, SamplerSettings
+from oceanda.analysis.search import WindowIndex
+from oceanda.analysis.settings import LOCAL_KEEP_MASS, SamplerSettings
 from oceanda.errors import OceandaError
 from oceanda.settings import check_choice
 
@@ -256,6 +257,9 @@ class LocalSampler(Sampler):
         super().__init__(encoders, settings)
         self.allowed_positions = allowed_positions
         self.windows: WindowLibrary | None = None
+        self.index: WindowIndex | None = None
+        #: ``'auto'`` (dense when the window table fits), ``'dense'`` or ``'loop'`` (:func:`analyse_local`)
+        self.engine = "auto"
 
     def _check_model(self, encoders: EncoderPair) -> None:
         if not encoders.is_window_model:
@@ -283,13 +287,16 @@ class LocalSampler(Sampler):
                                      allowed=self.allowed_positions)
         self.embeddings = self.windows.embeddings(lambda w: enc.embed_state(w, lib.layout), enc.key,
                                                   cache_dir=cache_dir, quiet=quiet)
+        self.index = WindowIndex(self.embeddings, enc.kind, self.tau, self.settings.search)
+        self.windows.table()  # the dense engine's window table, built once (None when it does not fit)
         return self
 
     def _local(self, values: np.ndarray, rng: np.random.Generator) -> LocalAnalysis:
         s, enc = self.settings, self.encoders
         return analyse_local(values, self.windows, self.embeddings, enc.embed_obs, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
-                             max_keep=s.max_keep or LOCAL_MAX_KEEP, min_ess=s.min_ess, tempering=s.tempering)
+                             keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,
+                             min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index)
 
     def analyse(self, obs: TimeObs | np.ndarray, rng: np.random.Generator) -> Analysis:
         """Analysis of one time.
@@ -305,7 +312,7 @@ class LocalSampler(Sampler):
         """
         la = self._local(self._input(obs).values, rng)
         return Analysis(la.members, la.mean, la.spread, float(np.mean(la.ess)), float(np.mean(la.dropped_mass)),
-                        over_windows=True)
+                        over_windows=True, search=la.search, recall=float(np.mean(la.recall)))
 
     def geometry(self) -> dict[str, Any]:
         """Attributes of the window geometry (``window_size``, ``window_stride``, ...).
@@ -402,7 +409,8 @@ class HybridSampler(LocalSampler):
         spread = Ea.std(axis=0, ddof=1) if len(Ea) > 1 else np.zeros_like(mean)
         return Analysis(Ea[pick].astype(np.float32), mean.astype(np.float32), spread.astype(np.float32),
                         float(np.mean(la.ess)), float(np.mean(la.dropped_mass)), over_windows=True,
-                        background_mean=la.mean, background_spread=la.spread)
+                        background_mean=la.mean, background_spread=la.spread, search=la.search,
+                        recall=float(np.mean(la.recall)))
 
     def geometry(self) -> dict[str, Any]:
         """Attributes of the window geometry and of the hybrid's settings (``hybrid_alpha``, ...).

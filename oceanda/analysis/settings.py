@@ -19,8 +19,14 @@ from typing import Any, ClassVar
 from oceanda.errors import ConfigurationError
 from oceanda.settings import Settings, check_choice, check_number
 
-#: Library windows kept per analysis window when ``max_keep`` is not set (local and hybrid modes).
-LOCAL_MAX_KEEP = 8192
+#: Share of the posterior weight local and hybrid modes keep per analysis window (the mass criterion that
+#: replaced a fixed cap of 8192 windows, which kept 22-91 % of the weight of flat posteriors).
+LOCAL_KEEP_MASS = 1.0 - 1e-3
+#: Memory safety cap of the loop engine (``engine='loop'``), which gathers every candidate window: 2**18
+#: windows of 16 x 16 x 1 float32 are 256 MB. The dense engine needs no cap (its products read the table).
+LOCAL_MAX_KEEP = 1 << 18
+#: Search kinds of local mode (:class:`oceanda.analysis.search.WindowIndex`).
+SEARCH_KINDS = ("auto", "exact", "flat", "ivf", "fused")
 
 #: Temperatures beyond these over- or underflow exp(similarity / tau) in float32 (NaN weights).
 TAU_RANGE = (1e-6, 1e6)
@@ -93,8 +99,13 @@ class SamplerSettings(Settings):
     spread_factor : ensemble deviations x this (local and hybrid modes; calibrated on a tuning run)
     min_ess : effective sample size below which a warning is issued (or, with ``tempering``, tau raised)
     tempering : raise tau until the ESS reaches ``min_ess`` instead of warning
-    max_keep : most library entries kept per posterior (None: all in global mode, ``LOCAL_MAX_KEEP`` windows
-        in local mode)
+    max_keep : most library entries kept per posterior (None: no cap; the local loop engine caps at
+        ``LOCAL_MAX_KEEP`` for memory)
+    keep_mass : share of the posterior weight kept per analysis window, in (0, 1] (None: ``LOCAL_KEEP_MASS``
+        in local and hybrid modes; global mode keeps its own default)
+    search : how local mode finds the windows holding ``keep_mass``: ``'auto'`` (exact below 1e5 library
+        windows, else one fused float32 pass), ``'exact'``, ``'flat'``, ``'ivf'`` or ``'fused'``
+        (:mod:`oceanda.analysis.search`)
     library_stride : pixels between library window starts (None: the window stride)
     hybrid : the hybrid's Kalman settings
     """
@@ -109,6 +120,8 @@ class SamplerSettings(Settings):
     min_ess: float | None = None
     tempering: bool = False
     max_keep: int | None = None
+    keep_mass: float | None = None
+    search: str = "auto"
     library_stride: int | None = None
     hybrid: HybridSettings = field(default_factory=HybridSettings)
 
@@ -126,6 +139,8 @@ class SamplerSettings(Settings):
         if not isinstance(self.tempering, bool):
             _type_error("tempering", self.tempering, "True or False")
         check_number("max_keep", self.max_keep, lo=1, integer=True, optional=True)
+        check_number("keep_mass", self.keep_mass, lo=0, lo_open=True, hi=1, optional=True)
+        check_choice("search", self.search, SEARCH_KINDS)
         check_number("library_stride", self.library_stride, lo=1, integer=True, optional=True)
         if not isinstance(self.hybrid, HybridSettings):
             _type_error("hybrid", self.hybrid, "HybridSettings or a dict of its settings")

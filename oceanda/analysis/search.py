@@ -1,0 +1,500 @@
+"""Which library windows a local analysis needs: the ones holding ``keep_mass`` of the softmax(s / tau) weight.
+
+Why a module of its own: a local analysis weighs every library window against every analysis window,
+and only the windows holding ``keep_mass`` of that weight are read afterwards. How to find them depends on
+the library's size, so :class:`WindowIndex` hides the choice behind one ``search``:
+
+- ``'exact'`` (default below :data:`EXACT_BELOW` entries): every score, in float64 by
+  :func:`oceanda.contrastive.similarity.numpy_scores` -- the numbers of the loop path, bit for bit.
+- ``'flat'``: every score as a blocked float32 matrix product (half the memory traffic of float64); the
+  kept mass is exact up to float32 rounding of the scores.
+- ``'fused'`` (default above): one blocked float32 torch pass over the library, each block scored,
+  exponentiated and reduced while it is in the cache (no float64 copy, no histogram, no sort of the
+  library). A pilot of :data:`_PILOT` evenly spaced rows places each query's provisional threshold where
+  it drops :data:`_PILOT_SAFETY` of the allowed weight; the pass then sums, exactly, every query's total
+  weight, the weight below its threshold and the squared weights (ESS). ``kept_mass`` is therefore
+  exact (float32 terms, float64 accumulation across blocks); a query whose threshold drops too much
+  (the pilot missed) is redone exactly on its retained logits. The kept set holds the smallest set
+  :func:`oceanda.analysis.posterior.truncate` keeps plus the rows between its threshold and the
+  provisional one (a boundary band worth at most ``(1 - _PILOT_SAFETY)(1 - keep_mass)`` of the weight
+  when the pilot is right). Logits are retained (``[N, Q]`` float32, as ``'flat'``: 256 MB for 64 queries
+  x 1e6 windows).
+- ``'ivf'``: an inverted file. The embeddings are cut into k-means cells (faiss when
+  installed, else numpy Lloyd steps); each cell keeps a stratified sample of its members (up to
+  :data:`CELL_SAMPLE`), whose mean exp(s / tau) times the cell's size estimates the cell's weight without
+  bias. Cells are probed by decreasing estimated weight until the probed cells hold ``search_mass`` of the
+  estimated total (this is how ``nprobe`` is chosen, per query), the probed ones scored exactly (float32).
+  The unprobed weight is the sum of the unprobed cells' estimates, so ``recall`` (probed / total) and
+  ``kept_mass`` are estimates; a benchmark measures them against brute force.
+
+The mass criterion (:func:`mass_threshold`) is the truncation of :func:`oceanda.analysis.posterior.truncate`
+(the smallest set holding ``keep_mass``) without a sort of the whole library: a histogram of log-weights
+finds the boundary bin and only that bin is sorted. A query's candidates are then the scored rows whose
+logit is at least its threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from oceanda.contrastive.similarity import canonical_kind, numpy_scores
+
+#: Libraries smaller than this are searched exactly (``'auto'``).
+EXACT_BELOW = 100_000
+#: Members per IVF cell whose scores estimate the cell's weight.
+CELL_SAMPLE = 8
+#: Default share of the estimated weight the IVF probes (the ``nprobe`` rule).
+SEARCH_MASS = 0.995
+#: Log-weight histogram bins per unit (the mass criterion's boundary bins are then small).
+_BINS_PER_UNIT = 32
+_BINS = 64 * _BINS_PER_UNIT  # weights below exp(-64) of the largest share the last bin
+#: Rows scored at once (float32 blocks of ``[_BLOCK, n_queries]``).
+_BLOCK = 32768
+#: Library rows per block of the fused pass (a ``[_FUSED_BLOCK, Q]`` float32 block stays in the cache).
+_FUSED_BLOCK = 4096
+#: Library rows the fused search's pilot scores first to place the provisional thresholds.
+_PILOT = 8192
+#: The pilot's threshold drops this share of the allowed weight (the rest absorbs its sampling error).
+_PILOT_SAFETY = 0.75
+#: Largest gap (nats) between a logit bound and the pilot's maximum without a per-block running maximum
+#: (weights up to e^30, squares e^60: far from float32 overflow at e^88).
+_EXP_HEADROOM = 30.0
+_LOG2E = 1.4426950408889634
+KINDS = ("auto", "exact", "flat", "ivf", "fused")
+
+
+def auto_kind(n: int) -> str:
+    """The search ``'auto'`` runs for ``n`` library windows: exact (float64, the loop path's numbers) below
+    :data:`EXACT_BELOW`, else ``'fused'`` (flat posteriors leave an index nothing to prune; measured in
+    benchmarks/bench_local_engine.py)."""
+    return "exact" if n < EXACT_BELOW else "fused"
+
+
+@dataclass
+class SearchResult:
+    """The candidates of every query: scored rows, their logits and a threshold per query.
+
+    Attributes
+    ----------
+    kind : the search that ran (``'exact'``, ``'flat'``, ``'ivf'``)
+    rows : library entries scored ``[R]`` (None: all, in order)
+    logits : ``[R, Q]`` s / tau of the scored rows (-inf where a query did not probe the row)
+    threshold : ``[Q]`` the candidates of query q are the rows with ``logits[:, q] >= threshold[q]``
+    log_total : ``[Q]`` log of the whole library's summed exp(s / tau) (estimated for ``'ivf'``)
+    kept_mass : ``[Q]`` share of the whole library's weight the candidates hold (estimated for ``'ivf'``)
+    recall : ``[Q]`` share of the weight in the scored rows (1 for exact searches; estimated for ``'ivf'``)
+    ess : ``[Q]`` effective sample size of the weights of the scored rows
+    nprobe : ``[Q]`` cells probed per query (``'ivf'``), else None
+    """
+
+    kind: str
+    rows: np.ndarray | None
+    logits: np.ndarray
+    threshold: np.ndarray
+    log_total: np.ndarray
+    kept_mass: np.ndarray
+    recall: np.ndarray
+    ess: np.ndarray
+    nprobe: np.ndarray | None = None
+
+    def candidates(self, q: int) -> tuple[np.ndarray, np.ndarray]:
+        """Library entries of query ``q``'s candidates and their renormalised weights (float64).
+
+        Parameters
+        ----------
+        q : the query
+
+        Returns
+        -------
+        tuple: int64 entries, weights summing to one
+        """
+        col = self.logits[:, q]
+        pos = np.flatnonzero(col >= self.threshold[q])
+        w = np.exp(np.asarray(col[pos], dtype=np.float64) - float(col[pos].max()))
+        k = pos if self.rows is None else self.rows[pos]
+        return k.astype(np.int64), w / w.sum()
+
+    def weights(self, dtype=np.float32) -> np.ndarray:
+        """Dense ``[Q, R]`` renormalised candidate weights (zero elsewhere): one row per query.
+
+        Returns
+        -------
+        ``[Q, R]`` array of ``dtype``
+        """
+        m = np.max(self.logits, axis=0)
+        w = np.exp(np.asarray(self.logits, dtype=np.float64) - m[None]) * (self.logits >= self.threshold[None])
+        w /= w.sum(axis=0, keepdims=True)
+        return np.ascontiguousarray(w.T, dtype=dtype)
+
+
+def mass_threshold(logits: np.ndarray, keep_mass: float, log_total: np.ndarray | None = None,
+                   max_keep: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``logits`` ``[R, Q]``, the logit above which the rows hold ``keep_mass`` of the weight.
+
+    The smallest such set (:func:`oceanda.analysis.posterior.truncate`'s rule), then at most ``max_keep`` rows.
+    Columns are handled in chunks bounding the temporary memory to about 64 MB.
+
+    Parameters
+    ----------
+    logits : ``[R, Q]`` s / tau (-inf: not scored)
+    keep_mass : share of the whole weight to keep, in (0, 1]
+    log_total : ``[Q]`` log of the whole library's summed weight (None: the scored rows' own)
+    max_keep : at most this many candidates per column (None: no cap)
+
+    Returns
+    -------
+    tuple: thresholds ``[Q]``, kept share of the whole weight ``[Q]``, ESS of the scored rows' weights ``[Q]``
+    """
+    L = np.asarray(logits)
+    R, Q = L.shape
+    step = max(1, (1 << 23) // max(R, 1))
+    out = [np.empty(Q), np.empty(Q), np.empty(Q)]
+    for a in range(0, Q, step):
+        lt = None if log_total is None else np.asarray(log_total)[a:a + step]
+        for o, v in zip(out, _threshold_chunk(np.ascontiguousarray(L[:, a:a + step]), keep_mass, lt, max_keep)):
+            o[a:a + step] = v
+    return out[0], out[1], out[2]
+
+
+def _threshold_chunk(L: np.ndarray, keep_mass: float, log_total: np.ndarray | None,
+                     max_keep: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mass_threshold` of a few columns: log-weight histogram, then a sort of the boundary bin only."""
+    R, Q = L.shape
+    m = np.max(L, axis=0)
+    E = np.exp(L - m[None].astype(L.dtype))
+    z_scored = E.sum(axis=0, dtype=np.float64)
+    z_total = z_scored if log_total is None else np.maximum(np.exp(log_total - m), z_scored)
+    ess = z_total ** 2 / np.einsum("rq,rq->q", E, E, dtype=np.float64)
+    target = keep_mass * z_total
+    b = np.minimum((m[None] - L) * _BINS_PER_UNIT, _BINS - 1).astype(np.int64)  # -inf rows: the last bin
+    hist = np.bincount((b + np.arange(Q)[None] * _BINS).ravel(), weights=E.ravel(),
+                       minlength=Q * _BINS).reshape(Q, _BINS)
+    cum = np.cumsum(hist, axis=1)
+    bstar = np.argmax(cum >= target[:, None], axis=1)
+    reach = cum[:, -1] >= target  # else (keep_mass 1, or an IVF that did not find enough): every scored row
+    thr = np.where(np.isfinite(L), L, np.inf).min(axis=0)  # unreached: every scored (finite) row
+    for q in np.flatnonzero(reach):
+        rows = np.flatnonzero(b[:, q] == bstar[q])
+        e = E[rows, q].astype(np.float64)
+        o = np.argsort(-e, kind="stable")
+        need = target[q] - (cum[q, bstar[q] - 1] if bstar[q] > 0 else 0.0)
+        n = min(int(np.searchsorted(np.cumsum(e[o]), need, side="left")) + 1, rows.size)
+        thr[q] = L[rows[o[n - 1]], q]
+    thr = _cap(L, thr, max_keep)
+    kept = np.einsum("rq,rq->q", E, L >= thr[None], dtype=np.float64) / z_total
+    return thr, np.minimum(kept, 1.0), ess
+
+
+def _cap(L: np.ndarray, thr: np.ndarray, max_keep: int | None) -> np.ndarray:
+    """Raise the thresholds of columns with more than ``max_keep`` candidates to their ``max_keep``-th logit."""
+    if max_keep is None or max_keep >= L.shape[0]:
+        return thr
+    count = (L >= thr[None]).sum(axis=0)
+    for q in np.flatnonzero(count > max_keep):
+        thr[q] = max(thr[q], np.partition(L[:, q], L.shape[0] - int(max_keep))[L.shape[0] - int(max_keep)])
+    return thr
+
+
+def _prepare(z: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 rows for scoring: unit rows for cosine, squared norms for the negative squared distance."""
+    x = np.ascontiguousarray(z, dtype=np.float32)
+    if kind == "cosine":
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x, (np.einsum("nd,nd->n", x, x) if kind == "neg_sq_distance" else None)
+
+
+def scores32(x: np.ndarray, sq: np.ndarray | None, zo: np.ndarray, kind: str, tau: float,
+             out: np.ndarray | None = None) -> np.ndarray:
+    """Logits ``[len(x), Q]`` in float32 blocks (``x`` and ``sq`` from :func:`_prepare`), numpy_scores' formulas.
+
+    Parameters
+    ----------
+    x : ``[R, ne]`` prepared rows; ``sq`` their squared norms (negative squared distance)
+    zo : ``[Q, ne]`` query embeddings
+    kind, tau : the similarity and the temperature
+    out : ``[R, Q]`` float32 array to fill (None: a new one)
+
+    Returns
+    -------
+    ``[R, Q]`` float32 logits
+    """
+    q = np.asarray(zo, dtype=np.float32)
+    if kind == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    qT = np.ascontiguousarray(q.T)
+    out = np.empty((len(x), q.shape[0]), np.float32) if out is None else out
+    inv = np.float32(1.0 / tau)
+    q_sq = np.einsum("qd,qd->q", q, q)
+    for a in range(0, len(x), _BLOCK):
+        blk = out[a:a + _BLOCK]
+        np.matmul(x[a:a + _BLOCK], qT, out=blk)
+        if kind == "neg_sq_distance":
+            blk *= np.float32(2.0)  # -(|x|^2 - 2 x.q + |q|^2) / (2 tau)
+            blk -= sq[a:a + _BLOCK, None]
+            blk -= q_sq[None]
+            blk *= np.float32(0.5) * inv
+        else:
+            blk *= inv
+    return out
+
+
+class WindowIndex:
+    """Search of library window embeddings ``z_lib`` ``[N, ne]`` for the windows holding ``keep_mass``.
+
+    Parameters
+    ----------
+    z_lib : ``[N, ne]`` library embeddings
+    kind : similarity kind (:func:`~oceanda.contrastive.similarity.canonical_kind`), ``tau`` its temperature
+    method : ``'auto'`` (exact below :data:`EXACT_BELOW` entries, else ``'ivf'``), ``'exact'``, ``'flat'``, ``'ivf'``
+    nlist : IVF cells (default ``4 sqrt(N)``); ``seed`` their k-means and member samples
+    """
+
+    def __init__(self, z_lib: np.ndarray, kind: str, tau: float, method: str = "auto", nlist: int | None = None,
+                 seed: int = 0):
+        from oceanda.settings import check_choice
+
+        check_choice("search", method, KINDS)
+        self.kind, self.tau, self.n = canonical_kind(kind), float(tau), int(len(z_lib))
+        self.method = auto_kind(self.n) if method == "auto" else method
+        self.z = z_lib
+        self.x = self.sq = None
+        self._buf = None  # the fused search's logits, reused (see _logits_buffer)
+        if self.method in ("flat", "ivf", "fused"):
+            self.x, self.sq = _prepare(z_lib, self.kind)
+        if self.method == "fused":
+            self._build_fused()
+        if self.method == "ivf":
+            self._build_ivf(nlist or int(np.clip(4 * np.sqrt(self.n), 8, 65536)), seed)
+
+    def search(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None,
+               search_mass: float = SEARCH_MASS) -> SearchResult:
+        """The candidates of queries ``zo`` ``[Q, ne]`` holding ``keep_mass`` of each query's weight.
+
+        Parameters
+        ----------
+        zo : ``[Q, ne]`` observation-window embeddings
+        keep_mass : share of the weight to keep (the mass criterion)
+        max_keep : at most this many candidates per query (None: no cap)
+        search_mass : ``'ivf'``: estimated share of the weight the probed cells must hold
+
+        Returns
+        -------
+        SearchResult
+        """
+        zo = np.atleast_2d(np.asarray(zo))
+        if self.method == "ivf":
+            return self._search_ivf(zo, keep_mass, max_keep, search_mass)
+        if self.method == "fused":
+            return self._search_fused(zo, keep_mass, max_keep)
+        if self.method == "exact":
+            L = numpy_scores(self.z, zo, kind=self.kind, tau=self.tau)
+        else:
+            L = scores32(self.x, self.sq, zo, self.kind, self.tau)
+        thr, kept, ess = mass_threshold(L, keep_mass, max_keep=max_keep)
+        m = L.max(axis=0).astype(np.float64)
+        log_total = np.log(np.exp(L - m[None].astype(L.dtype)).sum(axis=0, dtype=np.float64)) + m
+        return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess)
+
+    def _build_fused(self) -> None:
+        """The rows as one torch float32 matrix; the negative squared distance as one product of augmented rows.
+
+        ``[x, -|x|^2 / 2, 1] . [q, 1, -|q|^2 / 2] / tau = -|x - q|^2 / (2 tau)``: the row and query terms
+        ride in the matrix product instead of two broadcast passes over every block.
+        """
+        import torch
+
+        x = self.x
+        if self.kind == "neg_sq_distance":
+            x = np.concatenate([x, -0.5 * self.sq[:, None], np.ones((self.n, 1), np.float32)], axis=1)
+            self.x = None  # the augmented copy replaces it
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        self.xt = torch.from_numpy(x if x.flags.writeable else x.copy())  # torch refuses read-only memory
+        self.xmax = float(np.sqrt(np.einsum("nd,nd->n", x, x).max())) if self.kind == "inner" and self.n else 1.0
+
+    def _fused_queries(self, zo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Queries scaled by ``1 / tau`` (unit for cosine, augmented for the distance) and an upper bound of their logits."""
+        q = np.asarray(zo, dtype=np.float32)
+        if self.kind == "cosine":
+            q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        inv = np.float32(1.0 / self.tau)
+        if self.kind == "neg_sq_distance":
+            q_sq = np.einsum("qd,qd->q", q, q)
+            qs = np.concatenate([q * inv, np.full((len(q), 1), inv, np.float32), (-0.5 * inv) * q_sq[:, None]], axis=1)
+            return np.ascontiguousarray(qs, dtype=np.float32), np.zeros(len(q))
+        bound = self.xmax * np.linalg.norm(q.astype(np.float64), axis=1) / self.tau
+        return np.ascontiguousarray(q * inv), bound
+
+    def _pilot(self, qT, bound: np.ndarray, keep_mass: float) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Reference logits ``[Q]``, provisional float32 thresholds ``[Q]`` and whether the reference bounds every block.
+
+        Evenly spaced rows estimate each query's weight below every logit (a ratio estimate: the pilot's own
+        total is the denominator); the threshold drops :data:`_PILOT_SAFETY` of ``1 - keep_mass`` there.
+        """
+        import torch
+
+        step = max(1, self.n // _PILOT)
+        Ls = torch.mm(self.xt[step // 2::step], qT).numpy().T  # [Q, S] float32
+        srt = np.sort(Ls, axis=1)
+        ref = srt[:, -1].astype(np.float64)
+        bounded = bool(np.all(bound - ref < _EXP_HEADROOM))
+        if keep_mass >= 1.0:
+            return ref, np.full(len(ref), -np.inf, np.float32), bounded
+        cum = np.cumsum(np.exp(srt - ref[:, None].astype(np.float32)), axis=1, dtype=np.float64)
+        target = _PILOT_SAFETY * (1.0 - keep_mass) * cum[:, -1]
+        j = np.minimum((cum <= target[:, None]).sum(axis=1), srt.shape[1] - 1)
+        return ref, srt[np.arange(len(srt)), j], bounded
+
+    def _search_fused(self, zo: np.ndarray, keep_mass: float, max_keep: int | None) -> SearchResult:
+        """One blocked float32 pass (:meth:`_fused_pass`), exact kept mass; misses and caps redone per query."""
+        import torch
+
+        qs, bound = self._fused_queries(zo)
+        Q = len(qs)
+        qT = torch.from_numpy(np.ascontiguousarray(qs.T))
+        ref, thr32, bounded = self._pilot(qT, bound, keep_mass)
+        L = self._logits_buffer(Q)  # [N, Q] like 'flat' (a query-major copy costs 5x the store)
+        ref, z, z2, below = self._fused_pass(qT, thr32, ref, bounded, torch.from_numpy(L))
+        log_total = np.log(z) + ref
+        thr = thr32.astype(np.float64)
+        kept = np.minimum(1.0 - below / z, 1.0)
+        redo = kept < keep_mass
+        if max_keep is not None:
+            redo |= (L >= thr32[None]).sum(axis=0) > max_keep
+        for q in np.flatnonzero(redo):  # the pilot missed (or a cap): the exact rule on this query's logits
+            t, k, _ = _threshold_chunk(L[:, q:q + 1].copy(), keep_mass, log_total[q:q + 1], max_keep)
+            thr[q], kept[q] = t[0], k[0]
+        return SearchResult("fused", None, L, thr, log_total, kept, np.ones(Q), z * z / z2)
+
+    def _logits_buffer(self, Q: int) -> np.ndarray:
+        """The ``[N, Q]`` float32 logits of a search: the previous search's array when nothing else holds it.
+
+        Why: the pages of a fresh 256 MB array are mapped on first write, which costs as much as the
+        scores' arithmetic; an array no result (or view of one) refers to any more is safe to overwrite.
+        """
+        import sys
+
+        from oceanda.io import check_allocation
+
+        buf = self._buf
+        if buf is not None and buf.shape == (self.n, Q) and sys.getrefcount(buf) <= 3:  # self._buf, buf, the call
+            return buf
+        self._buf = None
+        check_allocation(4.0 * self.n * Q, f"search of {Q} windows in {self.n} library windows (float32 logits)")
+        self._buf = np.empty((self.n, Q), np.float32)
+        return self._buf
+
+    def _fused_pass(self, qT, thr32: np.ndarray, ref: np.ndarray, bounded: bool, out) -> tuple:
+        """Score every block of rows into ``out`` ``[N, Q]``; sum its weights, squared weights and weights below ``thr32``.
+
+        Weights are ``exp(logit - ref)`` in float32 (``exp2`` of a base-2 logit: 3x cheaper than ``exp``),
+        block sums accumulated in float64. Without a bound on the logits (``bounded`` False) a running
+        maximum rescales the sums (online log-sum-exp).
+
+        Returns
+        -------
+        tuple: reference ``[Q]`` the sums are relative to, total, total of squares, total below the thresholds
+        """
+        import torch
+
+        Q, B = qT.shape[1], min(_FUSED_BLOCK, max(self.n, 1))
+        eb_, hb_ = torch.empty(B, Q), torch.empty(B, Q)
+        t = torch.from_numpy(thr32)[None]
+        neg = torch.from_numpy((-ref * _LOG2E).astype(np.float32))[None]
+        sums = np.zeros((3, Q))
+        for a in range(0, self.n, B):
+            n = min(B, self.n - a)
+            lb, eb, hb = out[a:a + n], eb_[:n], hb_[:n]  # rows a:a+n of out are contiguous
+            torch.mm(self.xt[a:a + n], qT, out=lb)
+            if not bounded:
+                m = lb.amax(dim=0).numpy().astype(np.float64)
+                if np.any(m > ref + _EXP_HEADROOM):
+                    new = np.maximum(ref, m)
+                    sums *= np.exp(np.array([1.0, 2.0, 1.0])[:, None] * (ref - new)[None])
+                    ref, neg = new, torch.from_numpy((-new * _LOG2E).astype(np.float32))[None]
+            torch.add(neg, lb, alpha=_LOG2E, out=eb).exp2_()
+            s1, s2 = eb.sum(dim=0), torch.mul(eb, eb, out=hb).sum(dim=0)
+            torch.sub(t, lb, out=hb).relu_().sign_().mul_(eb)  # the weights of rows below the threshold
+            sums += torch.stack([s1, s2, hb.sum(dim=0)]).numpy().astype(np.float64)
+        return ref, sums[0], sums[1], sums[2]
+
+    def _build_ivf(self, nlist: int, seed: int) -> None:
+        """k-means cells, the rows sorted by cell, and a stratified sample of every cell."""
+        nlist = int(min(nlist, self.n))
+        rng = np.random.default_rng(seed)
+        train = self.x[rng.choice(self.n, min(self.n, 64 * nlist), replace=False)]
+        cent = _kmeans(train, nlist, seed)
+        cell = _assign(self.x, cent)
+        order = np.argsort(cell, kind="stable")
+        self.order, self.cell = order, cell[order]
+        self.xs = np.ascontiguousarray(self.x[order])
+        self.sqs = None if self.sq is None else self.sq[order]
+        self.offsets = np.searchsorted(self.cell, np.arange(nlist + 1))
+        self.sizes = np.diff(self.offsets)
+        pick = [a + rng.choice(n, min(n, CELL_SAMPLE), replace=False) for a, n in zip(self.offsets[:-1], self.sizes)]
+        self.sample = np.sort(np.concatenate(pick)) if pick else np.zeros(0, np.int64)
+        self.sample_cell = self.cell[self.sample]
+        self.nlist = nlist
+
+    def _cell_estimates(self, zo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Estimated weight ``[nlist, Q]`` of every cell (relative to ``exp(ref)``) and the reference ``[Q]``."""
+        sq = None if self.sqs is None else self.sqs[self.sample]
+        Ls = scores32(self.xs[self.sample], sq, zo, self.kind, self.tau).astype(np.float64)
+        ref = Ls.max(axis=0)
+        e = np.exp(Ls - ref[None])
+        starts = np.searchsorted(self.sample_cell, np.arange(self.nlist))
+        sums = np.add.reduceat(e, starts, axis=0)
+        counts = np.diff(np.append(starts, len(self.sample)))[:, None]
+        return sums / np.maximum(counts, 1) * self.sizes[:, None], ref
+
+    def _search_ivf(self, zo: np.ndarray, keep_mass: float, max_keep: int | None, search_mass: float) -> SearchResult:
+        """Probe cells by decreasing estimated weight until ``search_mass``; score the union of probed cells."""
+        est, ref = self._cell_estimates(zo)
+        order = np.argsort(-est, axis=0, kind="stable")
+        cum = np.cumsum(np.take_along_axis(est, order, axis=0), axis=0)
+        nprobe = np.minimum((cum < search_mass * cum[-1][None]).sum(axis=0) + 1, self.nlist)
+        probed = np.zeros((self.nlist, len(zo)), bool)
+        for q in range(len(zo)):
+            probed[order[:nprobe[q], q], q] = True
+        cells = np.flatnonzero(probed.any(axis=1))
+        rows = np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1]) for c in cells])
+        sq = None if self.sqs is None else self.sqs[rows]
+        L = scores32(self.xs[rows], sq, zo, self.kind, self.tau)
+        L[~probed[self.cell[rows]]] = -np.inf
+        m = L.max(axis=0).astype(np.float64)
+        z_probed = np.exp(L - m[None].astype(np.float32)).sum(axis=0, dtype=np.float64)
+        z_unprobed = (est * ~probed).sum(axis=0) * np.exp(ref - m)
+        log_total = np.log(z_probed + z_unprobed) + m
+        thr, kept, ess = mass_threshold(L, keep_mass, log_total, max_keep)
+        return SearchResult("ivf", self.order[rows], L, thr, log_total, kept, z_probed / (z_probed + z_unprobed),
+                            ess, nprobe)
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 12) -> np.ndarray:
+    """``k`` centroids of ``x`` (faiss k-means when installed, else numpy Lloyd steps)."""
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - faiss is optional
+        faiss = None
+    if faiss is not None:
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, verbose=False, max_points_per_centroid=256)
+        km.train(np.ascontiguousarray(x, dtype=np.float32))
+        return km.centroids
+    rng = np.random.default_rng(seed)
+    c = x[rng.choice(len(x), k, replace=False)].copy()
+    for _ in range(iters):
+        a = _assign(x, c)
+        for j in range(k):
+            if np.any(a == j):
+                c[j] = x[a == j].mean(axis=0)
+    return c
+
+
+def _assign(x: np.ndarray, cent: np.ndarray) -> np.ndarray:
+    """Nearest centroid (squared distance) of every row, in blocks."""
+    csq = np.einsum("kd,kd->k", cent, cent)
+    out = np.empty(len(x), np.int64)
+    for a in range(0, len(x), _BLOCK):
+        out[a:a + _BLOCK] = np.argmin(csq[None] - 2 * x[a:a + _BLOCK] @ cent.T, axis=1)
+    return out

@@ -1,0 +1,100 @@
+"""The dense local engine (window table, matrix products) against the loop engine it replaced."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from oceanda.analysis import windows as W
+from oceanda.analysis.library import Library
+from oceanda.analysis.local_mode import WindowLibrary, analyse_local, ranked_quantiles
+from oceanda.analysis.posterior import quantile_indices
+from oceanda.analysis.result import Analysis, analyses_to_dataset
+from oceanda.analysis.settings import SamplerSettings
+from oceanda.errors import ConfigurationError
+
+
+def _library(n=60, ny=16, nx=16, land=False, seed=0):
+    rng = np.random.default_rng(seed)
+    k = np.fft.fftfreq(ny)[:, None] ** 2 + np.fft.fftfreq(nx)[None] ** 2
+    f = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, 2, ny, nx))) * np.exp(-k / 0.02))).astype(np.float32)
+    if land:
+        f[:, :, 2:6, 3:9] = np.nan
+    time = np.datetime64("2001-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D")
+    ds = xr.Dataset({"a": (("time", "y", "x"), f[:, 0], {"units": "m"}), "b": (("time", "y", "x"), f[:, 1], {"units": "m"})},
+                    coords={"time": time, "y": np.arange(ny) * 1.0, "x": np.arange(nx) * 1.0})
+    lib = Library(ds)
+    lib.load()
+    return lib, f
+
+
+def _embed(proj):
+    def embed(x):
+        x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+        c = x.shape[-1] // 2 - 2  # the state window's centre, also inside an observation window's halo
+        return x[:, :1, c:c + 4, c:c + 4].reshape(len(x), -1) @ proj
+    return embed
+
+
+@pytest.mark.parametrize("periodic,land,coupling", [(True, False, "copula"), (False, False, "copula"),
+                                                   (True, True, "copula"), (False, True, "copula"),
+                                                   (True, False, "systematic"), (False, True, "independent")])
+def test_dense_engine_gives_the_loop_engines_mean_and_members(periodic, land, coupling):
+    lib, f = _library(land=land)
+    spec = W.WindowSpec(size=8, stride=4, halo=2, periodic=periodic)
+    wlib = WindowLibrary(lib, spec, stride=2)
+    assert wlib.has_nan == land and wlib.table() is not None
+    embed = _embed(np.random.default_rng(1).normal(size=(16, 6)) * 0.3)
+    z = wlib.embeddings(embed, "t")
+    obs = f[7, :1] + 0.05 * np.random.default_rng(2).normal(size=(1, 16, 16))
+    kw = dict(kind="neg_sq_distance", tau=2.0, members=12, coupling=coupling, keep_mass=0.999)
+    loop = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), engine="loop", **kw)
+    dense = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), engine="dense", **kw)
+    assert loop.engine == "loop" and dense.engine == "dense"
+    scale = np.nanmax(np.abs(loop.mean))
+    np.testing.assert_array_equal(np.isnan(dense.mean), np.isnan(loop.mean))
+    assert np.isnan(dense.mean).any() == land
+    np.testing.assert_allclose(dense.mean, loop.mean, atol=1e-5 * scale)  # float32 sums in another order
+    np.testing.assert_allclose(dense.members, loop.members, atol=1e-5 * scale)  # float32 sums in another order
+    np.testing.assert_allclose(dense.dropped_mass, loop.dropped_mass, atol=1e-9)
+    np.testing.assert_allclose(dense.ess, loop.ess, rtol=1e-9)
+    assert (dense.dropped_mass <= 1e-3 + 1e-12).all()  # the mass criterion: at least keep_mass kept
+
+
+def test_mass_criterion_default_keeps_the_weight_and_max_keep_still_caps():
+    lib, f = _library(n=40)
+    wlib = WindowLibrary(lib, W.WindowSpec(size=8, stride=4, halo=2), stride=1)
+    embed = _embed(np.random.default_rng(4).normal(size=(16, 4)) * 0.1)  # flat posteriors: many windows needed
+    z = wlib.embeddings(embed, "t")
+    res = analyse_local(f[3, :1], wlib, z, embed, kind="neg_sq_distance", rng=np.random.default_rng(0))
+    assert res.dropped_mass.max() <= 1e-3 + 1e-12
+    capped = analyse_local(f[3, :1], wlib, z, embed, kind="neg_sq_distance", rng=np.random.default_rng(0), max_keep=50)
+    assert capped.dropped_mass.min() > 1e-2  # 50 of 10240 windows cannot hold the weight of a flat posterior
+
+
+def test_ranked_quantiles_equal_the_full_sort():
+    rng = np.random.default_rng(5)
+    for n in (100, 20000):
+        score, w = rng.normal(size=n), rng.random(n)
+        w /= w.sum()
+        q = rng.random(30)
+        order = np.argsort(score, kind="stable")
+        np.testing.assert_array_equal(ranked_quantiles(score, w, q), order[quantile_indices(w[order], q)])
+
+
+def test_keep_mass_and_search_settings_are_validated():
+    assert SamplerSettings(keep_mass=1.0).keep_mass == 1.0
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ConfigurationError, match="keep_mass"):
+            SamplerSettings(keep_mass=bad)
+    with pytest.raises(ConfigurationError, match="search"):
+        SamplerSettings(search="hnsw")
+
+
+def test_output_attributes_carry_the_kept_mass_and_the_search():
+    lib, _ = _library(n=5)
+    z = np.zeros((3, 2, 16, 16), np.float32)
+    an = [Analysis(z, z[0], z[0], 100.0, d, over_windows=True, search="ivf", recall=r)
+          for d, r in ((0.001, 0.99), (0.003, 0.97))]
+    ds = analyses_to_dataset(an, lib, np.arange(2), {"mode": "local"})
+    assert ds.attrs["dropped_mass_mean"] == pytest.approx(0.002) and ds.attrs["kept_mass_mean"] == pytest.approx(0.998)
+    assert ds.attrs["search"] == "ivf" and ds.attrs["search_recall"] == pytest.approx(0.98)

@@ -1,0 +1,138 @@
+"""The window search against brute force: exact candidates, float32 scores, IVF kept mass."""
+
+import numpy as np
+import pytest
+
+from oceanda.analysis.posterior import softmax_weights, truncate
+from oceanda.analysis.search import WindowIndex, mass_threshold
+from oceanda.contrastive.similarity import numpy_scores
+
+
+@pytest.mark.parametrize("kind", ["neg_sq_distance", "cosine", "inner"])
+def test_exact_search_keeps_the_smallest_set_truncate_keeps(kind):
+    rng = np.random.default_rng(0)
+    z, zo = rng.normal(size=(3000, 8)), rng.normal(size=(5, 8))
+    res = WindowIndex(z, kind, 0.5, "exact").search(zo, keep_mass=0.99)
+    L = numpy_scores(z, zo, kind, 0.5)
+    for q in range(5):
+        tr = truncate(softmax_weights(L[:, q]), 0.99)
+        k, w = res.candidates(q)
+        assert set(k) == set(tr.indices) and len(k) < 3000
+        np.testing.assert_allclose(w[np.argsort(k)], tr.weights[np.argsort(tr.indices)], rtol=1e-12)
+        assert res.kept_mass[q] == pytest.approx(1 - tr.dropped_mass, abs=1e-12) and res.kept_mass[q] >= 0.99
+
+
+@pytest.mark.parametrize("kind", ["neg_sq_distance", "cosine", "inner"])
+def test_flat_float32_search_gives_the_brute_force_top_candidates(kind):
+    rng = np.random.default_rng(1)
+    z, zo = rng.normal(size=(4000, 16)).astype(np.float32), rng.normal(size=(6, 16)).astype(np.float32)
+    flat = WindowIndex(z, kind, 1.0, "flat").search(zo, keep_mass=0.9)
+    L = numpy_scores(z, zo, kind, 1.0)
+    np.testing.assert_allclose(flat.logits, L, rtol=1e-5, atol=1e-4)
+    for q in range(6):
+        k, _ = flat.candidates(q)
+        assert set(np.argsort(-L[:, q])[:max(len(k) - 2, 1)]) <= set(k)  # all but the boundary: float32 rounding
+        assert softmax_weights(L[:, q])[k].sum() >= 0.9 - 1e-5
+
+
+def test_mass_threshold_caps_and_keeps_all_at_mass_one():
+    L = np.random.default_rng(2).normal(size=(500, 3))
+    thr, kept, _ = mass_threshold(L, 0.999, max_keep=40)
+    assert ((L >= thr).sum(axis=0) == 40).all() and (kept < 0.999).all()
+    thr, kept, _ = mass_threshold(L, 1.0)
+    assert ((L >= thr).sum(axis=0) == 500).all()
+    np.testing.assert_allclose(kept, 1.0)
+
+
+def test_ivf_keeps_99_percent_of_the_mass_on_clustered_embeddings():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 16)) * 4
+    lab = rng.integers(0, 40, size=20000)
+    z = (centres[lab] + rng.normal(size=(20000, 16))).astype(np.float32)
+    zo = (centres[rng.integers(0, 40, size=16)] + rng.normal(size=(16, 16))).astype(np.float32)
+    ivf = WindowIndex(z, "neg_sq_distance", 2.0, "ivf", nlist=64)
+    res = ivf.search(zo, keep_mass=0.999, search_mass=0.995)
+    W = softmax_weights(numpy_scores(z, zo, "neg_sq_distance", 2.0))
+    true_kept = np.array([W[res.candidates(q)[0], q].sum() for q in range(16)])
+    assert true_kept.min() >= 0.99
+    assert res.nprobe.max() < ivf.nlist  # it did prune
+    np.testing.assert_allclose(res.kept_mass, true_kept, atol=0.01)  # the estimate is close
+    assert (res.recall <= 1).all() and (res.recall > 0.98).all()
+
+
+def _exact_and_fused(z, zo, kind, tau, keep=0.999):
+    return (WindowIndex(z, kind, tau, "exact").search(zo, keep), WindowIndex(z, kind, tau, "fused").search(zo, keep),
+            numpy_scores(z, zo, kind, tau))
+
+
+@pytest.mark.parametrize("kind,tau", [("cosine", 0.1), ("neg_sq_distance", 2.0), ("inner", 0.5), ("cosine", 1e-3)])
+def test_fused_keeps_the_exact_set_plus_a_boundary_band_and_its_exact_mass(kind, tau):
+    rng = np.random.default_rng(4)  # 20000 rows > the pilot: its thresholds are sampled; tau 1e-3: unbounded logits
+    z, zo = rng.normal(size=(20000, 16)).astype(np.float32), rng.normal(size=(6, 16)).astype(np.float32)
+    ex, fu, L = _exact_and_fused(z, zo, kind, tau)
+    W = softmax_weights(L)
+    np.testing.assert_allclose(fu.logits, L, rtol=1e-5, atol=2e-5 / min(tau, 1.0))
+    np.testing.assert_allclose(fu.log_total, ex.log_total, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(fu.ess, ex.ess, rtol=1e-4)
+    for q in range(6):
+        ke, _ = ex.candidates(q)
+        kf, wf = fu.candidates(q)
+        assert set(ke) <= set(kf)  # the smallest set, then the band between the thresholds
+        band = np.setdiff1d(kf, ke)
+        assert (L[band, q] <= L[ke, q].min() + 1e-4).all()
+        assert W[band, q].sum() <= 1e-3  # the band is worth less than what may be dropped
+        assert fu.kept_mass[q] == pytest.approx(W[kf, q].sum(), abs=2e-6) and W[kf, q].sum() >= 0.999 - 1e-6
+        np.testing.assert_allclose(wf, W[kf, q] / W[kf, q].sum(), rtol=2e-4)  # float32 logits, float64 weights
+
+
+def test_fused_redoes_exactly_a_query_whose_pilot_missed_the_mass():
+    n = 40000
+    step = n // 8192  # the pilot reads rows step // 2, step // 2 + step, ...
+    pilot = np.zeros(n, bool)
+    pilot[step // 2::step] = True
+    z = np.zeros((n, 2), np.float32)
+    z[pilot, 0] = np.linspace(0.0, 10.0, pilot.sum())  # logits 0 .. 10
+    z[~pilot, 0] = 2.0  # 30000 hidden rows at logit 2: 1 % of the weight, below the pilot's threshold
+    zo = np.array([[1.0, 0.0]], np.float32)
+    ex, fu, L = _exact_and_fused(z, zo, "inner", 1.0)
+    W = softmax_weights(L)[:, 0]
+    kf, _ = fu.candidates(0)
+    assert W[~pilot].sum() > 0.005 and W[kf].sum() >= 0.999 - 1e-9
+    assert fu.kept_mass[0] == pytest.approx(W[kf].sum(), abs=1e-6)
+    assert set(kf) == set(ex.candidates(0)[0])  # redone by the exact rule
+
+
+def test_fused_caps_and_keeps_everything_at_mass_one():
+    rng = np.random.default_rng(6)
+    z, zo = rng.normal(size=(12000, 8)).astype(np.float32), rng.normal(size=(3, 8)).astype(np.float32)
+    index = WindowIndex(z, "cosine", 0.2, "fused")
+    res = index.search(zo, 0.999, max_keep=50)
+    assert ((res.logits >= res.threshold[None]).sum(axis=0) == 50).all() and (res.kept_mass < 0.999).all()
+    res = index.search(zo, 1.0)
+    assert ((res.logits >= res.threshold[None]).sum(axis=0) == 12000).all()
+    np.testing.assert_allclose(res.kept_mass, 1.0)
+
+
+def test_fused_reuses_its_logits_only_when_no_result_holds_them():
+    rng = np.random.default_rng(7)
+    z, zo = rng.normal(size=(9000, 8)).astype(np.float32), rng.normal(size=(2, 4, 8)).astype(np.float32)
+    index = WindowIndex(z, "cosine", 0.1, "fused")
+    first = index.search(zo[0], 0.999)
+    kept = first.logits.copy()
+    second = index.search(zo[1], 0.999)
+    np.testing.assert_array_equal(first.logits, kept)  # still held: not overwritten
+    assert not np.shares_memory(first.logits, second.logits)
+    again = second.logits[:, 0]  # a view holds the array too
+    del first, second
+    third = index.search(zo[0], 0.999)
+    assert not np.shares_memory(third.logits, again)
+    np.testing.assert_array_equal(third.logits, kept)  # same numbers from a reused or a fresh array
+
+
+def test_auto_is_exact_below_the_threshold_and_fused_above(monkeypatch):
+    import oceanda.analysis.search as search
+
+    z = np.random.default_rng(8).normal(size=(3000, 4))
+    assert WindowIndex(z, "cosine", 0.1).method == "exact"  # the bundled sample (26k windows): the float64 path
+    monkeypatch.setattr(search, "EXACT_BELOW", 1000)
+    assert WindowIndex(z, "cosine", 0.1).method == "fused"
