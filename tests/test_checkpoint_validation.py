@@ -140,7 +140,7 @@ CONFIG_CASES = [
     ("health-r5-string", W, _set("health", {"weak": True, "r5": "high"})),
     ("health-weak-string", W, _set("health", {"weak": "yes"})),
     ("sampler-members-negative", W, _set("sampler", {"members": -1})),
-    ("legacy-spread-factor-nan", W, _set("extra.spread_factor", float("nan"))),
+    ("legacy-spread-factor-nan", W, _both(_set("sampler", None), _set("extra.spread_factor", float("nan")))),
     # values: non-finite, zero, negative, out of range
     ("std-zero", W, _set("normalization.state.std", [0.0])),
     ("std-negative", W, _set("normalization.obs.std", [-1.0])),
@@ -421,8 +421,9 @@ def small_inputs(tmp_path_factory):
 # Computed with the bundled models before the schema existed (2 obs times, 5 members, 48-state library):
 # (model, mode) -> ssh_mean at [0, 10, 20], [1, 40, 50], [1, 63, 0]; sum of ssh_mean**2; sum of ssh_spread
 REFERENCE = {
-    (W, "local"): ((-0.0016477311728522182, 0.00036913572694174945, 0.008441617712378502),
-                   0.20719341294620952, 86.13768535206327),
+    # issue 16: the mass criterion (keep 1 - 1e-3, no 8192-window cap) and the sampler tau 0.06 set on the tuning truth
+    (W, "local"): ((-0.0020471776369959116, 0.000521449139341712, 0.015179705806076527),
+                   0.41722003194843027, 81.11199374627904),
     (F, "global"): ((0.0003218809433747083, -0.008303063921630383, -0.004739117808640003),
                     1.2778429652130776, 46.80512487021042),
 }

@@ -483,8 +483,8 @@ WINDOW_MUTATIONS: list[tuple[str, Callable[[Path], None] | None, str]] = [
     ("state-channels-plus-one", _config_edit("extra.state_channels", [["ssh", None], ["psi", 0]]), E),
     ("obs-channels-sst", _config_edit("extra.obs_channels", [["sst", None]]), E),
     ("fingerprint-changed", _config_edit("grid_fingerprint", "0000000000000000"), E),
-    ("spread-factor=nan", _config_edit("extra.spread_factor", NAN), E),
-    ("spread-factor=-1", _config_edit("extra.spread_factor", -1), E),
+    ("spread-factor=nan", _config_edit("sampler.spread_factor", NAN), E),
+    ("spread-factor=-1", _config_edit("sampler.spread_factor", -1), E),
     ("deep-nesting-10000", _config_text(_deep), E),
     ("config-array", _config_text("[]"), E),
     ("config-null", _config_text("null"), E),
@@ -561,8 +561,8 @@ def _ckpt_cases() -> list[Case]:
     also = {"obs-channels-sst": ("obs1",)}
     cases = [_ckpt_case("window", lbl, ed, x, also=also.get(lbl, ())) for lbl, ed, x in WINDOW_MUTATIONS]
     cases += [_ckpt_case("field", lbl, ed, x) for lbl, ed, x in FIELD_MUTATIONS]
-    cases.append(_ckpt_case("window", "hybrid-alpha=nan", _config_edit("extra.hybrid.alpha", NAN), E, mode="hybrid"))
-    cases.append(_ckpt_case("window", "hybrid-radius=0", _config_edit("extra.hybrid.radius", 0.0), E, mode="hybrid"))
+    cases.append(_ckpt_case("window", "hybrid-alpha=nan", _config_edit("sampler.hybrid.alpha", NAN), E, mode="hybrid"))
+    cases.append(_ckpt_case("window", "hybrid-radius=0", _config_edit("sampler.hybrid.radius", 0.0), E, mode="hybrid"))
     # a model of the other kind: refused, naming the model folder (and what --mode or train --kind would fit)
     cases.append(_ckpt_case("window", "mode-global", None, E, mode="global", also=("--mode",)))
     cases.append(_ckpt_case("field", "mode-local", None, E, mode="local", also=("--mode",)))

@@ -1,4 +1,4 @@
-"""Calibration of a trained window model on a tuning run: spread factors and the hybrid's Kalman settings.
+"""Calibration of a trained window model on a tuning run: sampler temperature, spread factors, hybrid settings.
 
 Why apart from training: calibration runs the sampler (assimilate) on a tuning truth, so it sits above
 both training and the sampler; it writes what it fits into the model's stored sampler settings
@@ -7,13 +7,15 @@ both training and the sampler; it writes what it fits into the model's stored sa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 
 
 def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[int] | None = None, members: int = 20,
-                           seed: int = 0, cache_dir=None, hybrid_from_enoi: dict | None = None) -> float:
+                           seed: int = 0, cache_dir=None, hybrid_from_enoi: dict | None = None,
+                           tau: float | None = None, tau_scan: dict | None = None) -> float:
     """Fit the local spread factor on a tuning run and store it in the model's sampler settings.
 
     The factor makes the mean ensemble variance of SSH equal the mean squared error of the analysis
@@ -34,6 +36,9 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     seed : their random streams
     cache_dir : library embedding cache
     hybrid_from_enoi : tuned EnOI settings (``radius_km``, ``alpha``), or None
+    tau : a sampler temperature to store with the fit and calibrate at (e.g. :func:`calibrate_sampler_tau`'s);
+        None keeps the stored (or trained) one
+    tau_scan : ``{tau: RMSE}`` of that choice, recorded in ``config["calibration"]`` (diagnostics only)
 
     Returns
     -------
@@ -47,15 +52,19 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     var = str(enc.obs_channels[0][0])
     idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
     ds = assimilate((model, enc), library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
-                    cache_dir=cache_dir, times=idx)
+                    cache_dir=cache_dir, times=idx, tau=tau)
     tr = truth.sel(time=ds.time.values)[var].values
     factor = calibrate_spread((ds[f"{var}_mean"].values - tr) ** 2, ds[f"{var}_spread"].values ** 2)
     lib_ds = library.ds if hasattr(library, "ds") else library
     clim = lib_ds[var].mean("time").values
     ratio = float(np.sqrt(np.nanmean((ds[f"{var}_mean"].values - tr) ** 2) / np.nanmean((clim[None] - tr) ** 2)))
     settings = stored_settings(model.config, f"{model_dir}/config.json").replace(spread_factor=float(factor))
+    if tau is not None:  # validated by SamplerSettings (TAU_RANGE); the hybrid below reads it back
+        settings = settings.replace(tau=float(tau))
     model.config["calibration"] = {"times": len(idx), "members": members, "spread_skill_before": float(1.0 / factor),
                                    "variable": var, f"{var}_rmse_to_climatology": ratio}
+    if tau_scan:
+        model.config["calibration"][f"tau_scan_{var}_rmse"] = {repr(float(k)): float(v) for k, v in tau_scan.items()}
     if hybrid_from_enoi is not None:
         # the hybrid's background is the local analysis, whose error variance is ratio^2 that of
         # climatology: EnOI's tuned B scaled by ratio^2, at EnOI's tuned radius (no extra tuning)
@@ -70,6 +79,44 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
         settings = settings.replace(hybrid=settings.hybrid.replace(spread_factor=float(hf)))
     _store(model, model_dir, settings)
     return factor
+
+
+def calibrate_sampler_tau(model, library, obs, truth, taus: Sequence[float], *, times: Sequence[int] | None = None,
+                          members: int = 20, seed: int = 0, cache_dir=None) -> tuple[float, dict[float, float]]:
+    """The sampler temperature of ``taus`` whose local analysis mean has the lowest RMSE on a tuning run.
+
+    Why: the trained temperature need not be the best one to sample with. The posterior of a cosine
+    critic is flat; a fixed cap of 8192 windows per analysis window sharpened it implicitly, the mass
+    criterion (``LOCAL_KEEP_MASS``) does not, and a lower tau is the explicit way back. Fit on a tuning
+    truth only (never an evaluation run); the spread factor is refitted afterwards at the chosen tau
+    (:func:`calibrate_model_spread` with ``tau=``), so only the mean is scored here.
+
+    Parameters
+    ----------
+    model : the window model's directory or a ``(ContrastiveModel, EncoderPair)`` pair (not modified)
+    library, obs, truth, times, members, seed, cache_dir : as :func:`calibrate_model_spread`
+    taus : the candidate temperatures (ties: the first listed wins)
+
+    Returns
+    -------
+    ``(best tau, {tau: RMSE of the local analysis mean})``; RMSE over every finite point of ``times``
+    """
+    from oceanda.analysis.assimilate import assimilate, load_model
+    from oceanda.errors import ConfigurationError
+
+    if len(taus) == 0:
+        raise ConfigurationError("taus=[]; expected at least one sampler temperature")
+    pair = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+    var = str(pair[1].obs_channels[0][0])
+    idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
+    scores: dict[float, float] = {}
+    for tau in taus:
+        ds = assimilate(pair, library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
+                        cache_dir=cache_dir, times=idx, tau=float(tau))
+        err = ds[f"{var}_mean"].values - truth.sel(time=ds.time.values)[var].values
+        scores[float(tau)] = float(np.sqrt(np.nanmean(err.astype(np.float64) ** 2)))
+    best = min(scores, key=lambda t: scores[t])  # min keeps the first of equal scores
+    return best, scores
 
 
 def enoi_settings(library_ds, variable: str, periodic: bool) -> dict:

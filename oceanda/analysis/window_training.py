@@ -437,12 +437,16 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
                               quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days)
 
 
+#: sampler temperatures scanned on the tuning truth when the bundled window model is recalibrated
+BUNDLED_TAUS = (0.1, 0.09, 0.08, 0.07, 0.06, 0.05)
+
+
 def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 150.0,
                                calibrate: bool = True) -> Any:
     """The window model shipped in ``sample_data/models/qg_window`` (``oceanda demo --train`` reruns this).
 
     Trained on ``sample_dir/library.nc`` with 1-day altimetry pairs (the sample's observations are
-    daily tracks) within ``seconds``; the spread factor is then calibrated on the tuning truth
+    daily tracks) within ``seconds``; the sampler temperature and spread factor are then calibrated on the tuning truth
     (``truth_tune.nc`` / ``obs_altimetry_tune.nc``), never on an evaluation run.
 
     Parameters
@@ -467,14 +471,17 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
                                      pairs_per_epoch=4096, val_pairs=1024)
     if calibrate and (sample_dir / "truth_tune.nc").exists():
-        from oceanda.analysis.calibration import calibrate_model_spread
+        from oceanda.analysis.calibration import calibrate_model_spread, calibrate_sampler_tau
         from oceanda.contrastive.model import ContrastiveModel
         from oceanda.kalman import tuned_settings
 
         truth = io.open_states(sample_dir / "truth_tune.nc").load()
         obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
+        cache = Path(out_dir) / "library_cache"
+        # the sampler's temperature first (the bundled model: 0.06 of 0.1 .. 0.05), then the spread at it
+        tau, scan = calibrate_sampler_tau(out_dir, lib, obs, truth, BUNDLED_TAUS, seed=seed, cache_dir=cache)
         calibrate_model_spread(out_dir, lib, obs, truth, times=np.arange(0, obs.sizes["time"], 3), seed=seed,
-                               cache_dir=Path(out_dir) / "library_cache", hybrid_from_enoi=tuned_settings("qg_enoi"))
+                               cache_dir=cache, hybrid_from_enoi=tuned_settings("qg_enoi"), tau=tau, tau_scan=scan)
         io.remove_tree(Path(out_dir) / "library_cache")  # not shipped
         model = ContrastiveModel.load(out_dir)
     return model
