@@ -197,14 +197,17 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
     ----------
     model : a model directory or a ``(ContrastiveModel, EncoderPair)`` from :func:`load_model`
     library : a Library (:func:`open_library`), a Dataset of states, or file path(s)
-    obs : gridded observations (NaN where unobserved)
+    obs : gridded observations (NaN where unobserved), or a list of observation Datasets / files: one
+        analysis Dataset each (as if analysed one by one), all in one run with the sampler prepared once
     **settings : ``mode`` (global, local, hybrid; default by model), ``members``, ``seed``, ``tau``,
-        ``spread_factor``, ``min_ess``, ``tempering``, ``hybrid``, ``cache_dir``, ``scheduler``, ``quiet``, ...
-        (see :func:`oceanda.analysis.assimilate.assimilate`)
+        ``spread_factor``, ``min_ess``, ``tempering``, ``hybrid``, ``cache_dir``, ``scheduler`` (a
+        dask.distributed address, ``local:N`` for N local worker processes, or a Client: results identical
+        to the local run), ``quiet``, ... (see :func:`oceanda.analysis.assimilate.assimilate`)
 
     Returns
     -------
-    xarray.Dataset: ``<var>_mean``, ``<var>_spread``, ensemble ``<var>`` (``member``), ``ess``, attributes
+    xarray.Dataset: ``<var>_mean``, ``<var>_spread``, ensemble ``<var>`` (``member``), ``ess``, attributes;
+    a list of them for a list ``obs``
     """
     from oceanda.analysis.assimilate import assimilate as _assimilate
 
@@ -216,12 +219,16 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
         _check_seed("seed", settings["seed"])
     if settings.get("scheduler"):
         _check_scheduler(settings["scheduler"])
-    gridded = to_grid(obs, getattr(library, "ds", library))
-    _check_members_memory(settings.get("members"), getattr(library, "ds", library), gridded)
-    _check_top_k(settings.get("top_k"), getattr(library, "ds", library))
-    out = _assimilate(model, library, gridded, **settings)
-    # superobbed points: the used/dropped counts belong in the analysis as they do in enkf's
-    out.attrs.update({k: v for k, v in gridded.attrs.items() if str(k).startswith("superob_")})
+    like = getattr(library, "ds", library)
+    many = isinstance(obs, (list, tuple))  # several files (or Datasets): one analysis Dataset each, one run
+    gridded = [to_grid(open_obs(o, like=like) if isinstance(o, (str, os.PathLike)) else o, like)
+               for o in (obs if many else [obs])]
+    for g in gridded:
+        _check_members_memory(settings.get("members"), like, g)
+    _check_top_k(settings.get("top_k"), like)
+    out = _assimilate(model, library, gridded if many else gridded[0], **settings)
+    for o, g in zip(out if many else [out], gridded):  # superobbed points: used/dropped counts, as enkf records
+        o.attrs.update({k: v for k, v in g.attrs.items() if str(k).startswith("superob_")})
     return out
 
 
@@ -240,7 +247,8 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     obs : gridded or point observations
     method : ``enkf``, ``etkf``, ``letkf`` or ``enoi``
     **settings : ``loc_radius_km``, ``taper``, ``inflation``, ``rtps``, ``rtpp``, ``alpha``, ``members``,
-        ``block``, ``periodic``, ``rng``, ... (see :func:`oceanda.kalman.analyse_dataset`)
+        ``block``, ``periodic``, ``rng``, ``out`` (write to this file time by time, one time's ensemble in
+        memory; returns it opened lazily), ``overwrite``, ``command``, ... (see :func:`oceanda.kalman.analyse_dataset`)
 
     Returns
     -------
@@ -253,9 +261,8 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     points, timing = points_at_times(obs, ensemble)
     if points is None:
         return analyse_dataset(ensemble, obs, method, **settings)
-    ds = analyse_dataset(ensemble, points, method, **settings)
-    ds.attrs.update(timing)
-    return ds
+    # the time rule goes into the attributes when the result is made: a file streamed to ``out`` holds it too
+    return analyse_dataset(ensemble, points, method, **{**settings, "attrs": {**(settings.get("attrs") or {}), **timing}})
 
 
 def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any], filter: Any, **kwargs: Any) -> Any:
@@ -550,7 +557,17 @@ def _check_top_k(top_k: Any, library: xr.Dataset) -> None:
 
 
 def _check_scheduler(address: str, timeout: float = 10.0) -> None:
-    """A dask.distributed scheduler that answers, before any work (a dead or malformed address is one line)."""
+    """A dask.distributed scheduler that answers, before any work (a dead or malformed address is one line).
+
+    ``local:N`` (N local worker processes, started for the run) and a ``distributed.Client`` pass.
+    """
+    if not isinstance(address, str):
+        return  # a distributed.Client of the caller's
+    if address.startswith("local:"):
+        from oceanda.analysis.assimilate import local_workers
+
+        local_workers(address)  # N an integer from 1 to 1024
+        return
     try:
         from distributed import Client
     except ImportError as exc:
@@ -588,7 +605,7 @@ def sample_data(testbed: str, out: PathLike, **settings: Any) -> dict[str, Path]
     ----------
     testbed : ``qg``, ``torus`` or ``lorenz96``
     out : output folder (appears only complete: built beside it, renamed into place)
-    **settings : ``seed``, ``size`` (tiny, small, full), ``overwrite``, ``quiet``
+    **settings : ``seed``, ``size`` (tiny, small, full), ``nx`` (qg: 64, 128, 256, 512), ``overwrite``, ``quiet``
 
     Returns
     -------

@@ -1,0 +1,196 @@
+"""Issue 16's speed table in one run: seconds per analysis of every method on the same observations, at 64² and 256².
+
+What it measures, all single-threaded (BLAS, OpenMP and torch at one thread) and as CPU seconds, medians
+over the analysed days, so the ratios compare kernels and not the machine's load:
+
+- local, hybrid (contrastive), EnOI and LETKF on the SAME observations (day 0..D-1 of
+  ``obs_altimetry_eval_1.nc``) at 64² (the bundled sample) and at 256² (``oceanda sample-data --testbed qg
+  --nx 256``, made once under ``$OCEANDA_BENCH_CACHE``, default /tmp/oceanda_bench_speed). The LETKF analyses
+  a 20-member ensemble of library states with the tuned settings (``tuned.json`` qg_altimetry: the cost of one
+  cycled analysis without its forecast); EnOI uses the demo's ``qg_enoi`` settings. At 256² the bundled window
+  model (trained at 64²) is applied to 256² windows: its skill there means nothing, its cost is what is measured.
+- the window search of one analysis (its 64 windows) against libraries of 1e4 .. 1e6 windows, with the posterior
+  mass kept (``benchmarks/bench_local_engine.py``);
+- optionally (``--startup``, ``--memory``) the CLI start-up and the peak memory of enkf/evaluate.
+
+    .venv/bin/python benchmarks/bench_speed.py [--days 3] [--json PATH] [--skip-256] [--startup] [--memory]
+
+JSON keys: ``local_over_letkf_64``, ``letkf_256_over_64``, ``query_ms_1e6``, ``kept_mass_1e6`` and the whole table.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+SAMPLE, MODEL = ROOT / "sample_data" / "qg", ROOT / "sample_data" / "models" / "qg_window"
+CACHE = Path(os.environ.get("OCEANDA_BENCH_CACHE", "/tmp/oceanda_bench_speed"))
+
+
+def data_dir(nx: int) -> Path:
+    """The QG sample at ``nx``: the bundled one at 64, else made once (sample-data --size small) under CACHE."""
+    if nx == 64:
+        return SAMPLE
+    import oceanda
+
+    out = CACHE / f"qg_nx{nx}"
+    if not (out / "library.nc").exists():
+        print(f"making the QG sample at {nx}x{nx} in {out} (once; a few minutes)", file=sys.stderr, flush=True)
+        oceanda.sample_data("qg", out, nx=nx, size="small", seed=2026, quiet=True)
+    return out
+
+
+def _inputs(data: Path, days: int):
+    from oceanda import io
+
+    lib = io.open_states(data / "library.nc").load()
+    obs = io.open_obs(data / "obs_altimetry_eval_1.nc", like=lib).load().isel(time=slice(0, days))
+    truth = io.open_states(data / "truth_eval_1.nc").load().isel(time=slice(0, days))
+    return lib, obs, truth
+
+
+def _rmse_ratio(mean_ssh: np.ndarray, truth, lib) -> float:
+    """SSH RMSE over the analysed days relative to climatology's (the library mean)."""
+    tr = truth.ssh.values
+    clim = lib.ssh.values.mean(axis=0)
+    return float(np.sqrt(np.nanmean((mean_ssh - tr) ** 2)) / np.sqrt(np.nanmean((clim[None] - tr) ** 2)))
+
+
+def contrastive(mode: str, lib, obs, truth) -> dict:
+    """Median CPU seconds per analysis of the local or hybrid sampler (prepared once: embedding excluded)."""
+    from oceanda.analysis.assimilate import load_model, resolve_settings
+    from oceanda.analysis.samplers import HybridSampler, LocalSampler
+
+    model, enc = load_model(MODEL)
+    cls = LocalSampler if mode == "local" else HybridSampler
+    s = cls(enc, resolve_settings(model)).prepare(lib, cache_dir=CACHE / "library_cache")
+    inputs = s.read_obs(obs, s.library)
+    ssh = s.library.layout.channels.index(("ssh", None))
+    ts, means = [], []
+    for d, inp in enumerate(inputs):
+        t = time.process_time()
+        a = s.analyse(inp, np.random.default_rng([0, d]))
+        ts.append(time.process_time() - t)
+        means.append(a.mean[ssh])
+    return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib)}
+
+
+def kalman(method: str, lib, obs, truth, members: int = 20, **overrides) -> dict:
+    """CPU seconds per analysis of EnOI (static library ensemble) or one LETKF analysis of ``members`` states."""
+    from oceanda.kalman import analyse_dataset, tuned_filter
+
+    if method == "enoi":
+        ens, f = lib, tuned_filter("qg_enoi", **overrides)
+    else:
+        pick = np.sort(np.random.default_rng(0).choice(lib.sizes["time"], members, replace=False))
+        ens = lib.isel(time=pick).rename(time="member").drop_vars("member", errors="ignore")
+        f = tuned_filter("qg_altimetry", **overrides)
+    ts, means = [], []
+    for d in range(obs.sizes["time"]):
+        t = time.process_time()
+        ds = analyse_dataset(ens, obs.isel(time=[d]), f, periodic=True, rng=0)
+        ts.append(time.process_time() - t)
+        means.append(ds["ssh_mean"].values[0])
+    return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib)}
+
+
+def grid_row(nx: int, days: int) -> dict:
+    """Every method at one grid size on the same observations."""
+    lib, obs, truth = _inputs(data_dir(nx), days)
+    row = {"nx": nx, "library_states": int(lib.sizes["time"]),
+           "observations_per_day": int(np.isfinite(obs.ssh.values).sum() / obs.sizes["time"])}
+    for name, fn in (("local", lambda: contrastive("local", lib, obs, truth)),
+                     ("hybrid", lambda: contrastive("hybrid", lib, obs, truth)),
+                     ("enoi", lambda: kalman("enoi", lib, obs, truth)),
+                     # the demo's tuned LETKF: 2 x 2 tiles at 64^2, i.e. tiles of 31 km: the same km at every nx
+                     ("letkf", lambda: kalman("letkf", lib, obs, truth, block=max(1, 2 * nx // 64))),
+                     # one local analysis per grid point, transforms on a coarser grid where dx << radius (auto)
+                     ("letkf_points", lambda: kalman("letkf", lib, obs, truth, block=1))):
+        row[name] = fn()
+        print(f"  {nx}x{nx} {name:7s} {row[name]['seconds']:8.3f} CPU-s per analysis, "
+              f"RMSE/clim {row[name]['rmse_clim']:.3f}", file=sys.stderr, flush=True)
+    return row
+
+
+def search_row() -> dict:
+    """The window search of one analysis at 1e4 .. 1e6 library windows (bench_local_engine's sweep, auto kind)."""
+    from bench_local_engine import search_sweep
+
+    from oceanda.analysis.search import auto_kind
+
+    rows = [search_sweep((n,), (auto_kind(n),), repeats=3)[0] for n in (10**4, 10**5, 10**6)]
+    for r in rows:
+        print(f"  search {r['size']:>8.0e} windows ({r['kind']}): {r['ms']:7.1f} CPU-ms per analysis, "
+              f"kept mass {r['kept_mass']:.5f}", file=sys.stderr, flush=True)
+    top = rows[-1]
+    return {"search_sweep": rows, "query_ms_1e6": top["ms"], "kept_mass_1e6": top["kept_mass"],
+            "query_gemm_ms_1e6": top.get("gemm_ms"), "query_kind_1e6": top["kind"]}
+
+
+def _print(res: dict) -> None:
+    print(f"\noceanda speed (CPU s per analysis, one thread; load average {res['load_average']:.1f})")
+    methods = ("local", "hybrid", "enoi", "letkf", "letkf_points")
+    print(f"{'grid':>8} {'local':>8} {'hybrid':>8} {'EnOI':>8} {'LETKF':>8} {'LETKF/pt':>8}   RMSE/clim (same order)")
+    for r in res["grids"]:
+        secs = " ".join(f"{r[m]['seconds']:8.3f}" for m in methods)
+        skill = " ".join(f"{r[m]['rmse_clim']:.3f}" for m in methods)
+        print(f"{r['nx']:>4}x{r['nx']:<3} {secs}   {skill}")
+    for k in ("local_over_letkf_64", "hybrid_over_letkf_64", "letkf_256_over_64", "letkf_tiles_256_over_64",
+              "local_256_over_64",
+              "query_ms_1e6", "kept_mass_1e6"):
+        if k in res:
+            print(f"{k:>24}: {res[k]:.4g}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--days", type=int, default=3, help="analysed days of eval_1 (default 3)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--skip-256", action="store_true", help="64x64 only")
+    p.add_argument("--skip-search", action="store_true", help="no library-size sweep")
+    p.add_argument("--startup", action="store_true", help="also the CLI start-up (bench_startup.py)")
+    p.add_argument("--memory", action="store_true", help="also enkf/evaluate peak memory (bench_memory.py)")
+    a = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    res: dict = {"load_average": os.getloadavg()[0], "days": a.days, "grids": []}
+    for nx in (64,) if a.skip_256 else (64, 256):
+        res["grids"].append(grid_row(nx, a.days))
+    g = {r["nx"]: r for r in res["grids"]}
+    res["local_over_letkf_64"] = g[64]["local"]["seconds"] / g[64]["letkf"]["seconds"]
+    res["hybrid_over_letkf_64"] = g[64]["hybrid"]["seconds"] / g[64]["letkf"]["seconds"]
+    if 256 in g:
+        res["letkf_256_over_64"] = g[256]["letkf_points"]["seconds"] / g[64]["letkf_points"]["seconds"]
+        res["letkf_tiles_256_over_64"] = g[256]["letkf"]["seconds"] / g[64]["letkf"]["seconds"]
+        res["local_256_over_64"] = g[256]["local"]["seconds"] / g[64]["local"]["seconds"]
+    if not a.skip_search:
+        res.update(search_row())
+    if a.startup:
+        from bench_startup import startup_seconds
+
+        res["startup_seconds"] = startup_seconds()
+    if a.memory:
+        from bench_memory import peak_rss_mb
+
+        res["peak_rss_mb"] = peak_rss_mb()
+    _print(res)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2, default=float))
+    return res
+
+
+if __name__ == "__main__":
+    main()
