@@ -6,9 +6,13 @@ over the analysed days, so the ratios compare kernels and not the machine's load
 - local, hybrid (contrastive), EnOI and LETKF on the SAME observations (day 0..D-1 of
   ``obs_altimetry_eval_1.nc``) at 64² (the bundled sample) and at 256² (``oceanda sample-data --testbed qg
   --nx 256``, made once under ``$OCEANDA_BENCH_CACHE``, default /tmp/oceanda_bench_speed). The LETKF analyses
-  a 20-member ensemble of library states with the tuned settings (``tuned.json`` qg_altimetry: the cost of one
-  cycled analysis without its forecast); EnOI uses the demo's ``qg_enoi`` settings. At 256² the bundled window
-  model (trained at 64²) is applied to 256² windows: its skill there means nothing, its cost is what is measured.
+  a 20-member ensemble of library states (the cost of one cycled analysis without its forecast) twice: with
+  the demo's tuned settings (``tuned.json`` qg_altimetry: tiles of 2 x 2 points at 64², the same 31 km tiles
+  at every grid) and point-wise (block 1; transforms on a coarser grid where the spacing is under radius/4,
+  ``weight_spacing='auto'``): ``letkf_256_over_64`` is the point-wise ratio. EnOI uses the demo's ``qg_enoi``
+  settings. At 256² the bundled window model (trained at 64²) is applied to 256² windows: its skill there
+  means nothing, its cost is what is measured, with a library of about as many windows as the bundled one
+  (``--full-library``: every 8 px, as at 64²).
 - the window search of one analysis (its 64 windows) against libraries of 1e4 .. 1e6 windows, with the posterior
   mass kept (``benchmarks/bench_local_engine.py``);
 - optionally (``--startup``, ``--memory``) the CLI start-up and the peak memory of enkf/evaluate.
@@ -68,14 +72,14 @@ def _rmse_ratio(mean_ssh: np.ndarray, truth, lib) -> float:
     return float(np.sqrt(np.nanmean((mean_ssh - tr) ** 2)) / np.sqrt(np.nanmean((clim[None] - tr) ** 2)))
 
 
-def contrastive(mode: str, lib, obs, truth) -> dict:
+def contrastive(mode: str, lib, obs, truth, library_stride: int | None = None) -> dict:
     """Median CPU seconds per analysis of the local or hybrid sampler (prepared once: embedding excluded)."""
     from oceanda.analysis.assimilate import load_model, resolve_settings
     from oceanda.analysis.samplers import HybridSampler, LocalSampler
 
     model, enc = load_model(MODEL)
     cls = LocalSampler if mode == "local" else HybridSampler
-    s = cls(enc, resolve_settings(model)).prepare(lib, cache_dir=CACHE / "library_cache")
+    s = cls(enc, resolve_settings(model, library_stride=library_stride)).prepare(lib, cache_dir=CACHE / "library_cache")
     inputs = s.read_obs(obs, s.library)
     ssh = s.library.layout.channels.index(("ssh", None))
     ts, means = [], []
@@ -84,7 +88,23 @@ def contrastive(mode: str, lib, obs, truth) -> dict:
         a = s.analyse(inp, np.random.default_rng([0, d]))
         ts.append(time.process_time() - t)
         means.append(a.mean[ssh])
-    return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib)}
+    return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib),
+            "library_windows": len(s.windows)}
+
+
+def library_stride(nx: int, states: int, windows: int = 26112) -> int | None:
+    """The library stride (a power of 2 >= 8) giving about as many library windows as the bundled 64^2 library.
+
+    Why: a window library cut every 8 px from every state grows with the grid area, and the search of each of
+    the (also area-many) analysis windows with it: quadratic. Holding the library's size fixed measures what the
+    analysis itself costs per grid point; ``--full-library`` keeps the model's stride instead.
+    """
+    if nx == 64:
+        return None
+    stride = 8
+    while states * (nx // (2 * stride)) ** 2 >= windows:
+        stride *= 2
+    return stride
 
 
 def kalman(method: str, lib, obs, truth, members: int = 20, **overrides) -> dict:
@@ -106,13 +126,15 @@ def kalman(method: str, lib, obs, truth, members: int = 20, **overrides) -> dict
     return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib)}
 
 
-def grid_row(nx: int, days: int) -> dict:
+def grid_row(nx: int, days: int, full_library: bool = False) -> dict:
     """Every method at one grid size on the same observations."""
     lib, obs, truth = _inputs(data_dir(nx), days)
     row = {"nx": nx, "library_states": int(lib.sizes["time"]),
            "observations_per_day": int(np.isfinite(obs.ssh.values).sum() / obs.sizes["time"])}
-    for name, fn in (("local", lambda: contrastive("local", lib, obs, truth)),
-                     ("hybrid", lambda: contrastive("hybrid", lib, obs, truth)),
+    stride = None if full_library else library_stride(nx, lib.sizes["time"])
+    row["library_stride"] = stride
+    for name, fn in (("local", lambda: contrastive("local", lib, obs, truth, stride)),
+                     ("hybrid", lambda: contrastive("hybrid", lib, obs, truth, stride)),
                      ("enoi", lambda: kalman("enoi", lib, obs, truth)),
                      # the demo's tuned LETKF: 2 x 2 tiles at 64^2, i.e. tiles of 31 km: the same km at every nx
                      ("letkf", lambda: kalman("letkf", lib, obs, truth, block=max(1, 2 * nx // 64))),
@@ -160,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--skip-256", action="store_true", help="64x64 only")
     p.add_argument("--skip-search", action="store_true", help="no library-size sweep")
+    p.add_argument("--full-library", action="store_true",
+                   help="at 256^2 cut library windows every 8 px as at 64^2 (4x the windows per state); default: "
+                        "about as many library windows as the bundled 64^2 library")
     p.add_argument("--startup", action="store_true", help="also the CLI start-up (bench_startup.py)")
     p.add_argument("--memory", action="store_true", help="also enkf/evaluate peak memory (bench_memory.py)")
     a = p.parse_args(argv)
@@ -168,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     res: dict = {"load_average": os.getloadavg()[0], "days": a.days, "grids": []}
     for nx in (64,) if a.skip_256 else (64, 256):
-        res["grids"].append(grid_row(nx, a.days))
+        res["grids"].append(grid_row(nx, a.days, a.full_library))
     g = {r["nx"]: r for r in res["grids"]}
     res["local_over_letkf_64"] = g[64]["local"]["seconds"] / g[64]["letkf"]["seconds"]
     res["hybrid_over_letkf_64"] = g[64]["hybrid"]["seconds"] / g[64]["letkf"]["seconds"]

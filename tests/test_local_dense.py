@@ -6,7 +6,8 @@ import xarray as xr
 
 from oceanda.analysis import windows as W
 from oceanda.analysis.library import Library
-from oceanda.analysis.local_mode import WindowLibrary, analyse_local, ranked_quantiles
+import oceanda.analysis.local_mode as LM
+from oceanda.analysis.local_mode import WindowLibrary, analyse_local, ranked_quantiles, ranked_quantiles_rows
 from oceanda.analysis.posterior import quantile_indices
 from oceanda.analysis.result import Analysis, analyses_to_dataset
 from oceanda.analysis.settings import SamplerSettings
@@ -98,3 +99,40 @@ def test_output_attributes_carry_the_kept_mass_and_the_search():
     ds = analyses_to_dataset(an, lib, np.arange(2), {"mode": "local"})
     assert ds.attrs["dropped_mass_mean"] == pytest.approx(0.002) and ds.attrs["kept_mass_mean"] == pytest.approx(0.998)
     assert ds.attrs["search"] == "ivf" and ds.attrs["search_recall"] == pytest.approx(0.98)
+
+
+def test_ranked_quantiles_rows_equal_the_full_sort_of_every_row():
+    rng = np.random.default_rng(6)
+    P, n = 7, 9000
+    score = rng.normal(size=(P, n))
+    score[1] = np.round(score[1], 1)  # many ties: entry order breaks them
+    score[2] = 0.5  # all equal
+    mask = rng.random((P, n)) < 0.8
+    mask[3] = rng.random(n) < 0.3  # few entries: the full-sort path
+    w = np.where(mask, rng.random((P, n)) ** 4, 0.0)
+    w /= w.sum(axis=1, keepdims=True)
+    q = rng.random((P, 25))
+    got = ranked_quantiles_rows(score, w, mask, q)
+    for p in range(P):
+        k = np.flatnonzero(mask[p])
+        order = np.argsort(score[p, k], kind="stable")
+        np.testing.assert_array_equal(got[p], k[order[quantile_indices(w[p, k][order], q[p])]])
+        np.testing.assert_array_equal(got[p], k[ranked_quantiles(score[p, k], w[p, k], q[p])])
+
+
+@pytest.mark.parametrize("coupling", ["copula", "systematic"])
+def test_candidate_rows_give_the_per_window_picks(monkeypatch, coupling):
+    lib, f = _library()
+    wlib = WindowLibrary(lib, W.WindowSpec(size=8, stride=4, halo=2), stride=1)
+    embed = _embed(np.random.default_rng(7).normal(size=(16, 6)) * 0.3)
+    z = wlib.embeddings(embed, "t")
+    obs = f[9, :1] + 0.05 * np.random.default_rng(8).normal(size=(1, 16, 16))
+    kw = dict(kind="neg_sq_distance", tau=1.0, members=16, coupling=coupling, engine="dense", top=5)
+    rows = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
+    monkeypatch.setattr(LM, "ROWS_MAX", 0)  # one window at a time
+    per = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
+    scale = np.abs(per.mean).max()
+    np.testing.assert_allclose(rows.mean, per.mean, rtol=0, atol=1e-6 * scale)
+    np.testing.assert_allclose(rows.members, per.members, rtol=0, atol=1e-5 * scale)  # the same picks
+    for a, b in zip(rows.retrieved, per.retrieved):
+        np.testing.assert_array_equal(a, b)

@@ -136,3 +136,19 @@ def test_auto_is_exact_below_the_threshold_and_fused_above(monkeypatch):
     assert WindowIndex(z, "cosine", 0.1).method == "exact"  # the bundled sample (26k windows): the float64 path
     monkeypatch.setattr(search, "EXACT_BELOW", 1000)
     assert WindowIndex(z, "cosine", 0.1).method == "fused"
+
+
+@pytest.mark.parametrize("kind", ["cosine", "neg_sq_distance", "inner"])
+def test_exact_search_scores_numpy_scores_bit_for_bit_and_dense_weights_are_the_candidates(kind):
+    rng = np.random.default_rng(11)
+    z, zo = rng.normal(size=(3000, 8)).astype(np.float32), rng.normal(size=(9, 8)).astype(np.float32)
+    ix = WindowIndex(z, kind, 0.5, "exact")
+    for _ in range(2):  # the prepared rows are reused
+        res = ix.search(zo, 0.999)
+        np.testing.assert_array_equal(res.logits, numpy_scores(z, zo, kind=kind, tau=0.5))
+    W, mask = res.dense_weights(len(z))
+    for q in range(len(zo)):
+        k, w = res.candidates(q)
+        np.testing.assert_array_equal(np.flatnonzero(mask[q]), k)
+        np.testing.assert_allclose(W[q, k], w, rtol=1e-13, atol=0)
+        assert W[q, ~mask[q]].max(initial=0.0) == 0.0

@@ -47,6 +47,8 @@ from oceanda.contrastive.similarity import numpy_scores
 
 #: Largest window table built (bytes; with land two tables of this size): larger libraries use the loop engine.
 TABLE_MAX_BYTES = 2 << 30
+#: Most candidate weights (analysis windows x library windows) the dense engine holds as ``[P, N]`` rows.
+ROWS_MAX = 1 << 23
 
 
 class WindowLibrary:
@@ -427,26 +429,66 @@ def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_
 
 def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,
                    top):
-    """The dense engine: one search, one product for every window mean, the members' rows only."""
+    """The dense engine: one search, one product for every window mean, the members' rows only.
+
+    Below :data:`ROWS_MAX` weights the candidates stay ``[P, N]`` rows (weights, mask) and the copula's
+    ranking and quantile picks run on all windows at once; above, one window at a time (the same numbers).
+    """
     iy, ix = where
     P, members = len(iy), q.shape[0]
     C, s, _ = table.shape
     res = index.search(zo, keep_mass, max_keep)
-    cands = [res.candidates(p) for p in range(P)]
+    rows_mode = P * len(wlib) <= ROWS_MAX
+    if rows_mode:
+        Wd, cand = res.dense_weights(len(wlib))
+        cands = None
+    else:
+        cands = [res.candidates(p) for p in range(P)]
     dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
     if min_ess is not None:  # degenerate windows: warned or tempered by the per-window posterior (all scores)
         for p in np.flatnonzero(ess < min_ess):
             post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
                                          keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
                                          where=f"window ({iy[p]}, {ix[p]})")
-            cands[p], ess[p], dropped[p] = (post.indices, post.weights), post.ess, post.dropped_mass
-    Wm = _weight_matrix(cands, len(wlib))
+            ess[p], dropped[p] = post.ess, post.dropped_mass
+            if rows_mode:
+                Wd[p], cand[p] = 0.0, False
+                Wd[p, post.indices], cand[p, post.indices] = post.weights, True
+            else:
+                cands[p] = (post.indices, post.weights)
+    Wm = Wd.astype(np.float32) if rows_mode else _weight_matrix(cands, len(wlib))
     num = np.asarray(Wm @ table.x)
     if table.ok is not None:
         den = np.asarray(Wm @ table.ok)
         mean = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan).astype(np.float32)
     else:
         mean = num.astype(np.float32)
+    if rows_mode and table.ok is None:
+        picks = _row_picks(Wm, Wd, cand, table, taper, coupling, q)
+    else:
+        if cands is None:
+            cands = [(np.flatnonzero(cand[p]), Wd[p][cand[p]]) for p in range(P)]
+        picks = _window_picks(Wm, mean, table, taper, coupling, q, cands)
+    rows = table.x[picks.ravel()].reshape(P, members, -1)
+    if table.ok is not None:
+        rows = np.where(table.ok[picks.ravel()].reshape(rows.shape) > 0, rows, mean[:, None])
+    return (mean.reshape(P, C, s, s), rows.reshape(P, members, C, s, s),
+            dict(ess=ess, dropped_mass=dropped, retrieved=_retrieved(top, cands, Wd if rows_mode else None, P),
+                 search=res.kind, recall=res.recall, engine="dense"))
+
+
+def _retrieved(top: int, cands, Wd, P: int) -> list:
+    """Per window, the ``top`` library entries of largest weight (ties: lower entry first)."""
+    if not top:
+        return [np.zeros(0, np.int64)] * P
+    if cands is not None:
+        return [k[np.argsort(-w, kind="stable")[:top]] for k, w in cands]
+    return [np.argsort(-Wd[p], kind="stable")[:min(top, int(np.count_nonzero(Wd[p])))] for p in range(P)]
+
+
+def _window_picks(Wm, mean, table, taper, coupling, q, cands) -> np.ndarray:
+    """The members' library entries ``[P, M]``, one window at a time (land, or libraries too large for rows)."""
+    P, members = len(cands), q.shape[0]
     rank = _rank_scores(Wm, mean, table, taper, cands) if coupling == "copula" else None
     picks = np.empty((P, members), np.int64)
     for p, (k, w) in enumerate(cands):
@@ -455,12 +497,29 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
             picks[p] = k[order][quantile_indices(w[order], q[:, p])]
         else:
             picks[p] = k[ranked_quantiles(rank[p], w, q[:, p])]
-    rows = table.x[picks.ravel()].reshape(P, members, -1)
-    if table.ok is not None:
-        rows = np.where(table.ok[picks.ravel()].reshape(rows.shape) > 0, rows, mean[:, None])
-    retrieved = [k[np.argsort(-w, kind="stable")[:top]] if top else np.zeros(0, np.int64) for k, w in cands]
-    return (mean.reshape(P, C, s, s), rows.reshape(P, members, C, s, s),
-            dict(ess=ess, dropped_mass=dropped, retrieved=retrieved, search=res.kind, recall=res.recall, engine="dense"))
+    return picks
+
+
+def _row_picks(Wm, Wd, cand, table, taper, coupling, q) -> np.ndarray:
+    """:func:`_window_picks` on candidate rows ``[P, N]`` (no land): every window's ranking at once.
+
+    The copula score of candidate k in window p is ``sum_c (proj[k, c] - pm[p, c]) / sd[p, c]`` as in
+    :func:`_rank_scores` (float32 anomalies, float64 spread, channels summed in order), for all (p, k).
+    """
+    P, n = Wd.shape
+    if coupling != "copula":  # candidates in entry order: a cumulative sum along the row
+        cum = np.cumsum(Wd, axis=1)
+        cum /= cum[:, -1:]
+        last = n - 1 - np.argmax(cand[:, ::-1], axis=1)
+        return np.stack([np.minimum(np.searchsorted(cum[p], q[:, p], side="right"), last[p]) for p in range(P)])
+    pm = np.asarray(Wm @ table.proj)  # [P, C]
+    score = None
+    for c in range(table.proj.shape[1]):
+        d = table.proj[:, c][None] - pm[:, c][:, None]  # [P, N] float32
+        sd = np.sqrt(np.maximum(np.einsum("pk,pk->p", Wd, d * d), 1e-30))
+        t = d / sd[:, None]
+        score = t if score is None else np.add(score, t, out=score)
+    return ranked_quantiles_rows(score, Wd, cand, q.T)
 
 
 def _weight_matrix(cands, n: int):
@@ -543,6 +602,79 @@ def ranked_quantiles(score: np.ndarray, w: np.ndarray, q: np.ndarray, bins: int 
         c = (before + np.cumsum(w[o])) / total
         out[j] = o[min(int(np.searchsorted(c, qs[j], side="right")), o.size - 1)]
     return out
+
+
+def ranked_quantiles_rows(score: np.ndarray, w: np.ndarray, mask: np.ndarray, q: np.ndarray,
+                          bins: int = 1024) -> np.ndarray:
+    """:func:`ranked_quantiles` of every row at once: the row's entries ``k`` (``mask``) picked at quantiles ``q``.
+
+    The same histogram, boundary bins and in-bin cumulative sums (sequential, from the bin's start) as
+    :func:`ranked_quantiles`, so the picks are its picks; rows it fully sorts (few entries, equal scores)
+    are handed to it.
+
+    Parameters
+    ----------
+    score : ``[P, n]`` ranking scores; ``w`` ``[P, n]`` weights (zero outside ``mask``); ``mask`` the entries
+    q : ``[P, M]`` quantiles in [0, 1)
+    bins : histogram bins
+
+    Returns
+    -------
+    int64 column indices ``[P, M]``
+    """
+    P, n = score.shape
+    cnt = mask.sum(axis=1)
+    lo = np.where(mask, score, np.inf).min(axis=1)
+    hi = np.where(mask, score, -np.inf).max(axis=1)
+    out = np.empty(q.shape, np.int64)
+    small = (cnt <= 4 * bins) | ~(hi > lo)
+    big = np.flatnonzero(~small)
+    if big.size:
+        sub = slice(None) if big.size == P else big
+        got = _histogram_picks(score[sub], w[sub], mask[sub], lo[big], hi[big], q[big], bins)
+        if got is None:
+            small[:] = True
+        else:
+            out[big] = got
+    for p in np.flatnonzero(small):
+        k = np.flatnonzero(mask[p])
+        out[p] = k[ranked_quantiles(score[p, k], w[p, k], q[p], bins)]
+    return out
+
+
+def _histogram_picks(score, w, mask, lo, hi, q, bins, max_pad: int = 1 << 22) -> np.ndarray | None:
+    """The histogram path of :func:`ranked_quantiles_rows` (None: boundary bins too crowded to pad)."""
+    P, n = score.shape
+    b = np.where(mask, (score - lo[:, None]) * (bins / (hi - lo))[:, None], 0.0).astype(np.int64)
+    np.minimum(b, bins - 1, out=b)
+    b += (np.arange(P) * bins)[:, None]  # a bin number per row
+    cum = np.cumsum(np.bincount(b.ravel(), weights=w.ravel(), minlength=P * bins).reshape(P, bins), axis=1)
+    total = cum[:, -1]
+    qs = np.asarray(q, dtype=np.float64)
+    qb = np.minimum(((cum / total[:, None])[:, None, :] <= qs[:, :, None]).sum(axis=2), bins - 1)
+    qb += (np.arange(P) * bins)[:, None]
+    need = np.zeros(P * bins, bool)
+    need[qb.ravel()] = True
+    fi = np.flatnonzero(mask.ravel() & need[b.ravel()])  # the entries of the boundary bins
+    be, se = b.ravel()[fi], score.ravel()[fi]
+    o = np.lexsort((se, be))  # by bin (row-major), then score; ties keep entry order
+    fi, be = fi[o], be[o]
+    starts = np.flatnonzero(np.r_[True, be[1:] != be[:-1]])
+    sizes = np.diff(np.r_[starts, len(be)])
+    G, width = len(starts), int(sizes.max())
+    if max(G, P * qs.shape[1]) * width > max_pad:
+        return None
+    gid = np.repeat(np.arange(G), sizes)
+    pad = np.zeros((G, width))
+    pad[gid, np.arange(len(be)) - starts[gid]] = w.ravel()[fi]
+    gb = be[starts]
+    gp, local = gb // bins, gb % bins
+    before = np.where(local > 0, cum.ravel()[gb - 1], 0.0)
+    c = (before[:, None] + np.cumsum(pad, axis=1)) / total[gp][:, None]
+    g = np.searchsorted(gb, qb.ravel())
+    inside = np.arange(width)[None] < sizes[g][:, None]
+    idx = np.minimum(((c[g] <= qs.ravel()[:, None]) & inside).sum(axis=1), sizes[g] - 1)
+    return (fi[starts[g] + idx] % n).reshape(qs.shape)
 
 
 def _ocean_only(mean: np.ndarray, members: np.ndarray, wlib: WindowLibrary) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oceanda.contrastive.similarity import canonical_kind, numpy_scores
+from oceanda.contrastive.similarity import canonical_kind
 
 #: Libraries smaller than this are searched exactly (``'auto'``).
 EXACT_BELOW = 100_000
@@ -98,6 +98,8 @@ class SearchResult:
     recall: np.ndarray
     ess: np.ndarray
     nprobe: np.ndarray | None = None
+    #: ``[R, Q]`` float64 ``exp(logits - column max)`` when the search computed them (exact): reused, not redone
+    exp_logits: np.ndarray | None = None
 
     def candidates(self, q: int) -> tuple[np.ndarray, np.ndarray]:
         """Library entries of query ``q``'s candidates and their renormalised weights (float64).
@@ -115,6 +117,36 @@ class SearchResult:
         w = np.exp(np.asarray(col[pos], dtype=np.float64) - float(col[pos].max()))
         k = pos if self.rows is None else self.rows[pos]
         return k.astype(np.int64), w / w.sum()
+
+    def dense_weights(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every query's candidates as a row: float64 weights ``[Q, n]`` (zero elsewhere) and the candidate mask.
+
+        The values of :meth:`candidates` (renormalised in one row sum instead of a sum over the candidates:
+        the same up to float64 rounding), for all queries at once.
+
+        Parameters
+        ----------
+        n : library entries (the rows' length)
+
+        Returns
+        -------
+        tuple: ``[Q, n]`` float64 weights, ``[Q, n]`` bool candidate mask
+        """
+        L = self.logits
+        mask = L >= self.threshold[None]
+        if self.exp_logits is not None:
+            E = self.exp_logits
+        else:
+            E = np.exp(np.asarray(L, dtype=np.float64) - np.max(L, axis=0).astype(np.float64)[None])
+        W = np.where(mask, E, 0.0).T
+        if self.rows is not None:  # scored rows -> library entries
+            full, fmask = np.zeros((W.shape[0], n)), np.zeros((W.shape[0], n), bool)
+            full[:, self.rows], fmask[:, self.rows] = W, mask.T
+            W, mask = full, fmask
+        else:
+            W, mask = np.ascontiguousarray(W), np.ascontiguousarray(mask.T)
+        W /= W.sum(axis=1, keepdims=True)
+        return W, mask
 
     def weights(self, dtype=np.float32) -> np.ndarray:
         """Dense ``[Q, R]`` renormalised candidate weights (zero elsewhere): one row per query.
@@ -147,20 +179,35 @@ def mass_threshold(logits: np.ndarray, keep_mass: float, log_total: np.ndarray |
     -------
     tuple: thresholds ``[Q]``, kept share of the whole weight ``[Q]``, ESS of the scored rows' weights ``[Q]``
     """
+    thr, kept, ess, _, _ = _mass_threshold(logits, keep_mass, log_total, max_keep)
+    return thr, kept, ess
+
+
+def _mass_threshold(logits: np.ndarray, keep_mass: float, log_total: np.ndarray | None = None,
+                    max_keep: int | None = None, keep_exp: bool = False) -> tuple:
+    """:func:`mass_threshold`, plus the scored rows' log-sum-exp ``[Q]`` and (``keep_exp``, one chunk only)
+    ``exp(logits - column max)`` ``[R, Q]`` -- the numbers a search needs next, so they are not recomputed."""
     L = np.asarray(logits)
     R, Q = L.shape
     step = max(1, (1 << 23) // max(R, 1))
-    out = [np.empty(Q), np.empty(Q), np.empty(Q)]
+    out = [np.empty(Q), np.empty(Q), np.empty(Q), np.empty(Q)]
+    E = None
     for a in range(0, Q, step):
         lt = None if log_total is None else np.asarray(log_total)[a:a + step]
-        for o, v in zip(out, _threshold_chunk(np.ascontiguousarray(L[:, a:a + step]), keep_mass, lt, max_keep)):
+        res = _threshold_chunk(np.ascontiguousarray(L[:, a:a + step]), keep_mass, lt, max_keep, full=True)
+        for o, v in zip(out, res[:3] + (np.log(res[4]) + res[5],)):
             o[a:a + step] = v
-    return out[0], out[1], out[2]
+        if keep_exp and step >= Q:
+            E = res[3]
+    return out[0], out[1], out[2], out[3], E
 
 
 def _threshold_chunk(L: np.ndarray, keep_mass: float, log_total: np.ndarray | None,
-                     max_keep: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`mass_threshold` of a few columns: log-weight histogram, then a sort of the boundary bin only."""
+                     max_keep: int | None, full: bool = False) -> tuple:
+    """:func:`mass_threshold` of a few columns: log-weight histogram, then a sort of the boundary bin only.
+
+    ``full``: also the weights ``exp(L - m)``, their column sums and the column maxima ``m`` (float64).
+    """
     R, Q = L.shape
     m = np.max(L, axis=0)
     E = np.exp(L - m[None].astype(L.dtype))
@@ -174,7 +221,10 @@ def _threshold_chunk(L: np.ndarray, keep_mass: float, log_total: np.ndarray | No
     cum = np.cumsum(hist, axis=1)
     bstar = np.argmax(cum >= target[:, None], axis=1)
     reach = cum[:, -1] >= target  # else (keep_mass 1, or an IVF that did not find enough): every scored row
-    thr = np.where(np.isfinite(L), L, np.inf).min(axis=0)  # unreached: every scored (finite) row
+    thr = np.empty(Q, L.dtype)
+    if not reach.all():  # unreached: every scored (finite) row
+        Lu = L[:, ~reach]
+        thr[~reach] = np.where(np.isfinite(Lu), Lu, np.inf).min(axis=0)
     for q in np.flatnonzero(reach):
         rows = np.flatnonzero(b[:, q] == bstar[q])
         e = E[rows, q].astype(np.float64)
@@ -184,6 +234,8 @@ def _threshold_chunk(L: np.ndarray, keep_mass: float, log_total: np.ndarray | No
         thr[q] = L[rows[o[n - 1]], q]
     thr = _cap(L, thr, max_keep)
     kept = np.einsum("rq,rq->q", E, L >= thr[None], dtype=np.float64) / z_total
+    if full:
+        return thr, np.minimum(kept, 1.0), ess, E, z_scored, m.astype(np.float64)
     return thr, np.minimum(kept, 1.0), ess
 
 
@@ -261,6 +313,7 @@ class WindowIndex:
         self.z = z_lib
         self.x = self.sq = None
         self._buf = None  # the fused search's logits, reused (see _logits_buffer)
+        self._z64 = None  # 'exact': the float64 rows numpy_scores prepares, prepared once (see _exact_scores)
         if self.method in ("flat", "ivf", "fused"):
             self.x, self.sq = _prepare(z_lib, self.kind)
         if self.method == "fused":
@@ -289,13 +342,38 @@ class WindowIndex:
         if self.method == "fused":
             return self._search_fused(zo, keep_mass, max_keep)
         if self.method == "exact":
-            L = numpy_scores(self.z, zo, kind=self.kind, tau=self.tau)
+            L = self._exact_scores(zo)
         else:
             L = scores32(self.x, self.sq, zo, self.kind, self.tau)
-        thr, kept, ess = mass_threshold(L, keep_mass, max_keep=max_keep)
-        m = L.max(axis=0).astype(np.float64)
-        log_total = np.log(np.exp(L - m[None].astype(L.dtype)).sum(axis=0, dtype=np.float64)) + m
-        return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess)
+        thr, kept, ess, log_total, E = _mass_threshold(L, keep_mass, max_keep=max_keep, keep_exp=L.dtype == np.float64)
+        return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess, exp_logits=E)
+
+    def _exact_scores(self, zo: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """:func:`~oceanda.contrastive.similarity.numpy_scores` bit for bit, the library side prepared once.
+
+        Why: normalising (cosine) or squaring (distance) every float64 library row again on every search
+        cost as much as the scores' product.
+        """
+        if self._z64 is None:
+            zs = np.asarray(self.z, dtype=np.float64)
+            blocks = [zs[a:a + chunk] for a in range(0, len(zs), chunk)]
+            if self.kind == "cosine":
+                blocks = [b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12) for b in blocks]
+            sq = [np.sum(b * b, axis=1) for b in blocks] if self.kind == "neg_sq_distance" else None
+            self._z64 = (blocks, sq)
+        blocks, sq = self._z64
+        zo = np.asarray(zo, dtype=np.float64)
+        if self.kind == "cosine":
+            zo = zo / np.maximum(np.linalg.norm(zo, axis=1, keepdims=True), 1e-12)
+        out = np.empty((self.n, zo.shape[0]), dtype=np.float64)
+        zo_sq, zoT = np.sum(zo * zo, axis=1), zo.T
+        for i, block in enumerate(blocks):
+            dot = block @ zoT
+            if self.kind == "neg_sq_distance":
+                out[i * chunk:i * chunk + len(block)] = -(sq[i][:, None] - 2 * dot + zo_sq[None, :]) / (2 * self.tau)
+            else:
+                np.divide(dot, self.tau, out=out[i * chunk:i * chunk + len(block)])
+        return out
 
     def _build_fused(self) -> None:
         """The rows as one torch float32 matrix; the negative squared distance as one product of augmented rows.
