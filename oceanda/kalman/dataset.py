@@ -259,10 +259,15 @@ def _analyses(ensemble: xr.Dataset, layout: FieldLayout, obs_list: list[Observat
     never the whole record; the times are analysed in order, so the random stream is the same.
     """
     warned: set = set()
+    # a library or a single-time ensemble is the same background at every time: read and convert it once
+    fixed = "member" not in ensemble.dims or "time" not in ensemble.dims or ensemble.sizes["time"] == 1
+    members = None
     for o in obs_list:
-        E, land, shape = _members_flat(ensemble, layout, o.time, source, warned)
+        if members is None or not fixed:
+            members = _members_flat(ensemble, layout, o.time, source, warned)
+        E, land, shape = members
         tic = _time.perf_counter()
-        Ea = f.assimilate(E, o, rng, loc)
+        Ea = f.assimilate(E.copy() if fixed else E, o, rng, loc)  # a copy: a filter may update in place
         seconds = _time.perf_counter() - tic
         Ea[:, land] = np.nan
         yield Ea.reshape(Ea.shape[0], *shape), o.time, seconds
