@@ -496,6 +496,24 @@ def check_fingerprint(expected: str, ds: xr.Dataset, variables: Sequence[str], w
         )
 
 
+
+def moments_dataset(mean: np.ndarray, spread: np.ndarray, layout: FieldLayout, like: xr.Dataset,
+                    times: Any) -> xr.Dataset:
+    """``<var>_mean`` and ``<var>_spread`` (``[time, ...]`` arrays) with the variables' attributes.
+
+    Why one place: every analysis writer (in memory or streamed) must name and describe them alike.
+    """
+    out = xr.Dataset()
+    for name, arr in (("mean", mean), ("spread", spread)):
+        ds = from_array(arr, layout, like, sample_coord=np.asarray(times), sample_dim="time")
+        for v in layout.variables:
+            da = ds[v]
+            da.attrs = dict(layout.attrs.get(v, {}))
+            da.attrs["long_name"] = f"analysis ensemble {'mean' if name == 'mean' else 'standard deviation'} of {v}"
+            da.attrs.pop("standard_name", None) if name == "spread" else None
+            out[f"{v}_{name}"] = da
+    return out
+
 def analysis_dataset(
     members: np.ndarray,
     layout: FieldLayout,
@@ -534,15 +552,7 @@ def analysis_dataset(
     nt, m = members.shape[:2]
     mean = members.mean(axis=1)
     spread = members.std(axis=1, ddof=1) if m > 1 else np.zeros_like(mean)
-    out = xr.Dataset()
-    for name, arr in (("mean", mean), ("spread", spread)):
-        ds = from_array(arr, layout, like, sample_coord=np.asarray(times), sample_dim="time")
-        for v in layout.variables:
-            da = ds[v]
-            da.attrs = dict(layout.attrs.get(v, {}))
-            da.attrs["long_name"] = f"analysis ensemble {'mean' if name == 'mean' else 'standard deviation'} of {v}"
-            da.attrs.pop("standard_name", None) if name == "spread" else None
-            out[f"{v}_{name}"] = da
+    out = moments_dataset(mean, spread, layout, like, times)
     if keep_members:
         flat = members.reshape(nt * m, *members.shape[2:])
         ds = from_array(flat, layout, like, sample_coord=np.arange(nt * m), sample_dim="sample")

@@ -23,7 +23,7 @@ import xarray as xr
 
 from oceanda import grid, io
 from oceanda.errors import DataValidationError
-from oceanda.fields import FieldLayout, analysis_dataset, from_array, layout_of, spatial_dims, to_array
+from oceanda.fields import FieldLayout, analysis_dataset, layout_of, moments_dataset, spatial_dims, to_array
 from oceanda.kalman._core import as_rng
 from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, block_groups, estimate_radius
 from oceanda.kalman.methods import METHODS, Filter, make_filter
@@ -303,15 +303,7 @@ def _streamed_dataset(files: list[Any], n: int, mean: np.ndarray, spread: np.nda
     import dask
     import dask.array as dsa
 
-    out = xr.Dataset()
-    for name, arr in (("mean", mean), ("spread", spread)):
-        ds = from_array(arr, layout, like, sample_coord=np.asarray(times), sample_dim="time")
-        for v in layout.variables:
-            da = ds[v]
-            da.attrs = dict(layout.attrs.get(v, {}))
-            da.attrs["long_name"] = f"analysis ensemble {'mean' if name == 'mean' else 'standard deviation'} of {v}"
-            da.attrs.pop("standard_name", None) if name == "spread" else None
-            out[f"{v}_{name}"] = da
+    out = moments_dataset(mean, spread, layout, like, times)
     if keep_members:
         for v in layout.variables:
             idx = [i for i, (name, _) in enumerate(layout.channels) if name == v]
