@@ -72,14 +72,15 @@ def _rmse_ratio(mean_ssh: np.ndarray, truth, lib) -> float:
     return float(np.sqrt(np.nanmean((mean_ssh - tr) ** 2)) / np.sqrt(np.nanmean((clim[None] - tr) ** 2)))
 
 
-def contrastive(mode: str, lib, obs, truth, library_stride: int | None = None) -> dict:
+def contrastive(mode: str, lib, obs, truth, library_stride: int | None = None, precision: str = "exact") -> dict:
     """Median CPU seconds per analysis of the local or hybrid sampler (prepared once: embedding excluded)."""
     from oceanda.analysis.assimilate import load_model, resolve_settings
     from oceanda.analysis.samplers import HybridSampler, LocalSampler
 
     model, enc = load_model(MODEL)
     cls = LocalSampler if mode == "local" else HybridSampler
-    s = cls(enc, resolve_settings(model, library_stride=library_stride)).prepare(lib, cache_dir=CACHE / "library_cache")
+    settings = resolve_settings(model, library_stride=library_stride, precision=precision)
+    s = cls(enc, settings).prepare(lib, cache_dir=CACHE / "library_cache")
     inputs = s.read_obs(obs, s.library)
     ssh = s.library.layout.channels.index(("ssh", None))
     ts, means = [], []
@@ -126,15 +127,15 @@ def kalman(method: str, lib, obs, truth, members: int = 20, **overrides) -> dict
     return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib)}
 
 
-def grid_row(nx: int, days: int, full_library: bool = False) -> dict:
+def grid_row(nx: int, days: int, full_library: bool = False, precision: str = "exact") -> dict:
     """Every method at one grid size on the same observations."""
     lib, obs, truth = _inputs(data_dir(nx), days)
     row = {"nx": nx, "library_states": int(lib.sizes["time"]),
            "observations_per_day": int(np.isfinite(obs.ssh.values).sum() / obs.sizes["time"])}
     stride = None if full_library else library_stride(nx, lib.sizes["time"])
     row["library_stride"] = stride
-    for name, fn in (("local", lambda: contrastive("local", lib, obs, truth, stride)),
-                     ("hybrid", lambda: contrastive("hybrid", lib, obs, truth, stride)),
+    for name, fn in (("local", lambda: contrastive("local", lib, obs, truth, stride, precision)),
+                     ("hybrid", lambda: contrastive("hybrid", lib, obs, truth, stride, precision)),
                      ("enoi", lambda: kalman("enoi", lib, obs, truth)),
                      # the demo's tuned LETKF: 2 x 2 tiles at 64^2, i.e. tiles of 31 km: the same km at every nx
                      ("letkf", lambda: kalman("letkf", lib, obs, truth, block=max(1, 2 * nx // 64))),
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--full-library", action="store_true",
                    help="at 256^2 cut library windows every 8 px as at 64^2 (4x the windows per state); default: "
                         "about as many library windows as the bundled 64^2 library")
+    p.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                   help="local/hybrid sampler precision (SamplerSettings.precision; default exact)")
     p.add_argument("--startup", action="store_true", help="also the CLI start-up (bench_startup.py)")
     p.add_argument("--memory", action="store_true", help="also enkf/evaluate peak memory (bench_memory.py)")
     a = p.parse_args(argv)
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     res: dict = {"load_average": os.getloadavg()[0], "days": a.days, "grids": []}
     for nx in (64,) if a.skip_256 else (64, 256):
-        res["grids"].append(grid_row(nx, a.days, a.full_library))
+        res["grids"].append(grid_row(nx, a.days, a.full_library, a.precision))
     g = {r["nx"]: r for r in res["grids"]}
     res["local_over_letkf_64"] = g[64]["local"]["seconds"] / g[64]["letkf"]["seconds"]
     res["hybrid_over_letkf_64"] = g[64]["hybrid"]["seconds"] / g[64]["letkf"]["seconds"]

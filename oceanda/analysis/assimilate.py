@@ -95,6 +95,7 @@ def assimilate(
     command: str | None = None,
     times: Sequence[int] | None = None,
     tau: float | None = None,
+    precision: str | None = None, keep_mass: float | None = None, search: str | None = None,
 ) -> xr.Dataset | list[xr.Dataset]:
     """Analyse every time of ``obs`` (or the indices ``times``) with the contrastive sampler.
 
@@ -109,8 +110,9 @@ def assimilate(
     obs : gridded observations (NaN where unobserved; ``<var>_error`` for the hybrid), or a list of them
         (one analysis Dataset each, as if analysed one by one, in one run)
     mode : ``global``, ``local`` or ``hybrid`` (default: ``local`` for window models, else ``global``)
-    members, top_k, spread_factor, min_ess, tempering, max_keep, library_stride, hybrid, tau : sampler settings
-        (:class:`~oceanda.analysis.settings.SamplerSettings`; ``spread_factor`` acts in local and hybrid modes)
+    members, top_k, spread_factor, min_ess, tempering, max_keep, library_stride, hybrid, tau, precision, keep_mass, search :
+        sampler settings (:class:`~oceanda.analysis.settings.SamplerSettings`; ``spread_factor`` acts in local and
+        hybrid modes)
     seed : per-time random streams ``[seed, t]`` (the hybrid's static ensemble: ``[seed, 99]``); None = fresh
     cache_dir : where library embeddings are cached (default ``io.cache_root()/library_cache``)
     allowed_positions : boolean ``[ny, nx]`` window starts allowed in the library (local and hybrid modes)
@@ -135,7 +137,7 @@ def assimilate(
     lib, obs_list = _in_model_units(enc, lib, list(obs) if many else [obs])
     settings = _settings(model, model_dir, lib, members=members, top_k=top_k, tau=tau, spread_factor=spread_factor,
                          min_ess=min_ess, tempering=tempering, max_keep=max_keep, library_stride=library_stride,
-                         hybrid=hybrid)
+                         hybrid=hybrid, precision=precision, keep_mass=keep_mass, search=search)
     sampler = sampler_for(mode, enc, settings, allowed_positions)
     inputs = [sampler.read_obs(o, lib, times) for o in obs_list]
     labels = [f"{_source(o, i if many else None)} {x.label}".strip()  # how a failure names its time

@@ -49,6 +49,10 @@ from oceanda.contrastive.similarity import numpy_scores
 TABLE_MAX_BYTES = 2 << 30
 #: Most candidate weights (analysis windows x library windows) the dense engine holds as ``[P, N]`` rows.
 ROWS_MAX = 1 << 23
+#: ``precision='fast'``: the window means' basis keeps all but this share of the window table's variance
+#: (bundled library: rank 297 of 768; means within 3e-4 rms / 3e-3 max of the exact ones' anomaly).
+FAST_VARIANCE_TOL = 1e-6
+PRECISIONS = ("exact", "fast")
 
 
 class WindowLibrary:
@@ -198,6 +202,7 @@ class WindowTable:
     proj: np.ndarray
     ok: np.ndarray | None
     shape: tuple[int, int, int]  # (C, size, size)
+    _lowrank: dict = field(default_factory=dict, repr=False)  # tol -> (mean, coeffs, basis): built once
 
     @classmethod
     def build(cls, wlib: WindowLibrary, chunk: int = 64) -> WindowTable:
@@ -219,6 +224,39 @@ class WindowTable:
         taper = (t1[:, None] * t1[None, :]).astype(np.float32)
         proj = np.einsum("kcyx,yx->kc", x.reshape(-1, C, s, s), taper)
         return cls(x, proj, ok, (C, s, s))
+
+    def lowrank(self, tol: float = FAST_VARIANCE_TOL) -> tuple:
+        """The rows in a basis keeping all but ``tol`` of their variance: ``x ~ mean + coeffs @ basis``.
+
+        Why: every window mean is ``w @ x`` (``w`` summing to one) = ``mean + (w @ coeffs) @ basis``, a product
+        ``r / D`` as costly. Built once per table (float64 Gram matrix of the centred rows, its eigenvectors).
+
+        Returns
+        -------
+        tuple: ``mean`` ``[D]`` float32, ``coeffs`` ``[N, r + 2C]`` (then the centred taper projections and their
+        squares, for the copula's ranking in the same product) and ``basis`` ``[r, D]`` as float32 torch tensors
+        """
+        if tol not in self._lowrank:
+            import torch
+
+            mu = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
+            G = np.zeros((self.x.shape[1],) * 2)
+            for a in range(0, len(self.x), 8192):
+                c = (self.x[a:a + 8192] - mu).astype(np.float64)
+                G += c.T @ c
+            ev, V = np.linalg.eigh(G)
+            ev, V = np.maximum(ev[::-1], 0), V[:, ::-1]
+            frac = np.cumsum(ev) / max(ev.sum(), 1e-300)
+            r = max(1, min(len(ev), int(np.searchsorted(frac, 1.0 - tol)) + 1))
+            basis = np.ascontiguousarray(V[:, :r].T, dtype=np.float32)
+            C = self.proj.shape[1]
+            coeffs = np.empty((len(self.x), r + 2 * C), np.float32)
+            for a in range(0, len(self.x), 8192):
+                coeffs[a:a + 8192, :r] = (self.x[a:a + 8192] - mu) @ basis.T
+            pc = self.proj - self.proj.mean(axis=0)  # centred: the variance is then a difference of small terms
+            coeffs[:, r:r + C], coeffs[:, r + C:] = pc, pc * pc
+            self._lowrank[tol] = (mu, torch.from_numpy(coeffs), torch.from_numpy(basis))
+        return self._lowrank[tol]
 
 
 @dataclass
@@ -349,7 +387,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = LOCAL_KEEP_MASS,
                   max_keep: int | None = None, min_ess: float | None = None, tempering: bool = False,
                   top: int = 0, window_chunk: int = 16, engine: str = "auto",
-                  index: WindowIndex | None = None) -> LocalAnalysis:
+                  index: WindowIndex | None = None, precision: str = "exact") -> LocalAnalysis:
     """Local analysis of one observation field.
 
     Members: ``coupling='copula'`` (default) ranks each window's candidates by their mean anomaly
@@ -372,11 +410,16 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     engine : ``'dense'`` (matrix products on the window table), ``'loop'`` (per-window gathers) or
         ``'auto'`` (dense when the table fits)
     index : the search of ``z_lib`` (dense engine; default: an exact :class:`WindowIndex`)
+    precision : ``'exact'`` (float64 search and picks: the loop engine's numbers) or ``'fast'`` (dense engine on a
+        table without land, search not ``'ivf'``: float32 search and picks, means in the table's low-rank basis
+        :meth:`WindowTable.lowrank`; otherwise the exact engine)
 
     Returns
     -------
     LocalAnalysis
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; expected 'exact' or 'fast'")
     rng = rng if rng is not None else np.random.default_rng()
     spec = wlib.spec
     ny, nx = obs.shape[-2:]
@@ -391,7 +434,10 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         raise ValueError("engine='dense': the window table does not fit in memory; expected engine='loop' or 'auto'")
     if table is not None:
         index = index if index is not None else WindowIndex(z_lib, kind, tau, "exact")
-        win_mean, win_members, diag = _dense_windows(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
+        fast = (precision == "fast" and table.ok is None and index.method != "ivf"
+                and len(iy) * len(wlib) <= ROWS_MAX)
+        dense = _fast_windows if fast else _dense_windows
+        win_mean, win_members, diag = dense(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
     else:
         win_mean, win_members, diag = _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, (iy, ix),
                                                     window_chunk, **post)
@@ -476,6 +522,95 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
             dict(ess=ess, dropped_mass=dropped, retrieved=_retrieved(top, cands, Wd if rows_mode else None, P),
                  search=res.kind, recall=res.recall, engine="dense"))
 
+
+def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,
+                  top):
+    """The dense engine at ``precision='fast'``: float32 search and picks, window means in a low-rank basis.
+
+    Why: the exact engine's float64 threshold, ranking and full ``[P, N] @ [N, D]`` product were 85 % of an
+    analysis. Members are still exact table rows, drawn by the same rule from (float32) candidate sets.
+    """
+    import torch
+
+    iy, ix = where
+    P = len(iy)
+    C, s, _ = table.shape
+    res = index.search_rows32(zo, keep_mass, max_keep)
+    Wu, zk = res.weights, res.total.copy()
+    dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
+    if min_ess is not None:  # degenerate windows: warned or tempered by the per-window posterior (all scores)
+        for p in np.flatnonzero(ess < min_ess):
+            post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
+                                         keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
+                                         where=f"window ({iy[p]}, {ix[p]})")
+            ess[p], dropped[p], zk[p] = post.ess, post.dropped_mass, 1.0
+            Wu[p] = 0.0
+            Wu[p, torch.from_numpy(post.indices)] = torch.from_numpy(post.weights.astype(np.float32))
+    inv = torch.from_numpy((1.0 / zk).astype(np.float32))[:, None]
+    mu, coeffs, basis = table.lowrank()  # coeffs [N, r + 2C]: the basis' coefficients, then proj and proj^2
+    r = basis.shape[0]
+    A = torch.mm(Wu, coeffs).mul_(inv)  # every window's weighted mean coefficients, projection and its square
+    mean = (torch.mm(A[:, :r], basis).numpy() + mu).astype(np.float32)
+    if coupling == "copula":  # the ranking score up to a per-window constant: sum_c proj[k, c] / sd[p, c]
+        var = A[:, r + C:] - A[:, r:r + C] ** 2  # weighted spread of the projections
+        score = torch.mm(var.clamp_(min=1e-30).rsqrt_(), coeffs[:, r:r + C].T)
+    else:  # candidates in entry order
+        score = torch.arange(Wu.shape[1], dtype=torch.float32)[None].expand(P, -1)
+    picks = ranked_quantiles_rows32(score, Wu, q.T)
+    rows = table.x[picks.ravel()].reshape(P, q.shape[0], -1)
+    Wn = Wu.numpy() if top else None
+    return (mean.reshape(P, C, s, s), rows.reshape(P, q.shape[0], C, s, s),
+            dict(ess=ess, dropped_mass=dropped, retrieved=_retrieved(top, None, Wn, P), search=res.kind,
+                 recall=np.ones(P), engine="dense-fast"))
+
+
+def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096) -> np.ndarray:
+    """:func:`ranked_quantiles_rows` in float32 torch: each row's entries ranked by ``score``, picked at ``q``.
+
+    Zero weights are never picked (they add nothing to the cumulative weight), so no candidate mask is
+    needed. A weighted histogram finds each quantile's bin; only the weighted entries of those bins are
+    sorted (float64 cumulative sums from the bin's start).
+
+    Parameters
+    ----------
+    score, w : ``[P, n]`` float32 torch tensors (weights need not be normalised)
+    q : ``[P, M]`` quantiles in [0, 1)
+    bins : histogram bins per row
+
+    Returns
+    -------
+    int64 column indices ``[P, M]``
+    """
+    import torch
+
+    P, n = w.shape
+    lo, hi = score.amin(dim=1, keepdim=True), score.amax(dim=1, keepdim=True)
+    scale = torch.where(hi > lo, bins / (hi - lo), torch.zeros_like(hi))
+    x = torch.sub(score, lo).mul_(scale).clamp_(0, bins - 0.5)  # position in bins, [0, bins)
+    b = x.long()
+    hist = torch.zeros(P, bins).scatter_add_(1, b, w).double().numpy()
+    cum = np.cumsum(hist, axis=1)
+    total = cum[:, -1:]
+    rows = np.arange(P)[:, None]
+    qn = np.asarray(q, dtype=np.float64)
+    qb = np.searchsorted((cum / total + rows).ravel(), (qn + rows).ravel(), side="right").reshape(q.shape) - rows * bins
+    last = bins - 1 - np.argmax(hist[:, ::-1] > 0, axis=1)  # the last bin holding weight
+    qb = np.minimum(qb, last[:, None])
+    need = np.zeros((P, bins), bool)
+    need[rows, qb] = True
+    r, k = torch.nonzero(torch.from_numpy(need).gather(1, b), as_tuple=True)
+    we = w[r, k].double().numpy()
+    r, k, we = r.numpy()[we > 0], k.numpy()[we > 0], we[we > 0]
+    pos = x.numpy()[r, k].astype(np.float64)
+    key = r * bins + np.minimum(np.floor(pos), bins - 1)
+    o = np.argsort(key + (pos - np.floor(pos)) * 0.5, kind="stable")  # by bin, then score; ties: entry order
+    key, k, cs = key[o].astype(np.int64), k[o], np.cumsum(we[o])
+    g = (rows * bins + qb).ravel()
+    start, end = np.searchsorted(key, g), np.searchsorted(key, g, side="right")
+    base = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
+    before = np.take_along_axis(np.pad(cum, ((0, 0), (1, 0)))[:, :-1], qb, axis=1).ravel()
+    i = np.clip(np.searchsorted(cs, base + (qn * total).ravel() - before, side="right"), start, end - 1)
+    return k[i].reshape(q.shape).astype(np.int64)
 
 def _retrieved(top: int, cands, Wd, P: int) -> list:
     """Per window, the ``top`` library entries of largest weight (ties: lower entry first)."""

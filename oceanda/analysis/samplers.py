@@ -296,7 +296,8 @@ class LocalSampler(Sampler):
         return analyse_local(values, self.windows, self.embeddings, enc.embed_obs, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
                              keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,
-                             min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index)
+                             min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index,
+                             precision=s.precision)
 
     def analyse(self, obs: TimeObs | np.ndarray, rng: np.random.Generator) -> Analysis:
         """Analysis of one time.

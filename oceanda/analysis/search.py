@@ -239,6 +239,72 @@ def _threshold_chunk(L: np.ndarray, keep_mass: float, log_total: np.ndarray | No
     return thr, np.minimum(kept, 1.0), ess
 
 
+@dataclass
+class RowsResult:
+    """The float32 search of :meth:`WindowIndex.search_rows32`: every query's candidate weights as a torch row.
+
+    Attributes
+    ----------
+    weights : ``[Q, N]`` float32 torch tensor, ``exp(logit - row max)`` on the candidates, 0 elsewhere (not normalised)
+    total : ``[Q]`` float64 sum of each row of ``weights`` (divide by it to normalise)
+    threshold, log_total, kept_mass, ess : as :class:`SearchResult` (float32 terms, float64 sums)
+    """
+
+    kind: str
+    weights: object
+    total: np.ndarray
+    threshold: np.ndarray
+    log_total: np.ndarray
+    kept_mass: np.ndarray
+    ess: np.ndarray
+
+
+def threshold_rows32(L, keep_mass: float, max_keep: int | None = None) -> tuple:
+    """:func:`mass_threshold` of query-major float32 logits ``L`` ``[Q, N]`` (torch), all queries at once.
+
+    Why: the float64 rule costs as much as the rest of a local analysis; here the exponentials, the
+    log-weight histogram and the boundary bins stay float32 (sums in float64), and only the entries of the
+    boundary bins leave torch. Same rule (smallest set holding ``keep_mass``; ties by entry order).
+
+    Returns
+    -------
+    tuple: candidate weights ``[Q, N]`` (torch float32, 0 elsewhere), their sums ``[Q]``, thresholds ``[Q]``,
+    log of the summed weight ``[Q]``, kept share ``[Q]``, ESS ``[Q]``
+    """
+    import torch
+
+    Q, N = L.shape
+    m = L.amax(dim=1, keepdim=True)
+    D = torch.sub(m, L)  # >= 0
+    E = torch.neg(D).exp_()
+    z2 = torch.mul(E, E).sum(dim=1).double().numpy()
+    b = D.mul_(_BINS_PER_UNIT).clamp_(max=_BINS - 1).long()
+    cum = torch.zeros(Q, _BINS).scatter_add_(1, b, E).double().cumsum(dim=1).numpy()
+    total = cum[:, -1]
+    target = keep_mass * total
+    bstar = np.minimum((cum < target[:, None]).sum(axis=1), _BINS - 1)
+    r, k = torch.nonzero(b == torch.from_numpy(bstar)[:, None], as_tuple=True)
+    r, k = r.numpy(), k.numpy()
+    e = E[r, k].double().numpy()
+    o = np.lexsort((-e, r))  # by query, then decreasing weight; ties: entry order
+    r, k, cs = r[o], k[o], np.cumsum(e[o])
+    start = np.searchsorted(r, np.arange(Q))
+    end = np.searchsorted(r, np.arange(Q), side="right")
+    base = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
+    need = target - np.where(bstar > 0, cum[np.arange(Q), np.maximum(bstar - 1, 0)], 0.0)
+    i = np.clip(np.searchsorted(cs, base + need, side="left"), start, np.maximum(end - 1, start))
+    Ln = L.numpy()
+    thr = Ln[r[i], k[i]].copy()
+    if max_keep is not None and max_keep < N:
+        over = np.flatnonzero((L >= torch.from_numpy(thr)[:, None]).sum(dim=1).numpy() > max_keep)
+        for q in over:
+            thr[q] = max(thr[q], float(torch.topk(L[q], int(max_keep)).values[-1]))
+    Wu = E.mul_(L >= torch.from_numpy(thr)[:, None])
+    zk = Wu.sum(dim=1).double().numpy()
+    log_total = np.log(total) + m[:, 0].double().numpy()
+    return Wu, zk, thr.astype(np.float64), log_total, np.minimum(zk / total, 1.0), total ** 2 / z2
+
+
 def _cap(L: np.ndarray, thr: np.ndarray, max_keep: int | None) -> np.ndarray:
     """Raise the thresholds of columns with more than ``max_keep`` candidates to their ``max_keep``-th logit."""
     if max_keep is None or max_keep >= L.shape[0]:
@@ -347,6 +413,25 @@ class WindowIndex:
             L = scores32(self.x, self.sq, zo, self.kind, self.tau)
         thr, kept, ess, log_total, E = _mass_threshold(L, keep_mass, max_keep=max_keep, keep_exp=L.dtype == np.float64)
         return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess, exp_logits=E)
+
+    def search_rows32(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None) -> RowsResult:
+        """Every score as one float32 torch product ``[Q, N]`` and :func:`threshold_rows32` (``precision='fast'``).
+
+        Scores and weights are float32 (the loop path's float64 numbers to float32 rounding); the rule is
+        the exact search's. Not for ``'ivf'`` (it scores every row).
+        """
+        import torch
+
+        if getattr(self, "xt", None) is None:  # the fused search's augmented rows, without dropping self.x
+            keep = (self.x, self.sq)
+            if self.x is None:
+                self.x, self.sq = _prepare(self.z, self.kind)
+            self._build_fused()
+            self.x, self.sq = keep
+        qs, _ = self._fused_queries(np.atleast_2d(np.asarray(zo)))
+        L = torch.mm(torch.from_numpy(qs), self.xt.T)  # [Q, N]
+        Wu, zk, thr, log_total, kept, ess = threshold_rows32(L, keep_mass, max_keep)
+        return RowsResult("exact32", Wu, zk, thr, log_total, kept, ess)
 
     def _exact_scores(self, zo: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """:func:`~oceanda.contrastive.similarity.numpy_scores` bit for bit, the library side prepared once.
