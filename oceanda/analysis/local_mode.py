@@ -434,10 +434,12 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         raise ValueError("engine='dense': the window table does not fit in memory; expected engine='loop' or 'auto'")
     if table is not None:
         index = index if index is not None else WindowIndex(z_lib, kind, tau, "exact")
-        fast = (precision == "fast" and table.ok is None and index.method != "ivf"
-                and len(iy) * len(wlib) <= ROWS_MAX)
-        dense = _fast_windows if fast else _dense_windows
-        win_mean, win_members, diag = dense(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
+        fast = precision == "fast" and table.ok is None and index.method != "ivf" and len(wlib) <= ROWS_MAX
+        if fast:
+            win_mean, win_members, diag = _in_groups(_fast_windows, zo, q, wlib, table, index, taper, coupling,
+                                                     (iy, ix), **post)
+        else:
+            win_mean, win_members, diag = _dense_windows(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
     else:
         win_mean, win_members, diag = _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, (iy, ix),
                                                     window_chunk, **post)
@@ -447,6 +449,29 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         mean, mem = _ocean_only(mean, mem, wlib)
     mem = mean[None] + spread_factor * (mem - mem.mean(axis=0, keepdims=True))
     return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), iy=iy, ix=ix, **diag)
+
+
+def _in_groups(fn, zo, q, wlib, table, index, taper, coupling, where, **post):
+    """``fn`` over groups of analysis windows whose ``[P, N]`` weight rows fit :data:`ROWS_MAX`, joined.
+
+    Why: on a large grid (1024 windows at 256^2) all rows at once would not fit, and each window's
+    posterior is its own (its search, threshold and quantiles), so groups give the same result.
+    """
+    iy, ix = where
+    step = max(1, ROWS_MAX // max(len(wlib), 1))
+    if len(iy) <= step:
+        return fn(zo, q, wlib, table, index, taper, coupling, where, **post)
+    parts = [fn(zo[a:a + step], q[:, a:a + step], wlib, table, index, taper, coupling,
+                (iy[a:a + step], ix[a:a + step]), **post) for a in range(0, len(iy), step)]
+    diag = {}
+    for k, v in parts[0][2].items():
+        if isinstance(v, np.ndarray):
+            diag[k] = np.concatenate([p[2][k] for p in parts])
+        elif isinstance(v, list):
+            diag[k] = [x for p in parts for x in p[2][k]]
+        else:
+            diag[k] = v
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), diag
 
 
 def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_chunk, *, keep_mass, max_keep,
