@@ -237,26 +237,33 @@ class WindowTable:
         squares, for the copula's ranking in the same product) and ``basis`` ``[r, D]`` as float32 torch tensors
         """
         if tol not in self._lowrank:
-            import torch
+            from threadpoolctl import threadpool_limits
 
-            mu = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
-            G = np.zeros((self.x.shape[1],) * 2)
-            for a in range(0, len(self.x), 8192):
-                c = (self.x[a:a + 8192] - mu).astype(np.float64)
-                G += c.T @ c
-            ev, V = np.linalg.eigh(G)
-            ev, V = np.maximum(ev[::-1], 0), V[:, ::-1]
-            frac = np.cumsum(ev) / max(ev.sum(), 1e-300)
-            r = max(1, min(len(ev), int(np.searchsorted(frac, 1.0 - tol)) + 1))
-            basis = np.ascontiguousarray(V[:, :r].T, dtype=np.float32)
-            C = self.proj.shape[1]
-            coeffs = np.empty((len(self.x), r + 2 * C), np.float32)
-            for a in range(0, len(self.x), 8192):
-                coeffs[a:a + 8192, :r] = (self.x[a:a + 8192] - mu) @ basis.T
-            pc = self.proj - self.proj.mean(axis=0)  # centred: the variance is then a difference of small terms
-            coeffs[:, r:r + C], coeffs[:, r + C:] = pc, pc * pc
-            self._lowrank[tol] = (mu, torch.from_numpy(coeffs), torch.from_numpy(basis))
+            with threadpool_limits(limits=1, user_api="blas"):  # the same basis whatever the BLAS threads (dask
+                self._lowrank[tol] = self._basis(tol)  # workers run one, a notebook several: results identical)
         return self._lowrank[tol]
+
+    def _basis(self, tol: float) -> tuple:
+        """:meth:`lowrank`'s computation (float64 Gram matrix of the centred rows, its leading eigenvectors)."""
+        import torch
+
+        mu = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
+        G = np.zeros((self.x.shape[1],) * 2)
+        for a in range(0, len(self.x), 8192):
+            c = (self.x[a:a + 8192] - mu).astype(np.float64)
+            G += c.T @ c
+        ev, V = np.linalg.eigh(G)
+        ev, V = np.maximum(ev[::-1], 0), V[:, ::-1]
+        frac = np.cumsum(ev) / max(ev.sum(), 1e-300)
+        r = max(1, min(len(ev), int(np.searchsorted(frac, 1.0 - tol)) + 1))
+        basis = np.ascontiguousarray(V[:, :r].T, dtype=np.float32)
+        C = self.proj.shape[1]
+        coeffs = np.empty((len(self.x), r + 2 * C), np.float32)
+        for a in range(0, len(self.x), 8192):
+            coeffs[a:a + 8192, :r] = (self.x[a:a + 8192] - mu) @ basis.T
+        pc = self.proj - self.proj.mean(axis=0)  # centred: the variance is then a difference of small terms
+        coeffs[:, r:r + C], coeffs[:, r + C:] = pc, pc * pc
+        return mu, torch.from_numpy(coeffs), torch.from_numpy(basis)
 
 
 @dataclass
