@@ -563,10 +563,9 @@ def _check_scheduler(address: str, timeout: float = 10.0) -> None:
     """
     if not isinstance(address, str):
         return  # a distributed.Client of the caller's
-    if address.startswith("local:"):
-        from oceanda.analysis.assimilate import local_workers
+    from oceanda.analysis.assimilate import local_workers
 
-        local_workers(address)  # N an integer from 1 to 1024
+    if local_workers(address) is not None:  # local:N, N an integer from 1 to 1024 (else a one-line error)
         return
     try:
         from distributed import Client
@@ -727,6 +726,10 @@ def choices(what: str) -> list[str]:
         from oceanda.experiments.twins import TWINS
 
         return list(TWINS)
+    if what == "precision":
+        from oceanda.analysis.settings import PRECISIONS
+
+        return list(PRECISIONS)
     raise OceandaError(f"no choices for '{what}'")
 
 

@@ -42,7 +42,7 @@ import oceanda.analysis.windows as W
 from oceanda.analysis.library import Library
 from oceanda.analysis.posterior import posterior_from_scores, quantile_indices
 from oceanda.analysis.search import WindowIndex
-from oceanda.analysis.settings import LOCAL_KEEP_MASS, LOCAL_MAX_KEEP
+from oceanda.analysis.settings import LOCAL_KEEP_MASS, LOCAL_MAX_KEEP, PRECISIONS
 from oceanda.contrastive.similarity import numpy_scores
 
 #: Largest window table built (bytes; with land two tables of this size): larger libraries use the loop engine.
@@ -52,7 +52,6 @@ ROWS_MAX = 1 << 23
 #: ``precision='fast'``: the window means' basis keeps all but this share of the window table's variance
 #: (bundled library: rank 297 of 768; means within 3e-4 rms / 3e-3 max of the exact ones' anomaly).
 FAST_VARIANCE_TOL = 1e-6
-PRECISIONS = ("exact", "fast")
 
 
 class WindowLibrary:
@@ -441,8 +440,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         raise ValueError("engine='dense': the window table does not fit in memory; expected engine='loop' or 'auto'")
     if table is not None:
         index = index if index is not None else WindowIndex(z_lib, kind, tau, "exact")
-        fast = precision == "fast" and table.ok is None and index.method != "ivf" and len(wlib) <= ROWS_MAX
-        if fast:
+        if precision == "fast" and fast_applies(wlib, table, index):
             win_mean, win_members, diag = _in_groups(_fast_windows, zo, q, wlib, table, index, taper, coupling,
                                                      (iy, ix), **post)
         else:
@@ -456,6 +454,22 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         mean, mem = _ocean_only(mean, mem, wlib)
     mem = mean[None] + spread_factor * (mem - mem.mean(axis=0, keepdims=True))
     return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), iy=iy, ix=ix, **diag)
+
+
+def fast_applies(wlib: WindowLibrary, table: WindowTable | None, index: WindowIndex) -> bool:
+    """Whether ``precision='fast'`` runs the fast engine here: a table without land, a search that scores every row."""
+    return table is not None and table.ok is None and index.method != "ivf" and len(wlib) <= ROWS_MAX
+
+
+def prepare_fast(wlib: WindowLibrary, index: WindowIndex) -> None:
+    """Build once, before any analysis, what the fast engine uses (the table's low-rank basis, the float32 rows).
+
+    Why here: built lazily, the first analyses (run on several threads) would each build them at once.
+    """
+    table = wlib.table()
+    if fast_applies(wlib, table, index):
+        table.lowrank()
+        index.prepare_rows32()
 
 
 def _in_groups(fn, zo, q, wlib, table, index, taper, coupling, where, **post):

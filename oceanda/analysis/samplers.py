@@ -26,7 +26,7 @@ from oceanda.analysis.encoding import EncoderPair, obs_arrays
 from oceanda.analysis.global_mode import analyse_global
 from oceanda.analysis.hybrid import hybrid_update, localizer_for, static_states
 from oceanda.analysis.library import Library
-from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local
+from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local, prepare_fast
 from oceanda.analysis.result import Analysis
 from oceanda.analysis.search import WindowIndex
 from oceanda.analysis.settings import LOCAL_KEEP_MASS, SamplerSettings
@@ -289,6 +289,8 @@ class LocalSampler(Sampler):
                                                   cache_dir=cache_dir, quiet=quiet)
         self.index = WindowIndex(self.embeddings, enc.kind, self.tau, self.settings.search)
         self.windows.table()  # the dense engine's window table, built once (None when it does not fit)
+        if self.settings.precision == "fast":
+            prepare_fast(self.windows, self.index)  # its basis and float32 rows, before analyses run on threads
         return self
 
     def _local(self, values: np.ndarray, rng: np.random.Generator) -> LocalAnalysis:

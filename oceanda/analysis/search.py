@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from oceanda.analysis.settings import SEARCH_KINDS
 from oceanda.contrastive.similarity import canonical_kind
 
 #: Libraries smaller than this are searched exactly (``'auto'``).
@@ -62,7 +63,7 @@ _PILOT_SAFETY = 0.75
 #: (weights up to e^30, squares e^60: far from float32 overflow at e^88).
 _EXP_HEADROOM = 30.0
 _LOG2E = 1.4426950408889634
-KINDS = ("auto", "exact", "flat", "ivf", "fused")
+KINDS = SEARCH_KINDS
 
 
 def auto_kind(n: int) -> str:
@@ -414,6 +415,15 @@ class WindowIndex:
         thr, kept, ess, log_total, E = _mass_threshold(L, keep_mass, max_keep=max_keep, keep_exp=L.dtype == np.float64)
         return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess, exp_logits=E)
 
+    def prepare_rows32(self) -> None:
+        """The fused search's augmented float32 rows (``self.xt``) for :meth:`search_rows32`, once; ``self.x`` is kept."""
+        if getattr(self, "xt", None) is None:
+            keep = (self.x, self.sq)
+            if self.x is None:
+                self.x, self.sq = _prepare(self.z, self.kind)
+            self._build_fused()
+            self.x, self.sq = keep
+
     def search_rows32(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None) -> RowsResult:
         """Every score as one float32 torch product ``[Q, N]`` and :func:`threshold_rows32` (``precision='fast'``).
 
@@ -422,12 +432,7 @@ class WindowIndex:
         """
         import torch
 
-        if getattr(self, "xt", None) is None:  # the fused search's augmented rows, without dropping self.x
-            keep = (self.x, self.sq)
-            if self.x is None:
-                self.x, self.sq = _prepare(self.z, self.kind)
-            self._build_fused()
-            self.x, self.sq = keep
+        self.prepare_rows32()
         qs, _ = self._fused_queries(np.atleast_2d(np.asarray(zo)))
         L = torch.mm(torch.from_numpy(qs), self.xt.T)  # [Q, N]
         Wu, zk, thr, log_total, kept, ess = threshold_rows32(L, keep_mass, max_keep)

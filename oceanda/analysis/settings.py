@@ -27,6 +27,8 @@ LOCAL_KEEP_MASS = 1.0 - 1e-3
 LOCAL_MAX_KEEP = 1 << 18
 #: Search kinds of local mode (:class:`oceanda.analysis.search.WindowIndex`).
 SEARCH_KINDS = ("auto", "exact", "flat", "ivf", "fused")
+#: Local mode's arithmetic (:func:`oceanda.analysis.local_mode.analyse_local`); the first is the default.
+PRECISIONS = ("fast", "exact")
 
 #: Temperatures beyond these over- or underflow exp(similarity / tau) in float32 (NaN weights).
 TAU_RANGE = (1e-6, 1e6)
@@ -147,7 +149,7 @@ class SamplerSettings(Settings):
         check_number("keep_mass", self.keep_mass, lo=0, lo_open=True, hi=1, optional=True)
         check_choice("search", self.search, SEARCH_KINDS)
         check_number("library_stride", self.library_stride, lo=1, integer=True, optional=True)
-        check_choice("precision", self.precision, ("exact", "fast"))
+        check_choice("precision", self.precision, PRECISIONS)
         if not isinstance(self.hybrid, HybridSettings):
             _type_error("hybrid", self.hybrid, "HybridSettings or a dict of its settings")
 

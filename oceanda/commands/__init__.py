@@ -31,6 +31,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "testbed": ("qg", "torus", "lorenz96"),
     "operator": ("altimetry", "gappy", "points", "profiles"),
     "twin": ("lorenz96", "qg"),
+    "precision": ("fast", "exact"),
 }
 
 

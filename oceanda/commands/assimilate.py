@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=seed_int, default=None, help="seed of the resampling (default 0)")
     parser.add_argument("--spread-factor", type=number(lo=0.0, lo_open=True, hi=100.0), default=None, help="scale ensemble deviations (default: the model's calibrated factor)")
     parser.add_argument("--tau", type=number(lo=1e-6, hi=1e6), default=None, help="temperature of the weights (default: the model's tuned or trained one)")
-    parser.add_argument("--precision", choices=("fast", "exact"), default=None,
+    parser.add_argument("--precision", choices=choices("precision"), default=None,
                         help="local/hybrid arithmetic: fast (default; float32, low-rank window means) or exact "
                              "(float64, bit for bit the reference engine)")
     parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
