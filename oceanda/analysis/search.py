@@ -149,18 +149,6 @@ class SearchResult:
         W /= W.sum(axis=1, keepdims=True)
         return W, mask
 
-    def weights(self, dtype=np.float32) -> np.ndarray:
-        """Dense ``[Q, R]`` renormalised candidate weights (zero elsewhere): one row per query.
-
-        Returns
-        -------
-        ``[Q, R]`` array of ``dtype``
-        """
-        m = np.max(self.logits, axis=0)
-        w = np.exp(np.asarray(self.logits, dtype=np.float64) - m[None]) * (self.logits >= self.threshold[None])
-        w /= w.sum(axis=0, keepdims=True)
-        return np.ascontiguousarray(w.T, dtype=dtype)
-
 
 def mass_threshold(logits: np.ndarray, keep_mass: float, log_total: np.ndarray | None = None,
                    max_keep: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -294,7 +294,8 @@ def _moments(Ea: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_members(path: Any, n: int, idx: Any) -> np.ndarray:
     """The first ``n`` members of one streamed time, channels ``idx`` (a list: levels; an int: no level)."""
-    return np.load(path, allow_pickle=False)[:n, idx]
+    # memory-mapped: only this variable's channels are read (each variable of a time reads the same file)
+    return np.array(np.load(path, mmap_mode="r", allow_pickle=False)[:n, idx])  # a copy: no map outlives the call
 
 
 def _streamed_dataset(files: list[Any], n: int, mean: np.ndarray, spread: np.ndarray, layout: FieldLayout,

@@ -149,6 +149,11 @@ def taper(r: np.ndarray, radius: float, kind: str = DEFAULT_TAPER) -> np.ndarray
     raise ValueError(f"unknown taper '{kind}'; expected one of {TAPERS}")
 
 
+def taper_reach(radius: float, kind: str) -> float:
+    """Distance beyond which a taper of half-width ``radius`` is 0: ``c`` for the boxcar, else ``2c``."""
+    return radius if kind in ("boxcar", "step") else 2.0 * radius
+
+
 def pairwise_distances(a: np.ndarray, b: np.ndarray, metric: str = "euclidean",
                        period: Sequence[float | None] | None = None) -> np.ndarray:
     """Distances ``[len(a), len(b)]`` between points ``a [na, d]`` and ``b [nb, d]``.
@@ -272,7 +277,7 @@ def taper_pairs(a: np.ndarray, b: np.ndarray, radius: float, kind: str = DEFAULT
     -------
     ``(r, c, w)``: int64 indices into ``a`` and ``b`` and the taper weights
     """
-    reach = radius if kind in ("boxcar", "step") else 2.0 * radius
+    reach = taper_reach(radius, kind)
     if len(a) == 0 or len(b) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     ta = _ball_tree(a, metric, period) if a_tree is None else a_tree
@@ -419,7 +424,7 @@ class Localizer:
     @property
     def reach(self) -> float:
         """Distance beyond which every taper weight is 0 (``c`` for the boxcar, else ``2c``)."""
-        return self.radius if self.taper in ("boxcar", "step") else 2.0 * self.radius
+        return taper_reach(self.radius, self.taper)
 
     def _remember(self, key: tuple, coords: np.ndarray, lw: LocalWeights) -> None:
         """Keep ``lw`` for this pattern; forget the least recently used beyond the entry and byte bounds."""

@@ -776,10 +776,14 @@ def spinup_key(settings: dict[str, Any]) -> str:
 
 def spinup_path(nx: int, members: int = SPINUP_MEMBERS, days: float | None = None) -> Path:
     """``cache_root()/qg_spinup/nx{nx}-{key}.nc``: where the spun-up state at ``nx`` is cached."""
+    return _spinup_file(spinup_settings(nx, members, days))
+
+
+def _spinup_file(settings: dict[str, Any]) -> Path:
+    """The cache file of the spun-up state made from ``settings`` (named by their key)."""
     from oceanda import io
 
-    key = spinup_key(spinup_settings(nx, members, days))
-    return io.cache_root() / SPINUP_CACHE / f"nx{nx}-{key}.nc"
+    return io.cache_root() / SPINUP_CACHE / f"nx{settings['nx']}-{spinup_key(settings)}.nc"
 
 
 def _read_spinup(path: Path, settings: dict[str, Any]) -> np.ndarray | None:
@@ -848,7 +852,7 @@ def spun_up_state_nx(nx: int, members: int = SPINUP_MEMBERS, days: float | None 
     if nx == 64:
         return spun_up_state(member=list(range(members)))
     settings = spinup_settings(nx, members, days)
-    path = io.cache_root() / SPINUP_CACHE / f"nx{nx}-{spinup_key(settings)}.nc"
+    path = _spinup_file(settings)
     q = _read_spinup(path, settings)
     if q is not None:
         return q
