@@ -472,6 +472,20 @@ def prepare_fast(wlib: WindowLibrary, index: WindowIndex) -> None:
         index.prepare_rows32()
 
 
+def _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
+    """Windows whose ESS is below ``min_ess``: warned or tempered by the per-window posterior of all scores.
+
+    Yields ``(p, posterior)`` after updating ``ess[p]`` and ``dropped[p]``; the engine replaces window p's weights.
+    """
+    iy, ix = where
+    for p in np.flatnonzero(ess < min_ess):
+        post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
+                                     keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
+                                     where=f"window ({iy[p]}, {ix[p]})")
+        ess[p], dropped[p] = post.ess, post.dropped_mass
+        yield p, post
+
+
 def _in_groups(fn, zo, q, wlib, table, index, taper, coupling, where, **post):
     """``fn`` over groups of analysis windows whose ``[P, N]`` weight rows fit :data:`ROWS_MAX`, joined.
 
@@ -526,8 +540,7 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
     Below :data:`ROWS_MAX` weights the candidates stay ``[P, N]`` rows (weights, mask) and the copula's
     ranking and quantile picks run on all windows at once; above, one window at a time (the same numbers).
     """
-    iy, ix = where
-    P, members = len(iy), q.shape[0]
+    P, members = len(where[0]), q.shape[0]
     C, s, _ = table.shape
     res = index.search(zo, keep_mass, max_keep)
     rows_mode = P * len(wlib) <= ROWS_MAX
@@ -537,12 +550,8 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
     else:
         cands = [res.candidates(p) for p in range(P)]
     dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
-    if min_ess is not None:  # degenerate windows: warned or tempered by the per-window posterior (all scores)
-        for p in np.flatnonzero(ess < min_ess):
-            post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
-                                         keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
-                                         where=f"window ({iy[p]}, {ix[p]})")
-            ess[p], dropped[p] = post.ess, post.dropped_mass
+    if min_ess is not None:
+        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
             if rows_mode:
                 Wd[p], cand[p] = 0.0, False
                 Wd[p, post.indices], cand[p, post.indices] = post.weights, True
@@ -578,18 +587,14 @@ def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mas
     """
     import torch
 
-    iy, ix = where
-    P = len(iy)
+    P = len(where[0])
     C, s, _ = table.shape
     res = index.search_rows32(zo, keep_mass, max_keep)
     Wu, zk = res.weights, res.total.copy()
     dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
-    if min_ess is not None:  # degenerate windows: warned or tempered by the per-window posterior (all scores)
-        for p in np.flatnonzero(ess < min_ess):
-            post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
-                                         keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
-                                         where=f"window ({iy[p]}, {ix[p]})")
-            ess[p], dropped[p], zk[p] = post.ess, post.dropped_mass, 1.0
+    if min_ess is not None:
+        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
+            zk[p] = 1.0
             Wu[p] = 0.0
             Wu[p, torch.from_numpy(post.indices)] = torch.from_numpy(post.weights.astype(np.float32))
     inv = torch.from_numpy((1.0 / zk).astype(np.float32))[:, None]
