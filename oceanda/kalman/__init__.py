@@ -11,12 +11,14 @@ ones from ``tuned.json`` (:func:`tuned_settings`: the raw entries). Array level 
 ``E [N, n]``, observations ``y, error, H`` or :class:`Observations`): :func:`enkf`, :func:`etkf`,
 :func:`letkf`, :func:`enoi` and the Schur-localised EnOI :func:`schur_enoi` (mean, variance) and
 :func:`schur_enoi_ensemble`. Dataset level: :func:`analyse_dataset` (the ``oceanda enkf`` verb).
-Cycling with any model ``forecast(E, t0, t1) -> E``: :func:`cycle`.
+Cycling with any model ``forecast(E, t0, t1) -> E``: :func:`cycle`; hybrid covariance (the forecast's
+blended with extra members', :func:`hybrid_assimilate`): ``cycle(..., extra=, hybrid_beta=)``.
 """
 
 from __future__ import annotations
 
 from oceanda.kalman._core import etkf_weights, normalised_innovations, repair_members, static_ensemble
+from oceanda.kalman.augmented import augmented_ensemble, hybrid_assimilate
 from oceanda.kalman.cycling import CycleResult, cycle, latest_checkpoint, rmse, spread
 from oceanda.kalman.dataset import analyse_dataset, localizer_for_dataset
 from oceanda.kalman.filters import enkf, enoi, etkf
@@ -42,8 +44,8 @@ from oceanda.kalman.tuned import tuned_filter, tuned_settings
 
 __all__ = [
     "DEFAULT_TAPER", "ENOI_FORMS", "ETKF", "LETKF", "METHODS", "TAPERS", "AdaptiveInflation", "CycleResult", "EnKF", "EnOI",
-    "Filter", "Localizer", "Observations", "analyse_dataset", "apply_operator", "cycle", "enkf", "enoi", "etkf",
-    "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "inflate",
+    "Filter", "Localizer", "Observations", "analyse_dataset", "apply_operator", "augmented_ensemble", "cycle", "enkf", "enoi", "etkf",
+    "etkf_weights", "gaspari_cohn", "great_circle_km", "grid_localizer", "hybrid_assimilate", "inflate",
     "innovation_inflation_estimate", "latest_checkpoint", "letkf", "localizer_for_dataset", "make_filter",
     "normalised_innovations", "observations_from_dataset", "pairwise_distances", "radius_from_dapper", "radius_to_dapper",
     "repair_members", "ring_localizer", "rmse", "rtpp", "rtps", "schur_enoi", "schur_enoi_ensemble", "selection_operator",

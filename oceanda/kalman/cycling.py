@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from oceanda import io
 from oceanda.errors import CheckpointError, ConfigurationError, DataValidationError
 from oceanda.kalman._core import as_rng, normalised_innovations, repair_members
+from oceanda.kalman.augmented import check_beta, hybrid_assimilate
 from oceanda.kalman.inflation import AdaptiveInflation
 from oceanda.kalman.methods import LETKF, Filter
 from oceanda.kalman.obsspace import Observations
@@ -36,6 +37,8 @@ STAT_NAMES = ("rmse_f", "rmse_a", "spread_f", "spread_a", "inflation", "seconds_
 RESUME_KEYS = ("method", "members", "state_size")
 
 Forecast = Callable[[np.ndarray, float, float], np.ndarray]
+#: ``extra(k, E_f) -> [M, n]``: the members blended into cycle ``k``'s forecast covariance (hybrid covariance).
+Extra = Callable[[int, np.ndarray], np.ndarray]
 
 
 def rmse(E: np.ndarray, truth: np.ndarray) -> float:
@@ -192,16 +195,27 @@ def _resume(path: Path, state: _State, filter: Filter, meta: dict[str, Any], rng
         state.adaptive.load_state(ad)  # the caller's object, as the docstring of cycle() promises
 
 
+@dataclass
+class _Hybrid:
+    """The hybrid covariance of a run: the extra members' callback and their weight (beta 0: none)."""
+
+    extra: Extra | None = None
+    beta: float = 0.0
+
+    def members(self, k: int, E: np.ndarray) -> np.ndarray | None:
+        return self.extra(k, E) if self.extra is not None and self.beta > 0 else None
+
+
 def _analyse(E: np.ndarray, obs: Observations, filter: Filter, localizer: Any, adaptive: AdaptiveInflation | None,
-             rng: np.random.Generator) -> tuple[np.ndarray, float]:
+             rng: np.random.Generator, extra: np.ndarray | None = None, beta: float = 0.0) -> tuple[np.ndarray, float]:
     """One analysis; with adaptive inflation the factor is updated from this cycle's innovations first."""
     if adaptive is None:
-        return filter.assimilate(E, obs, rng, localizer), filter.inflation
+        return hybrid_assimilate(filter, E, obs, extra, beta, rng, localizer), filter.inflation
     o = obs.finite()
     E = repair_members(E, rng)
     _, _, Ys, d = normalised_innovations(E, o.apply(E), o)
     factor = filter.inflation * adaptive.update(d, Ys)
-    return dataclasses.replace(filter, inflation=factor).assimilate(E, obs, rng, localizer), factor
+    return hybrid_assimilate(dataclasses.replace(filter, inflation=factor), E, obs, extra, beta, rng, localizer), factor
 
 
 def _record(stats: dict[str, list[float]], Ef: np.ndarray, Ea: np.ndarray, truth: np.ndarray | None, factor: float,
@@ -232,7 +246,7 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
           localizer: Any = None, adaptive: AdaptiveInflation | None = None, rng: Any = 0, t0: float = 0.0,
           truth: np.ndarray | None = None, checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
           resume: bool = False, progress: bool | None = None, keep_means: bool = False,
-          keep_ensembles: bool = False) -> CycleResult:
+          keep_ensembles: bool = False, extra: Extra | None = None, hybrid_beta: float = 0.0) -> CycleResult:
     """Run ``filter`` through ``observations`` (each with a ``time``), starting from ``initial`` at ``t0``.
 
     Parameters
@@ -251,15 +265,20 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
     progress : tqdm bar (default: only on a terminal)
     keep_means : keep every analysis mean (``CycleResult.mean_analyses``)
     keep_ensembles : keep every analysis ensemble (``CycleResult.analyses``; cycles x members x state values)
+    extra : ``extra(k, E_f) -> [M, n]``: members whose covariance is blended into cycle ``k``'s forecast
+        covariance (:func:`~oceanda.kalman.augmented.hybrid_assimilate`)
+    hybrid_beta : their weight: the analysis uses ``(1 - beta) P_f + beta P_extra``; 0 = the plain filter
 
     Returns
     -------
     CycleResult
     """
     times = _check(observations, filter, localizer, t0, truth)
+    hybrid = _Hybrid(extra, check_beta(hybrid_beta))
     g = as_rng(rng)
     state = _State(E=np.asarray(initial, dtype=np.float64).copy(), stats={k: [] for k in STAT_NAMES}, adaptive=adaptive)
-    meta = {"members": int(state.E.shape[0]), "state_size": int(state.E.shape[1]), "cycles": len(times)}
+    meta = {"members": int(state.E.shape[0]), "state_size": int(state.E.shape[1]), "cycles": len(times),
+            "hybrid_beta": hybrid.beta}
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     path = latest_checkpoint(ckdir) if resume and ckdir is not None else None
     if path is not None:
@@ -275,7 +294,7 @@ def cycle(forecast: Forecast, initial: np.ndarray, observations: Sequence[Observ
         tf = _time.perf_counter() - tic
         Ef = E = repair_members(E, g, what=f"forecast ensemble at cycle {k}")
         tic = _time.perf_counter()
-        E, factor = _analyse(E, observations[k], filter, localizer, state.adaptive, g)
+        E, factor = _analyse(E, observations[k], filter, localizer, state.adaptive, g, hybrid.members(k, E), hybrid.beta)
         _record(state.stats, Ef, E, truth[k] if truth is not None else None, factor, (tf, _time.perf_counter() - tic))
         t_prev = times[k]
         if keep_means:
