@@ -1,0 +1,252 @@
+"""Cycled QG assimilation helped by the contrastive sampler: warm starts and hybrid covariance.
+
+Why these two and not the learned likelihood alone: the bundled critic ranks the truth above 99 %
+of library windows but is flat at forecast-error scale (``docs/critics.md``), so a particle filter
+with it is no better than climatology once the forecast has spun up. What it does well is the first
+analysis, from climatology: so (1) ``initial='contrastive'`` starts the cycle from the one-shot
+contrastive hybrid analysis of the first observations (members resampled from it), and (2) with
+``hybrid_beta`` every analysis blends the forecast covariance with that of the contrastive posterior
+members for the same observations (:func:`oceanda.kalman.hybrid_assimilate`), which fills the
+directions a 10-member forecast lacks. ``initial='enoi'`` and ``extra='library'`` are the controls
+without the contrastive model (the same steps with an EnOI analysis / random library states).
+
+The one-shot analyses do not depend on the forecast, so they are computed once for every time
+(:func:`contrastive_analyses`) and indexed by the cycle. Forecasts, observations and the filter are
+those of :func:`oceanda.experiments.qg_twin.cycled_letkf` (settings tuned for the ensemble size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from oceanda import fields
+from oceanda.errors import ConfigurationError, DataValidationError
+from oceanda.experiments.qg_twin import QGForecast, _daily_observations, qg_letkf_settings
+from oceanda.kalman import ETKF, cycle, localizer_for_dataset, make_filter, tuned_filter
+from oceanda.settings import check_choice, check_number
+from oceanda.testbeds.qg import QGModel
+
+#: Initial ensembles of a cycle: library states forecast to the first time, or a warm start from a
+#: one-shot analysis of the first observations (EnOI: the control; contrastive: the sampler's hybrid mode).
+INITIALS = ("climatology", "enoi", "contrastive")
+#: Where the hybrid covariance's extra members come from.
+EXTRAS = ("contrastive", "library")
+#: Cycling methods of this experiment.
+METHODS = ("letkf", "etkf")
+
+
+@dataclass
+class Setup:
+    """What every variant shares: the library, the observations, the grid layout, the model."""
+
+    library: xr.Dataset
+    obs: xr.Dataset
+    layout: fields.FieldLayout
+    forecast: QGForecast
+    observations: list  # one oceanda.kalman.Observations per time, time in days since the first
+
+    @classmethod
+    def of(cls, library: xr.Dataset, obs: xr.Dataset) -> "Setup":
+        layout = fields.layout_of(library, [v for v in ("psi", "ssh") if v in library])
+        if layout.variables[0] != "psi":
+            raise DataValidationError("cycled QG assimilation needs 'psi' in the library; expected psi (and ssh)")
+        forecast = QGForecast(QGModel.from_attrs(library.attrs), layout.n_channels)
+        return cls(library, obs, layout, forecast, _daily_observations(obs, layout, library))
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.obs["time"].values
+
+    def states(self, ds: xr.Dataset) -> np.ndarray:
+        """Flat states ``[time, member, n]`` of an analysis Dataset's members (float64)."""
+        lay = dataclasses.replace(self.layout, sample_dim="member")
+        return np.stack([fields.to_array(ds.isel(time=k), lay, dtype=np.float64)[0].reshape(ds.sizes["member"], -1)
+                         for k in range(ds.sizes["time"])])
+
+    def library_states(self, pick: np.ndarray) -> np.ndarray:
+        X, _ = fields.to_array(self.library.isel(time=pick), self.layout, dtype=np.float64)
+        return X.reshape(pick.size, -1)
+
+
+def contrastive_analyses(model: Any, library: xr.Dataset, obs: xr.Dataset, members: int, *, mode: str = "hybrid",
+                         seed: int = 0, quiet: bool = True, cache_dir: Any = None) -> xr.Dataset:
+    """The one-shot contrastive analyses (``members`` posterior members) of every time of ``obs``.
+
+    Parameters
+    ----------
+    model : a window model directory (or a loaded model)
+    library, obs : the library states and the daily observations
+    members : posterior members drawn per time
+    mode : ``hybrid`` or ``local``
+    seed, quiet, cache_dir : as :func:`oceanda.analysis.assimilate.assimilate`
+
+    Returns
+    -------
+    xarray.Dataset in the analysis layout (with members)
+    """
+    from oceanda.analysis.assimilate import assimilate
+
+    check_choice("mode", mode, ("hybrid", "local"))
+    return assimilate(model, library, obs, mode=mode, members=members, seed=seed, quiet=quiet, cache_dir=cache_dir)
+
+
+@dataclass(frozen=True)
+class CycleChoice:
+    """One variant: method, ensemble size, initial ensemble, hybrid covariance weight and source."""
+
+    method: str = "letkf"
+    members: int | None = None
+    initial: str = "climatology"
+    hybrid_beta: float = 0.0
+    extra: str = "contrastive"
+
+    def check(self, has_model: bool) -> None:
+        check_choice("method", self.method, METHODS)
+        check_number("members", self.members, lo=2, integer=True, optional=True)
+        check_choice("initial", self.initial, INITIALS)
+        check_number("hybrid_beta", self.hybrid_beta, lo=0.0, hi=1.0, hi_open=True)
+        check_choice("extra", self.extra, EXTRAS)
+        needs = self.initial == "contrastive" or (self.hybrid_beta > 0 and self.extra == "contrastive")
+        if needs and not has_model:
+            raise ConfigurationError(f"initial={self.initial!r}, hybrid_beta={self.hybrid_beta} with extra="
+                                     f"{self.extra!r}: needs the contrastive analyses (a window model); expected a model")
+
+
+def _filter(choice: CycleChoice, overrides: dict[str, Any]) -> tuple[Any, int]:
+    f, members = qg_letkf_settings(members=choice.members, **overrides)
+    if choice.method == "etkf":
+        f = make_filter(ETKF(), inflation=f.inflation, rtps=f.rtps)
+    return f, members
+
+
+def _resample(E: np.ndarray, members: int, g: np.random.Generator) -> np.ndarray:
+    """``members`` of the analysis members ``E``: a draw without replacement (with it when too few)."""
+    return E[np.sort(g.choice(E.shape[0], size=members, replace=E.shape[0] < members))]
+
+
+def initial_ensemble(setup: Setup, kind: str, members: int, g: np.random.Generator,
+                     oneshot: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """The initial ensemble ``[N, n]`` and whether it is already the analysis of the first time.
+
+    ``climatology``: ``members`` library states (a day before the first observations; the cycle
+    forecasts them). ``enoi``: members of the Schur-localised EnOI analysis of the first observations
+    (``tuned.json`` ``qg_enoi``). ``contrastive``: members resampled from ``oneshot`` (the one-shot
+    contrastive analysis of the first time, ``[M, n]``).
+
+    Parameters
+    ----------
+    setup : the shared inputs
+    kind : one of :data:`INITIALS`
+    members : ensemble size
+    g : the generator of every draw
+    oneshot : the contrastive analysis members of the first time (``kind='contrastive'``)
+
+    Returns
+    -------
+    ``(E0, warm)``
+    """
+    from oceanda.kalman import analyse_dataset
+
+    if kind == "climatology":
+        return setup.library_states(np.sort(g.choice(setup.library.sizes["time"], size=members, replace=False))), False
+    if kind == "enoi":
+        ds = analyse_dataset(setup.library, setup.obs.isel(time=[0]), tuned_filter("qg_enoi"), periodic=True,
+                             rng=int(g.integers(2**31)), keep_members=True)
+        return _resample(setup.states(ds)[0], members, g), True
+    if oneshot is None:
+        raise ConfigurationError("initial='contrastive': no contrastive analysis given; expected its members")
+    return _resample(oneshot, members, g), True
+
+
+def _extra(setup: Setup, choice: CycleChoice, oneshot: np.ndarray | None, g: np.random.Generator,
+           first: int) -> Any:
+    """The hybrid covariance's callback ``extra(k, E_f)`` (None without one)."""
+    if choice.hybrid_beta == 0.0:
+        return None
+    if choice.extra == "contrastive":
+        return lambda k, Ef: oneshot[k + first]
+    count = oneshot.shape[1] if oneshot is not None else 20
+    static = setup.library_states(np.sort(g.choice(setup.library.sizes["time"], size=count, replace=False)))
+    return lambda k, Ef: static
+
+
+def run_cycle(setup: Setup, choice: CycleChoice, *, oneshot: np.ndarray | None = None, seed: int = 0,
+              quiet: bool = True, **overrides: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """One cycled run through every time of ``setup.obs``: the analysis members ``[time, N, n]`` and facts.
+
+    The initial draw uses a generator seeded with ``seed`` and the filter one seeded with ``seed + 1``,
+    so variants that differ only in their initial ensemble or hybrid covariance see the same draws.
+    With a warm start the first time's analysis is the initial ensemble itself (no second update with
+    the same observations); the cycle then forecasts it to the second time.
+
+    Parameters
+    ----------
+    setup : the shared inputs (:meth:`Setup.of`)
+    choice : the variant
+    oneshot : the contrastive analyses' members ``[time, M, n]`` (:func:`contrastive_analyses`; :meth:`Setup.states`)
+    seed : seed of the draws
+    quiet : no progress bar
+    **overrides : filter settings replacing the tuned ones (``radius_km``, ``inflation``, ``rtps``, ``block``)
+
+    Returns
+    -------
+    ``(analyses, facts)``: facts hold the filter settings, members and seconds per analysis
+    """
+    choice.check(oneshot is not None)
+    if oneshot is not None and oneshot.shape[0] != len(setup.observations):
+        raise DataValidationError(f"contrastive analyses of {oneshot.shape[0]} times; expected one per observation "
+                                  f"time ({len(setup.observations)})")
+    f, N = _filter(choice, overrides)
+    g = np.random.default_rng(seed)
+    E0, warm = initial_ensemble(setup, choice.initial, N, g, oneshot[0] if oneshot is not None else None)
+    first = int(warm)
+    obs = setup.observations
+    loc = (localizer_for_dataset(setup.library, f.radius, taper=f.taper, block=f.block, periodic=True)
+           if choice.method == "letkf" else None)
+    r = cycle(setup.forecast, E0, obs[first:], f, localizer=loc, rng=seed + 1, t0=obs[0].time - 1.0 + first,
+              progress=False if quiet else None, keep_ensembles=True, extra=_extra(setup, choice, oneshot, g, first),
+              hybrid_beta=choice.hybrid_beta)
+    analyses = np.concatenate([E0[None], r.analyses]) if warm else r.analyses
+    facts = {"method": choice.method, "members": N, "initial": choice.initial, "hybrid_beta": choice.hybrid_beta,
+             "extra": choice.extra if choice.hybrid_beta > 0 else "none", "inflation": float(f.inflation),
+             "rtps": float(f.rtps), "seconds_per_analysis": float(np.mean(r.stats["seconds_analysis"]))}
+    if choice.method == "letkf":
+        facts["loc_radius_km"] = float(f.radius)
+    return analyses, facts
+
+
+def cycle_dataset(setup: Setup, analyses: np.ndarray, facts: dict[str, Any], truth: xr.Dataset | None = None) -> xr.Dataset:
+    """The cycled analyses in the layout of ``oceanda assimilate``; with ``truth`` per-time RMSE and spread.
+
+    Parameters
+    ----------
+    setup : the shared inputs
+    analyses : ``[time, N, n]`` from :func:`run_cycle`
+    facts : its facts (global attributes)
+    truth : the true states at the observation times (adds ``<var>_rmse`` and ``<var>_spread_rms`` per time)
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    T, N = analyses.shape[:2]
+    ny, nx = (setup.library.sizes[d] for d in setup.layout.spatial)
+    members = analyses.reshape(T, N, setup.layout.n_channels, ny, nx).astype(np.float32)
+    ds = fields.analysis_dataset(members, setup.layout, setup.library, setup.times,
+                                 attrs={"mode": "kalman (cycled)", **{k: v for k, v in facts.items() if v is not None}})
+    if truth is not None:
+        for v in setup.layout.variables:
+            err = ds[f"{v}_mean"] - truth[v].transpose(*ds[f"{v}_mean"].dims).values
+            ds[f"{v}_rmse"] = ("time", np.sqrt((err ** 2).mean([d for d in err.dims if d != "time"])).values,
+                               {"long_name": f"RMSE of the analysis mean of {v} against the truth",
+                                "units": ds[f"{v}_mean"].attrs.get("units", "1")})
+            ds[f"{v}_spread_rms"] = ("time", np.sqrt((ds[f"{v}_spread"] ** 2).mean(
+                [d for d in err.dims if d != "time"])).values,
+                {"long_name": f"root of the domain-mean ensemble variance of {v}",
+                 "units": ds[f"{v}_mean"].attrs.get("units", "1")})
+    return ds
