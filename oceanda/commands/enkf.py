@@ -29,7 +29,8 @@ Cycled runs (--cycle TESTBED) write per-cycle RMSE and spread to --out, checkpoi
   lorenz96  the Lorenz-96 twin (40 variables, F=8, all observed every 0.05 with R=I; 1000 cycles);
             --loc-radius in grid units
   qg        the QG testbed with daily along-track altimetry, LETKF on psi (60 daily cycles); defaults
-            for radius (km) and inflation from the tuned values (oceanda/kalman/tuned.json)"""
+            for radius (km) and inflation from the values tuned for the --members in use
+            (oceanda/kalman/tuned.json: N = 10, 20, 40; another N takes the nearest on a log scale)"""
 
 
 def add_arguments(parser) -> None:

@@ -49,9 +49,13 @@ def qg_letkf_settings(*, members: int | None = None, radius_km: float | None = N
                       taper: str | None = None) -> tuple[LETKF, int]:
     """The cycled QG LETKF: tuned settings with the caller's overrides (None = the tuned value).
 
+    The tuned values are those tuned for the ensemble size in use (``tuned.json``'s ``by_members``
+    table: the entry of that N, else of the nearest tuned N on a log scale; see
+    :func:`oceanda.kalman.tuned.tuned_members_entry`); ``members`` None = the tuned default size.
+
     Parameters
     ----------
-    members : ensemble size
+    members : ensemble size (None = the tuned default, 20)
     radius_km : Gaspari-Cohn half-width in km (periodic distances)
     inflation, rtps : multiplicative inflation, relaxation to prior spread
     block : side of the tiles of grid points sharing one local analysis
@@ -61,8 +65,10 @@ def qg_letkf_settings(*, members: int | None = None, radius_km: float | None = N
     -------
     ``(LETKF, members)``
     """
-    f = tuned_filter(TUNED, "letkf", radius=radius_km, inflation=inflation, rtps=rtps, block=block, taper=taper)
-    return f, tuned_members(members)
+    members = tuned_members(members)
+    f = tuned_filter(TUNED, "letkf", members=members, radius=radius_km, inflation=inflation, rtps=rtps, block=block,
+                     taper=taper)
+    return f, members
 
 
 def tuned_members(members: int | None = None) -> int:
@@ -230,7 +236,8 @@ def cycled_letkf(library: xr.Dataset, obs: xr.Dataset, *, members: int | None = 
     ----------
     library : QG states along ``time`` with ``psi`` (and ``ssh``); its attrs configure the model
     obs : observations of library variables, daily
-    members, radius_km, inflation, rtps, block, taper : see :func:`qg_letkf_settings` (None = tuned)
+    members, radius_km, inflation, rtps, block, taper : see :func:`qg_letkf_settings` (None = tuned for
+        the ensemble size in use)
     rng : random generator or seed (the initial draw and the filter)
     quiet : no progress bar
 
