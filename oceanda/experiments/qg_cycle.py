@@ -63,10 +63,19 @@ class Setup:
         return self.obs["time"].values
 
     def states(self, ds: xr.Dataset) -> np.ndarray:
-        """Flat states ``[time, member, n]`` of an analysis Dataset's members (float64)."""
+        """Flat states ``[time, member, n]`` of an analysis Dataset's members (float64), ssh = f0 psi1 / g.
+
+        Why ssh is re-derived: the filter state carries ssh beside psi, and its covariances tie SSH
+        observations to psi; the hybrid mode rescales the observed channel's anomalies only, so its
+        members' ssh and psi disagree (as extra members those broken cross-covariances made the cycle
+        diverge at beta >= 0.2 on the tuning truth). The forecast re-derives ssh from psi the same way.
+        """
         lay = dataclasses.replace(self.layout, sample_dim="member")
-        return np.stack([fields.to_array(ds.isel(time=k), lay, dtype=np.float64)[0].reshape(ds.sizes["member"], -1)
-                         for k in range(ds.sizes["time"])])
+        X = np.stack([fields.to_array(ds.isel(time=k), lay, dtype=np.float64)[0] for k in range(ds.sizes["time"])])
+        if "ssh" in self.layout.variables:
+            m = self.forecast.model
+            X[:, :, self.layout.channels_of(["ssh"])[0]] = (m.f0 / m.g) * X[:, :, 0]
+        return X.reshape(X.shape[0], X.shape[1], -1)
 
     def library_states(self, pick: np.ndarray) -> np.ndarray:
         X, _ = fields.to_array(self.library.isel(time=pick), self.layout, dtype=np.float64)
