@@ -25,7 +25,7 @@ from oceanda.errors import (
 
 #: The public API, defined in :mod:`oceanda.api`.
 API = (
-    "open_states", "open_obs", "observe_states", "open_library", "load_model", "train", "assimilate", "analyse", "cycle", "run_twin", "cycle_summary",
+    "open_states", "open_obs", "observe_states", "open_library", "load_model", "train", "assimilate", "analyse", "cycle", "cycle_testbed", "run_twin", "cycle_summary",
     "evaluate", "climatology", "write", "sample_data", "demo", "demo_table", "reproduce",
 )
 

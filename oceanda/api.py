@@ -14,6 +14,7 @@ dask) happen inside the functions, so ``import oceanda`` and ``oceanda --help`` 
 ``assimilate``         contrastive analyses (global, local, hybrid) of every observation time
 ``analyse``            ensemble Kalman analyses (EnKF, ETKF, LETKF, EnOI) of every observation time
 ``cycle``              a forecast-analysis cycle for any model ``forecast(E, t0, t1)``
+``cycle_testbed``      a cycled filter through a testbed's files (QG, Lorenz-96): contrastive warm start, hybrid covariance
 ``run_twin``           a cycled twin experiment on a bundled testbed (Lorenz-96, QG altimetry)
 ``climatology``        the no-skill reference analysis (library mean, spread, random members)
 ``evaluate``           score analyses against a truth; metrics.json, metrics.csv, figures
@@ -275,7 +276,10 @@ def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any
     observations : one :class:`oceanda.kalman.Observations` per cycle
     filter : a cycling method: ``oceanda.kalman.make_filter('letkf', inflation=1.03)``, ``EnKF()``, ...
     **kwargs : ``localizer``, ``adaptive``, ``rng``, ``t0``, ``truth``, ``checkpoint_dir``, ``checkpoint_every``,
-        ``resume``, ``progress``, ``keep_means``
+        ``resume``, ``progress``, ``keep_means``, ``keep_ensembles``; hybrid covariance: ``extra`` (a callback
+        ``extra(k, E_f) -> [M, n]``: members for cycle ``k``, e.g. contrastive posterior members or library
+        states) and ``hybrid_beta`` (the analysis uses ``(1 - beta) P_f + beta P_extra``; 0, the default, is
+        the plain filter bit for bit)
 
     Returns
     -------
@@ -284,6 +288,53 @@ def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any
     from oceanda.kalman import cycle as _cycle
 
     return _cycle(forecast, initial, observations, filter, **kwargs)
+
+
+def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, model: Any = None, method: str = "letkf",
+                  initial: str = "climatology", hybrid_beta: float = 0.0, extra: str | None = None,
+                  members: int | None = None, seed: int = 0, quiet: bool = True, cache_dir: PathLike | None = None
+                  ) -> xr.Dataset:
+    """A cycled filter through the observation files of a bundled testbed (``oceanda cycle``).
+
+    QG: QG forecasts between the (daily) analyses of the state psi (+ ssh); the LETKF's radius and
+    inflation are those tuned for the ensemble size in use (``tuned.json``). Lorenz-96: RK4 forecasts
+    between the observation times, ring-localised LETKF / ETKF (``tuned.json`` ``lorenz96``).
+
+    Parameters
+    ----------
+    testbed : ``qg`` or ``lorenz96``
+    library : library states (file(s) or a Dataset): the climatological initial ensemble, EnOI's static
+        ensemble, the hybrid covariance's library members, the climatology scored against
+    obs : observations on the library's grid (file(s) or a Dataset; NaN where unobserved; points are superobbed)
+    truth : true states at the observation times (file(s) or a Dataset): adds ``<var>_rmse``,
+        ``<var>_spread_rms`` and ``<var>_rmse_climatology`` per time and the summary attributes
+    model : a window model folder (QG): needed by ``initial='contrastive'`` and by contrastive hybrid members
+    method : ``letkf`` or ``etkf``
+    initial : ``climatology`` (library states forecast to the first time), ``enoi`` (members of the EnOI
+        analysis of the first observations) or ``contrastive`` (members resampled from the one-shot
+        contrastive hybrid analysis of the first observations; QG only)
+    hybrid_beta : weight of the extra members' covariance in every analysis, ``(1 - beta) P_f + beta P_extra``
+        (0 = the plain filter, bit for bit; below 1)
+    extra : the extra members: ``contrastive`` (posterior members of the same observations) or ``library``
+        (static library states); None = contrastive with a model, library without
+    members : ensemble size (None = the tuned default, 20)
+    seed : seed of the initial draw (the filter uses ``seed + 1``) and of the contrastive resampling
+    quiet : no progress bars
+    cache_dir : where the library embedding is cached (default: the user cache)
+
+    Returns
+    -------
+    xarray.Dataset in the layout of :func:`assimilate` (``<var>_mean``, ``<var>_spread``, members ``<var>``)
+    """
+    from oceanda.experiments.testbed_cycle import cycle_testbed as _cycle_testbed
+
+    if isinstance(model, (str, os.PathLike)) and cache_dir is not None:
+        files = [p for x in (library, obs, truth) for p in (x if isinstance(x, (list, tuple)) else [x])
+                 if isinstance(p, (str, os.PathLike))]
+        check_cache_dir(cache_dir, model, files)
+    return _cycle_testbed(testbed, library, obs, truth=truth, model=model, method=method, initial=initial,
+                          hybrid_beta=hybrid_beta, extra=extra, members=members, seed=seed, quiet=quiet,
+                          cache_dir=cache_dir)
 
 
 def run_twin(testbed: str, method: str = "letkf", **settings: Any) -> tuple[Any, dict[str, Any]]:
@@ -730,10 +781,15 @@ def choices(what: str) -> list[str]:
         from oceanda.analysis.settings import PRECISIONS
 
         return list(PRECISIONS)
+    if what in ("initial", "extra", "cycle_method", "cycle_testbed"):
+        from oceanda.experiments import qg_cycle, testbed_cycle
+
+        return list({"initial": qg_cycle.INITIALS, "extra": qg_cycle.EXTRAS, "cycle_method": qg_cycle.METHODS,
+                     "cycle_testbed": testbed_cycle.TESTBEDS}[what])
     raise OceandaError(f"no choices for '{what}'")
 
 
 __all__ = [
-    "analyse", "assimilate", "check_cache_dir", "check_output", "check_outputs", "check_units", "choices", "climatology", "command_line", "cycle", "cycle_summary", "demo", "demo_table", "evaluate",
+    "analyse", "assimilate", "check_cache_dir", "check_output", "check_outputs", "check_units", "choices", "climatology", "command_line", "cycle", "cycle_summary", "cycle_testbed", "demo", "demo_table", "evaluate",
     "load_model", "observe_states", "open_library", "open_obs", "open_states", "reproduce", "run_twin", "sample_data", "train", "write",
 ]

@@ -28,6 +28,7 @@ VERBS = {
     "train": "oceanda.commands.train",
     "assimilate": "oceanda.commands.assimilate",
     "enkf": "oceanda.commands.enkf",
+    "cycle": "oceanda.commands.cycle",
     "evaluate": "oceanda.commands.evaluate",
     "demo": "oceanda.commands.demo",
     "reproduce": "oceanda.commands.reproduce",
@@ -44,8 +45,8 @@ is written as CF NetCDF and can be compared with ensemble Kalman filters on the 
 Start with `oceanda demo`; every verb has its own --help."""
 
 EPILOG = """\
-Environment: OCEANDA_NUM_THREADS=N torch threads of the verbs that run torch (train, assimilate, demo,
-reproduce; default one per physical core, or OMP_NUM_THREADS when set)."""
+Environment: OCEANDA_NUM_THREADS=N torch threads of the verbs that run torch (train, assimilate, cycle,
+demo, reproduce; default one per physical core, or OMP_NUM_THREADS when set)."""
 
 
 def _load_verbs() -> dict[str, object]:

@@ -32,6 +32,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "operator": ("altimetry", "gappy", "points", "profiles"),
     "twin": ("lorenz96", "qg"),
     "precision": ("fast", "exact"),
+    "initial": ("climatology", "enoi", "contrastive"),
+    "extra": ("contrastive", "library"),
+    "cycle_method": ("letkf", "etkf"),
+    "cycle_testbed": ("qg", "lorenz96"),
 }
 
 
