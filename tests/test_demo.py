@@ -15,7 +15,8 @@ from oceanda.sampledata import bundled_sample_dir
 def test_demo_short_run_writes_analyses_and_report(tmp_path):
     res = run_demo(tmp_path / "demo", days=2, quiet=True, members=8)
     methods = res.metrics["methods"]
-    for name in ("contrastive_local", "contrastive_hybrid", "contrastive_global", "enoi", "letkf_cycled", "climatology"):
+    for name in ("contrastive_local", "contrastive_hybrid", "contrastive_global", "enoi", "letkf_cycled",
+                 "contrastive_cycled", "enoi_cycled", "climatology"):
         assert name in methods, name
         m = methods[name]
         for key in ("rmse", "bias", "spread", "spread_skill", "crps", "energy_score", "nrmse_score",
@@ -32,8 +33,9 @@ def test_demo_short_run_writes_analyses_and_report(tmp_path):
     assert methods["letkf_cycled"]["rmse"] < methods["climatology"]["rmse"]
     assert methods["enoi"]["rmse"] < methods["climatology"]["rmse"]
     assert methods["contrastive_hybrid"]["rmse"] < methods["climatology"]["rmse"]
+    assert methods["contrastive_cycled"]["rmse"] < methods["climatology"]["rmse"]
     maps = sorted(p.name for p in (tmp_path / "demo" / "report").glob("map_*.png"))
-    assert len(maps) == 6
+    assert len(maps) == 8
     table = format_table(res.metrics)
     assert "contrastive_local" in table and "RMSE/clim" in table
     with pytest.raises(OutputExistsError):

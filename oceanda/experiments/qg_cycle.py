@@ -126,6 +126,31 @@ class CycleChoice:
                                      f"{self.extra!r}: needs the contrastive analyses (a window model); expected a model")
 
 
+#: The ``tuned.json`` entry of the contrastive cycle's beta and extra source per N (``benchmarks/bench_cycle.py``).
+TUNED = "qg_contrastive_cycle"
+
+
+def tuned_choice(members: int, initial: str = "contrastive") -> CycleChoice:
+    """The contrastive-assisted cycle tuned for ``members`` (the nearest tuned N): warm start, beta, extra.
+
+    ``initial='enoi'`` gives the control without the contrastive model: the same beta with library members.
+
+    Parameters
+    ----------
+    members : ensemble size
+    initial : ``contrastive`` or the ``enoi`` control
+
+    Returns
+    -------
+    CycleChoice
+    """
+    from oceanda.kalman.tuned import tuned_members_entry
+
+    _, entry = tuned_members_entry(TUNED, members)
+    extra = entry.get("extra", "library") if initial == "contrastive" else "library"
+    return CycleChoice(members=members, initial=initial, hybrid_beta=float(entry["hybrid_beta"]), extra=extra)
+
+
 def _filter(choice: CycleChoice, overrides: dict[str, Any]) -> tuple[Any, int]:
     f, members = qg_letkf_settings(members=choice.members, **overrides)
     if choice.method == "etkf":

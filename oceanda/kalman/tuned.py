@@ -32,6 +32,8 @@ _ALIASES = {"radius_km": "radius"}
 #: The filter settings a ``by_members`` entry holds, with the range each must lie in.
 _PER_MEMBERS = {"radius_km": {"lo": 0.0, "lo_open": True}, "inflation": {"lo": 0.0, "lo_open": True},
                 "rtps": {"lo": 0.0, "hi": 1.0}, "block": {"lo": 1, "integer": True}}
+#: Entries whose ``by_members`` settings are not the LETKF's: their numbers and bounds.
+_PER_MEMBERS_OF = {"qg_contrastive_cycle": {"hybrid_beta": {"lo": 0.0, "hi": 1.0, "hi_open": True}}}
 
 
 @lru_cache(maxsize=1)
@@ -61,6 +63,7 @@ def tuned_settings(name: str | None = None) -> Any:
 def _members_table(name: str, entry: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """``by_members`` of ``entry`` keyed by int N, every value checked (a malformed file: one line naming it)."""
     where = f"tuned.json {name}.by_members"
+    schema = _PER_MEMBERS_OF.get(name, _PER_MEMBERS)
     raw = entry["by_members"]
     if not isinstance(raw, dict) or not raw:
         raise ConfigurationError(f"{where}: {type(raw).__name__} {raw!r}; expected a non-empty table "
@@ -72,11 +75,11 @@ def _members_table(name: str, entry: dict[str, Any]) -> dict[int, dict[str, Any]
                                      "an integer >= 2 (\"10\", \"20\")")
         if not isinstance(value, dict):
             raise ConfigurationError(f"{where}[{key!r}]: {type(value).__name__} {value!r}; expected a table of "
-                                     f"{sorted(_PER_MEMBERS)}")
-        missing = sorted(set(_PER_MEMBERS) - set(value))
+                                     f"{sorted(schema)}")
+        missing = sorted(set(schema) - set(value))
         if missing:
-            raise ConfigurationError(f"{where}[{key!r}]: no {missing}; expected every one of {sorted(_PER_MEMBERS)}")
-        for setting, bounds in _PER_MEMBERS.items():
+            raise ConfigurationError(f"{where}[{key!r}]: no {missing}; expected every one of {sorted(schema)}")
+        for setting, bounds in schema.items():
             check_number(f"{where}[{key!r}].{setting}", value[setting], **bounds)
         out[int(key)] = value
     return out
