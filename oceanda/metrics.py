@@ -819,3 +819,26 @@ def effective_resolution(
     """
     psd_error, psd_truth = error_spectra(mean, truth, kind=kind, window=window)
     return resolution_from_spectra(psd_error, psd_truth, threshold)
+
+
+def likelihood_resolution(model: Any, ensemble: Any, truth: Any, obs: Any, **kw: Any) -> Any:
+    """Per analysis window: Spearman rank correlation of a critic's logit with minus a member's window error,
+    and the logit range over members (nats) -- whether a learned likelihood resolves forecast-size errors.
+
+    Delegates to :func:`oceanda.analysis.resolution.likelihood_resolution` (imported here, so that
+    ``oceanda.metrics`` does not import the sampler or torch until asked); ``.summary`` gives the medians.
+
+    Parameters
+    ----------
+    model : a window model directory, a loaded ``(model, EncoderPair)`` pair, or a critic object
+    ensemble : Dataset with a ``member`` dim (one time), or ``[N, ny, nx]``
+    truth : one state; obs : one time's gridded observations
+    **kw : ``tau`` (default: the model's sampler temperature), ``obs_time``
+
+    Returns
+    -------
+    oceanda.analysis.resolution.Resolution
+    """
+    from oceanda.analysis.resolution import likelihood_resolution as _resolution
+
+    return _resolution(model, ensemble, truth, obs, **kw)

@@ -117,6 +117,46 @@ def _encoder(spec: dict, in_shape: Sequence[int], out_dim: int, periodic: bool):
     raise ConfigurationError(f"encoder type '{kind}'; expected one of {list(ENCODER_TYPES)}")
 
 
+@dataclass(frozen=True)
+class NeighbourNegatives:
+    """Forecast-error-scale neighbours of every positive, beside the batch's climatological negatives.
+
+    ``errors`` ``[B, C, Y, X]``: error fields (e.g. cycled forecast members minus the truth of a tuning run)
+    in the library's channel layout on its (periodic) grid; each neighbour adds one of them, cut at a
+    random offset (errors of a homogeneous box are translation invariant) and scaled by a log-uniform
+    factor in ``scale``, to a copy of the positive state window and to what its observations see.
+    ``k``: neighbours per positive. The tilt is then relative to a mixture of climatology and
+    forecast-scale neighbours of it (docs/critics.md).
+    """
+
+    errors: np.ndarray
+    k: int = 7
+    scale: tuple[float, float] = (0.5, 2.0)
+
+    def __post_init__(self) -> None:
+        check_number("neighbours k", self.k, lo=1, integer=True)
+        e = np.asarray(self.errors)
+        if e.ndim != 4 or len(e) == 0 or not np.all(np.isfinite(e)):
+            raise ConfigurationError(f"neighbour errors of shape {e.shape}; expected finite [B, C, Y, X] error fields")
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigurationError(f"neighbour scale {self.scale}; expected 0 < low <= high")
+
+    def perturbations(self, n: int, g: int, rng: np.random.Generator, state_ch: Sequence[int], obs_ch: Sequence[int],
+                      spec: W.WindowSpec) -> tuple[np.ndarray, np.ndarray]:
+        """``(state [n, Cs, s, s], obs [n, Co, o, o])`` offsets; row 0 of every group of ``g`` is unperturbed."""
+        e = np.asarray(self.errors, np.float32)
+        ny, nx = e.shape[-2:]
+        b, oy, ox = rng.integers(0, len(e), n), rng.integers(0, ny, n), rng.integers(0, nx, n)
+        lo, hi = np.log(self.scale[0]), np.log(self.scale[1])
+        amp = np.exp(rng.uniform(lo, hi, n)).astype(np.float32)
+        amp[::g] = 0.0  # the positive itself
+        h = spec.halo
+        ow = W.gather(W.pad(e[:, list(obs_ch)], h, h + spec.size, True), b, oy, ox, spec.obs_size)
+        sw = W.gather(W.pad(e[:, list(state_ch)], h, h + spec.size, True), b, oy, ox, spec.obs_size)[..., h:h + spec.size,
+                                                                                                       h:h + spec.size]
+        return amp[:, None, None, None] * sw, amp[:, None, None, None] * ow
+
+
 class WindowPairSampler:
     """Fresh (state window, observation window) pairs from library states ``[T, C, Y, X]``.
 
@@ -133,8 +173,10 @@ class WindowPairSampler:
                  max_days: int = 1, norm_state: fields.Standardizer | None = None,
                  norm_obs: fields.Standardizer | None = None, indices: np.ndarray | None = None,
                  mask_bank: int = 0, seed: int = 0, days: np.ndarray | None = None,
-                 starts: tuple[np.ndarray, np.ndarray] | None = None, distinct: bool = False):
+                 starts: tuple[np.ndarray, np.ndarray] | None = None, distinct: bool = False,
+                 neighbours: NeighbourNegatives | None = None):
         self.states = states
+        self.neighbours = neighbours  # None: plain pairs (the bundled model's sampler, unchanged)
         self.distinct = bool(distinct)  # validation: no state window twice (a copy ties with it: a sure miss)
         self.segments = np.asarray(segments)
         self.days = np.arange(len(states), dtype=np.float64) if days is None else np.asarray(days, np.float64)
@@ -171,6 +213,8 @@ class WindowPairSampler:
         tuple of numpy.ndarray
             float32 encoder inputs (:func:`oceanda.fields.encoder_state_input` / ``encoder_obs_input``).
         """
+        if self.neighbours is not None:
+            return self._neighbour_pairs(n, rng, days)
         spec = self.spec
         ny, nx = self.states.shape[-2:]
         t = rng.choice(self.valid, size=n)
@@ -208,9 +252,36 @@ class WindowPairSampler:
         pick = rng.choice(total, size=min(n, total), replace=False)
         return np.asarray(self.valid)[pick // len(sy)], sy[pick % len(sy)], sx[pick % len(sy)]
 
+    def _neighbour_pairs(self, n: int, rng: np.random.Generator, days: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """Groups of ``k + 1`` consecutive pairs sharing one library window: the window itself, then ``k`` copies
+        plus a forecast-error-like perturbation (each observed from its own perturbed state).
+
+        Why: in-batch negatives of a group are then forecast-error-scale neighbours of the positive (the
+        Trainer's ``block_size`` keeps a group in one batch), the rest of the batch climatological ones.
+        """
+        spec, nb = self.spec, self.neighbours
+        g = nb.k + 1
+        ng = n // g
+        ny, nx = self.states.shape[-2:]
+        t = np.repeat(rng.choice(self.valid, size=ng), g)
+        if self.starts is not None:
+            pick = rng.integers(0, len(self.starts[0]), size=ng)
+            iy, ix = np.repeat(self.starts[0][pick], g), np.repeat(self.starts[1][pick], g)
+        else:
+            iy, ix = (np.repeat(rng.integers(0, m if spec.periodic else max(1, m - spec.size + 1), size=ng), g)
+                      for m in (ny, nx))
+        nd = np.full(len(t), days) if days is not None else np.repeat(rng.integers(1, self.max_days + 1, size=ng), g)
+        de_state, de_obs = nb.perturbations(len(t), g, rng, self.state_ch, self.obs_ch, spec)
+        sw = W.gather(self._state_pad, t, iy, ix, spec.size) + de_state
+        obs = self._observe(t, iy, ix, nd, rng, offset=de_obs)
+        return fields.encoder_state_input(sw, self.norm_state), fields.encoder_obs_input(obs, self.norm_obs)
+
     def _observe(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
-        """Physical observation windows, NaN unobserved: ``nd`` days merged, the latest day winning."""
+                 rng: np.random.Generator, offset: np.ndarray | None = None) -> np.ndarray:
+        """Physical observation windows, NaN unobserved: ``nd`` days merged, the latest day winning.
+
+        ``offset`` ``[n, Co, o, o]``: added to every day's true values (a perturbed state observed).
+        """
         spec = self.spec
         o = spec.obs_size
         obs = np.full((len(t), len(self.obs_ch), o, o), np.nan, np.float32)
@@ -221,6 +292,8 @@ class WindowPairSampler:
             if np.any(w > 0):  # a day between two snapshots: interpolated in time
                 wb = w[:, None, None, None]
                 vals = (1.0 - wb) * vals + wb * W.gather(self._obs_pad, i1, iy[sel], ix[sel], o)
+            if offset is not None:
+                vals = vals + offset[sel]
             mwin = self._pattern_windows(iy[sel], ix[sel], rng)
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
             obs[sel] = np.where(mwin > 0.5, noisy, obs[sel])
@@ -291,7 +364,8 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
                        obs_variables: Sequence[str] = ("ssh",), segments: np.ndarray | None = None,
                        config: WindowTrainingConfig | None = None, periodic: bool = True, quiet: bool = True,
                        overwrite: bool = False, extra: dict | None = None, days: np.ndarray | None = None,
-                       min_ocean: float = 0.0) -> tuple[Any, dict]:
+                       min_ocean: float = 0.0, neighbours: NeighbourNegatives | None = None,
+                       init_from=None) -> tuple[Any, dict]:
     """Train a window encoder pair on a library within ``config.seconds``; save it to ``out_dir``.
 
     Parameters
@@ -310,6 +384,10 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     extra : more entries for the model's ``config["extra"]`` (e.g. the variant)
     days : float days of each library time (default: ``0, 1, 2, ...``); observation day k looks k days back
     min_ocean : state windows are drawn where at least this fraction of cells is ocean (land is NaN)
+    neighbours : forecast-error-scale negatives beside the climatological ones (:class:`NeighbourNegatives`;
+        None: plain pairs, the bundled model's training unchanged)
+    init_from : a model directory of the same architecture whose encoder weights start the training
+        (fine-tuning, e.g. the bundled critic sharpened with neighbours; None: a fresh seeded start)
 
     Returns
     -------
@@ -330,16 +408,35 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     starts = _ocean_starts(states[0, sc], spec, min_ocean) if min_ocean > 0 else None
     mk = lambda idx, **kw: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o,  # noqa: E731
                                              idx, mask_bank=cfg.mask_bank, seed=cfg.seed, days=days, starts=starts, **kw)
-    train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val), distinct=True)
+    tc = cfg.train_config()
+    if neighbours is None:
+        train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val), distinct=True)
+    else:  # groups of k + 1 rows kept together in every batch (and validated alike)
+        train_s, val_s = mk(np.flatnonzero(~is_val), neighbours=neighbours), mk(np.flatnonzero(is_val), neighbours=neighbours)
+        tc = tc.replace(block_size=neighbours.k + 1)
+        extra = {**(extra or {}), "neighbours": {"k": neighbours.k, "scale": list(neighbours.scale),
+                                                 "errors": int(len(neighbours.errors))}}
     model = _window_model(library, cfg, spec, sc, oc, norm_s, norm_o, sigma, periodic, extra)
+    if init_from is not None:
+        _init_encoders(model, init_from)
     t0 = _time.perf_counter()
-    res = Trainer(cfg.train_config(), quiet=quiet).fit(
+    res = Trainer(tc, quiet=quiet).fit(
         model, lambda epoch, rng: train_s(cfg.pairs_per_epoch, rng), lambda rng: val_s(cfg.val_pairs, rng))
     model.config["extra"]["training_seconds"] = _time.perf_counter() - t0
     model.eval()
     if out_dir is not None:
         model.save(out_dir, overwrite=overwrite)
     return model, {"history": res.history, "best_epoch": res.best_epoch, "health": res.health}
+
+
+def _init_encoders(model, model_dir) -> None:
+    """Copy the encoder weights of the model in ``model_dir`` (same shapes; the similarity's own temperature kept)."""
+    from oceanda.contrastive.model import ContrastiveModel
+
+    src = ContrastiveModel.load(model_dir)
+    for name in ("state_encoder", "obs_encoder"):
+        getattr(model, name).load_state_dict(getattr(src, name).state_dict())
+    model.config["extra"]["init_from"] = str(model_dir)
 
 
 def _ocean_starts(state: np.ndarray, spec: W.WindowSpec, min_ocean: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -401,6 +498,7 @@ def altimetry_mask_fn(ny: int, nx: int, dy: float, dx: float):
 
 def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, variant: str = DEFAULT_VARIANT,
                           seed: int = 0, quiet: bool = True, overwrite: bool = True, sigma_fraction: float = 0.1,
+                          neighbours: NeighbourNegatives | None = None, init_from=None,
                           **overrides) -> tuple[Any, dict]:
     """Train the QG altimetry window model on a library (path or Library with ``ssh``; ``run`` marks runs).
 
@@ -415,6 +513,8 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     variant : a key of :data:`VARIANTS`
     quiet, overwrite : as :func:`train_window_model`
     sigma_fraction : observation noise as a fraction of the library SSH standard deviation
+    neighbours : forecast-error-scale negatives (:class:`NeighbourNegatives`; None: climatological only)
+    init_from : a model directory whose encoder weights start the training (:func:`train_window_model`)
     **overrides : :class:`WindowTrainingConfig` fields
 
     Returns
@@ -434,7 +534,8 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
     cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
     return train_window_model(lib, altimetry_mask_fn(ny, nx, dy, dx), [sigma], out_dir, segments=seg, config=cfg,
-                              quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days)
+                              quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days,
+                              neighbours=neighbours, init_from=init_from)
 
 
 #: sampler temperatures scanned on the tuning truth when the bundled window model is recalibrated
