@@ -21,6 +21,7 @@ from oceanda import fields
 from oceanda.errors import ConfigurationError, DataValidationError
 from oceanda.kalman import (Observations, cycle, make_filter, observations_from_dataset, ring_localizer, tuned_filter,
                             tuned_settings)
+from oceanda.experiments.qg_cycle import cycle_facts
 from oceanda.testbeds.lorenz96 import Lorenz96
 
 #: The state variable of the Lorenz-96 files.
@@ -162,12 +163,7 @@ def run_cycle(setup: L96Setup, choice: Any, *, seed: int = 0, quiet: bool = True
     r = cycle(setup.forecast, E0, obs[first:], f, localizer=loc, rng=seed + 1, t0=obs[0].time - step * (1 - first),
               progress=False if quiet else None, keep_ensembles=True, extra=extra, hybrid_beta=choice.hybrid_beta)
     analyses = np.concatenate([E0[None], r.analyses]) if warm else r.analyses
-    facts = {"method": choice.method, "members": N, "initial": choice.initial, "hybrid_beta": choice.hybrid_beta,
-             "extra": choice.extra if choice.hybrid_beta > 0 else "none", "inflation": float(f.inflation),
-             "rtps": float(f.rtps), "seconds_per_analysis": float(np.mean(r.stats["seconds_analysis"]))}
-    if choice.method == "letkf":
-        facts["loc_radius"] = float(f.radius)
-    return analyses, facts
+    return analyses, cycle_facts(choice, N, f, r, radius_key="loc_radius")
 
 
 def with_model_time(ds: xr.Dataset, setup: L96Setup) -> xr.Dataset:

@@ -246,12 +246,30 @@ def run_cycle(setup: Setup, choice: CycleChoice, *, oneshot: np.ndarray | None =
               progress=False if quiet else None, keep_ensembles=True, extra=_extra(setup, choice, oneshot, g, first),
               hybrid_beta=choice.hybrid_beta)
     analyses = np.concatenate([E0[None], r.analyses]) if warm else r.analyses
-    facts = {"method": choice.method, "members": N, "initial": choice.initial, "hybrid_beta": choice.hybrid_beta,
+    return analyses, cycle_facts(choice, N, f, r, radius_key="loc_radius_km")
+
+
+def cycle_facts(choice: CycleChoice, members: int, f: Any, result: Any, radius_key: str) -> dict[str, Any]:
+    """What a cycled run's output records: the variant, the filter's settings, seconds per analysis.
+
+    Parameters
+    ----------
+    choice : the variant
+    members : the ensemble size
+    f : the filter
+    result : the CycleResult
+    radius_key : the attribute naming the LETKF radius (with its unit)
+
+    Returns
+    -------
+    dict of global attributes
+    """
+    facts = {"method": choice.method, "members": members, "initial": choice.initial, "hybrid_beta": choice.hybrid_beta,
              "extra": choice.extra if choice.hybrid_beta > 0 else "none", "inflation": float(f.inflation),
-             "rtps": float(f.rtps), "seconds_per_analysis": float(np.mean(r.stats["seconds_analysis"]))}
+             "rtps": float(f.rtps), "seconds_per_analysis": float(np.mean(result.stats["seconds_analysis"]))}
     if choice.method == "letkf":
-        facts["loc_radius_km"] = float(f.radius)
-    return analyses, facts
+        facts[radius_key] = float(f.radius)
+    return facts
 
 
 def cycle_dataset(setup: Setup, analyses: np.ndarray, facts: dict[str, Any], truth: xr.Dataset | None = None) -> xr.Dataset:
