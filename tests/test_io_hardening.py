@@ -867,8 +867,11 @@ def test_cli_module_imports_nothing_heavy():
 def test_sigint_during_start_up_prints_one_line(delay, tmp_path):
     """Ctrl-C while a verb is still importing its modules (sample-data runs for minutes, so it is always running)."""
     out = tmp_path / "data"
+    # SIGINT as at a terminal: a job started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and a signal that arrives before the CLI installs its handler would then be lost (the run finishes: rc 0)
     p = subprocess.Popen([sys.executable, "-m", "oceanda", "sample-data", "--testbed", "qg", "--size", "tiny",
-                          "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                          "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=60)[1]
