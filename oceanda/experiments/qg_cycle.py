@@ -114,14 +114,23 @@ class CycleChoice:
     hybrid_beta: float = 0.0
     extra: str = "contrastive"
 
+    @property
+    def contrastive_extras(self) -> bool:
+        """Whether every analysis blends in the contrastive posterior members of its own time."""
+        return self.hybrid_beta > 0 and self.extra == "contrastive"
+
+    @property
+    def needs_contrastive(self) -> bool:
+        """Whether the run uses the contrastive analyses (a warm start from them, or their hybrid members)."""
+        return self.initial == "contrastive" or self.contrastive_extras
+
     def check(self, has_model: bool) -> None:
         check_choice("method", self.method, METHODS)
         check_number("members", self.members, lo=2, integer=True, optional=True)
         check_choice("initial", self.initial, INITIALS)
         check_number("hybrid_beta", self.hybrid_beta, lo=0.0, hi=1.0, hi_open=True)
         check_choice("extra", self.extra, EXTRAS)
-        needs = self.initial == "contrastive" or (self.hybrid_beta > 0 and self.extra == "contrastive")
-        if needs and not has_model:
+        if self.needs_contrastive and not has_model:
             raise ConfigurationError(f"initial={self.initial!r}, hybrid_beta={self.hybrid_beta} with extra="
                                      f"{self.extra!r}: needs the contrastive analyses (a window model); expected a model")
 
@@ -222,7 +231,8 @@ def run_cycle(setup: Setup, choice: CycleChoice, *, oneshot: np.ndarray | None =
     ----------
     setup : the shared inputs (:meth:`Setup.of`)
     choice : the variant
-    oneshot : the contrastive analyses' members ``[time, M, n]`` (:func:`contrastive_analyses`; :meth:`Setup.states`)
+    oneshot : the contrastive analyses' members ``[time, M, n]`` (:func:`contrastive_analyses`; :meth:`Setup.states`):
+        of every time with contrastive extra members, else of every time or of the first only (the warm start)
     seed : seed of the draws
     quiet : no progress bar
     **overrides : filter settings replacing the tuned ones (``radius_km``, ``inflation``, ``rtps``, ``block``)
@@ -232,9 +242,11 @@ def run_cycle(setup: Setup, choice: CycleChoice, *, oneshot: np.ndarray | None =
     ``(analyses, facts)``: facts hold the filter settings, members and seconds per analysis
     """
     choice.check(oneshot is not None)
-    if oneshot is not None and oneshot.shape[0] != len(setup.observations):
+    T = len(setup.observations)
+    allowed = (T,) if choice.contrastive_extras else (1, T)  # a warm start reads the first time only
+    if oneshot is not None and oneshot.shape[0] not in allowed:
         raise DataValidationError(f"contrastive analyses of {oneshot.shape[0]} times; expected one per observation "
-                                  f"time ({len(setup.observations)})")
+                                  f"time ({T}){'' if choice.contrastive_extras else ' or the first only (1)'}")
     f, N = _filter(choice, overrides)
     g = np.random.default_rng(seed)
     E0, warm = initial_ensemble(setup, choice.initial, N, g, oneshot[0] if oneshot is not None else None)

@@ -37,11 +37,6 @@ def resolve_extra(extra: str | None, model: Any) -> str:
     return extra if extra is not None else ("contrastive" if model is not None else "library")
 
 
-def needs_model(choice: qc.CycleChoice) -> bool:
-    """Whether the run uses the contrastive analyses (a warm start from them, or their hybrid members)."""
-    return choice.initial == "contrastive" or (choice.hybrid_beta > 0 and choice.extra == "contrastive")
-
-
 def check_request(testbed: str, choice: qc.CycleChoice, model: Any, seed: Any) -> None:
     """Every setting and combination, before any file is read (API spelling; the verb checks its options first)."""
     check_choice("testbed", testbed, TESTBEDS)
@@ -52,11 +47,11 @@ def check_request(testbed: str, choice: qc.CycleChoice, model: Any, seed: Any) -
         if model is not None:
             raise ConfigurationError("model: given for the lorenz96 testbed, which has no window model; expected none")
         return
-    if needs_model(choice) and model is None:
+    if choice.needs_contrastive and model is None:
         raise ConfigurationError(f"model=None: initial={choice.initial!r} / extra={choice.extra!r} with hybrid_beta="
                                  f"{choice.hybrid_beta} use the contrastive analyses; expected a window model folder "
                                  "(e.g. sample_data/models/qg_window)")
-    if model is not None and not needs_model(choice):
+    if model is not None and not choice.needs_contrastive:
         raise ConfigurationError(f"model: unused by initial={choice.initial!r} with hybrid_beta={choice.hybrid_beta} "
                                  f"and extra={choice.extra!r}; expected initial='contrastive' (or hybrid members "
                                  "extra='contrastive'), or no model")
@@ -136,21 +131,16 @@ def setup_of(testbed: str, library: xr.Dataset, lib_name: str, obs: xr.Dataset, 
 def _oneshot(setup: qc.Setup, model: Any, choice: qc.CycleChoice, seed: int, quiet: bool,
              cache_dir: Any) -> np.ndarray:
     """The contrastive posterior members ``[time, M, n]``: of every time for hybrid members, else of the first only."""
-    every = choice.hybrid_beta > 0 and choice.extra == "contrastive"
-    one = qc.contrastive_analyses(model, setup.library, setup.obs if every else setup.obs.isel(time=[0]),
-                                  ONESHOT_MEMBERS, seed=seed, quiet=quiet, cache_dir=cache_dir)
-    states = setup.states(one)
-    if every:
-        return states
-    # only the first time is used (the warm start): a view of it stands for the others (run_cycle wants one per time)
-    return np.broadcast_to(states[:1], (len(setup.observations), *states.shape[1:]))
+    obs = setup.obs if choice.contrastive_extras else setup.obs.isel(time=[0])
+    one = qc.contrastive_analyses(model, setup.library, obs, ONESHOT_MEMBERS, seed=seed, quiet=quiet, cache_dir=cache_dir)
+    return setup.states(one)
 
 
 def _run(testbed: str, setup: Any, model: Any, choice: qc.CycleChoice, seed: int, quiet: bool,
          cache_dir: Any) -> tuple[np.ndarray, dict[str, Any]]:
     if testbed == "lorenz96":
         return l96_cycle.run_cycle(setup, choice, seed=seed, quiet=quiet)
-    oneshot = _oneshot(setup, model, choice, seed, quiet, cache_dir) if needs_model(choice) else None
+    oneshot = _oneshot(setup, model, choice, seed, quiet, cache_dir) if choice.needs_contrastive else None
     return qc.run_cycle(setup, choice, oneshot=oneshot, seed=seed, quiet=quiet)
 
 
@@ -182,7 +172,7 @@ def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, mo
         N = tuned_members(members)
     else:
         N = l96_cycle.lorenz96_filter(method, members)[1]
-    _check_sizes(lib, lib_name, ob, N, choice.hybrid_beta, needs_model(choice))
+    _check_sizes(lib, lib_name, ob, N, choice.hybrid_beta, choice.needs_contrastive)
     setup = setup_of(testbed, lib, lib_name, ob, obs_name)
     variables = list(setup.layout.variables)
     tr = None if truth is None else check_truth(*_opened(truth, "truth", io.open_states), lib, ob, variables)
@@ -195,5 +185,5 @@ def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, mo
     return ds
 
 
-__all__ = ["HEADLINE", "ONESHOT_MEMBERS", "TESTBEDS", "check_request", "check_truth", "cycle_testbed", "needs_model",
+__all__ = ["HEADLINE", "ONESHOT_MEMBERS", "TESTBEDS", "check_request", "check_truth", "cycle_testbed",
            "resolve_extra", "setup_of"]
