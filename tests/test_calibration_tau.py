@@ -19,21 +19,12 @@ from oceanda.contrastive.encoders import FixedEncoder
 from oceanda.contrastive.model import ContrastiveModel
 from oceanda.contrastive.similarity import Similarity
 from oceanda.errors import ConfigurationError
+from tinygrid import smooth_library
 
 WINDOW = {"size": 4, "stride": 2, "halo": 2, "periodic": True}
 
 
-def _library(n=60, ny=8, nx=8, seed=0):
-    rng = np.random.default_rng(seed)
-    k = np.fft.fftfreq(ny)[:, None] ** 2 + np.fft.fftfreq(nx)[None, :] ** 2
-    ssh = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(n, ny, nx))) * np.exp(-k / 0.02)))
-    ssh = (ssh / ssh.std()).astype(np.float32)
-    psi = np.stack([10 * ssh, -ssh], axis=1)
-    time = np.datetime64("2001-01-01", "ns") + np.arange(n) * np.timedelta64(1, "D")
-    return xr.Dataset({"ssh": (("time", "y", "x"), ssh, {"units": "m"}),
-                       "psi": (("time", "layer", "y", "x"), psi, {"units": "m2 s-1"})},
-                      coords={"time": time, "layer": [1, 2], "y": ("y", np.arange(ny) * 20.0 + 10, {"units": "km"}),
-                              "x": ("x", np.arange(nx) * 20.0 + 10, {"units": "km"})})
+_library = smooth_library
 
 
 def _window_model(path, ds, tau=1.0):
