@@ -138,25 +138,29 @@ def test_candidate_rows_give_the_per_window_picks(monkeypatch, coupling):
         np.testing.assert_array_equal(a, b)
 
 
+def _fast_case():
+    """The periodic 80-state case of the fast-precision tests: window library, encoder, embeddings, one obs."""
+    lib, f = _library(n=80)
+    wlib = WindowLibrary(lib, W.WindowSpec(size=8, stride=4, halo=2, periodic=True), stride=2)
+    embed = _embed(np.random.default_rng(1).normal(size=(16, 6)) * 0.3)
+    return wlib, embed, wlib.embeddings(embed, "t"), f[7, :1] + 0.05 * np.random.default_rng(2).normal(size=(1, 16, 16))
+
+
 @pytest.mark.parametrize("coupling", ["copula", "systematic"])
 def test_fast_precision_gives_the_exact_means_and_draws_members_from_the_exact_candidates(coupling):
-    lib, f = _library(n=80)
-    spec = W.WindowSpec(size=8, stride=4, halo=2, periodic=True)
-    wlib = WindowLibrary(lib, spec, stride=2)
-    embed = _embed(np.random.default_rng(1).normal(size=(16, 6)) * 0.3)
-    z = wlib.embeddings(embed, "t")
-    obs = f[7, :1] + 0.05 * np.random.default_rng(2).normal(size=(1, 16, 16))
+    wlib, embed, z, obs = _fast_case()
     kw = dict(kind="neg_sq_distance", tau=2.0, members=12, coupling=coupling, keep_mass=0.999, engine="dense")
     ex = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
     fa = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), precision="fast", **kw)
     assert fa.engine == "dense-fast" and ex.engine == "dense"
-    scale = np.abs(ex.mean - lib.mean_state()).max()
+    scale = np.abs(ex.mean - wlib.library.mean_state()).max()
     # measured: 3.3e-6 of the mean anomaly here (basis of rank 94 of 128 keeping all but 1e-6 of the variance)
     np.testing.assert_allclose(fa.mean, ex.mean, atol=1e-4 * scale)
     np.testing.assert_allclose(fa.dropped_mass, ex.dropped_mass, atol=1e-5)
     np.testing.assert_allclose(fa.ess, ex.ess, rtol=1e-4)
     # every fast member window is a candidate of the exact search, and nearly all picks are the exact ones
     index = LM.WindowIndex(z, "neg_sq_distance", 2.0, "exact")
+    spec = wlib.spec
     iy, ix = W.positions(16, 16, spec)
     zo = embed(W.extract(obs, iy, ix, spec.size, spec.halo, True))
     _, cand = index.search(zo, 0.999).dense_weights(len(wlib))
@@ -224,12 +228,7 @@ def test_fast_precision_keeps_the_bundled_samples_rmse(tmp_path):
 
 def test_fast_precision_in_groups_of_windows_equals_all_windows_at_once(monkeypatch):
     """A grid whose [windows, library] rows exceed ROWS_MAX is analysed in groups of windows: same result."""
-    lib, f = _library(n=80)
-    spec = W.WindowSpec(size=8, stride=4, halo=2, periodic=True)
-    wlib = WindowLibrary(lib, spec, stride=2)
-    embed = _embed(np.random.default_rng(1).normal(size=(16, 6)) * 0.3)
-    z = wlib.embeddings(embed, "t")
-    obs = f[7, :1] + 0.05 * np.random.default_rng(2).normal(size=(1, 16, 16))
+    wlib, embed, z, obs = _fast_case()
     kw = dict(kind="neg_sq_distance", tau=2.0, members=12, keep_mass=0.999, engine="dense", precision="fast", top=3)
     whole = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
     monkeypatch.setattr(LM, "ROWS_MAX", 5 * len(wlib))  # 16 windows in groups of 5, 5, 5 and 1
