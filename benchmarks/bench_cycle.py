@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from oceanda import metrics
 from oceanda.experiments import qg_cycle as qc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +73,7 @@ class Truth:
         one = qc.contrastive_analyses(model, lib, obs, members, seed=seed, cache_dir=cache)
         self.oneshot_seconds = time.process_time() - tic
         self.oneshot = self.setup.states(one)
-        clim = lib["ssh"].mean("time") - self.truth["ssh"]
-        self.clim = np.sqrt((clim ** 2).mean(["y", "x"])).values.astype(np.float64)
+        self.clim = metrics.rmse(lib["ssh"].mean("time"), self.truth["ssh"], per_time=True).values.astype(np.float64)
 
     def run(self, choice: qc.CycleChoice, seed: int) -> np.ndarray:
         A, _ = qc.run_cycle(self.setup, choice, oneshot=self.oneshot, seed=seed)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from oceanda import fields
+from oceanda import fields, metrics
 from oceanda.errors import ConfigurationError, DataValidationError
 from oceanda.experiments.qg_twin import QGForecast, _daily_observations, qg_letkf_settings
 from oceanda.kalman import ETKF, cycle, localizer_for_dataset, make_filter, tuned_filter
@@ -305,12 +305,12 @@ def cycle_dataset(setup: Setup, analyses: np.ndarray, facts: dict[str, Any], tru
                                  attrs={"mode": "kalman (cycled)", **{k: v for k, v in facts.items() if v is not None}})
     if truth is not None:
         for v in setup.layout.variables:
-            err = ds[f"{v}_mean"] - truth[v].transpose(*ds[f"{v}_mean"].dims).values
-            ds[f"{v}_rmse"] = ("time", np.sqrt((err ** 2).mean([d for d in err.dims if d != "time"])).values,
+            mean = ds[f"{v}_mean"]
+            true = mean.copy(data=truth[v].transpose(*mean.dims).values)  # the truth on the analysis' coordinates
+            ds[f"{v}_rmse"] = ("time", metrics.rmse(mean, true, per_time=True).values,
                                {"long_name": f"RMSE of the analysis mean of {v} against the truth",
                                 "units": ds[f"{v}_mean"].attrs.get("units", "1")})
-            ds[f"{v}_spread_rms"] = ("time", np.sqrt((ds[f"{v}_spread"] ** 2).mean(
-                [d for d in err.dims if d != "time"])).values,
+            ds[f"{v}_spread_rms"] = ("time", np.sqrt(metrics.spatial_mean(ds[f"{v}_spread"] ** 2)).values,
                 {"long_name": f"root of the domain-mean ensemble variance of {v}",
                  "units": ds[f"{v}_mean"].attrs.get("units", "1")})
     return ds

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from oceanda import io
+from oceanda import io, metrics
 from oceanda.errors import ConfigurationError, DataValidationError, GridMismatchError
 from oceanda.experiments import l96_cycle
 from oceanda.experiments import qg_cycle as qc
@@ -147,8 +147,7 @@ def _run(testbed: str, setup: Any, model: Any, choice: qc.CycleChoice, seed: int
 def _scores(ds: xr.Dataset, library: xr.Dataset, truth: xr.Dataset, variables: list[str], headline: str) -> None:
     """Per-time climatology RMSE beside the analysis RMSE; the headline variable's means as attributes."""
     for v in variables:
-        err = library[v].mean("time") - truth[v]
-        ds[f"{v}_rmse_climatology"] = ("time", np.sqrt((err ** 2).mean([d for d in err.dims if d != "time"])).values,
+        ds[f"{v}_rmse_climatology"] = ("time", metrics.rmse(library[v].mean("time"), truth[v], per_time=True).values,
                                        {"long_name": f"RMSE of the library mean (climatology) of {v} against the truth",
                                         "units": ds[f"{v}_mean"].attrs.get("units", "1")})
     rmse, clim = float(ds[f"{headline}_rmse"].mean()), float(ds[f"{headline}_rmse_climatology"].mean())
