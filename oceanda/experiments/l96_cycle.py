@@ -21,7 +21,7 @@ from oceanda import fields
 from oceanda.errors import ConfigurationError, DataValidationError
 from oceanda.kalman import (Observations, cycle, make_filter, observations_from_dataset, ring_localizer, tuned_filter,
                             tuned_settings)
-from oceanda.experiments.qg_cycle import cycle_facts
+from oceanda.experiments.qg_cycle import Setup, cycle_facts, resample_members
 from oceanda.testbeds.lorenz96 import Lorenz96
 
 #: The state variable of the Lorenz-96 files.
@@ -71,9 +71,7 @@ class L96Setup:
         """Advance ``E [N, n]`` from ``t0`` to ``t1`` (model units; the :func:`oceanda.kalman.cycle` protocol)."""
         return self.model.forecast(E, t1 - t0)
 
-    def library_states(self, pick: np.ndarray) -> np.ndarray:
-        X, _ = fields.to_array(self.library.isel(time=pick), self.layout, dtype=np.float64)
-        return X.reshape(pick.size, -1)
+    library_states = Setup.library_states  # the QG setup's: flat library states [pick, n] of this layout
 
 
 def model_times(obs: xr.Dataset, dt: float, source: str = "obs") -> np.ndarray:
@@ -127,7 +125,7 @@ def _initial(setup: L96Setup, kind: str, members: int, radius: float, g: np.rand
     E = make_filter("enoi", radius=radius).assimilate(setup.library_states(np.arange(size)), setup.observations[0],
                                                       rng=int(g.integers(2**31)),
                                                       localizer=ring_localizer(setup.model.n, radius))
-    return E[np.sort(g.choice(E.shape[0], size=members, replace=E.shape[0] < members))], True
+    return resample_members(E, members, g), True
 
 
 def run_cycle(setup: L96Setup, choice: Any, *, seed: int = 0, quiet: bool = True) -> tuple[np.ndarray, dict[str, Any]]:

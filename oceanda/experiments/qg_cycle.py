@@ -167,7 +167,7 @@ def _filter(choice: CycleChoice, overrides: dict[str, Any]) -> tuple[Any, int]:
     return f, members
 
 
-def _resample(E: np.ndarray, members: int, g: np.random.Generator) -> np.ndarray:
+def resample_members(E: np.ndarray, members: int, g: np.random.Generator) -> np.ndarray:
     """``members`` of the analysis members ``E``: a draw without replacement (with it when too few)."""
     return E[np.sort(g.choice(E.shape[0], size=members, replace=E.shape[0] < members))]
 
@@ -200,10 +200,10 @@ def initial_ensemble(setup: Setup, kind: str, members: int, g: np.random.Generat
     if kind == "enoi":
         ds = analyse_dataset(setup.library, setup.obs.isel(time=[0]), tuned_filter("qg_enoi"), periodic=True,
                              rng=int(g.integers(2**31)), keep_members=True)
-        return _resample(setup.states(ds)[0], members, g), True
+        return resample_members(setup.states(ds)[0], members, g), True
     if oneshot is None:
         raise ConfigurationError("initial='contrastive': no contrastive analysis given; expected its members")
-    return _resample(oneshot, members, g), True
+    return resample_members(oneshot, members, g), True
 
 
 def _extra(setup: Setup, choice: CycleChoice, oneshot: np.ndarray | None, g: np.random.Generator,
