@@ -137,3 +137,17 @@ def test_neighbour_negatives_are_perturbed_copies_of_the_groups_positive():
         assert np.abs(d).max() < 1.0  # ... by an error-sized perturbation
     with pytest.raises(Exception, match="expected finite"):
         NeighbourNegatives(np.full((1, 1, 4, 4), np.nan))
+
+
+def test_learned_update_tempers_each_window_to_the_target_ess():
+    """Healthy windows keep softmax(logits); degenerate ones are flattened just enough (ESS = min_ess)."""
+    from oceanda.analysis.learned_update import _tempered
+    from oceanda.analysis.posterior import effective_sample_size, softmax_weights
+
+    g = np.random.default_rng(0)
+    logits = np.stack([0.01 * g.standard_normal(20), 50.0 * g.standard_normal(20)], axis=1)
+    w, ess = _tempered(logits, min_ess=8.0)
+    np.testing.assert_allclose(w.sum(0), 1.0)
+    np.testing.assert_allclose(w[:, 0], softmax_weights(logits[:, 0], 1.0))
+    assert effective_sample_size(softmax_weights(logits[:, 1], 1.0)) < 8.0
+    assert ess[1] == pytest.approx(8.0, rel=1e-6) and ess[0] > 19.0

@@ -21,33 +21,18 @@ from typing import Any
 import numpy as np
 
 from oceanda.analysis import windows as W
+from oceanda.analysis.posterior import effective_sample_size, softmax_weights, temper
 from oceanda.analysis.resolution import _critic
 from oceanda.errors import DataValidationError
 
 
 def _tempered(logits: np.ndarray, min_ess: float) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax weights ``[N, P]`` per window, each tempered (the largest ``beta <= 1`` on the logits, by
-    bisection) until its ESS reaches ``min_ess``; and the windows' ESS."""
+    """Softmax weights ``[N, P]`` per window, each tempered (:func:`~oceanda.analysis.posterior.temper`: the
+    smallest temperature >= 1 on the logits) until its ESS reaches ``min_ess``; and the windows' ESS."""
     w = np.empty_like(logits)
-    ess = np.empty(logits.shape[1])
     for p in range(logits.shape[1]):
-        beta = 1.0
-        if _ess(logits[:, p], 1.0) < min_ess:
-            a, b = 0.0, 1.0
-            for _ in range(40):
-                m = 0.5 * (a + b)
-                a, b = (m, b) if _ess(logits[:, p], m) >= min_ess else (a, m)
-            beta = a
-        e = np.exp(beta * (logits[:, p] - logits[:, p].max()))
-        w[:, p] = e / e.sum()
-        ess[p] = 1.0 / np.sum(w[:, p] ** 2)
-    return w, ess
-
-
-def _ess(logit: np.ndarray, beta: float) -> float:
-    e = np.exp(beta * (logit - logit.max()))
-    w = e / e.sum()
-    return float(1.0 / np.sum(w * w))
+        w[:, p] = softmax_weights(logits[:, p], temper(logits[:, p], 1.0, min_ess))
+    return w, effective_sample_size(w, axis=0)
 
 
 @dataclass
