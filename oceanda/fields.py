@@ -337,24 +337,33 @@ def encoder_state_input(states: np.ndarray, norm: Standardizer | None = None) ->
     return np.nan_to_num(x, nan=0.0).astype(np.float32, copy=False)
 
 
-def encoder_obs_input(obs: np.ndarray, norm: Standardizer | None = None) -> np.ndarray:
-    """What an observation encoder sees: standardised values (0 in gaps), then their 0/1 masks.
+def encoder_obs_input(obs: np.ndarray, norm: Standardizer | None = None, errors: np.ndarray | None = None) -> np.ndarray:
+    """What an observation encoder sees: standardised values (0 in gaps), their 0/1 masks[, their errors].
 
     Parameters
     ----------
     obs : ``[N, C, ...]`` in physical units, NaN unobserved (a multi-day window stacks its days as
         channels, see ``pairs.stack_obs_window``)
     norm : the model's observation statistics, one per channel of ``obs`` (``None``: as given)
+    errors : observation error std ``[N, C, ...]`` in physical units (models with an error channel):
+        appended divided by the channel std, 0 where unobserved -- so one model serves any noise level
 
     Returns
     -------
     numpy.ndarray
-        float32 ``[N, 2C, ...]``.
+        float32 ``[N, 2C, ...]``, or ``[N, 3C, ...]`` with ``errors``.
     """
     x = np.asarray(obs, dtype=np.float32)
     if norm is not None:
         x = norm.transform(x).astype(np.float32, copy=False)
-    return with_mask_channels(x).astype(np.float32, copy=False)
+    out = with_mask_channels(x).astype(np.float32, copy=False)
+    if errors is None:
+        return out
+    e = np.asarray(errors, dtype=np.float32)
+    if norm is not None:
+        e = e / np.asarray(norm.std, np.float32).reshape((1, -1) + (1,) * (e.ndim - 2))
+    e = np.where(np.isfinite(x) & np.isfinite(e), e, np.float32(0.0)).astype(np.float32, copy=False)
+    return np.concatenate([out, e], axis=1)
 
 
 @dataclass

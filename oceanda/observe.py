@@ -634,6 +634,51 @@ class GappyField:
         return _layer_obs_dataset(ds, self.var, obs, sigma, da.attrs, self.layer, self.name, extra)
 
 
+def swath_masks(n: int, rng: np.random.Generator, ny: int, nx: int, dy: float, dx: float, width_km: Any = 60.0,
+                gap_km: float = 20.0, spacing_km: float = 1e9) -> np.ndarray:
+    """``bool [n, ny, nx]`` wide-swath patterns: two ``width_km`` swaths either side of a ``gap_km`` nadir gap.
+
+    Passes ``spacing_km`` apart (default: one) at a random angle and offset; ``width_km`` one number or one per
+    pattern. Cells at ``j * dy, i * dx`` km.
+    """
+    j, i = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+    y, x = j * float(dy), i * float(dx)
+    theta = rng.uniform(0.0, np.pi, n)
+    lo = np.minimum(0.0, (nx - 1) * float(dx) * np.cos(theta))  # x cos(theta) < 0 past 90 degrees
+    off = lo + rng.uniform(0, 1, n) * min(spacing_km, max(ny * dy, nx * dx))  # a pass somewhere across the grid
+    d = x[None] * np.cos(theta)[:, None, None] + y[None] * np.sin(theta)[:, None, None] - off[:, None, None]
+    r = np.mod(d, spacing_km)
+    dist = np.minimum(r, spacing_km - r)
+    w = np.broadcast_to(np.asarray(width_km, np.float64), (n,))[:, None, None]
+    return (dist >= 0.5 * gap_km) & (dist < 0.5 * gap_km + w)
+
+
+@dataclass
+class WideSwath:
+    """Wide-swath altimetry (SWOT-like): per time, one pass of two ``width_km`` swaths either side of a
+    ``gap_km`` nadir gap, at a random angle and position, noise ``sigma`` (else ``sigma_fraction`` x std)."""
+
+    var: str = "ssh"
+    width_km: float = 60.0
+    gap_km: float = 20.0
+    sigma: float | None = None
+    sigma_fraction: float = 0.1
+
+    name = "wide_swath"
+
+    def observe(self, ds: xr.Dataset, rng: np.random.Generator) -> xr.Dataset:
+        """Swath observations of ``ds[var]`` at every time (gridded, NaN outside the swaths, ``<var>_error``)."""
+        da = _field(ds, self.var, None)
+        values = np.asarray(da.values)
+        sigma = float(self.sigma) if self.sigma is not None else _default_sigma(values, self.sigma_fraction)
+        dy, dx = grid.km_spacing(ds)
+        masks = swath_masks(values.shape[0], rng, values.shape[-2], values.shape[-1], dy, dx, self.width_km, self.gap_km)
+        masks &= np.isfinite(values)
+        obs = apply_mask(values, masks, sigma, rng)
+        extra = {"swath_width_km": self.width_km, "nadir_gap_km": self.gap_km, "obs_error_std": sigma}
+        return _gridded_obs_dataset(ds, self.var, obs, sigma, da.attrs, self.name, extra)
+
+
 def _layer_obs_dataset(ds, var, obs, sigma, attrs, layer, operator, extra):
     """Gridded obs of one level of a layered (or depth) variable: all levels stored, NaN but at ``layer``."""
     lev = next(d for d in LEVEL_DIMS if d in ds[var].dims)

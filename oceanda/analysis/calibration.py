@@ -49,7 +49,7 @@ def calibrate_model_spread(model_dir, library, obs, truth, *, times: Sequence[in
     from oceanda.analysis.settings import HybridSettings, stored_settings
 
     model, enc = load_model(model_dir)
-    var = str(enc.obs_channels[0][0])
+    var = str(enc.state_channels[0][0])  # scored on the (first) analysed variable
     idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
     ds = assimilate((model, enc), library, obs, mode="local", members=members, seed=seed, spread_factor=1.0,
                     cache_dir=cache_dir, times=idx, tau=tau)
@@ -107,7 +107,7 @@ def calibrate_sampler_tau(model, library, obs, truth, taus: Sequence[float], *, 
     if len(taus) == 0:
         raise ConfigurationError("taus=[]; expected at least one sampler temperature")
     pair = load_model(model) if isinstance(model, (str, os.PathLike)) else model
-    var = str(pair[1].obs_channels[0][0])
+    var = str(pair[1].state_channels[0][0])
     idx = np.arange(obs.sizes["time"]) if times is None else np.asarray(times)
     scores: dict[float, float] = {}
     for tau in taus:

@@ -109,11 +109,12 @@ def _check_shapes(config: Mapping[str, Any], where: str, n_state: int, n_obs: in
     """The encoders read what the channels, the window and the observation days say they read."""
     s = ck.entry(config, "state_encoder.in_shape", where, list, "an array of 3 sizes")
     o = ck.entry(config, "obs_encoder.in_shape", where, list, "an array of 3 sizes")
+    per = 3 if ck.flag(config, "extra.obs_error_channel", where, False) else 2  # values, masks[, errors]
     if spec is not None:
-        want_s, want_o = [n_state, spec.size, spec.size], [2 * n_obs, spec.obs_size, spec.obs_size]
+        want_s, want_o = [n_state, spec.size, spec.size], [per * n_obs, spec.obs_size, spec.obs_size]
         why = f"the window (size {spec.size}, halo {spec.halo})"
     else:
-        want_s, want_o = [n_state, *s[1:]], [2 * n_obs, *s[1:]]
+        want_s, want_o = [n_state, *s[1:]], [per * n_obs, *s[1:]]
         why = "one grid for states and observations"
     for key, got, want in (("state_encoder.in_shape", s, want_s), ("obs_encoder.in_shape", o, want_o)):
         if list(got) != want:
@@ -250,6 +251,11 @@ class EncoderPair:
         self.units = model_units(model.config)  # of the training data: the library and obs are converted to them
         # days of observations a whole-field model stacks (``oceanda train --obs-days``; 1 for window models)
         self.obs_days = int((model.config.get("extra") or {}).get("obs_window_days", 1) or 1)
+        extra = model.config.get("extra") or {}
+        #: the observation encoder reads the error std of every observation (models trained on a PatternMix)
+        self.error_channel = bool(extra.get("obs_error_channel", False))
+        #: the error assumed where observations give none (the middle of the trained range)
+        self.default_error = np.asarray(extra.get("obs_sigma") or [np.nan] * len(self.obs_channels), np.float32)
         self.where = "model config"  # the config's name in errors (from_model: the checkpoint's config.json)
 
 
@@ -325,18 +331,29 @@ class EncoderPair:
             x = x[:, channel_index(layout, self.state_channels, "library")]
         return self._run(self.model.state_encoder, fields.encoder_state_input(x, self.state_norm))
 
-    def embed_obs(self, obs: np.ndarray) -> np.ndarray:
+    def embed_obs(self, obs: np.ndarray, errors: np.ndarray | None = None) -> np.ndarray:
         """Embed observations in physical units, NaN unobserved (:func:`oceanda.fields.encoder_obs_input`).
 
         Parameters
         ----------
         obs : ``[N, C_obs, Y, X]``
+        errors : their error std, same shape (models with an error channel; None: ``obs_sigma`` of the
+            model's config); ignored by models without one
 
         Returns
         -------
         ``[N, ne]`` float32 embeddings
         """
-        return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm))
+        if not self.error_channel:
+            return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm))
+        if errors is None:
+            errors = np.broadcast_to(self.default_error.reshape((1, -1) + (1,) * (np.ndim(obs) - 2)), np.shape(obs))
+        return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm, errors=errors))
+
+    def embed_obs_stacked(self, stacked: np.ndarray) -> np.ndarray:
+        """:meth:`embed_obs` of ``[N, 2 C_obs, ...]`` windows: values then errors (what local mode cuts at once)."""
+        c = len(self.obs_channels)
+        return self.embed_obs(stacked[:, :c], stacked[:, c:])
 
 
 #: Config keys that do not change what a model computes from given arrays: left out of :func:`model_fingerprint`
@@ -450,16 +467,42 @@ def obs_arrays(obs: xr.Dataset, encoders: EncoderPair, shape: tuple[int, int], s
         raise DataValidationError(f"{source}: point observations (dim 'obs'); the contrastive sampler expects "
                                   "gridded observations with NaN where unobserved")
     names = list(dict.fromkeys(v for v, _ in encoders.obs_channels))
+    present = [v for v in names if v in obs.data_vars]
     missing = [v for v in names if v not in obs.data_vars]
-    if missing:
+    if missing and not (encoders.error_channel and present):  # a pattern-trained model reads any subset
         raise DataValidationError(f"{source}: missing observed variable(s) {missing}; the model {encoders.where} "
-                                  f"encodes {names}")
-    layout = fields.layout_of(obs, names)
+                                  f"encodes {names}" + (" (observations of at least one)" if encoders.error_channel
+                                                        else ""))
     got = grid.shape(obs)
     if got != tuple(shape):
         raise GridMismatchError(f"{source}: grid {got[0]} x {got[1]}; expected the library grid {shape[0]} x {shape[1]}")
+    layout = fields.layout_of(obs, present)
     arr, _ = fields.to_array(obs, layout)
-    return arr[:, channel_index(layout, encoders.obs_channels, source)]
+    out = np.full((arr.shape[0], len(encoders.obs_channels), *arr.shape[2:]), np.nan, np.float32)
+    for k, c in enumerate(encoders.obs_channels):
+        if c[0] in present:
+            out[:, k] = arr[:, channel_index(layout, [c], source)[0]]
+    return out
+
+
+def obs_error_arrays(obs: xr.Dataset, encoders: EncoderPair, values: np.ndarray) -> np.ndarray:
+    """Error std ``[T, C_obs, Y, X]`` of :func:`obs_arrays`' values: ``<var>_error`` (a scalar or per cell),
+    else the model's ``obs_sigma``; NaN where unobserved. What a model with an error channel reads."""
+    out = np.full(values.shape, np.nan, np.float32)
+    for k, (v, lev) in enumerate(encoders.obs_channels):
+        e = obs.get(f"{v}_error")
+        if e is None:
+            out[:, k] = encoders.default_error[k]
+            continue
+        if v in obs.data_vars:
+            e = e.broadcast_like(obs[v]).transpose(*obs[v].dims)
+        arr = np.asarray(e.values, np.float32)
+        if arr.ndim == 0:
+            out[:, k] = arr
+        else:
+            arr = arr.reshape(values.shape[0], -1, *values.shape[2:])
+            out[:, k] = arr[:, 0 if lev is None else lev]
+    return np.where(np.isfinite(values), out, np.nan)
 
 
 def to_model_units(encoders: EncoderPair, library: Library, obs: xr.Dataset) -> tuple[Library, xr.Dataset]:

@@ -16,13 +16,13 @@ observation time (embed the observations, weight, resample). ``prepare(library)`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 import numpy as np
 import xarray as xr
 
-from oceanda.analysis.encoding import EncoderPair, obs_arrays
+from oceanda.analysis.encoding import EncoderPair, obs_arrays, obs_error_arrays
 from oceanda.analysis.global_mode import analyse_global
 from oceanda.analysis.hybrid import hybrid_update, localizer_for, static_states
 from oceanda.analysis.library import Library
@@ -47,12 +47,14 @@ class TimeObs:
     index : position of the time in the observation Dataset (seeds its random stream)
     time : the time coordinate value
     kalman : the same observations as :class:`oceanda.kalman.Observations` (hybrid mode), else None
+    errors : their error std ``[C_obs, Y, X]`` (models with an error channel), else None
     """
 
     values: np.ndarray
     index: int = 0
     time: Any = None
     kalman: Any = None
+    errors: np.ndarray | None = None
 
     @property
     def label(self) -> str:
@@ -127,9 +129,11 @@ class Sampler:
         """
         y_all = obs_arrays(obs, self.encoders, library.shape)
         _check_errors(obs, self.encoders)
+        e_all = obs_error_arrays(obs, self.encoders, y_all) if self.encoders.error_channel else None
         tidx = np.arange(y_all.shape[0]) if times is None else np.asarray(times, dtype=np.int64)
         obs_times = obs["time"].values[tidx] if "time" in obs.coords else tidx
-        return [TimeObs(y_all[t], int(t), ot) for t, ot in zip(tidx, obs_times)]
+        return [TimeObs(y_all[t], int(t), ot, errors=None if e_all is None else e_all[t])
+                for t, ot in zip(tidx, obs_times)]
 
     def _input(self, obs: TimeObs | np.ndarray) -> TimeObs:
         if self.library is None:
@@ -293,9 +297,14 @@ class LocalSampler(Sampler):
             prepare_fast(self.windows, self.index)  # its basis and float32 rows, before analyses run on threads
         return self
 
-    def _local(self, values: np.ndarray, rng: np.random.Generator) -> LocalAnalysis:
+    def _local(self, values: np.ndarray, rng: np.random.Generator, errors: np.ndarray | None = None) -> LocalAnalysis:
         s, enc = self.settings, self.encoders
-        return analyse_local(values, self.windows, self.embeddings, enc.embed_obs, kind=enc.kind, tau=self.tau,
+        embed = enc.embed_obs
+        if enc.error_channel:  # windows of values and errors cut at once, split again by the encoder pair
+            if errors is None:
+                errors = np.where(np.isfinite(values), enc.default_error.reshape(-1, 1, 1), np.nan)
+            values, embed = np.concatenate([values, errors.astype(values.dtype)], axis=0), enc.embed_obs_stacked
+        return analyse_local(values, self.windows, self.embeddings, embed, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
                              keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,
                              min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index,
@@ -313,7 +322,8 @@ class LocalSampler(Sampler):
         -------
         Analysis (ESS and dropped mass are means over the windows)
         """
-        la = self._local(self._input(obs).values, rng)
+        o = self._input(obs)
+        la = self._local(o.values, rng, o.errors)
         return Analysis(la.members, la.mean, la.spread, float(np.mean(la.ess)), float(np.mean(la.dropped_mass)),
                         over_windows=True, search=la.search, recall=float(np.mean(la.recall)))
 
@@ -384,8 +394,9 @@ class HybridSampler(LocalSampler):
         sel = obs.isel(time=[o.index for o in inputs]) if "time" in obs.dims else obs
         src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
         kalman = observations_from_dataset(sel, library.layout, library.ds, source=src,
-                                           variables=list(dict.fromkeys(v for v, _ in self.encoders.obs_channels)))
-        return [TimeObs(o.values, o.index, o.time, k) for o, k in zip(inputs, kalman)]
+                                           variables=[v for v in dict.fromkeys(v for v, _ in self.encoders.obs_channels)
+                                                      if v in obs.data_vars])
+        return [replace(o, kalman=k) for o, k in zip(inputs, kalman)]
 
     def analyse(self, obs: TimeObs | np.ndarray, rng: np.random.Generator) -> Analysis:
         """Analysis of one time: local analysis, Kalman update, ``members`` of the updated ensemble.
@@ -403,7 +414,7 @@ class HybridSampler(LocalSampler):
         if o.kalman is None:
             raise OceandaError("HybridSampler.analyse: the observations lack their Kalman form; build them with read_obs")
         members = self.settings.members
-        la = self._local(o.values, rng)
+        la = self._local(o.values, rng, o.errors)
         Ea = hybrid_update(la.mean, la.members, o.kalman, localizer=self.localizer, static=self.static,
                            config=self.settings.hybrid, rng=rng)
         pick = np.sort(rng.choice(len(Ea), size=min(members, len(Ea)), replace=False)) if len(Ea) > members \

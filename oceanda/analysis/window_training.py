@@ -230,8 +230,12 @@ class WindowPairSampler:
             ix = rng.integers(0, nx, size=n) if spec.periodic else rng.integers(0, max(1, nx - spec.size + 1), size=n)
         nd = np.full(n, days) if days is not None else rng.integers(1, self.max_days + 1, size=n)
         sw = W.gather(self._state_pad, t, iy, ix, spec.size)
-        obs = self._observe(t, iy, ix, nd, rng)
-        return fields.encoder_state_input(sw, self.norm_state), fields.encoder_obs_input(obs, self.norm_obs)
+        return fields.encoder_state_input(sw, self.norm_state), self._obs_input(t, iy, ix, nd, rng)
+
+    def _obs_input(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray, rng: np.random.Generator,
+                   offset: np.ndarray | None = None) -> np.ndarray:
+        """The observation encoder's input of the pairs at ``(t, iy, ix)`` observed over ``nd`` days."""
+        return fields.encoder_obs_input(self._observe(t, iy, ix, nd, rng, offset=offset), self.norm_obs)
 
     def _distinct_draw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...] | None:
         """Up to ``n`` (time, iy, ix) without repeats when repeats would be common (few times or windows).
@@ -273,8 +277,7 @@ class WindowPairSampler:
         nd = np.full(len(t), days) if days is not None else np.repeat(rng.integers(1, self.max_days + 1, size=ng), g)
         de_state, de_obs = nb.perturbations(len(t), g, rng, self.state_ch, self.obs_ch, spec)
         sw = W.gather(self._state_pad, t, iy, ix, spec.size) + de_state
-        obs = self._observe(t, iy, ix, nd, rng, offset=de_obs)
-        return fields.encoder_state_input(sw, self.norm_state), fields.encoder_obs_input(obs, self.norm_obs)
+        return fields.encoder_state_input(sw, self.norm_state), self._obs_input(t, iy, ix, nd, rng, offset=de_obs)
 
     def _observe(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray,
                  rng: np.random.Generator, offset: np.ndarray | None = None) -> np.ndarray:
@@ -287,17 +290,23 @@ class WindowPairSampler:
         obs = np.full((len(t), len(self.obs_ch), o, o), np.nan, np.float32)
         for k in range(int(nd.max()) - 1, -1, -1):  # oldest first; the latest day overwrites
             sel = np.flatnonzero(nd > k)
-            i0, i1, w, _ = lag_weights(self.days, self.segments, t[sel], k)
-            vals = W.gather(self._obs_pad, i0, iy[sel], ix[sel], o)
-            if np.any(w > 0):  # a day between two snapshots: interpolated in time
-                wb = w[:, None, None, None]
-                vals = (1.0 - wb) * vals + wb * W.gather(self._obs_pad, i1, iy[sel], ix[sel], o)
-            if offset is not None:
-                vals = vals + offset[sel]
+            vals = self._day_values(t, iy, ix, sel, k, offset)
             mwin = self._pattern_windows(iy[sel], ix[sel], rng)
             noisy = vals + self.sigma[None, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
             obs[sel] = np.where(mwin > 0.5, noisy, obs[sel])
         return obs
+
+    def _day_values(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, sel: np.ndarray, k: int,
+                    offset: np.ndarray | None) -> np.ndarray:
+        """True values ``[len(sel), Co, o, o]`` of the pairs ``sel`` observed ``k`` days back (between snapshots:
+        interpolated in time; ``offset`` added)."""
+        o = self.spec.obs_size
+        i0, i1, w, _ = lag_weights(self.days, self.segments, t[sel], k)
+        vals = W.gather(self._obs_pad, i0, iy[sel], ix[sel], o)
+        if np.any(w > 0):
+            wb = w[:, None, None, None]
+            vals = (1.0 - wb) * vals + wb * W.gather(self._obs_pad, i1, iy[sel], ix[sel], o)
+        return vals if offset is None else vals + offset[sel]
 
     def _pattern_windows(self, iy: np.ndarray, ix: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One day's observation pattern in the observation windows at ``(iy, ix)``, ``[n, 1, o, o]``."""
@@ -309,6 +318,41 @@ class WindowPairSampler:
                             rng.integers(0, nx, n), o)
         masks = self.mask_fn(n, rng)
         return W.gather(W.pad(masks[:, None].astype(np.float32), h, h + spec.size, spec.periodic), np.arange(n), iy, ix, o)
+
+
+class PatternPairSampler(WindowPairSampler):
+    """Pairs observed by a :class:`~oceanda.analysis.obs_patterns.PatternMix`: every pair draws a family, a noise
+    level and, per day, a fresh pattern of that family; the encoder sees values, masks and errors.
+
+    ``patterns``: the drawer (:class:`~oceanda.analysis.obs_patterns.PatternDraw`) at the observation window's
+    size; ``channel_table`` ``bool [families, Co]``: the channels each family may observe (a pair observes a random
+    non-empty subset of those variables; ``groups``: the variable of each channel); ``obs_std``: each observed
+    channel's standard deviation (noise = the pair's fraction of it). ``mask_fn`` and ``sigma`` are not used.
+    """
+
+    def __init__(self, *args, patterns, channel_table: np.ndarray, groups: Sequence[int], obs_std: Sequence[float],
+                 **kw):
+        super().__init__(*args, **{**kw, "mask_bank": 0})
+        self.patterns = patterns
+        self.channel_table = np.asarray(channel_table, bool)
+        self.groups = np.asarray(groups, np.int64)  # the variable of each observed channel
+        self.obs_std = np.asarray(obs_std, np.float32)
+
+    def _obs_input(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray, rng: np.random.Generator,
+                   offset: np.ndarray | None = None) -> np.ndarray:
+        n, o = len(t), self.spec.obs_size
+        fam = self.patterns.families(n, rng)
+        sig = (self.patterns.sigma_fractions(n, rng)[:, None] * self.obs_std[None, :]).astype(np.float32)  # [n, Co]
+        seen = self.patterns.channels(fam, rng, self.channel_table, self.groups)  # [n, Co]
+        obs = np.full((n, len(self.obs_ch), o, o), np.nan, np.float32)
+        for k in range(int(nd.max()) - 1, -1, -1):  # oldest first; the latest day overwrites
+            sel = np.flatnonzero(nd > k)
+            vals = self._day_values(t, iy, ix, sel, k, offset)
+            m = self.patterns.masks(fam[sel], rng)[:, None] & seen[sel][:, :, None, None]
+            noisy = vals + sig[sel][:, :, None, None] * rng.standard_normal(vals.shape).astype(np.float32)
+            obs[sel] = np.where(m, noisy, obs[sel])
+        err = np.broadcast_to(sig[:, :, None, None], obs.shape)
+        return fields.encoder_obs_input(obs, self.norm_obs, errors=err)
 
 
 def _channels(library, state_variables: Sequence[str], obs_variables: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -333,7 +377,7 @@ def _validation_times(seg: np.ndarray) -> np.ndarray:
 
 def _window_model(library, cfg: WindowTrainingConfig, spec: W.WindowSpec, sc: list[int], oc: list[int],
                   norm_s: fields.Standardizer, norm_o: fields.Standardizer, sigma: Sequence[float], periodic: bool,
-                  extra: dict | None):
+                  extra: dict | None, error_channel: bool = False):
     """The untrained window encoder pair with the config local mode reads (seeded from ``cfg.seed``)."""
     import torch
 
@@ -344,7 +388,8 @@ def _window_model(library, cfg: WindowTrainingConfig, spec: W.WindowSpec, sc: li
     state_vars = list(dict.fromkeys(lay.channels[i][0] for i in sc))
     torch.manual_seed(cfg.seed)
     se = _encoder(cfg.state_encoder, (len(sc), cfg.size, cfg.size), cfg.embedding_dim, periodic)
-    oe = _encoder(cfg.obs_encoder, (2 * len(oc), spec.obs_size, spec.obs_size), cfg.embedding_dim, periodic)
+    per = 3 if error_channel else 2  # values, masks[, errors] per observed channel
+    oe = _encoder(cfg.obs_encoder, (per * len(oc), spec.obs_size, spec.obs_size), cfg.embedding_dim, periodic)
     model_cfg = {
         "grid_fingerprint": fields.grid_fingerprint(library.ds[state_vars], state_vars),
         "normalization": {"state": norm_s.to_dict(), "obs": norm_o.to_dict()},
@@ -365,7 +410,7 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
                        config: WindowTrainingConfig | None = None, periodic: bool = True, quiet: bool = True,
                        overwrite: bool = False, extra: dict | None = None, days: np.ndarray | None = None,
                        min_ocean: float = 0.0, neighbours: NeighbourNegatives | None = None,
-                       init_from=None) -> tuple[Any, dict]:
+                       init_from=None, patterns=None) -> tuple[Any, dict]:
     """Train a window encoder pair on a library within ``config.seconds``; save it to ``out_dir``.
 
     Parameters
@@ -388,6 +433,9 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
         None: plain pairs, the bundled model's training unchanged)
     init_from : a model directory of the same architecture whose encoder weights start the training
         (fine-tuning, e.g. the bundled critic sharpened with neighbours; None: a fresh seeded start)
+    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix`: pairs observed by that mixture of
+        observation patterns and noise levels, the error an encoder input (``mask_fn`` and ``sigma`` then
+        unused); None: ``mask_fn`` patterns at ``sigma``, values and masks only
 
     Returns
     -------
@@ -402,13 +450,21 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     states = library.read(np.arange(library.n))
     seg = np.zeros(library.n, np.int64) if segments is None else np.asarray(segments)
     norm_s = fields.Standardizer.fit(states[:, sc])
-    norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
+    if all(c in sc for c in oc):  # observations of state channels share their statistics
+        norm_o = fields.Standardizer(norm_s.mean[[sc.index(c) for c in oc]], norm_s.std[[sc.index(c) for c in oc]])
+    else:
+        norm_o = fields.Standardizer.fit(states[:, oc])
     is_val = _validation_times(seg)
     _warn_few_validation_times(int(is_val.sum()), library.n)
     starts = _ocean_starts(states[0, sc], spec, min_ocean) if min_ocean > 0 else None
     mk = lambda idx, **kw: WindowPairSampler(states, seg, sc, oc, mask_fn, sigma, spec, cfg.max_days, norm_s, norm_o,  # noqa: E731
                                              idx, mask_bank=cfg.mask_bank, seed=cfg.seed, days=days, starts=starts, **kw)
     tc = cfg.train_config()
+    if patterns is not None:
+        if neighbours is not None:
+            raise ConfigurationError("patterns and neighbours together; expected one of them")
+        mk, extra, sigma = _pattern_setup(library, patterns, spec, oc, extra, (states, seg, sc, oc, None, [0.0] * len(oc),
+                                          spec, cfg.max_days, norm_s, norm_o), dict(seed=cfg.seed, days=days, starts=starts))
     if neighbours is None:
         train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val), distinct=True)
     else:  # groups of k + 1 rows kept together in every batch (and validated alike)
@@ -416,7 +472,8 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
         tc = tc.replace(block_size=neighbours.k + 1)
         extra = {**(extra or {}), "neighbours": {"k": neighbours.k, "scale": list(neighbours.scale),
                                                  "errors": int(len(neighbours.errors))}}
-    model = _window_model(library, cfg, spec, sc, oc, norm_s, norm_o, sigma, periodic, extra)
+    model = _window_model(library, cfg, spec, sc, oc, norm_s, norm_o, sigma, periodic, extra,
+                          error_channel=patterns is not None)
     if init_from is not None:
         _init_encoders(model, init_from)
     t0 = _time.perf_counter()
@@ -427,6 +484,28 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     if out_dir is not None:
         model.save(out_dir, overwrite=overwrite)
     return model, {"history": res.history, "best_epoch": res.best_epoch, "health": res.health}
+
+
+def _pattern_setup(library, patterns, spec: W.WindowSpec, oc: list[int], extra: dict | None, args: tuple,
+                   kwargs: dict):
+    """``(sampler maker, extra, sigma)`` of a pattern mixture on the library's grid (km scales).
+
+    ``sigma``: recorded as the error of observations that give none -- the middle of the trained range.
+    """
+    from oceanda.analysis.obs_patterns import PatternDraw
+
+    dy, dx = grid.km_spacing(library.ds)
+    chans = [library.layout.channels[c] for c in oc]
+    names = list(dict.fromkeys(v for v, _ in chans))
+    draw, table = PatternDraw(patterns, spec.obs_size, dy, dx), patterns.channel_table(chans)
+    norm_o = args[-1]
+
+    def mk(idx, **kw):
+        return PatternPairSampler(*args, idx, **kwargs, patterns=draw, channel_table=table,
+                                  groups=[names.index(v) for v, _ in chans], obs_std=norm_o.std, **kw)
+
+    sigma = [float(v) for v in norm_o.std * float(np.sqrt(np.prod(patterns.sigma_fraction)))]
+    return mk, {**(extra or {}), "obs_error_channel": True, "observation_patterns": patterns.to_dict()}, sigma
 
 
 def _init_encoders(model, model_dir) -> None:
@@ -496,9 +575,21 @@ def altimetry_mask_fn(ny: int, nx: int, dy: float, dx: float):
     return lambda n, rng: alt.sample_mask(n, rng, ny=ny, nx=nx, dy=dy, dx=dx)
 
 
+#: what the QG window model observes: SSH, and psi of both layers (in-situ profiles)
+QG_OBSERVED = ("ssh", "psi")
+
+
+def qg_patterns(families: Sequence[str] | None = None):
+    """The QG testbed's pattern mixture: tracks, clouds and swaths see SSH; points see SSH and/or psi profiles."""
+    from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, PatternMix
+
+    return PatternMix(families=tuple(families or DEFAULT_FAMILIES),
+                      observes={"tracks": ["ssh"], "clouds": ["ssh"], "swaths": ["ssh"], "points": ["ssh", "psi"]})
+
+
 def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, variant: str = DEFAULT_VARIANT,
                           seed: int = 0, quiet: bool = True, overwrite: bool = True, sigma_fraction: float = 0.1,
-                          neighbours: NeighbourNegatives | None = None, init_from=None,
+                          neighbours: NeighbourNegatives | None = None, init_from=None, patterns=None,
                           **overrides) -> tuple[Any, dict]:
     """Train the QG altimetry window model on a library (path or Library with ``ssh``; ``run`` marks runs).
 
@@ -515,6 +606,8 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     sigma_fraction : observation noise as a fraction of the library SSH standard deviation
     neighbours : forecast-error-scale negatives (:class:`NeighbourNegatives`; None: climatological only)
     init_from : a model directory whose encoder weights start the training (:func:`train_window_model`)
+    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (e.g. :data:`QG_PATTERNS`): observations of
+        SSH and psi drawn from that mixture, the error an input (``sigma_fraction`` then unused); None: altimetry
     **overrides : :class:`WindowTrainingConfig` fields
 
     Returns
@@ -533,6 +626,10 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     ch = lib.layout.channels.index(("ssh", None))
     sigma = sigma_fraction * float(np.std(lib.read(np.arange(0, lib.n, max(1, lib.n // 1000)))[:, ch]))
     cfg = WindowTrainingConfig(seconds=seconds, seed=seed, **{**VARIANTS[variant], **overrides})
+    if patterns is not None:
+        return train_window_model(lib, None, [], out_dir, obs_variables=QG_OBSERVED, segments=seg, config=cfg,
+                                  quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days,
+                                  init_from=init_from, patterns=patterns)
     return train_window_model(lib, altimetry_mask_fn(ny, nx, dy, dx), [sigma], out_dir, segments=seg, config=cfg,
                               quiet=quiet, overwrite=overwrite, extra={"variant": variant}, days=days,
                               neighbours=neighbours, init_from=init_from)
@@ -540,15 +637,19 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
 
 #: sampler temperatures scanned on the tuning truth when the bundled window model is recalibrated
 BUNDLED_TAUS = (0.1, 0.09, 0.08, 0.07, 0.06, 0.05)
+#: the same for a pattern model (read on several families: sharper posteriors where observations are dense)
+PATTERN_TAUS = (0.1, 0.08, 0.06, 0.05, 0.04, 0.03)
 
 
 def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0, seconds: float = 150.0,
-                               calibrate: bool = True) -> Any:
+                               calibrate: bool = True, families: Sequence[str] | None = None) -> Any:
     """The window model shipped in ``sample_data/models/qg_window`` (``oceanda demo --train`` reruns this).
 
-    Trained on ``sample_dir/library.nc`` with 1-day altimetry pairs (the sample's observations are
-    daily tracks) within ``seconds``; the sampler temperature and spread factor are then calibrated on the tuning truth
-    (``truth_tune.nc`` / ``obs_altimetry_tune.nc``), never on an evaluation run.
+    Trained on ``sample_dir/library.nc`` within ``seconds``: with ``families`` on that mixture of observation
+    patterns (:func:`qg_patterns`; SSH and psi observed, 1..3 days, the error an input), else on 1-day
+    altimetry pairs. The sampler temperature and spread factor are then calibrated on the tuning truth
+    (``truth_tune.nc``; with ``families`` the temperature best over those families' observations of it), never
+    on an evaluation run.
 
     Parameters
     ----------
@@ -556,6 +657,7 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     out_dir : where the model is saved
     quiet, seed, seconds : as :func:`train_qg_window_model`
     calibrate : calibrate the spread factor and the hybrid settings on the tuning truth
+    families : pattern families to train on (e.g. ``obs_patterns.DEFAULT_FAMILIES``); None: altimetry only
 
     Returns
     -------
@@ -564,28 +666,47 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     """
     from pathlib import Path
 
-    from oceanda import io
     from oceanda.analysis.library import Library
+    from oceanda.contrastive.model import ContrastiveModel
 
     sample_dir = Path(sample_dir)
     lib = Library.open(sample_dir / "library.nc")
-    model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet, max_days=1,
-                                     pairs_per_epoch=4096, val_pairs=1024)
+    patterns = qg_patterns(families) if families else None
+    model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet,
+                                     max_days=3 if patterns else 1, pairs_per_epoch=4096, val_pairs=1024,
+                                     patterns=patterns)
     if calibrate and (sample_dir / "truth_tune.nc").exists():
-        from oceanda.analysis.calibration import calibrate_model_spread, calibrate_sampler_tau
-        from oceanda.contrastive.model import ContrastiveModel
-        from oceanda.kalman import tuned_settings
-
-        truth = io.open_states(sample_dir / "truth_tune.nc").load()
-        obs = io.open_obs(sample_dir / "obs_altimetry_tune.nc", like=lib.ds).load()
-        cache = Path(out_dir) / "library_cache"
-        # the sampler's temperature first (the bundled model: 0.06 of 0.1 .. 0.05), then the spread at it
-        tau, scan = calibrate_sampler_tau(out_dir, lib, obs, truth, BUNDLED_TAUS, seed=seed, cache_dir=cache)
-        calibrate_model_spread(out_dir, lib, obs, truth, times=np.arange(0, obs.sizes["time"], 3), seed=seed,
-                               cache_dir=cache, hybrid_from_enoi=tuned_settings("qg_enoi"), tau=tau, tau_scan=scan)
-        io.remove_tree(Path(out_dir) / "library_cache")  # not shipped
+        _calibrate_bundled(sample_dir, out_dir, lib, families, seed)
         model = ContrastiveModel.load(out_dir)
     return model
+
+
+def _calibrate_bundled(sample_dir, out_dir, lib, families: Sequence[str] | None, seed: int) -> None:
+    """Temperature (mean relative RMSE over the families' tuning observations), then spread and hybrid on tracks."""
+    from pathlib import Path
+
+    from oceanda import io, superob
+    from oceanda.analysis.calibration import calibrate_model_spread, calibrate_sampler_tau
+    from oceanda.analysis.obs_patterns import FAMILIES, qg_family_obs
+    from oceanda.kalman import tuned_settings
+
+    truth = io.open_states(Path(sample_dir) / "truth_tune.nc").load()
+    tracks = io.open_obs(Path(sample_dir) / "obs_altimetry_tune.nc", like=lib.ds).load()
+    cache = Path(out_dir) / "library_cache"
+    sets = {"tracks": tracks}
+    for f in families or ():
+        if f != "tracks":
+            o = qg_family_obs(truth, lib.ds, f, np.random.default_rng([18, FAMILIES.index(f), 99]))
+            sets[f] = superob.to_grid(o, lib.ds) if superob.superobbable(o, lib.ds) else o
+    taus = PATTERN_TAUS if families else BUNDLED_TAUS
+    scans = {f: calibrate_sampler_tau(out_dir, lib, o, truth, taus, seed=seed, cache_dir=cache)[1]
+             for f, o in sets.items()}
+    score = {t: float(np.mean([s[t] / s[taus[0]] for s in scans.values()])) for t in taus}
+    tau = min(score, key=lambda t: score[t])
+    scan = scans["tracks"] if len(scans) == 1 else score  # several families: the mean RMSE relative to taus[0]
+    calibrate_model_spread(out_dir, lib, tracks, truth, times=np.arange(0, tracks.sizes["time"], 3), seed=seed,
+                           cache_dir=cache, hybrid_from_enoi=tuned_settings("qg_enoi"), tau=tau, tau_scan=scan)
+    io.remove_tree(cache)  # not shipped
 
 
 def window_geometry(ny: int, nx: int, periodic: bool, size: int | None = None, stride: int | None = None,
@@ -625,7 +746,7 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
                                 size: int | None = None, stride: int | None = None, halo: int | None = None,
                                 seconds: float | None = None, seed: int = 0, quiet: bool = True,
                                 overwrite: bool = False, source: dict | None = None,
-                                log: Callable[[str], None] | None = None, **options) -> tuple[Any, Any]:
+                                log: Callable[[str], None] | None = None, patterns=None, **options) -> tuple[Any, Any]:
     """Train a window (local/hybrid) model on a user's states, observed like a user's observation file.
 
     Works on any grid of the canonical layout: (y, x) km, (lat, lon), curvilinear, with land (NaN;
@@ -647,6 +768,9 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
     seconds, seed, quiet, overwrite : the budget (default 150 s), seed, progress, replacing a model
     source : provenance stored in ``extra.source``
     log : where adaptations are reported
+    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (or a list of its family names): pairs
+        observed by that mixture of patterns and noise levels, the error an encoder input -- one model for any
+        observation set (``obs`` then gives only the observed variables); None: ``obs``' own pattern and noise
     **options : other :class:`WindowTrainingConfig` fields (``similarity``, ``loss``, ``tau``, ``epochs``,
         ``batch_size``, ``lr``, ``embedding_dim``, ...)
 
@@ -672,15 +796,21 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
         periodic = bool(all(observe.geometry(states).periodic))
     geo = window_geometry(ny, nx, periodic, size, stride, halo, log)
     days, seg = pairs.time_axis(states)
-    mask_fn = pairs.mask_sampler(obs, obs_vars[0], ny, nx)
-    sigma = [pairs.obs_sigma(obs, lib.layout.channels[c][0]) for c in lib.layout.channels_of(obs_vars)]
+    if patterns is not None:
+        from oceanda.analysis.obs_patterns import PatternMix
+
+        patterns = patterns if isinstance(patterns, PatternMix) else PatternMix(families=tuple(patterns))
+        mask_fn, sigma = None, []
+    else:
+        mask_fn = pairs.mask_sampler(obs, obs_vars[0], ny, nx)
+        sigma = [pairs.obs_sigma(obs, lib.layout.channels[c][0]) for c in lib.layout.channels_of(obs_vars)]
     given = {k: v for k, v in options.items() if v is not None and k in WindowTrainingConfig.__dataclass_fields__}
     cfg = WindowTrainingConfig(seconds=float(seconds or WindowTrainingConfig.seconds), seed=int(seed),
                                max_days=int(obs_days), **geo, **given)
     model, out = train_window_model(lib, mask_fn, sigma, out_dir, state_variables=state_vars, obs_variables=obs_vars,
                                     segments=seg, config=cfg, periodic=periodic, quiet=quiet, overwrite=overwrite,
                                     extra={"source": source or {}, "periodic": bool(periodic)}, days=days,
-                                    min_ocean=0.25)
+                                    min_ocean=0.25, patterns=patterns)
     res = TrainResult(history=out["history"], best_epoch=out["best_epoch"], health=out["health"])
     if out_dir is not None:
         io.write_json(res.history, Path(out_dir) / "history.json", overwrite=True)
