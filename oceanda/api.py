@@ -172,7 +172,10 @@ def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -
         ``seconds``, ``seed``, ``resume``, ``overwrite``, ...) or of
         :func:`oceanda.analysis.window_training.train_window_model_from_obs` (``size``, ``stride``, ``halo``, ...);
         ``tune_states``/``tune_obs`` (a tuning truth and its observations) or ``calibrate=True`` (a held-out
-        part of ``states``) calibrate a window model's spread and hybrid settings after training
+        part of ``states``) calibrate a window model's spread and hybrid settings after training;
+        ``patterns`` (window models: ``"all"``, a list of families, a dict of
+        :class:`~oceanda.analysis.obs_patterns.PatternMix` fields or a PatternMix) trains one model for any
+        observation set on that mixture of patterns and noise levels (``obs`` then names the observed variables)
 
     Returns
     -------
@@ -781,6 +784,10 @@ def choices(what: str) -> list[str]:
         from oceanda.analysis.settings import PRECISIONS
 
         return list(PRECISIONS)
+    if what == "patterns":
+        from oceanda.analysis.obs_patterns import FAMILIES
+
+        return list(FAMILIES)
     if what in ("initial", "extra", "cycle_method", "cycle_testbed"):
         from oceanda.experiments import qg_cycle, testbed_cycle
 

@@ -36,6 +36,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "extra": ("contrastive", "library"),
     "cycle_method": ("letkf", "etkf"),
     "cycle_testbed": ("qg", "lorenz96"),
+    "patterns": ("tracks", "clouds", "points", "swaths"),
 }
 
 

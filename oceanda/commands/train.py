@@ -27,6 +27,10 @@ nothing: the command warns and exits with code 3 unless --allow-weak. The figure
 MODEL_DIR/config.json ("health"), and `oceanda assimilate` warns when given such a model. The loss
 printed is 0 at chance and -log(batch size) at perfect retrieval: a loss near 0 means nothing learned.
 
+Pattern models (--kind window --patterns FAMILIES): one model for tracks, cloud gaps and points; each
+pair is observed by a fresh pattern and noise level, the mask and the observation error as encoder inputs,
+so a new observation set needs no retraining. OBS.nc then names only the observed variables.
+
 Calibration (window models): --tune-states/--tune-obs (a tuning run never in STATES) or --calibrate
 (held-out STATES) fit the spread factor and the hybrid's Kalman settings into the model.
 
@@ -81,6 +85,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--not-periodic", action="store_true", help="the grid is not doubly periodic")
     parser.add_argument("--allow-weak", action="store_true", help="exit 0 even when the model is within 2x of chance")
     _window_arguments(parser)
+    _pattern_arguments(parser)
     _field_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR (a model folder) once the new model is complete")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -96,6 +101,47 @@ def _window_arguments(parser) -> None:
     g.add_argument("--tune-states", nargs="+", metavar="TRUTH.nc", help="a tuning truth run (not in STATES) to calibrate on")
     g.add_argument("--tune-obs", metavar="OBS.nc", help="observations of --tune-states")
     g.add_argument("--calibrate", action="store_true", help="calibrate on held-out STATES (when no --tune-states)")
+
+
+def _families(text: str) -> list[str] | str:
+    """``--patterns``: ``all`` or a comma list of distinct families (checked against the literal CHOICES)."""
+    import argparse
+
+    from oceanda.commands import choices
+
+    allowed = choices("patterns")
+    if text.strip() == "all":
+        return "all"
+    names = [t.strip() for t in str(text).split(",")]
+    if not all(n in allowed for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"={text}; expected 'all' or a comma list of distinct families of "
+                                         f"{','.join(allowed)}")
+    return names
+
+
+def _sigma_range(text: str) -> tuple[float, float]:
+    """``--sigma-range LO,HI``: two finite numbers, 0 < LO <= HI."""
+    import argparse
+    import math
+
+    from oceanda.commands import _as_number
+
+    parts = str(text).split(",")
+    lo, hi = (_as_number(p, False) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise argparse.ArgumentTypeError(f"={text}; expected LO,HI: two finite numbers with 0 < LO <= HI "
+                                         "(fractions of each variable's std), e.g. 0.03,0.3")
+    return lo, hi
+
+
+def _pattern_arguments(parser) -> None:
+    g = parser.add_argument_group("pattern models (--kind window --patterns): one model for any observation set")
+    g.add_argument("--patterns", type=_families, default=None, metavar="FAMILIES",
+                   help="train on a mixture of observation patterns instead of OBS.nc's own: a comma list of "
+                        "tracks,clouds,points,swaths or all (= tracks,clouds,points); --obs still names the "
+                        "observed variables (its data variables)")
+    g.add_argument("--sigma-range", type=_sigma_range, default=None, metavar="LO,HI",
+                   help="observation noise drawn log-uniform in [LO, HI] x each variable's std (default 0.03,0.3)")
 
 
 def _field_arguments(parser) -> None:
@@ -124,7 +170,8 @@ SPELLING = {"obs_days": "--obs-days", "embedding_dim": "--embedding-dim", "tau":
             "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed", "seconds": "--seconds",
             "size": "--window-size", "stride": "--window-stride", "halo": "--halo", "depth": "--depth",
             "width": "--width", "input_pool": "--input-pool", "val_fraction": "--val-fraction",
-            "patience": "--patience", "block": "--block", "max_seconds": "--seconds", "block_size": "--block"}
+            "patience": "--patience", "block": "--block", "max_seconds": "--seconds", "block_size": "--block",
+            "patterns sigma_fraction": "--sigma-range", "patterns": "--patterns"}
 
 
 def _settings(args) -> dict:
@@ -134,6 +181,10 @@ def _settings(args) -> dict:
 
     if args.periodic and args.not_periodic:
         raise ConfigurationError("--periodic and --not-periodic contradict each other; expected one")
+    if args.patterns is not None and args.kind == "field":
+        raise ConfigurationError("--patterns: pattern mixtures train window models; expected --kind window (or no --kind)")
+    if args.sigma_range is not None and args.patterns is None:
+        raise ConfigurationError("--sigma-range: the noise range of a pattern model; expected --patterns too")
     s = given(args, "kind", "state_vars", "obs_vars", "obs_days", "similarity", "loss", "embedding_dim", "tau", "epochs",
               "batch_size", "lr", "seed", "seconds", "encoder", "val_fraction", "patience", "block",
               size="window_size", stride="window_stride", halo="halo")
@@ -150,6 +201,8 @@ def _settings(args) -> dict:
         s["periodic"] = bool(args.periodic)
     if args.calibrate:
         s["calibrate"] = True
+    if args.patterns is not None:
+        s["patterns"] = {"families": args.patterns, **({"sigma_fraction": args.sigma_range} if args.sigma_range else {})}
     return s
 
 
