@@ -833,8 +833,10 @@ def _state_names(ds: xr.Dataset, like: xr.Dataset, variables: Sequence[str] | No
             rename[n] = cands[0]
     unknown = [n for n in names if n not in state and n not in rename]
     if unknown and ("obs" not in ds.dims or len(unknown) == len(names)):
+        lagrangian = ds.attrs.get("operator") == "drifters" or any("position" in n for n in unknown)
         raise DataValidationError(
             f"{source}: observed variable(s) {unknown} are not state variables{_of(like)}; expected some of {sorted(state)}"
+            + (" (drifter positions: see docs/observations.md for the Lagrangian paths)" if lagrangian else "")
         )
     if unknown:
         warnings.warn(f"{source}: ignoring variable(s) {unknown}, which observe no state variable", UserWarning, stacklevel=3)

@@ -429,3 +429,29 @@ def test_a_pattern_checkpoint_without_its_error_flag_is_refused(pattern_model, t
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="obs_error_channel"):
         oceanda.load_model(bad)
+
+
+def test_wide_swath_observes_one_pass_with_its_error(library):
+    from oceanda.observe import WideSwath
+
+    big = smooth_library(n=6, ny=32, nx=32)
+    obs = WideSwath(var="ssh", sigma=0.05, width_km=60.0).observe(big, np.random.default_rng(3))
+    seen = np.isfinite(obs.ssh.values)
+    assert obs.attrs["operator"] == "wide_swath" and float(obs.ssh_error) == pytest.approx(0.05)
+    assert (seen.reshape(6, -1).any(axis=1)).all()  # a pass crosses the grid at every time
+    assert 0.05 < seen.mean() < 0.6
+    err = obs.ssh.values[seen] - big.ssh.values[seen]
+    assert 0.04 < err.std() < 0.06
+
+
+def test_drifter_positions_are_refused_with_the_lagrangian_pointer():
+    path = _sample() / "obs_drifters_eval_1.nc"
+    with pytest.raises(DataValidationError, match=r"not state variables.*docs/observations\.md") as err:
+        oceanda.open_obs(path, like=xr.open_dataset(_sample() / "library.nc"))
+    assert "\n" not in str(err.value)
+
+
+def _sample():
+    from oceanda.sampledata import bundled_sample_dir
+
+    return bundled_sample_dir("qg")
