@@ -13,9 +13,10 @@ to:
 Score: SSH RMSE / climatology (the library mean) over all days of the three truths; ratios to EnOI with paired
 bootstrap 95 % intervals over (truth, day) blocks of 5 days, 2000 resamples.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_obs_patterns.py [--leave-out] [--seconds 600] [--json out.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_obs_patterns.py [--leave-out] [--work DIR] [--json out.json]
 
-About 3 min for the bundled model alone; add ~(seconds + 2 min) per left-out family.
+About 10 min for the bundled model alone; add ~(training, 15-20 min, + 2 min) per left-out family (models cached
+in ``--work``: a rerun only evaluates).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def contrastive_errors(model: Path, lib, obs_path: Path, truth, clim, mode: str,
     return squared_errors(ds, truth, clim)
 
 
-def leave_out_model(family: str, work: Path, seconds: float, data: Path) -> Path:
+def leave_out_model(family: str, work: Path, seconds: float | None, data: Path) -> Path:
     """A pattern model trained like the bundled one without ``family`` (cached in ``work``), calibrated on truth_tune."""
     from oceanda.analysis.window_training import train_bundled_window_model
 
@@ -94,7 +95,7 @@ def leave_out_model(family: str, work: Path, seconds: float, data: Path) -> Path
     if not (out / "model.safetensors").exists():
         keep = [f for f in DEFAULT_FAMILIES if f != family]
         t0 = time.perf_counter()
-        train_bundled_window_model(data, out, seconds=seconds, families=keep)
+        train_bundled_window_model(data, out, families=keep, **({} if seconds is None else {"seconds": seconds}))
         print(f"  trained without {family} ({', '.join(keep)}) in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
 
@@ -126,7 +127,8 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="window model (default: the bundled one)")
     ap.add_argument("--families", default=",".join(FAMILIES), help="families to evaluate (comma list)")
     ap.add_argument("--leave-out", action="store_true", help="also train one model without each training family")
-    ap.add_argument("--seconds", type=float, default=600.0, help="training budget of each left-out model")
+    ap.add_argument("--seconds", type=float, default=None,
+                    help="training budget of each left-out model (default: the bundled model's, 200 epochs or 1200 s)")
     ap.add_argument("--work", type=Path, default=None, help="folder for generated files and models (kept)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON")
     args = ap.parse_args()

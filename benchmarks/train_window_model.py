@@ -1,7 +1,10 @@
 """Train the local (window) encoder pair and save it.
 
-The model the demo ships (trained on the bundled sample library, 1-day altimetry, spread factor
-calibrated on the tuning truth; ``oceanda demo --train`` runs the same function)::
+The model the demo ships (trained on the bundled sample library on a mixture of observation patterns --
+tracks, clouds, points, 1-3 days, the error an input; 200 epochs, ~15 min on one thread -- its sampler
+temperature chosen over those families' tuning observations, spread factor calibrated on the tuning truth's
+altimetry; ``oceanda demo --train`` runs the same function; ``--families ''`` trains the former altimetry-only
+model)::
 
     .venv/bin/python benchmarks/train_window_model.py --sample sample_data/qg --out sample_data/models/qg_window
 
@@ -31,7 +34,9 @@ if __name__ == "__main__":
     p.add_argument("--work", type=Path, default=Path("/tmp/qgwork"))
     p.add_argument("--sample", type=Path, default=None, help="train the bundled model on this sample folder")
     p.add_argument("--out", type=Path, default=Path("/tmp/qgwork/model"))
-    p.add_argument("--seconds", type=float, default=150.0)
+    p.add_argument("--seconds", type=float, default=None, help="training budget (default: the bundled model's)")
+    p.add_argument("--families", default="tracks,clouds,points",
+                   help="pattern families of the bundled model (comma list; '' = altimetry only)")
     p.add_argument("--variant", choices=sorted(VARIANTS), default=DEFAULT_VARIANT)
     p.add_argument("--max-days", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -41,14 +46,16 @@ if __name__ == "__main__":
     torch.set_num_threads(a.threads)
     t0 = time.time()
     if a.sample is not None:
-        model = train_bundled_window_model(a.sample, a.out, quiet=False, seed=a.seed, seconds=a.seconds)
+        budget = {} if a.seconds is None else {"seconds": a.seconds}
+        model = train_bundled_window_model(a.sample, a.out, quiet=False, seed=a.seed,
+                                           families=[f for f in a.families.split(",") if f] or None, **budget)
         print(json.dumps({"out": str(a.out), "seconds": time.time() - t0,
                           "spread_factor": stored_settings(model.config).spread_factor,
                           "training": model.config.get("training")}, indent=1, default=float))
     else:
         enc = {"type": "masked_cnn", "width": 16, "depth": 2} if a.obs_encoder == "masked_cnn" else \
             {"type": "mlp", "hidden": [512, 256]}
-        model, info = train_qg_window_model(a.work / "library.nc", a.out, seconds=a.seconds, variant=a.variant,
+        model, info = train_qg_window_model(a.work / "library.nc", a.out, seconds=a.seconds or 150.0, variant=a.variant,
                                             seed=a.seed, quiet=False, obs_encoder=enc, max_days=a.max_days)
         h = info["history"]
         print(json.dumps({"variant": a.variant, "epochs": len(h), "best_epoch": info["best_epoch"],

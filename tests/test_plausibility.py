@@ -267,7 +267,7 @@ def _config(name: str) -> dict:
 
 def test_bundled_models_record_the_units_of_their_library():
     lib = xr.open_dataset(SAMPLE / "library.nc")
-    for name, names in (("qg_window", ["ssh"]), ("qg_field", ["psi", "ssh"])):
+    for name, names in (("qg_window", ["psi", "ssh"]), ("qg_field", ["psi", "ssh"])):  # the window model observes psi
         units = _config(name)["units"]
         assert sorted(units) == names
         assert all(units[v] == lib[v].attrs["units"] for v in names)
@@ -299,7 +299,7 @@ def test_model_fingerprint_unchanged_by_the_units_key():
     from oceanda.analysis.encoding import load_model
 
     model, enc = load_model(MODELS / "qg_window")
-    assert enc.units == {"ssh": "m"}
+    assert enc.units == {"psi": "m2 s-1", "ssh": "m"}
     key = model_fingerprint(model)
     del model.config["units"]
     assert model_fingerprint(model) == key == enc.key

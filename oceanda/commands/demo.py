@@ -29,7 +29,9 @@ def add_arguments(p) -> None:
 
     one_line_errors(p)
     p.add_argument("--out", default="demo_out", help="output directory (default: demo_out)")
-    p.add_argument("--train", action="store_true", help="retrain the encoder pairs from the library instead of loading the bundled ones")
+    p.add_argument("--train", action="store_true",
+                   help="retrain the encoder pairs from the library instead of loading the bundled ones (~20 min: the "
+                        "window model trains 200 epochs on a mixture of observation patterns)")
     p.add_argument("--truth", default="eval_1", help="held-out truth run of the sample: eval_1, eval_2 or eval_3 (default eval_1)")
     p.add_argument("--members", type=number(integer=True, lo=2), default=20, help="analysis ensemble size written for each method (default 20)")
     p.add_argument("--mode", dest="modes", action="append", choices=["local", "hybrid", "global"],
