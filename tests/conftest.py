@@ -59,3 +59,14 @@ def make_state_dataset(nt=4, ny=6, nx=8, layers=True, seed=0, nan_frac=0.0):
 @pytest.fixture
 def state_ds():
     return make_state_dataset()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (training tests: deterministic and fair on a shared machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -31,12 +31,7 @@ class Boom(Exception):
     """A failure midway (disk gone, a bug): not an OceandaError, so it reaches the test."""
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

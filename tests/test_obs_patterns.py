@@ -339,20 +339,21 @@ def test_pattern_pairs_carry_their_noise_level_in_the_error_channel(library):
     assert abs(z.std() - 1.0) < 0.05 and abs(z.mean()) < 0.05
 
 
-def _psi_obs(ds, idx, frac=0.5, error=0.5, seed=1):
+def _gappy_obs(ds, var, idx, frac, error, seed):
+    """``var`` of ``ds`` at times ``idx``, a random ``frac`` observed, a scalar ``<var>_error``."""
     rng = np.random.default_rng(seed)
-    o = ds[["psi"]].isel(time=idx).copy(deep=True)
-    o["psi"] = o.psi.where(rng.random(o.psi.shape) < frac)
-    o["psi_error"] = xr.DataArray(error, attrs={"units": "m2 s-1"})
+    o = ds[[var]].isel(time=idx).copy(deep=True)
+    o[var] = o[var].where(rng.random(o[var].shape) < frac)
+    o[f"{var}_error"] = xr.DataArray(error, attrs={"units": ds[var].attrs.get("units", "1")})
     return o
+
+
+def _psi_obs(ds, idx, frac=0.5, error=0.5, seed=1):
+    return _gappy_obs(ds, "psi", idx, frac, error, seed)
 
 
 def _ssh_obs(ds, idx, frac=0.6, error=0.05, seed=2):
-    rng = np.random.default_rng(seed)
-    o = ds[["ssh"]].isel(time=idx).copy(deep=True)
-    o["ssh"] = o.ssh.where(rng.random(o.ssh.shape) < frac)
-    o["ssh_error"] = xr.DataArray(error, attrs={"units": "m"})
-    return o
+    return _gappy_obs(ds, "ssh", idx, frac, error, seed)
 
 
 def test_a_pattern_model_analyses_observations_of_any_of_its_variables(pattern_model, library, tmp_path):

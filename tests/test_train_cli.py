@@ -15,12 +15,7 @@ from oceanda.pairs import (FieldPairSampler, fit_batch, fit_cnn, lag_weights, se
                            time_axis, valid_lag_times)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _smooth(rng, n, ny, nx, scale=4.0):

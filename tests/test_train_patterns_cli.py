@@ -4,19 +4,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from oceanda.cli import main
 from tinygrid import smooth_library
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
