@@ -445,11 +445,14 @@ WINDOW_MUTATIONS: list[tuple[str, Callable[[Path], None] | None, str]] = [
     ("unmodified", None, OK),
     ("add-comment", _config_edit("comment", "hand-edited"), OK),
     *[(f"del-{k}", _config_edit(k, _MISSING), OK) for k in ("loss", "training", "oceanda_version", "temperature",
-                                                             "embedding_dim", "extra.training_config")],
+                                                             "embedding_dim", "window_training",
+                                                             "extra.observation_patterns")],
     *[(f"del-{k}", _config_edit(k, _MISSING), E) for k in (
         "normalization", "grid_fingerprint", "extra", "state_encoder", "obs_encoder", "similarity",
         "normalization.state", "normalization.obs.std", "extra.state_channels", "extra.obs_channels",
-        "extra.window.halo", "state_encoder.in_shape", "state_encoder.type", "similarity.kind")],
+        "extra.window.halo", "state_encoder.in_shape", "state_encoder.type", "similarity.kind",
+        "extra.obs_error_channel")],  # the bundled window model reads errors: its obs encoder takes 9 channels
+    ("type-error-channel-string", _config_edit("extra.obs_error_channel", "yes"), E),
     ("type-std-string", _config_edit("normalization.state.std", "0.01"), E),
     ("type-mean-object", _config_edit("normalization.state.mean", {}), E),
     ("type-window-size-string", _config_edit("extra.window.size", "16"), E),
