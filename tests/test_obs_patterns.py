@@ -308,11 +308,9 @@ def test_pattern_pairs_carry_their_noise_level_in_the_error_channel(library):
     states = lib.read(np.arange(lib.n))
     sc, oc = lib.layout.channels_of(["ssh"]), lib.layout.channels_of(["ssh", "psi"])
     spec = W.WindowSpec(size=4, stride=2, halo=2, periodic=True)
-    draw = PatternDraw(TINY_MIX, spec.obs_size, 20.0, 20.0)  # as train_window_model builds it, 20 km cells
-    table, groups = TINY_MIX.channel_table([lib.layout.channels[c] for c in oc]), [0, 1, 1]
     norm_s, norm_o = fields.Standardizer.fit(states[:, sc]), fields.Standardizer.fit(states[:, oc])
-    sampler = PatternPairSampler(states, np.zeros(lib.n, np.int64), sc, oc, None, [0.0] * 3, spec, 1, norm_s, norm_o,
-                                 seed=0, patterns=draw, channel_table=table, groups=groups, obs_std=norm_o.std)
+    sampler = PatternPairSampler(states, np.zeros(lib.n, np.int64), sc, oc, None, [], spec, 1, norm_s, norm_o,
+                                 seed=0, mix=TINY_MIX, library=lib)  # as train_window_model builds it, 20 km cells
     sw, ob = sampler(2000, np.random.default_rng(1), days=1)
     assert sw.shape == (2000, 1, 4, 4) and ob.shape == (2000, 9, 8, 8)
     vals, mask, err = ob[:, :3], ob[:, 3:6], ob[:, 6:]

@@ -346,9 +346,12 @@ class EncoderPair:
         """
         if not self.error_channel:
             return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm))
-        if errors is None:
-            errors = np.broadcast_to(self.default_error.reshape((1, -1) + (1,) * (np.ndim(obs) - 2)), np.shape(obs))
-        return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm, errors=errors))
+        return self._run(self.model.obs_encoder, fields.encoder_obs_input(obs, self.obs_norm,
+                                                                           errors=self.errors_for(obs, errors)))
+
+    def errors_for(self, obs: np.ndarray, errors: np.ndarray | None = None) -> np.ndarray:
+        """``errors``, else the model's ``obs_sigma`` broadcast over ``obs`` ``[..., C_obs, Y, X]``."""
+        return errors if errors is not None else np.broadcast_to(self.default_error[:, None, None], np.shape(obs))
 
     def embed_obs_stacked(self, stacked: np.ndarray) -> np.ndarray:
         """:meth:`embed_obs` of ``[N, 2 C_obs, ...]`` windows: values then errors (what local mode cuts at once)."""

@@ -301,9 +301,8 @@ class LocalSampler(Sampler):
         s, enc = self.settings, self.encoders
         embed = enc.embed_obs
         if enc.error_channel:  # windows of values and errors cut at once, split again by the encoder pair
-            if errors is None:
-                errors = np.where(np.isfinite(values), enc.default_error.reshape(-1, 1, 1), np.nan)
-            values, embed = np.concatenate([values, errors.astype(values.dtype)], axis=0), enc.embed_obs_stacked
+            errors = enc.errors_for(values, errors).astype(values.dtype)
+            values, embed = np.concatenate([values, errors], axis=0), enc.embed_obs_stacked
         return analyse_local(values, self.windows, self.embeddings, embed, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
                              keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,

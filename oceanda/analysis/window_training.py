@@ -25,6 +25,7 @@ import numpy as np
 
 from oceanda import fields, grid
 from oceanda.analysis import windows as W
+from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, FAMILIES, PatternDraw, PatternMix, qg_family_obs
 from oceanda.analysis.settings import SamplerSettings
 from oceanda.contrastive.losses import LOSSES
 from oceanda.contrastive.similarity import canonical_kind
@@ -324,19 +325,20 @@ class PatternPairSampler(WindowPairSampler):
     """Pairs observed by a :class:`~oceanda.analysis.obs_patterns.PatternMix`: every pair draws a family, a noise
     level and, per day, a fresh pattern of that family; the encoder sees values, masks and errors.
 
-    ``patterns``: the drawer (:class:`~oceanda.analysis.obs_patterns.PatternDraw`) at the observation window's
-    size; ``channel_table`` ``bool [families, Co]``: the channels each family may observe (a pair observes a random
-    non-empty subset of those variables; ``groups``: the variable of each channel); ``obs_std``: each observed
-    channel's standard deviation (noise = the pair's fraction of it). ``mask_fn`` and ``sigma`` are not used.
+    ``mix``: the pattern mixture; ``library``: whose layout names the observed channels (a pair observes a random
+    non-empty subset of the variables its family sees, a variable's levels together) and whose grid spacing (km)
+    scales the patterns. Noise is the pair's fraction of each channel's std (``norm_obs``). ``mask_fn`` and
+    ``sigma`` are not used.
     """
 
-    def __init__(self, *args, patterns, channel_table: np.ndarray, groups: Sequence[int], obs_std: Sequence[float],
-                 **kw):
+    def __init__(self, *args, mix: PatternMix, library, **kw):
         super().__init__(*args, **{**kw, "mask_bank": 0})
-        self.patterns = patterns
-        self.channel_table = np.asarray(channel_table, bool)
-        self.groups = np.asarray(groups, np.int64)  # the variable of each observed channel
-        self.obs_std = np.asarray(obs_std, np.float32)
+        channels = [library.layout.channels[c] for c in self.obs_ch]
+        names = list(dict.fromkeys(v for v, _ in channels))
+        self.patterns = PatternDraw(mix, self.spec.obs_size, *grid.km_spacing(library.ds))
+        self.channel_table = mix.channel_table(channels)
+        self.groups = np.asarray([names.index(v) for v, _ in channels], np.int64)  # the variable of each channel
+        self.obs_std = np.asarray(self.norm_obs.std, np.float32)
 
     def _obs_input(self, t: np.ndarray, iy: np.ndarray, ix: np.ndarray, nd: np.ndarray, rng: np.random.Generator,
                    offset: np.ndarray | None = None) -> np.ndarray:
@@ -461,10 +463,10 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
                                              idx, mask_bank=cfg.mask_bank, seed=cfg.seed, days=days, starts=starts, **kw)
     tc = cfg.train_config()
     if patterns is not None:
-        if neighbours is not None:
-            raise ConfigurationError("patterns and neighbours together; expected one of them")
-        mk, extra, sigma = _pattern_setup(library, patterns, spec, oc, extra, (states, seg, sc, oc, None, [0.0] * len(oc),
-                                          spec, cfg.max_days, norm_s, norm_o), dict(seed=cfg.seed, days=days, starts=starts))
+        mk = lambda idx, **kw: PatternPairSampler(  # noqa: E731
+            states, seg, sc, oc, None, [], spec, cfg.max_days, norm_s, norm_o, idx, seed=cfg.seed, days=days,
+            starts=starts, mix=patterns, library=library, **kw)
+        extra, sigma = _pattern_extra(patterns, norm_o, extra, neighbours)
     if neighbours is None:
         train_s, val_s = mk(np.flatnonzero(~is_val)), mk(np.flatnonzero(is_val), distinct=True)
     else:  # groups of k + 1 rows kept together in every batch (and validated alike)
@@ -486,26 +488,13 @@ def train_window_model(library, mask_fn: Callable[[int, np.random.Generator], np
     return model, {"history": res.history, "best_epoch": res.best_epoch, "health": res.health}
 
 
-def _pattern_setup(library, patterns, spec: W.WindowSpec, oc: list[int], extra: dict | None, args: tuple,
-                   kwargs: dict):
-    """``(sampler maker, extra, sigma)`` of a pattern mixture on the library's grid (km scales).
-
-    ``sigma``: recorded as the error of observations that give none -- the middle of the trained range.
-    """
-    from oceanda.analysis.obs_patterns import PatternDraw
-
-    dy, dx = grid.km_spacing(library.ds)
-    chans = [library.layout.channels[c] for c in oc]
-    names = list(dict.fromkeys(v for v, _ in chans))
-    draw, table = PatternDraw(patterns, spec.obs_size, dy, dx), patterns.channel_table(chans)
-    norm_o = args[-1]
-
-    def mk(idx, **kw):
-        return PatternPairSampler(*args, idx, **kwargs, patterns=draw, channel_table=table,
-                                  groups=[names.index(v) for v, _ in chans], obs_std=norm_o.std, **kw)
-
+def _pattern_extra(patterns, norm_o: fields.Standardizer, extra: dict | None, neighbours) -> tuple[dict, list[float]]:
+    """The model's ``extra`` recording a pattern mixture, and the ``obs_sigma`` it records: the error assumed for
+    observations that give none -- the middle of the trained range. (Neighbour negatives are not combined with it.)"""
+    if neighbours is not None:
+        raise ConfigurationError("patterns and neighbours together; expected one of them")
     sigma = [float(v) for v in norm_o.std * float(np.sqrt(np.prod(patterns.sigma_fraction)))]
-    return mk, {**(extra or {}), "obs_error_channel": True, "observation_patterns": patterns.to_dict()}, sigma
+    return {**(extra or {}), "obs_error_channel": True, "observation_patterns": patterns.to_dict()}, sigma
 
 
 def _init_encoders(model, model_dir) -> None:
@@ -581,8 +570,6 @@ QG_OBSERVED = ("ssh", "psi")
 
 def qg_patterns(families: Sequence[str] | None = None):
     """The QG testbed's pattern mixture: tracks, clouds and swaths see SSH; points see SSH and/or psi profiles."""
-    from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, PatternMix
-
     return PatternMix(families=tuple(families or DEFAULT_FAMILIES),
                       observes={"tracks": ["ssh"], "clouds": ["ssh"], "swaths": ["ssh"], "points": ["ssh", "psi"]})
 
@@ -606,7 +593,7 @@ def train_qg_window_model(library, out_dir=None, *, seconds: float = 150.0, vari
     sigma_fraction : observation noise as a fraction of the library SSH standard deviation
     neighbours : forecast-error-scale negatives (:class:`NeighbourNegatives`; None: climatological only)
     init_from : a model directory whose encoder weights start the training (:func:`train_window_model`)
-    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (e.g. :data:`QG_PATTERNS`): observations of
+    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (e.g. :func:`qg_patterns`): observations of
         SSH and psi drawn from that mixture, the error an input (``sigma_fraction`` then unused); None: altimetry
     **overrides : :class:`WindowTrainingConfig` fields
 
@@ -645,22 +632,16 @@ PATTERN_TAUS = (0.1, 0.08, 0.06, 0.05, 0.04, 0.03)
 BUNDLED_SECONDS = 1200.0
 
 
-def _default_families() -> tuple[str, ...]:
-    from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES
-
-    return DEFAULT_FAMILIES
-
-
 def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed: int = 0,
                                seconds: float = BUNDLED_SECONDS, calibrate: bool = True,
-                               families: Sequence[str] | None | str = "default") -> Any:
+                               families: Sequence[str] | None = DEFAULT_FAMILIES) -> Any:
     """The window model shipped in ``sample_data/models/qg_window`` (``oceanda demo --train`` reruns this).
 
     Trained on ``sample_dir/library.nc`` for 200 epochs or ``seconds``: with ``families`` (default: tracks, clouds,
     points) on that mixture of observation patterns (:func:`qg_patterns`; SSH and psi observed, 1..3 days, the
-    error an input), with ``families=None`` on 1-day altimetry pairs (the bundled model before issue 18). The sampler temperature and spread factor are then calibrated on the tuning truth
-    (``truth_tune.nc``; with ``families`` the temperature best over those families' observations of it), never
-    on an evaluation run.
+    error an input), with ``families=None`` on 1-day altimetry pairs (the bundled model before issue 18). The
+    sampler temperature and spread factor are then calibrated on the tuning truth (``truth_tune.nc``; with
+    ``families`` the temperature best over those families' observations of it), never on an evaluation run.
 
     Parameters
     ----------
@@ -668,7 +649,7 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
     out_dir : where the model is saved
     quiet, seed, seconds : as :func:`train_qg_window_model`
     calibrate : calibrate the spread factor and the hybrid settings on the tuning truth
-    families : pattern families to train on (``"default"``: ``obs_patterns.DEFAULT_FAMILIES``); None: altimetry only
+    families : pattern families to train on (default ``obs_patterns.DEFAULT_FAMILIES``); None: altimetry only
 
     Returns
     -------
@@ -682,7 +663,6 @@ def train_bundled_window_model(sample_dir, out_dir, *, quiet: bool = True, seed:
 
     sample_dir = Path(sample_dir)
     lib = Library.open(sample_dir / "library.nc")
-    families = _default_families() if families == "default" else families
     patterns = qg_patterns(families) if families else None
     model, _ = train_qg_window_model(lib, out_dir, seconds=seconds, seed=seed, quiet=quiet,
                                      max_days=3 if patterns else 1, pairs_per_epoch=4096, val_pairs=1024,
@@ -699,7 +679,6 @@ def _calibrate_bundled(sample_dir, out_dir, lib, families: Sequence[str] | None,
 
     from oceanda import io, superob
     from oceanda.analysis.calibration import calibrate_model_spread, calibrate_sampler_tau
-    from oceanda.analysis.obs_patterns import FAMILIES, qg_family_obs
     from oceanda.kalman import tuned_settings
 
     truth = io.open_states(Path(sample_dir) / "truth_tune.nc").load()
@@ -809,8 +788,6 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
     geo = window_geometry(ny, nx, periodic, size, stride, halo, log)
     days, seg = pairs.time_axis(states)
     if patterns is not None:
-        from oceanda.analysis.obs_patterns import PatternMix
-
         patterns = patterns if isinstance(patterns, PatternMix) else PatternMix(families=tuple(patterns))
         mask_fn, sigma = None, []
     else:
