@@ -28,31 +28,10 @@ _FIELD_ONLY = ("encoder", "cnn", "val_fraction", "patience", "resume", "block", 
 _WINDOW_ONLY = ("size", "stride", "halo", "patterns")
 
 
-def pattern_mix(patterns: Any) -> Any:
-    """``patterns`` as a :class:`~oceanda.analysis.obs_patterns.PatternMix` (validated), None when not given.
+def _pattern_mix(patterns: Any) -> Any:
+    from oceanda.analysis.obs_patterns import pattern_mix  # numpy-only; kept out of the CLI's start-up
 
-    Accepts a PatternMix, ``"all"`` (:data:`~oceanda.analysis.obs_patterns.DEFAULT_FAMILIES`), a list of
-    family names, or a dict of PatternMix fields (``families`` may be ``"all"``), as the CLI passes it.
-    """
-    if patterns is None:
-        return None
-    import dataclasses
-
-    from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, PatternMix
-    from oceanda.errors import ConfigurationError
-
-    if isinstance(patterns, PatternMix):
-        return patterns
-    fields = dict(patterns) if isinstance(patterns, dict) else {"families": patterns}
-    fam = fields.get("families", DEFAULT_FAMILIES)
-    if isinstance(fam, str):
-        fam = DEFAULT_FAMILIES if fam == "all" else fam.split(",")
-    known = {f.name for f in dataclasses.fields(PatternMix)}
-    if not isinstance(fam, (list, tuple)) or set(fields) - known:
-        raise ConfigurationError(f"patterns={patterns!r}; expected 'all', a list of families, a PatternMix or a dict "
-                                 f"of its fields {sorted(known)}")
-    fields["families"] = tuple(fam)
-    return PatternMix(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    return pattern_mix(patterns)
 
 
 def default_kind(states: xr.Dataset) -> str:
@@ -114,7 +93,7 @@ def train_model(states: xr.Dataset, obs: xr.Dataset, out_dir, *, kind: str | Non
         obs_days = window if obs_days is None else obs_days
     field_only = [k for k in _FIELD_ONLY if settings.get(k) is not None and not (k == "resume" and settings[k] is False)]
     field_only += ["fresh"] if settings.get("fresh") is False else []
-    settings["patterns"] = pattern_mix(settings.get("patterns"))
+    settings["patterns"] = _pattern_mix(settings.get("patterns"))
     if kind is None:  # a pattern mixture trains a window model, whatever the grid
         kind = "field" if field_only else "window" if settings["patterns"] is not None else default_kind(states)
         if field_only and log is not None and default_kind(states) == "window":
@@ -153,7 +132,7 @@ def check_settings(states: xr.Dataset, kind: str, obs_days: int | None, settings
     """
     _check_ranges(obs_days, settings)
     _check_sizes(states, kind, obs_days, settings)
-    pattern_mix(settings.get("patterns"))
+    _pattern_mix(settings.get("patterns"))
 
 
 def _check_ranges(obs_days: int | None, settings: dict[str, Any]) -> None:

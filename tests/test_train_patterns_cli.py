@@ -64,7 +64,7 @@ def test_a_pattern_model_from_the_cli(files, tmp_path, capsys):
 def test_all_is_the_default_mixture_and_the_help_says_so(capsys):
     from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, PatternMix
     from oceanda.commands.train import _families
-    from oceanda.training import pattern_mix
+    from oceanda.analysis.obs_patterns import pattern_mix
 
     assert pattern_mix(_families("all")).families == DEFAULT_FAMILIES
     assert pattern_mix({"families": _families("clouds")}).sigma_fraction == PatternMix().sigma_fraction

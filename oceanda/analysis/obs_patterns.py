@@ -20,8 +20,9 @@ of an observation window (their statistics are translation invariant), scales ar
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -97,6 +98,26 @@ class PatternMix(Settings):
                 raise ConfigurationError(f"patterns observes[{f!r}]={list(sees)}: none of the observed variables "
                                          f"{sorted(set(names))}; expected at least one of them")
         return table
+
+
+def pattern_mix(patterns: Any) -> PatternMix | None:
+    """``patterns`` as a validated :class:`PatternMix`, None when not given: the one reading of what users pass.
+
+    Accepts a PatternMix, ``"all"`` (:data:`DEFAULT_FAMILIES`), a list of family names (or a comma string), or a
+    dict of PatternMix fields (``families`` may be ``"all"``), as the CLI passes it.
+    """
+    if patterns is None or isinstance(patterns, PatternMix):
+        return patterns
+    fields = dict(patterns) if isinstance(patterns, dict) else {"families": patterns}
+    fam = fields.get("families", DEFAULT_FAMILIES)
+    if isinstance(fam, str):
+        fam = DEFAULT_FAMILIES if fam == "all" else fam.split(",")
+    known = {f.name for f in dataclasses.fields(PatternMix)}
+    if not isinstance(fam, (list, tuple)) or set(fields) - known:
+        raise ConfigurationError(f"patterns={patterns!r}; expected 'all', a list of families, a PatternMix or a dict "
+                                 f"of its fields {sorted(known)}")
+    fields["families"] = tuple(fam)
+    return PatternMix(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
 def _pair(name: str, value) -> tuple[float, float]:

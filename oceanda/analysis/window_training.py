@@ -25,7 +25,7 @@ import numpy as np
 
 from oceanda import fields, grid
 from oceanda.analysis import windows as W
-from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, FAMILIES, PatternDraw, PatternMix, qg_family_obs
+from oceanda.analysis.obs_patterns import DEFAULT_FAMILIES, FAMILIES, PatternDraw, PatternMix, pattern_mix, qg_family_obs
 from oceanda.analysis.settings import SamplerSettings
 from oceanda.contrastive.losses import LOSSES
 from oceanda.contrastive.similarity import canonical_kind
@@ -759,7 +759,7 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
     seconds, seed, quiet, overwrite : the budget (default 150 s), seed, progress, replacing a model
     source : provenance stored in ``extra.source``
     log : where adaptations are reported
-    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (or a list of its family names): pairs
+    patterns : a :class:`~oceanda.analysis.obs_patterns.PatternMix` (or what ``obs_patterns.pattern_mix`` reads): pairs
         observed by that mixture of patterns and noise levels, the error an encoder input -- one model for any
         observation set (``obs`` then gives only the observed variables); None: ``obs``' own pattern and noise
     **options : other :class:`WindowTrainingConfig` fields (``similarity``, ``loss``, ``tau``, ``epochs``,
@@ -787,8 +787,8 @@ def train_window_model_from_obs(states, obs, out_dir, *, state_vars: Sequence[st
         periodic = bool(all(observe.geometry(states).periodic))
     geo = window_geometry(ny, nx, periodic, size, stride, halo, log)
     days, seg = pairs.time_axis(states)
+    patterns = pattern_mix(patterns)
     if patterns is not None:
-        patterns = patterns if isinstance(patterns, PatternMix) else PatternMix(families=tuple(patterns))
         mask_fn, sigma = None, []
     else:
         mask_fn = pairs.mask_sampler(obs, obs_vars[0], ny, nx)
