@@ -152,3 +152,79 @@ def test_exact_search_scores_numpy_scores_bit_for_bit_and_dense_weights_are_the_
         np.testing.assert_array_equal(np.flatnonzero(mask[q]), k)
         np.testing.assert_allclose(W[q, k], w, rtol=1e-13, atol=0)
         assert W[q, ~mask[q]].max(initial=0.0) == 0.0
+
+
+def _rows(index, zo, keep, max_keep=None):
+    res = index.search_rows32(zo, keep, max_keep)
+    return res, res.weights.numpy().astype(np.float64) / res.total[:, None]
+
+
+@pytest.mark.parametrize("kind,tau", [("cosine", 0.1), ("neg_sq_distance", 2.0), ("inner", 0.5)])
+def test_rows_search_keeps_the_exact_set_plus_a_boundary_band_and_its_exact_mass(kind, tau):
+    rng = np.random.default_rng(8)  # 20000 entries > the pilot's 2048: its thresholds are sampled
+    z, zo = rng.normal(size=(20000, 16)).astype(np.float32), rng.normal(size=(6, 16)).astype(np.float32)
+    ex = WindowIndex(z, kind, tau, "exact").search(zo, 0.999)
+    res, Wr = _rows(WindowIndex(z, kind, tau, "exact"), zo, 0.999)
+    W = softmax_weights(numpy_scores(z, zo, kind, tau)).T
+    np.testing.assert_allclose(res.log_total, ex.log_total, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(res.ess, ex.ess, rtol=1e-4)
+    for q in range(6):
+        ke, kf = ex.candidates(q)[0], np.flatnonzero(Wr[q] > 0)
+        assert set(ke) <= set(kf) and W[q, np.setdiff1d(kf, ke)].sum() <= 1e-3  # the band: under the allowed drop
+        assert res.kept_mass[q] == pytest.approx(W[q, kf].sum(), abs=2e-6) and W[q, kf].sum() >= 0.999 - 1e-6
+        np.testing.assert_allclose(Wr[q, kf], W[q, kf] / W[q, kf].sum(), rtol=2e-4)
+        assert res.threshold[q] <= numpy_scores(z, zo, kind, tau)[kf, q].min() + 1e-4
+
+
+def test_rows_search_redoes_exactly_a_query_whose_pilot_missed_the_mass():
+    n = 40000
+    step = n // 2048  # the pilot reads entries step // 2, step // 2 + step, ...
+    pilot = np.zeros(n, bool)
+    pilot[step // 2::step] = True
+    z = np.zeros((n, 2), np.float32)
+    z[pilot, 0] = np.linspace(0.0, 10.0, pilot.sum())  # logits 0 .. 10
+    z[~pilot, 0] = 2.0  # 38000 hidden entries at logit 2: over 1 % of the weight, below the pilot's threshold
+    zo = np.array([[1.0, 0.0]], np.float32)
+    index = WindowIndex(z, "inner", 1.0, "exact")
+    res, Wr = _rows(index, zo, 0.999)
+    W = softmax_weights(numpy_scores(z, zo, "inner", 1.0))[:, 0]
+    kf = np.flatnonzero(Wr[0] > 0)
+    assert W[~pilot].sum() > 0.005 and W[kf].sum() >= 0.999 - 1e-6
+    assert res.kept_mass[0] == pytest.approx(W[kf].sum(), abs=1e-6)
+    assert set(kf) == set(index.search(zo, 0.999).candidates(0)[0])  # redone by the exact rule
+
+
+def test_rows_search_caps_and_keeps_everything_at_mass_one():
+    rng = np.random.default_rng(6)
+    z, zo = rng.normal(size=(12000, 8)).astype(np.float32), rng.normal(size=(3, 8)).astype(np.float32)
+    index = WindowIndex(z, "cosine", 0.2, "exact")
+    res, Wr = _rows(index, zo, 0.999, max_keep=50)
+    L = numpy_scores(z, zo, "cosine", 0.2)
+    assert ((Wr > 0).sum(axis=1) == 50).all() and (res.kept_mass < 0.999).all()
+    for q in range(3):
+        assert set(np.flatnonzero(Wr[q] > 0)) == set(np.argsort(-L[:, q])[:50])
+    res, Wr = _rows(index, zo, 1.0)
+    assert (Wr > 0).all()
+    np.testing.assert_allclose(res.kept_mass, 1.0)
+
+
+@pytest.mark.parametrize("kind,tau", [("cosine", 0.1), ("neg_sq_distance", 2.0), ("inner", 0.5)])
+def test_fused_weights_relative_to_the_thresholds_give_the_shifted_passs_numbers(kind, tau, monkeypatch):
+    """The threshold-relative pass (one scalar threshold per block) against the base-2 shifted one."""
+    import oceanda.analysis.search as S
+
+    rng = np.random.default_rng(9)
+    z, zo = rng.normal(size=(20000, 16)).astype(np.float32), rng.normal(size=(6, 16)).astype(np.float32)
+    index = WindowIndex(z, kind, tau, "fused")
+    calls = []
+    monkeypatch.setattr(WindowIndex, "_fused_pass_relative", lambda self, *a, _f=WindowIndex._fused_pass_relative:
+                        calls.append(1) or _f(self, *a))
+    rel = index.search(zo, 0.999)
+    assert calls  # the relative pass ran
+    monkeypatch.setattr(S, "_REL_HEADROOM", -np.inf)  # every gap too large: the shifted pass
+    old = index.search(zo, 0.999)
+    assert len(calls) == 1
+    for f in ("threshold", "log_total", "kept_mass", "ess"):
+        np.testing.assert_allclose(getattr(rel, f), getattr(old, f), rtol=1e-6, atol=1e-9)
+    for q in range(6):
+        np.testing.assert_array_equal(rel.candidates(q)[0], old.candidates(q)[0])
