@@ -425,9 +425,10 @@ REFERENCE = {
     # sampler tau 0.06 chosen on the tuning truth); issue 16: the mass criterion (keep 1 - 1e-3, no cap)
     (W, "local", "exact"): ((0.0013242759741842747, -0.0002428355801384896, 0.0195285864174366),
                             0.4191664972305288, 82.71581811163924),
-    # the default arithmetic (float32, low-rank window means): within 4e-4 of exact at these points
-    (W, "local", "fast"): ((0.0013230947079136968, -0.00024199241306632757, 0.019529633224010468),
-                           0.4191665361047198, 82.71581816772232),
+    # the default arithmetic (float32, low-rank window means, the pilot's mass threshold: it keeps a little more
+    # than the smallest set holding 1 - 1e-3, so the 5 members are drawn from slightly wider candidate sets)
+    (W, "local", "fast"): ((0.0013221263652667403, -0.00024250330170616508, 0.019520020112395287),
+                           0.418719519582506, 83.52410684683127),
     (F, "global", None): ((0.0003218809433747083, -0.008303063921630383, -0.004739117808640003),
                           1.2778429652130776, 46.80512487021042),
 }
@@ -442,7 +443,8 @@ def test_bundled_analysis_unchanged(tmp_path, small_inputs, name, mode, precisio
                         quiet=True, members=5, precision=precision)
     points, sq, spread = REFERENCE[(name, mode, precision)]
     m = ds["ssh_mean"].values
-    np.testing.assert_allclose([m[0, 10, 20], m[1, 40, 50], m[1, 63, 0]], points, rtol=1e-6, atol=1e-12)
+    # 1e-6 of the field's size: another CPU's vector paths or BLAS threads move the float32 digits by ~3e-9
+    np.testing.assert_allclose([m[0, 10, 20], m[1, 40, 50], m[1, 63, 0]], points, rtol=1e-6, atol=2e-8)
     np.testing.assert_allclose(float(np.nansum(m.astype(np.float64) ** 2)), sq, rtol=1e-6)
     np.testing.assert_allclose(float(np.nansum(ds["ssh_spread"].values.astype(np.float64))), spread, rtol=1e-6)
 

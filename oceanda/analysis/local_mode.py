@@ -52,6 +52,8 @@ ROWS_MAX = 1 << 23
 #: ``precision='fast'``: the window means' basis keeps all but this share of the window table's variance
 #: (bundled library: rank 297 of 768; means within 3e-4 rms / 3e-3 max of the exact ones' anomaly).
 FAST_VARIANCE_TOL = 1e-6
+#: Histogram bins of the fast engine's copula picks (its positions come from bounds: a wider range than the scores')
+RANK_BINS = 2048
 
 
 class WindowLibrary:
@@ -202,6 +204,7 @@ class WindowTable:
     ok: np.ndarray | None
     shape: tuple[int, int, int]  # (C, size, size)
     _lowrank: dict = field(default_factory=dict, repr=False)  # tol -> (mean, coeffs, basis): built once
+    _rank: tuple | None = field(default=None, repr=False)  # rank_positions' rows and bounds: built once
 
     @classmethod
     def build(cls, wlib: WindowLibrary, chunk: int = 64) -> WindowTable:
@@ -241,6 +244,28 @@ class WindowTable:
             with threadpool_limits(limits=1, user_api="blas"):  # the same basis whatever the BLAS threads (dask
                 self._lowrank[tol] = self._basis(tol)  # workers run one, a notebook several: results identical)
         return self._lowrank[tol]
+
+    def rank_positions(self, a, bins: int):
+        """The copula ranking score ``sum_c a[p, c] * proj[k, c]`` of every window ``p`` and entry ``k`` as a
+        position in ``[0, bins - 1)``: one product ``[P, C + 1] @ [C + 1, N]`` (float32 torch).
+
+        Why positions from bounds: mapping each window's score range onto the histogram bins of
+        :func:`ranked_quantiles_rows32` needs its minimum and maximum; with ``a > 0`` the sums of the
+        projections' extremes bound them, so the mapping rides in the product instead of three sweeps.
+        """
+        import torch
+
+        if self._rank is None:
+            pc = self.proj - self.proj.mean(axis=0)  # centred, as lowrank's projection coefficients
+            rows = np.concatenate([pc.T, np.ones((1, len(pc)), np.float32)]).astype(np.float32)
+            self._rank = (torch.from_numpy(np.ascontiguousarray(rows)), pc.min(axis=0).astype(np.float64),
+                          pc.max(axis=0).astype(np.float64))
+        rows, lo_c, hi_c = self._rank
+        a64 = a.double().numpy()
+        lo, hi = a64 @ lo_c, a64 @ hi_c
+        scale = np.where(hi > lo, (bins - 1.5) / np.where(hi > lo, hi - lo, 1.0), 0.0)
+        coef = np.concatenate([a64 * scale[:, None], (-lo * scale)[:, None]], axis=1).astype(np.float32)
+        return torch.mm(torch.from_numpy(coef), rows)
 
     def _basis(self, tol: float) -> tuple:
         """:meth:`lowrank`'s computation (float64 Gram matrix of the centred rows, its leading eigenvectors)."""
@@ -441,8 +466,11 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     if table is not None:
         index = index if index is not None else WindowIndex(z_lib, kind, tau, "exact")
         if precision == "fast" and fast_applies(wlib, table, index):
-            win_mean, win_members, diag = _in_groups(_fast_windows, zo, q, wlib, table, index, taper, coupling,
-                                                     (iy, ix), **post)
+            from oceanda.threads import one_torch_thread
+
+            with one_torch_thread():  # its products' sums must not depend on the thread count (dask workers)
+                win_mean, win_members, diag = _in_groups(_fast_windows, zo, q, wlib, table, index, taper, coupling,
+                                                         (iy, ix), **post)
         else:
             win_mean, win_members, diag = _dense_windows(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
     else:
@@ -604,10 +632,10 @@ def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mas
     mean = (torch.mm(A[:, :r], basis).numpy() + mu).astype(np.float32)
     if coupling == "copula":  # the ranking score up to a per-window constant: sum_c proj[k, c] / sd[p, c]
         var = A[:, r + C:] - A[:, r:r + C] ** 2  # weighted spread of the projections
-        score = torch.mm(var.clamp_(min=1e-30).rsqrt_(), coeffs[:, r:r + C].T)
+        pos = table.rank_positions(var.clamp_(min=1e-30).rsqrt_(), RANK_BINS)
+        picks = ranked_quantiles_rows32(pos, Wu, q.T, RANK_BINS, positions=True)
     else:  # candidates in entry order
-        score = torch.arange(Wu.shape[1], dtype=torch.float32)[None].expand(P, -1)
-    picks = ranked_quantiles_rows32(score, Wu, q.T)
+        picks = ranked_quantiles_rows32(torch.arange(Wu.shape[1], dtype=torch.float32)[None].expand(P, -1), Wu, q.T)
     rows = table.x[picks.ravel()].reshape(P, q.shape[0], -1)
     Wn = Wu.numpy() if top else None
     return (mean.reshape(P, C, s, s), rows.reshape(P, q.shape[0], C, s, s),
@@ -615,7 +643,7 @@ def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mas
                  recall=np.ones(P), engine="dense-fast"))
 
 
-def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096) -> np.ndarray:
+def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096, positions: bool = False) -> np.ndarray:
     """:func:`ranked_quantiles_rows` in float32 torch: each row's entries ranked by ``score``, picked at ``q``.
 
     Zero weights are never picked (they add nothing to the cumulative weight), so no candidate mask is
@@ -627,6 +655,7 @@ def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096) -> np.nda
     score, w : ``[P, n]`` float32 torch tensors (weights need not be normalised)
     q : ``[P, M]`` quantiles in [0, 1)
     bins : histogram bins per row
+    positions : ``score`` is already a position in ``[0, bins)`` (:meth:`WindowTable.rank_positions`)
 
     Returns
     -------
@@ -635,31 +664,37 @@ def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096) -> np.nda
     import torch
 
     P, n = w.shape
-    lo, hi = score.amin(dim=1, keepdim=True), score.amax(dim=1, keepdim=True)
-    scale = torch.where(hi > lo, bins / (hi - lo), torch.zeros_like(hi))
-    x = torch.sub(score, lo).mul_(scale).clamp_(0, bins - 0.5)  # position in bins, [0, bins)
-    b = x.long()
-    hist = torch.zeros(P, bins).scatter_add_(1, b, w).double().numpy()
-    cum = np.cumsum(hist, axis=1)
+    if positions:
+        x = score
+    else:
+        lo, hi = score.amin(dim=1, keepdim=True), score.amax(dim=1, keepdim=True)
+        scale = torch.where(hi > lo, bins / (hi - lo), torch.zeros_like(hi))
+        x = torch.sub(score, lo).mul_(scale).clamp_(0, bins - 0.5)  # position in bins, [0, bins)
+    xn = x.numpy()
+    b = torch.from_numpy(xn.astype(np.intp))  # numpy's conversion: torch's .long() costs 3x here
+    hist = torch.zeros(P, bins).scatter_add_(1, b, w).double()
+    cum = hist.cumsum(dim=1)
     total = cum[:, -1:]
+    qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float64))
+    qb = torch.searchsorted(cum / total, qt, right=True)
+    last = (torch.arange(bins)[None] * (hist > 0)).amax(dim=1, keepdim=True)  # the last bin holding weight
+    qb = torch.minimum(qb, last)
+    before = torch.where(qb > 0, cum.gather(1, (qb - 1).clamp_(min=0)), 0.0).numpy().ravel()
+    total, qb = total.numpy(), qb.numpy()
     rows = np.arange(P)[:, None]
     qn = np.asarray(q, dtype=np.float64)
-    qb = np.searchsorted((cum / total + rows).ravel(), (qn + rows).ravel(), side="right").reshape(q.shape) - rows * bins
-    last = bins - 1 - np.argmax(hist[:, ::-1] > 0, axis=1)  # the last bin holding weight
-    qb = np.minimum(qb, last[:, None])
     need = np.zeros((P, bins), bool)
     need[rows, qb] = True
-    r, k = torch.nonzero(torch.from_numpy(need).gather(1, b), as_tuple=True)
-    we = w[r, k].double().numpy()
-    r, k, we = r.numpy()[we > 0], k.numpy()[we > 0], we[we > 0]
-    pos = x.numpy()[r, k].astype(np.float64)
+    r, k = np.divmod(np.flatnonzero(torch.from_numpy(need).gather(1, b).numpy()), n)  # flat: 9x np.nonzero's speed
+    we = w.numpy()[r, k].astype(np.float64)
+    r, k, we = r[we > 0], k[we > 0], we[we > 0]
+    pos = xn[r, k].astype(np.float64)
     key = r * bins + np.minimum(np.floor(pos), bins - 1)
     o = np.argsort(key + (pos - np.floor(pos)) * 0.5, kind="stable")  # by bin, then score; ties: entry order
     key, k, cs = key[o].astype(np.int64), k[o], np.cumsum(we[o])
     g = (rows * bins + qb).ravel()
     start, end = np.searchsorted(key, g), np.searchsorted(key, g, side="right")
     base = np.where(start > 0, cs[np.maximum(start - 1, 0)], 0.0)
-    before = np.take_along_axis(np.pad(cum, ((0, 0), (1, 0)))[:, :-1], qb, axis=1).ravel()
     i = np.clip(np.searchsorted(cs, base + (qn * total).ravel() - before, side="right"), start, end - 1)
     return k[i].reshape(q.shape).astype(np.int64)
 
