@@ -11,13 +11,16 @@ machine, so results do not change; ``OCEANDA_NUM_THREADS`` overrides it, else a 
 is respected (torchrun sets it to 1 for each of several processes on one machine, so ranks do not
 oversubscribe the cores). Inter-op threads = 1: the encoders run one op at a time, and a second pool only competes
 for the same cores. Code that knows better pins its own count inside (the testbeds integrate on one
-thread, :mod:`oceanda.testbeds._threads`; ``reproduce baptista2025`` runs on one), and that wins.
+thread, :mod:`oceanda.testbeds._threads`; ``reproduce baptista2025`` runs on one; the encoders' inference and
+the fast local engine run on one, :func:`one_torch_thread`, so their digits do not depend on the machine),
+and that wins. Many analyses use many cores through dask (``assimilate --scheduler local:N``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 
 #: the environment variable that sets torch's intra-op threads (a positive integer)
@@ -87,3 +90,27 @@ def configured() -> Iterator[int]:
         yield n
     finally:
         torch.set_num_threads(old)
+
+
+_ONE = threading.RLock()  # re-entrant: an encoder call inside a single-threaded block
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block on one torch intra-op thread (restored afterwards), one such block at a time.
+
+    Why: a multi-threaded matrix product splits its sums by the thread count, so an encoder's embeddings
+    (the last digits of the dense head's outputs) depended on how many threads ran it -- a dask worker
+    (one thread) and the client (one per core) then gave different analyses, and a cached library
+    embedding depended on the machine. The lock keeps concurrent analyses (dask threads) from restoring
+    each other's count mid-block.
+    """
+    import torch
+
+    with _ONE:
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)

@@ -302,10 +302,13 @@ class EncoderPair:
         return self.window is not None
 
     def _run(self, encoder, x: np.ndarray) -> np.ndarray:
+        """Embeddings of ``x`` in batches, on one torch thread: the same digits whatever the machine's threads."""
         import torch
 
+        from oceanda.threads import one_torch_thread
+
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), one_torch_thread():
             for a in range(0, len(x), self.batch):
                 out.append(encoder(torch.as_tensor(np.ascontiguousarray(x[a:a + self.batch]), dtype=torch.float32)).numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
