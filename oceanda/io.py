@@ -60,6 +60,9 @@ SPATIAL_DIM_PAIRS = (("y", "x"), ("lat", "lon"))
 #: Default observation error (standard deviation) when a file has no ``<var>_error``:
 #: this fraction of the standard deviation of the observed values, with a warning.
 DEFAULT_OBS_ERROR_FRACTION = 0.1
+#: zlib level of written fields: level 1 writes an analysis file in 57 % of level 4's time, 1.4 % larger
+#: (float32 members with shuffle; measured on the demo's local analysis, 29 MB)
+COMPLEVEL = 1
 
 #: CF standard names for the variables oceanda's testbeds and users commonly carry.
 STANDARD_NAMES = {
@@ -1754,7 +1757,7 @@ def _compression(var: xr.DataArray, engine: str, complevel: int) -> dict[str, An
     return e
 
 
-def _encoding_for(ds: xr.Dataset, engine: str, complevel: int = 4) -> dict[str, dict[str, Any]]:
+def _encoding_for(ds: xr.Dataset, engine: str, complevel: int = COMPLEVEL) -> dict[str, dict[str, Any]]:
     enc: dict[str, dict[str, Any]] = {}
     for name, var in ds.data_vars.items():
         e: dict[str, Any] = {}
@@ -1786,7 +1789,7 @@ def write_netcdf(
     *,
     engine: str = "netcdf4",
     command: str | None = None,
-    complevel: int = 4,
+    complevel: int = COMPLEVEL,
     keep_float64: Sequence[str] = (),
     title: str | None = None,
 ) -> Path:
