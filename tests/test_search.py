@@ -85,15 +85,19 @@ def test_fused_keeps_the_exact_set_plus_a_boundary_band_and_its_exact_mass(kind,
         np.testing.assert_allclose(wf, W[kf, q] / W[kf, q].sum(), rtol=2e-4)  # float32 logits, float64 weights
 
 
-def test_fused_redoes_exactly_a_query_whose_pilot_missed_the_mass():
-    n = 40000
-    step = n // 8192  # the pilot reads rows step // 2, step // 2 + step, ...
+def _hidden_from_the_pilot(n: int, pilot_size: int):
+    """Embeddings whose evenly spaced pilot rows see logits 0 .. 10 and miss the rest, all at logit 2 (> 0.5 %)."""
+    step = n // pilot_size  # the pilot reads rows step // 2, step // 2 + step, ...
     pilot = np.zeros(n, bool)
     pilot[step // 2::step] = True
     z = np.zeros((n, 2), np.float32)
-    z[pilot, 0] = np.linspace(0.0, 10.0, pilot.sum())  # logits 0 .. 10
-    z[~pilot, 0] = 2.0  # 30000 hidden rows at logit 2: 1 % of the weight, below the pilot's threshold
-    zo = np.array([[1.0, 0.0]], np.float32)
+    z[pilot, 0] = np.linspace(0.0, 10.0, pilot.sum())
+    z[~pilot, 0] = 2.0  # the hidden rows: about 1 % of the weight, below the pilot's threshold
+    return z, np.array([[1.0, 0.0]], np.float32), pilot
+
+
+def test_fused_redoes_exactly_a_query_whose_pilot_missed_the_mass():
+    z, zo, pilot = _hidden_from_the_pilot(40000, 8192)
     ex, fu, L = _exact_and_fused(z, zo, "inner", 1.0)
     W = softmax_weights(L)[:, 0]
     kf, _ = fu.candidates(0)
@@ -177,14 +181,7 @@ def test_rows_search_keeps_the_exact_set_plus_a_boundary_band_and_its_exact_mass
 
 
 def test_rows_search_redoes_exactly_a_query_whose_pilot_missed_the_mass():
-    n = 40000
-    step = n // 2048  # the pilot reads entries step // 2, step // 2 + step, ...
-    pilot = np.zeros(n, bool)
-    pilot[step // 2::step] = True
-    z = np.zeros((n, 2), np.float32)
-    z[pilot, 0] = np.linspace(0.0, 10.0, pilot.sum())  # logits 0 .. 10
-    z[~pilot, 0] = 2.0  # 38000 hidden entries at logit 2: over 1 % of the weight, below the pilot's threshold
-    zo = np.array([[1.0, 0.0]], np.float32)
+    z, zo, pilot = _hidden_from_the_pilot(40000, 2048)
     index = WindowIndex(z, "inner", 1.0, "exact")
     res, Wr = _rows(index, zo, 0.999)
     W = softmax_weights(numpy_scores(z, zo, "inner", 1.0))[:, 0]
