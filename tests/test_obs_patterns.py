@@ -297,8 +297,12 @@ def test_pattern_model_config_records_the_error_channel_and_reloads(pattern_mode
     np.testing.assert_allclose(enc.embed_obs(obs, np.broadcast_to(enc.default_error.reshape(1, 3, 1, 1), obs.shape)),
                                e1, rtol=1e-6, atol=1e-6)
     assert not np.allclose(enc.embed_obs(obs, np.full(obs.shape, 3.0, np.float32)), e1, atol=1e-4)  # errors are read
-    stacked = np.concatenate([obs, np.full(obs.shape, 0.5, np.float32)], axis=1)
-    np.testing.assert_array_equal(enc.embed_obs_stacked(stacked), enc.embed_obs(obs, stacked[:, 3:]))
+    errs = np.full(obs.shape, 0.5, np.float32)
+    # one field's inputs, then windows cut from it (local mode), equal the windows' own inputs
+    field = np.concatenate(list(obs), axis=-1)  # the 5 samples side by side: [3, 8, 40]
+    inputs = enc.obs_field_input(field, np.concatenate(list(errs), axis=-1))
+    cut = np.stack([inputs[..., 8 * i:8 * (i + 1)] for i in range(5)])
+    np.testing.assert_array_equal(enc.embed_obs_input(cut), enc.embed_obs(obs, errs))
 
 
 def test_pattern_pairs_carry_their_noise_level_in_the_error_channel(library):

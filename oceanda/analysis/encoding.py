@@ -356,10 +356,22 @@ class EncoderPair:
         """``errors``, else the model's ``obs_sigma`` broadcast over ``obs`` ``[..., C_obs, Y, X]``."""
         return errors if errors is not None else np.broadcast_to(self.default_error[:, None, None], np.shape(obs))
 
-    def embed_obs_stacked(self, stacked: np.ndarray) -> np.ndarray:
-        """:meth:`embed_obs` of ``[N, 2 C_obs, ...]`` windows: values then errors (what local mode cuts at once)."""
-        c = len(self.obs_channels)
-        return self.embed_obs(stacked[:, :c], stacked[:, c:])
+    def obs_field_input(self, obs: np.ndarray, errors: np.ndarray | None = None) -> np.ndarray:
+        """The observation encoder's input channels ``[2 or 3 C_obs, Y, X]`` of one whole field ``[C_obs, Y, X]``.
+
+        Why the whole field: local mode's observation windows overlap 16-fold, and the inputs (standardised
+        values, masks, errors) are element-wise, so windows cut from this field equal the windows' own inputs
+        bit for bit at a sixteenth of the work (:meth:`embed_obs_input` embeds them).
+        """
+        errs = self.errors_for(obs, errors) if self.error_channel else None
+        return fields.encoder_obs_input(np.asarray(obs)[None], self.obs_norm,
+                                        errors=None if errs is None else np.asarray(errs)[None])[0]
+
+    def embed_obs_input(self, windows: np.ndarray) -> np.ndarray:
+        """Embeddings ``[N, ne]`` of windows cut from :meth:`obs_field_input`; NaN (beyond a non-periodic grid,
+        where the cut pads) is unobserved: 0 in every channel, as :func:`~oceanda.fields.encoder_obs_input` writes it."""
+        x = np.asarray(windows, dtype=np.float32)
+        return self._run(self.model.obs_encoder, np.where(np.isnan(x), np.float32(0.0), x))
 
 
 #: Config keys that do not change what a model computes from given arrays: left out of :func:`model_fingerprint`

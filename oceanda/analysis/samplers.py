@@ -299,11 +299,8 @@ class LocalSampler(Sampler):
 
     def _local(self, values: np.ndarray, rng: np.random.Generator, errors: np.ndarray | None = None) -> LocalAnalysis:
         s, enc = self.settings, self.encoders
-        embed = enc.embed_obs
-        if enc.error_channel:  # windows of values and errors cut at once, split again by the encoder pair
-            errors = enc.errors_for(values, errors).astype(values.dtype)
-            values, embed = np.concatenate([values, errors], axis=0), enc.embed_obs_stacked
-        return analyse_local(values, self.windows, self.embeddings, embed, kind=enc.kind, tau=self.tau,
+        inputs = enc.obs_field_input(values, errors)  # the encoder's input channels, cut into windows by local mode
+        return analyse_local(inputs, self.windows, self.embeddings, enc.embed_obs_input, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
                              keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,
                              min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index,
