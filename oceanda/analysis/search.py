@@ -244,7 +244,7 @@ class RowsResult:
 
     Attributes
     ----------
-    weights : ``[Q, N]`` float32 torch tensor, ``exp(logit - row max)`` on the candidates, 0 elsewhere (not normalised)
+    weights : ``[Q, N]`` float32 torch tensor proportional to ``exp(logit)`` on the candidates, 0 elsewhere (not normalised)
     total : ``[Q]`` float64 sum of each row of ``weights`` (divide by it to normalise)
     threshold, log_total, kept_mass, ess : as :class:`SearchResult` (float32 terms, float64 sums)
     """
