@@ -317,9 +317,14 @@ def _pilot_rows(En: np.ndarray, keep_mass: float) -> np.ndarray:
         return np.zeros(Q, np.float32)
     step = max(1, N // _ROWS_PILOT)
     srt = np.sort(En[:, step // 2::step], axis=1)
-    cum = np.cumsum(srt, axis=1, dtype=np.float64)
-    j = np.minimum((cum <= (_ROWS_SAFETY * (1.0 - keep_mass) * cum[:, -1])[:, None]).sum(axis=1), srt.shape[1] - 1)
-    return srt[np.arange(Q), j]
+    return srt[np.arange(Q), _pilot_cut(srt, keep_mass, _ROWS_SAFETY)]
+
+
+def _pilot_cut(w: np.ndarray, keep_mass: float, safety: float) -> np.ndarray:
+    """Per row of a pilot's ascending weights ``w`` ``[Q, S]``, the first entry kept: the entries before it hold
+    at most ``safety`` of the ``1 - keep_mass`` that may be dropped (of the pilot's own total)."""
+    cum = np.cumsum(w, axis=1, dtype=np.float64)
+    return np.minimum((cum <= (safety * (1.0 - keep_mass) * cum[:, -1])[:, None]).sum(axis=1), w.shape[1] - 1)
 
 
 def _cap(L: np.ndarray, thr: np.ndarray, max_keep: int | None) -> np.ndarray:
@@ -526,9 +531,7 @@ class WindowIndex:
         bounded = bool(np.all(bound - ref < _EXP_HEADROOM))
         if keep_mass >= 1.0:
             return ref, np.full(len(ref), -np.inf, np.float32), bounded
-        cum = np.cumsum(np.exp(srt - ref[:, None].astype(np.float32)), axis=1, dtype=np.float64)
-        target = _PILOT_SAFETY * (1.0 - keep_mass) * cum[:, -1]
-        j = np.minimum((cum <= target[:, None]).sum(axis=1), srt.shape[1] - 1)
+        j = _pilot_cut(np.exp(srt - ref[:, None].astype(np.float32)), keep_mass, _PILOT_SAFETY)
         return ref, srt[np.arange(len(srt)), j], bounded
 
     def _search_fused(self, zo: np.ndarray, keep_mass: float, max_keep: int | None) -> SearchResult:
@@ -586,15 +589,13 @@ class WindowIndex:
         """
         import torch
 
-        Q, B = qT.shape[1], min(_FUSED_BLOCK, max(self.n, 1))
-        eb_, hb_ = torch.empty(B, Q), torch.empty(B, Q)
+        Q = qT.shape[1]
+        eb_, hb_ = torch.empty(_FUSED_BLOCK, Q), torch.empty(_FUSED_BLOCK, Q)
         t = torch.from_numpy(thr32)[None]
         neg = torch.from_numpy((-ref * _LOG2E).astype(np.float32))[None]
         sums = np.zeros((3, Q))
-        for a in range(0, self.n, B):
-            n = min(B, self.n - a)
-            lb, eb, hb = out[a:a + n], eb_[:n], hb_[:n]  # rows a:a+n of out are contiguous
-            torch.mm(self.xt[a:a + n], qT, out=lb)
+        for lb in self._scored_blocks(qT, out):
+            eb, hb = eb_[:len(lb)], hb_[:len(lb)]
             if not bounded:
                 m = lb.amax(dim=0).numpy().astype(np.float64)
                 if np.any(m > ref + _EXP_HEADROOM):
@@ -607,6 +608,15 @@ class WindowIndex:
             sums += torch.stack([s1, s2, hb.sum(dim=0)]).numpy().astype(np.float64)
         return ref, sums[0], sums[1], sums[2]
 
+    def _scored_blocks(self, qT, out):
+        """Score every block of :data:`_FUSED_BLOCK` library rows into its rows of ``out`` ``[N, Q]``; yield each block."""
+        import torch
+
+        for a in range(0, self.n, _FUSED_BLOCK):
+            lb = out[a:a + _FUSED_BLOCK]  # rows a:a+n of out are contiguous
+            torch.mm(self.xt[a:a + len(lb)], qT, out=lb)
+            yield lb
+
     def _fused_pass_relative(self, qT, thr32: np.ndarray, ref: np.ndarray, out) -> tuple:
         """:meth:`_fused_pass` with weights relative to each query's threshold: ``exp(logit - thr)``.
 
@@ -617,15 +627,13 @@ class WindowIndex:
         import torch
         import torch.nn.functional as F
 
-        Q, B = qT.shape[1], min(_FUSED_BLOCK, max(self.n, 1))
-        hb_ = torch.empty(B, Q)
+        Q = qT.shape[1]
+        hb_ = torch.empty(_FUSED_BLOCK, Q)
         t = torch.from_numpy(thr32)[None]
         one = float(np.nextafter(np.float32(1), np.float32(0)))
         sums = np.zeros((3, Q))
-        for a in range(0, self.n, B):
-            n = min(B, self.n - a)
-            lb, hb = out[a:a + n], hb_[:n]
-            torch.mm(self.xt[a:a + n], qT, out=lb)
+        for lb in self._scored_blocks(qT, out):
+            hb = hb_[:len(lb)]
             torch.sub(lb, t, out=hb).exp_()
             s1, s2 = hb.sum(dim=0), torch.linalg.vecdot(hb, hb, dim=0)
             F.threshold_(hb, one, 0.0)  # the weights of rows at or above the threshold
