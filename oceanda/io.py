@@ -1973,9 +1973,10 @@ def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110
     pathlib.Path: ``path``
     """
     path = Path(path)
-    engine = getattr(fig, "get_layout_engine", lambda: None)()
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
     # a constrained layout already fits the figure: "tight" would draw it a second time (27 % of a map's save)
-    tight = None if type(engine).__name__ == "ConstrainedLayoutEngine" else "tight"
+    tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
     with atomic_path(path, overwrite=overwrite, suffix=path.suffix or ".png") as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches=tight, format=(path.suffix.lstrip(".") or "png"))
     return path

@@ -216,11 +216,10 @@ def map_axes(fig: Any, position: Any = 111, extent: Sequence[float] | None = Non
     ax.coastlines(resolution="110m", linewidth=0.6, zorder=3)
     if frame.extent:  # a known extent: labelled ticks (cartopy's labelled gridliner was 60 % of a report's time)
         _degree_ticks(ax, frame)
-        ax._oceanda_frame = frame
-        return ax
-    gl = ax.gridlines(draw_labels=True, linewidth=0.3, color="0.5", alpha=0.6)  # extent left to the data
-    gl.top_labels = gl.right_labels = False
-    gl.xlabel_style = gl.ylabel_style = {"size": 8}
+    else:  # the extent is left to the data
+        gl = ax.gridlines(draw_labels=True, linewidth=0.3, color="0.5", alpha=0.6)
+        gl.top_labels = gl.right_labels = False
+        gl.xlabel_style = gl.ylabel_style = {"size": 8}
     ax._oceanda_frame = frame
     return ax
 

@@ -675,14 +675,13 @@ def ranked_quantiles_rows32(score, w, q: np.ndarray, bins: int = 4096, positions
     hist = torch.zeros(P, bins).scatter_add_(1, b, w).double()
     cum = hist.cumsum(dim=1)
     total = cum[:, -1:]
-    qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float64))
-    qb = torch.searchsorted(cum / total, qt, right=True)
+    qn = np.ascontiguousarray(q, dtype=np.float64)
+    qb = torch.searchsorted(cum / total, torch.from_numpy(qn), right=True)
     last = (torch.arange(bins)[None] * (hist > 0)).amax(dim=1, keepdim=True)  # the last bin holding weight
     qb = torch.minimum(qb, last)
     before = torch.where(qb > 0, cum.gather(1, (qb - 1).clamp_(min=0)), 0.0).numpy().ravel()
     total, qb = total.numpy(), qb.numpy()
     rows = np.arange(P)[:, None]
-    qn = np.asarray(q, dtype=np.float64)
     need = np.zeros((P, bins), bool)
     need[rows, qb] = True
     r, k = np.divmod(np.flatnonzero(torch.from_numpy(need).gather(1, b).numpy()), n)  # flat: 9x np.nonzero's speed
