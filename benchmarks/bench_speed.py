@@ -76,13 +76,7 @@ def _rmse_ratio(mean_ssh: np.ndarray, truth, lib) -> float:
 
 def contrastive(mode: str, lib, obs, truth, library_stride: int | None = None, precision: str = "fast") -> dict:
     """Median CPU seconds per analysis of the local or hybrid sampler (prepared once: embedding excluded)."""
-    from oceanda.analysis.assimilate import load_model, resolve_settings
-    from oceanda.analysis.samplers import HybridSampler, LocalSampler
-
-    model, enc = load_model(MODEL)
-    cls = LocalSampler if mode == "local" else HybridSampler
-    settings = resolve_settings(model, library_stride=library_stride, precision=precision)
-    s = cls(enc, settings).prepare(lib, cache_dir=CACHE / "library_cache")
+    s = _sampler(mode, lib, library_stride, precision)
     inputs = s.read_obs(obs, s.library)
     ssh = s.library.layout.channels.index(("ssh", None))
     ts, means = [], []
@@ -93,6 +87,23 @@ def contrastive(mode: str, lib, obs, truth, library_stride: int | None = None, p
         means.append(a.mean[ssh])
     return {"seconds": float(np.median(ts)), "rmse_clim": _rmse_ratio(np.stack(means), truth, lib),
             "library_windows": len(s.windows)}
+
+
+def _sampler(mode: str, lib, library_stride: int | None = None, precision: str = "fast"):
+    """The bundled window model's local or hybrid sampler, prepared on ``lib`` (embeddings cached under CACHE)."""
+    from oceanda.analysis.assimilate import load_model, resolve_settings
+    from oceanda.analysis.samplers import HybridSampler, LocalSampler
+
+    model, enc = load_model(MODEL)
+    cls = LocalSampler if mode == "local" else HybridSampler
+    settings = resolve_settings(model, library_stride=library_stride, precision=precision)
+    return cls(enc, settings).prepare(lib, cache_dir=CACHE / "library_cache")
+
+
+def _letkf_members(lib, members: int = 20):
+    """The LETKF's ensemble: ``members`` library states (seed 0), as a ``member`` dimension."""
+    pick = np.sort(np.random.default_rng(0).choice(lib.sizes["time"], members, replace=False))
+    return lib.isel(time=pick).rename(time="member").drop_vars("member", errors="ignore")
 
 
 def library_stride(nx: int, states: int, windows: int = 26112) -> int | None:
@@ -117,9 +128,7 @@ def kalman(method: str, lib, obs, truth, members: int = 20, **overrides) -> dict
     if method == "enoi":
         ens, f = lib, tuned_filter("qg_enoi", **overrides)
     else:
-        pick = np.sort(np.random.default_rng(0).choice(lib.sizes["time"], members, replace=False))
-        ens = lib.isel(time=pick).rename(time="member").drop_vars("member", errors="ignore")
-        f = tuned_filter("qg_altimetry", **overrides)
+        ens, f = _letkf_members(lib, members), tuned_filter("qg_altimetry", **overrides)
     ts, means = [], []
     for d in range(obs.sizes["time"]):
         t = time.process_time()
@@ -159,16 +168,12 @@ def paired_64(days: int, rounds: int = 5) -> dict:
     analyses and the next (the two ratios of back-to-back runs here ranged 0.85-1.95); a pair measured
     within a second sees the same load.
     """
-    from oceanda.analysis.assimilate import load_model, resolve_settings
-    from oceanda.analysis.samplers import LocalSampler
     from oceanda.kalman import analyse_dataset, tuned_filter
 
     lib, obs, _ = _inputs(SAMPLE, days)
-    model, enc = load_model(MODEL)
-    s = LocalSampler(enc, resolve_settings(model)).prepare(lib, cache_dir=CACHE / "library_cache")
+    s = _sampler("local", lib)
     inputs = s.read_obs(obs, s.library)
-    pick = np.sort(np.random.default_rng(0).choice(lib.sizes["time"], 20, replace=False))
-    ens = lib.isel(time=pick).rename(time="member").drop_vars("member", errors="ignore")
+    ens = _letkf_members(lib)
     filters = {"tiles": tuned_filter("qg_altimetry", block=2), "points": tuned_filter("qg_altimetry", block=1)}
     ratios: dict = {"tiles": [], "points": []}
     for r in range(rounds):
