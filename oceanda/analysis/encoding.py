@@ -301,16 +301,20 @@ class EncoderPair:
     def is_window_model(self) -> bool:
         return self.window is not None
 
-    def _run(self, encoder, x: np.ndarray) -> np.ndarray:
-        """Embeddings of ``x`` in batches, on one torch thread: the same digits whatever the machine's threads."""
+    def _run(self, encoder, x: np.ndarray, checked: bool = False) -> np.ndarray:
+        """Embeddings of ``x`` in batches, on one torch thread: the same digits whatever the machine's threads.
+
+        ``checked``: ``x`` is known NaN-free in the encoder's shape (its ``embed_checked`` skips the scan).
+        """
         import torch
 
         from oceanda.threads import one_torch_thread
 
+        fn = getattr(encoder, "embed_checked", encoder) if checked else encoder
         out = []
-        with torch.no_grad(), one_torch_thread():
+        with torch.inference_mode(), one_torch_thread():
             for a in range(0, len(x), self.batch):
-                out.append(encoder(torch.as_tensor(np.ascontiguousarray(x[a:a + self.batch]), dtype=torch.float32)).numpy())
+                out.append(fn(torch.as_tensor(np.ascontiguousarray(x[a:a + self.batch]), dtype=torch.float32)).numpy())
         return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
 
     def embed_state(self, states: np.ndarray, layout: FieldLayout | None = None) -> np.ndarray:
@@ -371,7 +375,7 @@ class EncoderPair:
         """Embeddings ``[N, ne]`` of windows cut from :meth:`obs_field_input`; NaN (beyond a non-periodic grid,
         where the cut pads) is unobserved: 0 in every channel, as :func:`~oceanda.fields.encoder_obs_input` writes it."""
         x = np.asarray(windows, dtype=np.float32)
-        return self._run(self.model.obs_encoder, np.where(np.isnan(x), np.float32(0.0), x))
+        return self._run(self.model.obs_encoder, np.where(np.isnan(x), np.float32(0.0), x), checked=True)
 
 
 #: Config keys that do not change what a model computes from given arrays: left out of :func:`model_fingerprint`

@@ -222,6 +222,13 @@ class MaskedCNNEncoder(Encoder):
         x = self.check(x)
         if torch.isnan(x).any():
             raise OceandaError("MaskedCNNEncoder: input holds NaN; fill gaps and add mask channels first (masked_input)")
+        return self.embed_checked(x)
+
+    def embed_checked(self, x):
+        """:meth:`forward` without its checks, for inputs built NaN-free in the built shape (local mode's windows).
+
+        Why: the NaN scan cost 7 % of the encoder on the 64 windows of a local analysis.
+        """
         if self.pad != (0, 0):
             x = torch.nn.functional.pad(x, (0, self.pad[1], 0, self.pad[0]))
         h = self.trunk(x)
