@@ -171,7 +171,7 @@ def _contrastive(inp: _Inputs, save: _Saver, models: tuple[Path, Path], modes: S
         save(f"contrastive_{mode}", ds, _time.perf_counter() - tic)
 
 
-def _baselines(inp: _Inputs, save: _Saver, members: int, seed: int, quiet: bool) -> None:
+def _baselines(inp: _Inputs, save: _Saver, members: int, seed: int) -> None:
     """EnOI and the cycled LETKF at their tuned settings (tuned.json), the EnOI-started control, then climatology."""
     from oceanda.kalman import analyse_dataset, tuned_filter
 
@@ -179,7 +179,7 @@ def _baselines(inp: _Inputs, save: _Saver, members: int, seed: int, quiet: bool)
     ds = analyse_dataset(inp.library, inp.obs, tuned_filter("qg_enoi"), periodic=True, rng=seed, keep_members=True)
     save("enoi", _thin_members(ds, members, np.random.default_rng(seed)), _time.perf_counter() - tic)
     tic = _time.perf_counter()
-    ds = cycled_letkf(inp.library, inp.obs, rng=seed, quiet=quiet)
+    ds = cycled_letkf(inp.library, inp.obs, rng=seed, quiet=True)  # a bar of its own would cut into the contrastive ones
     save("letkf_cycled", _thin_members(ds, members, np.random.default_rng(seed)), _time.perf_counter() - tic)
     save.check()
     _cycled(inp, save, "enoi_cycled", "enoi", None, members, seed)
@@ -274,7 +274,7 @@ def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet
         res.seconds["training"] = _time.perf_counter() - tic
     save = _Saver(res, overwrite, quiet)
     with _two_stage_threads(), ThreadPoolExecutor(1, thread_name_prefix="oceanda-demo") as pool:
-        baselines = pool.submit(_baselines, inp, save, members, seed, quiet)
+        baselines = pool.submit(_baselines, inp, save, members, seed)
         try:
             _contrastive(inp, save, models, modes, members, seed, quiet)
             _contrastive_cycled(inp, save, members, seed)

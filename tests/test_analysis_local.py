@@ -7,6 +7,7 @@ import xarray as xr
 from oceanda.analysis import windows as W
 from oceanda.analysis.library import Library
 from oceanda.analysis.local_mode import WindowLibrary, analyse_local, calibrate_spread
+from oceanda.errors import DataValidationError
 
 
 def _noise_library(n, ny=8, nx=8, seed=0):
@@ -26,6 +27,39 @@ def test_blend_is_a_partition_of_unity(periodic):
     np.testing.assert_allclose(W.blend(const, iy, ix, (20, 24), spec), 3.5)
     t = W.taper_1d(8, 4)
     np.testing.assert_allclose(t[:4] + t[4:], 1.0)  # sin^2 + cos^2: exact without renormalising
+
+
+@pytest.mark.parametrize("shape,size,stride,periodic", [((64, 48), 16, 8, True), ((37, 29), 8, 4, False),
+                                                          ((33, 33), 16, 6, False), ((30, 30), 10, 5, True)])
+def test_blend_operator_equals_the_taper_weighted_average(shape, size, stride, periodic):
+    """The cached sparse operator gives the definition: sum of taper x window over windows covering a pixel, over
+    the summed taper (overhang dropped, or wrapped when periodic), for any lead dimensions."""
+    ny, nx = shape
+    spec = W.WindowSpec(size=size, stride=stride, halo=2, periodic=periodic)
+    iy, ix = W.positions(ny, nx, spec)
+    wins = np.random.default_rng(0).normal(size=(len(iy), 3, 2, size, size)).astype(np.float32)
+    t1 = W.taper_1d(size, stride)
+    taper = t1[:, None] * t1[None, :]
+    acc, wsum = np.zeros((3, 2, ny, nx)), np.zeros((ny, nx))
+    dy, dx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    for p in range(len(iy)):
+        y, x = iy[p] + dy, ix[p] + dx
+        if periodic:
+            y, x = y % ny, x % nx
+        ok = (y < ny) & (x < nx)
+        np.add.at(acc, (slice(None), slice(None), y[ok], x[ok]), (taper * wins[p])[..., ok])
+        np.add.at(wsum, (y[ok], x[ok]), taper[ok])
+    out = W.blend(wins, iy, ix, shape, spec)
+    assert out.shape == (3, 2, ny, nx) and out.dtype == np.float64
+    np.testing.assert_allclose(out, acc / wsum, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(W.blend(wins[:, 0, 0], iy, ix, shape, spec), acc[0, 0] / wsum, rtol=1e-12, atol=1e-12)
+
+
+def test_blend_refuses_a_geometry_that_leaves_pixels_uncovered():
+    spec = W.WindowSpec(size=4, stride=8, halo=0, periodic=False)
+    iy, ix = np.array([0, 8]), np.array([0, 0])
+    with pytest.raises(DataValidationError, match="uncovered"):
+        W.blend(np.ones((2, 4, 4)), iy, ix, (12, 4), spec)
 
 
 def test_extract_then_blend_reproduces_a_field_and_wraps_periodically():

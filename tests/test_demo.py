@@ -70,3 +70,86 @@ def test_table_explains_a_resolution_never_reached():
     assert "0.500" in table  # RMSE/clim of enoi
     methods["enoi"]["effective_resolution_status"] = "resolved"
     assert "not resolved" not in format_table({"methods": methods})
+
+
+class _Boom(RuntimeError):
+    pass
+
+
+def _fake_inputs(monkeypatch, demo):
+    """The demo's stages without their heavy work: inputs, the report and the contrastive cycle are stubbed."""
+    monkeypatch.setattr(demo, "_read_inputs", lambda *a: demo._Inputs(None, None, None, None))
+    monkeypatch.setattr(demo, "_contrastive_cycled", lambda *a: None)
+    monkeypatch.setattr("oceanda.report.evaluate", lambda *a, **k: {"methods": {}})
+
+
+def test_a_failing_contrastive_stage_stops_the_baselines_thread(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import oceanda.demo as demo
+
+    _fake_inputs(monkeypatch, demo)
+    seen = {}
+    started = threading.Event()
+
+    def baselines(inp, save, *a):
+        started.set()
+        try:
+            for _ in range(500):  # a long stage: polls between its steps as _baselines does between stages
+                save.check()
+                time.sleep(0.01)
+        except demo._Cancelled:
+            seen["cancelled"] = True
+            raise
+
+    def contrastive(*a):
+        started.wait(5)
+        raise _Boom("the local analysis failed")
+
+    monkeypatch.setattr(demo, "_baselines", baselines)
+    monkeypatch.setattr(demo, "_contrastive", contrastive)
+    tic = time.perf_counter()
+    with pytest.raises(_Boom):
+        run_demo(tmp_path / "demo", quiet=True)
+    assert seen == {"cancelled": True} and time.perf_counter() - tic < 4  # stopped, not run to its end
+    assert not (tmp_path / "demo").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_baseline_fails_the_demo_after_the_contrastive_stage(tmp_path, monkeypatch):
+    import oceanda.demo as demo
+
+    _fake_inputs(monkeypatch, demo)
+    ran = []
+
+    def baselines(*a):
+        raise _Boom("EnOI failed")
+
+    monkeypatch.setattr(demo, "_baselines", baselines)
+    monkeypatch.setattr(demo, "_contrastive", lambda *a: ran.append("contrastive"))
+    with pytest.raises(_Boom, match="EnOI"):
+        run_demo(tmp_path / "demo", quiet=True)
+    assert ran == ["contrastive"] and list(tmp_path.iterdir()) == []
+
+
+def test_the_report_sees_the_analyses_in_the_table_order_whichever_thread_saved_first(tmp_path, monkeypatch):
+    import oceanda.demo as demo
+
+    _fake_inputs(monkeypatch, demo)
+    got = {}
+    ds = xr.Dataset({"ssh": (("time",), np.zeros(1))})
+
+    def baselines(inp, save, *a):
+        for n in ("climatology", "enoi_cycled", "enoi", "letkf_cycled"):
+            save.analyses[n] = ds
+
+    def contrastive(inp, save, models, modes, *a):
+        for m in reversed(modes):
+            save.analyses[f"contrastive_{m}"] = ds
+
+    monkeypatch.setattr(demo, "_baselines", baselines)
+    monkeypatch.setattr(demo, "_contrastive", contrastive)
+    monkeypatch.setattr("oceanda.report.evaluate", lambda truth, analyses, *a, **k: got.update(analyses) or {})
+    run_demo(tmp_path / "demo", quiet=True)
+    assert list(got) == ["contrastive_local", "contrastive_hybrid", "contrastive_global", "enoi", "letkf_cycled",
+                         "enoi_cycled", "climatology"]

@@ -54,6 +54,15 @@ def test_masked_cnn_uses_mask_and_matches_fields():
         cnn(torch.tensor(np.concatenate([a, a], 1)))
 
 
+def test_embed_checked_is_forward_without_the_checks():
+    cnn = MaskedCNNEncoder((2, 10, 18), 8, width=4, depth=2)  # padded grid: the padding is in embed_checked too
+    x = torch.randn(5, 2, 10, 18, generator=_g(4))
+    assert torch.equal(cnn.embed_checked(x), cnn(x))
+    x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(OceandaError, match="NaN"):
+        cnn(x)
+
+
 def test_periodic_cnn_trunk_is_shift_equivariant():
     cnn = MaskedCNNEncoder((1, 16, 16), 4, width=4, depth=2, periodic=True)
     x = torch.randn(2, 1, 16, 16, generator=_g(2))

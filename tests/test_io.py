@@ -42,6 +42,51 @@ def test_round_trip_keeps_values_coords_attrs_encoding(tmp_path, engine, layers)
     assert back["ssh"].chunks is not None  # lazy (dask)
 
 
+@pytest.mark.parametrize("engine", ["netcdf4", "h5netcdf"])
+def test_complevel_zero_writes_without_a_filter_and_the_same_values(tmp_path, engine):
+    ds = make_state_dataset(layers=True, nan_frac=0.1)
+    plain = io.open_states(io.write_netcdf(ds, tmp_path / "plain.nc", engine=engine, complevel=0), engine=engine)
+    packed = io.open_states(io.write_netcdf(ds, tmp_path / "packed.nc", engine=engine), engine=engine)
+    for v in ds.data_vars:
+        np.testing.assert_array_equal(plain[v].values, packed[v].values)
+        enc = plain[v].encoding
+        assert not enc.get("zlib", False) and enc.get("compression") in (None, False) and not enc.get("shuffle", False)
+        assert enc["chunksizes"][0] == 1 and plain[v].dtype == np.float32
+
+
+def test_constrained_figure_is_saved_in_one_draw_as_savefig_would(tmp_path, monkeypatch):
+    """save_figure's single-draw PNG of a constrained layout is pixel for pixel savefig's (which draws twice)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure as mfig
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    def figure():
+        fig = plt.figure(figsize=(5, 3), layout="constrained")
+        ax = fig.subplots(1, 2)
+        im = ax[0].imshow(np.arange(20.0).reshape(4, 5))
+        fig.colorbar(im, ax=ax[0], label="a long colour bar label (m)")
+        ax[1].plot([1, 2, 3], [3, 1, 2])
+        ax[1].set(title="title", xlabel="x (km)")
+        return fig
+
+    fig = figure()
+    fig.savefig(tmp_path / "ref.png", dpi=90)
+    plt.close(fig)
+    draws = []
+    orig = mfig.Figure.draw
+    monkeypatch.setattr(mfig.Figure, "draw", lambda self, r: (draws.append(1), orig(self, r))[1])
+    fig = figure()
+    io.save_figure(fig, tmp_path / "one.png", dpi=90)
+    plt.close(fig)
+    assert len(draws) == 1
+    a, b = np.asarray(Image.open(tmp_path / "ref.png")), np.asarray(Image.open(tmp_path / "one.png"))
+    assert a.shape == b.shape and np.array_equal(a, b)
+    assert Image.open(tmp_path / "one.png").info.get("dpi", (0,))[0] == pytest.approx(90, abs=0.5)
+
+
 def test_open_states_concatenates_files_along_time(tmp_path):
     ds = make_state_dataset(nt=6)
     io.write_netcdf(ds.isel(time=slice(0, 3)), tmp_path / "a.nc")
