@@ -525,7 +525,7 @@ def plot_timeseries(times: Any, series: dict[str, dict[str, np.ndarray]], *, yla
     matplotlib Figure
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")  # laid out in the one draw of io.save_figure
     for i, (name, s) in enumerate(series.items()):
         t = times[name] if isinstance(times, dict) else times
         if np.asarray(t).dtype == object:  # cftime calendars (360_day, noleap): matplotlib plots days, not cftime
@@ -561,22 +561,26 @@ def plot_rank_histograms(counts: dict[str, np.ndarray], *, title: str = ""):
     """
     plt = pyplot()
     n = max(len(counts), 1)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False)
-    for ax, (name, c) in zip(axes[0], counts.items()):
+    cols = min(n, 4)  # rows of 4: eight methods in one row made a strip 33 inches wide
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    for ax in axes.ravel()[n:]:
+        ax.set_visible(False)
+    for ax, (name, c) in zip(axes.ravel(), counts.items()):
         c = np.asarray(c, float)
         freq = c / c.sum() if c.sum() > 0 else c
         ax.bar(np.arange(c.size), freq, width=1.0, color="C0", edgecolor="white", linewidth=0.3)
         ax.axhline(1.0 / c.size, color="k", ls="--", lw=1, label="calibrated")
         ax.set_title(f"{name} (M={c.size - 1})", fontsize=9)
         ax.set_xlabel("rank of truth")
-    axes[0][0].set_ylabel("frequency")
+    for row in axes:
+        row[0].set_ylabel("frequency")
     if counts:
         axes[0][0].legend(fontsize=7)
     else:
         axes[0][0].set_title("no ensemble analysis", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -607,7 +611,7 @@ def plot_spectra(
     """
     plt = pyplot()
     wavelength = np.asarray(wavelength, float)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     a1.loglog(wavelength, psd_truth, color="k", lw=2, label="truth")
     pt = np.asarray(psd_truth, float)
     for i, (name, p) in enumerate(psd_error.items()):
@@ -630,5 +634,4 @@ def plot_spectra(
     a2.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
