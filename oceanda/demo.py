@@ -176,8 +176,10 @@ def _baselines(inp: _Inputs, save: _Saver, members: int, seed: int) -> None:
     from oceanda.kalman import analyse_dataset, tuned_filter
 
     tic = _time.perf_counter()
-    ds = analyse_dataset(inp.library, inp.obs, tuned_filter("qg_enoi"), periodic=True, rng=seed, keep_members=True)
-    save("enoi", _thin_members(ds, members, np.random.default_rng(seed)), _time.perf_counter() - tic)
+    f, n_lib = tuned_filter("qg_enoi"), inp.library.sizes["time"]  # its static ensemble: f.members library states
+    ds = analyse_dataset(inp.library, inp.obs, f, periodic=True, rng=seed, keep_members=True,
+                         write_members=_thinned(min(f.members or n_lib, n_lib), members, np.random.default_rng(seed)))
+    save("enoi", ds, _time.perf_counter() - tic)
     tic = _time.perf_counter()
     ds = cycled_letkf(inp.library, inp.obs, rng=seed, quiet=True)  # a bar of its own would cut into the contrastive ones
     save("letkf_cycled", _thin_members(ds, members, np.random.default_rng(seed)), _time.perf_counter() - tic)
@@ -306,11 +308,16 @@ def _two_stage_threads():
         yield
 
 
+def _thinned(n: int, members: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Which ``members`` random members of an ensemble of ``n`` are written (None: all)."""
+    return None if n <= members else np.sort(rng.choice(n, size=members, replace=False))
+
+
 def _thin_members(ds: xr.Dataset, members: int, rng: np.random.Generator) -> xr.Dataset:
     """Keep ``members`` random members of a large ensemble (mean and spread stay those of the full one)."""
-    if "member" not in ds.dims or ds.sizes["member"] <= members:
+    keep = _thinned(ds.sizes["member"], members, rng) if "member" in ds.dims else None
+    if keep is None:
         return ds
-    keep = np.sort(rng.choice(ds.sizes["member"], size=members, replace=False))
     out = ds.isel(member=keep).assign_coords(member=np.arange(members))
     out.attrs["n_members"] = int(ds.sizes["member"])
     return out

@@ -531,6 +531,7 @@ def analysis_dataset(
     *,
     attrs: dict[str, Any] | None = None,
     keep_members: bool = True,
+    moments: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> xr.Dataset:
     """The common analysis layout written by ``oceanda assimilate`` and ``oceanda enkf``.
 
@@ -547,6 +548,8 @@ def analysis_dataset(
     times : the analysis times
     attrs : global attributes of the result
     keep_members : also store the ensemble
+    moments : ``(mean, spread)`` ``[time, channel, y, x]`` when ``members`` are a subset of the ensemble
+        (default: the members' own)
 
     Returns
     -------
@@ -559,8 +562,11 @@ def analysis_dataset(
             f"ensemble of shape {members.shape}; expected [time, member, {layout.n_channels} channels, y, x]"
         )
     nt, m = members.shape[:2]
-    mean = members.mean(axis=1)
-    spread = members.std(axis=1, ddof=1) if m > 1 else np.zeros_like(mean)
+    if moments is not None:
+        mean, spread = moments
+    else:
+        mean = members.mean(axis=1)
+        spread = members.std(axis=1, ddof=1) if m > 1 else np.zeros_like(mean)
     out = moments_dataset(mean, spread, layout, like, times)
     if keep_members:
         flat = members.reshape(nt * m, *members.shape[2:])

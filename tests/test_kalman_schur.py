@@ -207,3 +207,23 @@ def test_analyse_dataset_enoi_with_a_radius_uses_the_schur_form(periodic):
     big = analyse_dataset(lib, obs, "enoi", alpha=0.8, loc_radius_km=1e7, periodic=periodic)
     np.testing.assert_allclose(big["ssh_mean"].values, g["ssh_mean"].values, atol=1e-8, equal_nan=True)
     np.testing.assert_allclose(big["temp_spread"].values, g["temp_spread"].values, atol=1e-8, equal_nan=True)
+
+
+def test_write_members_keeps_those_members_and_the_whole_ensembles_moments(tmp_path):
+    from oceanda.errors import ConfigurationError
+
+    lib, obs = _library_dataset()
+    full = analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, alpha=0.8, rng=0)
+    keep = [3, 7, 11, 29]
+    part = analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, alpha=0.8, rng=0, write_members=keep)
+    assert part.sizes["member"] == 4 and part.attrs["n_members"] == 30 and part["member"].values.tolist() == [0, 1, 2, 3]
+    for v in ("ssh", "temp"):
+        np.testing.assert_array_equal(part[v].values, full[v].isel(member=keep).values)
+        for key in ("mean", "spread"):  # of all 30 members, not of the 4 written
+            np.testing.assert_array_equal(part[f"{v}_{key}"].values, full[f"{v}_{key}"].values)
+    assert not np.allclose(part["ssh"].std("member", ddof=1).values[:, 2:, 2:], part["ssh_spread"].values[:, 2:, 2:])
+    for bad in ([0, 0], [30], [-1], []):
+        with pytest.raises(ConfigurationError, match="write_members"):
+            analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, rng=0, write_members=bad)
+    with pytest.raises(ConfigurationError, match="out="):
+        analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, rng=0, write_members=keep, out=tmp_path / "a.nc")
