@@ -102,6 +102,28 @@ def test_hybrid_mode_draws_the_mean_towards_the_observations(tmp_path):
     assert hyb.attrs["mode"] == "hybrid" and hyb.sizes["member"] == 6
 
 
+def test_with_local_returns_the_hybrids_backgrounds_as_local_mode_returns_them(tmp_path):
+    from oceanda.analysis.hybrid import HybridConfig
+    from oceanda.errors import ConfigurationError
+
+    ds = _library()
+    mdir = _save_model(tmp_path / "w", ds, window={"size": 4, "stride": 2, "halo": 2, "periodic": True}, tau=1.0)
+    obs = [_obs(ds, [3, 8], frac=0.3), _obs(ds, [11], frac=0.5, seed=2)]  # a list: one Dataset each
+    kw = dict(members=6, seed=4, hybrid=HybridConfig(alpha=1.0, radius=60.0, static_members=40))
+    loc, hyb = assimilate(mdir, ds, obs, mode="local", **kw), assimilate(mdir, ds, obs, mode="hybrid", **kw)
+    hyb2, loc2 = assimilate(mdir, ds, obs, mode="hybrid", with_local=True, **kw)
+    for one, two in ((loc, loc2), (hyb, hyb2)):
+        for a, b in zip(one, two):
+            xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+            timing = ("seconds_per_analysis", "setup_seconds", "command")
+            assert {k: v for k, v in a.attrs.items() if k not in timing} == {
+                k: v for k, v in b.attrs.items() if k not in timing}
+    assert loc2[0].attrs["mode"] == "local" and "hybrid_alpha" not in loc2[0].attrs
+    assert 0 < loc2[0].attrs["seconds_per_analysis"] < hyb2[0].attrs["seconds_per_analysis"]
+    with pytest.raises(ConfigurationError, match="with_local"):
+        assimilate(mdir, ds, obs[0], mode="local", with_local=True)
+
+
 def test_model_on_another_grid_is_refused(tmp_path):
     ds = _library()
     mdir = _save_model(tmp_path / "m", ds)

@@ -38,7 +38,7 @@ from oceanda.analysis.encoding import (check_model_grid, load_model, model_finge
 from oceanda.analysis.hybrid import HybridConfig
 from oceanda.analysis.library import CACHE_DIRNAME, Library, embedding_client
 from oceanda.analysis.result import DIAGNOSTIC_ATTR, Analysis, analyses_to_dataset
-from oceanda.analysis.samplers import MODES, Sampler, TimeObs, sampler_for
+from oceanda.analysis.samplers import MODES, LocalSampler, Sampler, TimeObs, sampler_for
 from oceanda.analysis.settings import SamplerSettings, stored_settings
 
 __all__ = ["DIAGNOSTIC_ATTR", "MODES", "analyse_times", "assimilate", "check_model_grid", "load_model", "local_cluster",
@@ -95,8 +95,8 @@ def assimilate(
     command: str | None = None,
     times: Sequence[int] | None = None,
     tau: float | None = None,
-    precision: str | None = None, keep_mass: float | None = None, search: str | None = None,
-) -> xr.Dataset | list[xr.Dataset]:
+    precision: str | None = None, keep_mass: float | None = None, search: str | None = None, with_local: bool = False,
+) -> xr.Dataset | list[xr.Dataset] | tuple:
     """Analyse every time of ``obs`` (or the indices ``times``) with the contrastive sampler.
 
     Settings not given (None) come from the model's stored calibration (``config["sampler"]``, or the
@@ -118,14 +118,14 @@ def assimilate(
     allowed_positions : boolean ``[ny, nx]`` window starts allowed in the library (local and hybrid modes)
     scheduler : None = local threads; an address = an existing dask.distributed cluster; ``local:N`` = a
         LocalCluster of N worker processes for this run; or a ``distributed.Client``
-    batch : times per batch of local threads
-    quiet : no progress bars
+    batch, quiet : times per batch of local threads; no progress bars
     command : recorded in the ``command`` attribute (default: this process's command line)
     times : indices of the times of ``obs`` to analyse (default: all; of every Dataset of a list)
+    with_local : mode ``hybrid``: also return ``(hybrid, local)``, its Kalman backgrounds = mode ``local``'s result
 
     Returns
     -------
-    xarray.Dataset (:func:`~oceanda.analysis.result.analyses_to_dataset`); a list of them for a list ``obs``
+    xarray.Dataset (:func:`~oceanda.analysis.result.analyses_to_dataset`); a list for a list ``obs``; ``with_local``: a pair
     """
     model_dir = Path(model) if isinstance(model, (str, Path)) else None
     model, enc = load_model(model_dir) if model_dir is not None else model
@@ -138,7 +138,7 @@ def assimilate(
     settings = _settings(model, model_dir, lib, members=members, top_k=top_k, tau=tau, spread_factor=spread_factor,
                          min_ess=min_ess, tempering=tempering, max_keep=max_keep, library_stride=library_stride,
                          hybrid=hybrid, precision=precision, keep_mass=keep_mass, search=search)
-    sampler = sampler_for(mode, enc, settings, allowed_positions)
+    sampler = _keeping_local(sampler_for(mode, enc, settings, allowed_positions), with_local)
     inputs = [sampler.read_obs(o, lib, times) for o in obs_list]
     labels = [f"{_source(o, i if many else None)} {x.label}".strip()  # how a failure names its time
               for i, (o, per) in enumerate(zip(obs_list, inputs)) for x in per]
@@ -151,7 +151,32 @@ def assimilate(
         analyses = analyse_times(sampler, flat, seed=seed, scheduler=client, batch=batch, quiet=quiet, labels=labels)
     attrs = dict(seconds=(_time.perf_counter() - t0) / max(len(flat), 1), setup_seconds=setup_seconds, command=command)
     out = _datasets(sampler, inputs, analyses, **attrs)
-    return out if many else out[0]
+    return _shaped(out, _local_datasets(sampler, inputs, analyses, attrs) if with_local else None, many)
+
+
+def _shaped(out: list[xr.Dataset], local: list[xr.Dataset] | None, many: bool) -> Any:
+    """:func:`assimilate`'s result: a Dataset (a list for a list of obs), paired with the local ones if any."""
+    if local is None:
+        return out if many else out[0]
+    return (out, local) if many else (out[0], local[0])
+
+
+def _keeping_local(sampler: Sampler, with_local: bool) -> Sampler:
+    """``sampler``, set to keep its local analyses when ``with_local`` (a hybrid's only)."""
+    if with_local:
+        if sampler.mode != "hybrid":
+            raise ConfigurationError(f"with_local=True: expected mode 'hybrid' (its local backgrounds); got mode "
+                                     f"'{sampler.mode}'")
+        sampler.keep_local = True
+    return sampler
+
+
+def _local_datasets(sampler: Sampler, inputs: Sequence[Sequence[TimeObs]], analyses: Sequence[Analysis],
+                    attrs: dict[str, Any]) -> list[xr.Dataset]:
+    """The hybrid's local analyses as mode ``local``'s Datasets; their seconds the local part's share."""
+    share = float(np.mean([a.local_share for a in analyses])) if analyses else 0.0
+    return _datasets(sampler, inputs, [a.local for a in analyses], **{**attrs, "seconds": attrs["seconds"] * share},
+                     as_local=True)
 
 
 def _settings(model: Any, model_dir: Path | None, lib: Library, **given: Any) -> SamplerSettings:
@@ -173,13 +198,16 @@ def _in_model_units(enc: Any, lib: Library, obs_list: list[xr.Dataset]) -> tuple
 
 
 def _datasets(sampler: Sampler, inputs: Sequence[Sequence[TimeObs]], analyses: Sequence[Analysis], seconds: float,
-              setup_seconds: float, command: str | None) -> list[xr.Dataset]:
-    """One analysis Dataset per observation Dataset, from the analyses of all their times (in order)."""
+              setup_seconds: float, command: str | None, as_local: bool = False) -> list[xr.Dataset]:
+    """One analysis Dataset per observation Dataset, from the analyses of all their times (in order).
+
+    ``as_local``: the hybrid sampler's local analyses, described as mode ``local`` describes its own.
+    """
     out, a = [], 0
     for per in inputs:  # the sampler's library: states NaN outside the land may have been dropped from it
         these, a = analyses[a:a + len(per)], a + len(per)
         out.append(analyses_to_dataset(these, sampler.library, np.asarray([o.time for o in per]),
-                                       _attrs(sampler, these, seconds, setup_seconds, command)))
+                                       _attrs(sampler, these, seconds, setup_seconds, command, as_local)))
     return out
 
 
@@ -190,11 +218,15 @@ def _source(obs: xr.Dataset, i: int | None) -> str:
 
 
 def _attrs(sampler: Sampler, analyses: Sequence[Analysis], seconds: float, setup_seconds: float,
-           command: str | None) -> dict[str, Any]:
-    return {**sampler.describe(), "members": int(analyses[0].members.shape[0]) if analyses else 0,
+           command: str | None, as_local: bool = False) -> dict[str, Any]:
+    describe, geometry = sampler.describe(), sampler.geometry()
+    if as_local:
+        describe.update(mode="local", method="contrastive-local")
+        geometry = LocalSampler.geometry(sampler)
+    return {**describe, "members": int(analyses[0].members.shape[0]) if analyses else 0,
             "seconds_per_analysis": float(seconds), "setup_seconds": float(setup_seconds),
             "spread_factor": float(sampler.settings.spread_factor),
-            "command": command if command is not None else _command(), **sampler.geometry()}
+            "command": command if command is not None else _command(), **geometry}
 
 
 def _rng(seed: int | None, index: int) -> np.random.Generator:

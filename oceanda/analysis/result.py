@@ -39,6 +39,9 @@ class Analysis:
     posterior : global mode's weights over the library (retrieval and non-negligible weights), else None
     search : how local and hybrid modes found their candidate windows (``exact``, ``flat``, ``ivf``), else None
     recall : share of the weight in the windows the search scored (mean over windows; estimated for ``ivf``)
+    local : the hybrid's local analysis as mode ``local`` returns it (when the sampler keeps it:
+        ``HybridSampler.keep_local``), else None
+    local_share : the share of this time's analysis seconds its local analysis took (with ``local``)
     """
 
     members: np.ndarray
@@ -52,6 +55,8 @@ class Analysis:
     posterior: WeightedPosterior | None = None
     search: str | None = None
     recall: float | None = None
+    local: Analysis | None = None
+    local_share: float | None = None
 
 
 def _diag(values, dims, long_name: str, units: str = "1") -> xr.DataArray:

@@ -365,8 +365,7 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
                     members: int | None = None, variables: Sequence[str] | None = None, block: int | None = None,
                     periodic: bool = False, rng: Any = 0, keep_members: bool = True,
                     source: str = "ensemble", attrs: dict[str, Any] | None = None, out: Any = None,
-                    overwrite: bool = False, command: str | None = None,
-                    write_members: Sequence[int] | None = None) -> xr.Dataset:
+                    overwrite: bool = False, command: str | None = None, write_members: Any = None) -> xr.Dataset:
     """Analyse ``ensemble`` with every time of ``obs``; returns the common analysis layout (times = obs times).
 
     ``ensemble`` has a ``member`` dimension (and optionally ``time``: then the member set at each
@@ -395,25 +394,21 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     variables : state variables analysed (default: every ensemble variable)
     periodic : doubly periodic grid (distances wrap)
     rng : random generator or seed
-    keep_members : write the member ensemble too
+    keep_members, write_members : write the member ensemble too; only the members of these indices (mean and
+        spread still of all; not with ``out``)
     source : what to call the ensemble in errors
     attrs : more global attributes of the result
     out : write the result to this NetCDF file as the times are analysed (one time's ensemble in memory,
         not the record's; atomic through :func:`oceanda.io.write_netcdf`) and return it opened lazily
     overwrite, command : ``out`` may replace an existing file; the command line in its history
-    write_members : indices of the members written (member coordinate ``0..k-1``; attribute ``n_members`` the
-        ensemble's size); the mean and spread stay those of the whole ensemble. Why: a 200-member EnOI kept
-        whole for 20 written members held 0.6 GB. Not with ``out``.
 
     Returns
     -------
     xarray.Dataset in the analysis layout, one time per observation time (``out``: read lazily from it)
     """
-    if write_members is not None and out is not None:
-        raise ConfigurationError("analyse_dataset: write_members with out= is not supported; expected one of them")
     f, radius_source = _filter(method, loc_radius_km, {"taper": taper, "inflation": inflation, "rtps": rtps,
                                                        "rtpp": rtpp, "alpha": alpha, "members": members, "block": block})
-    sample_dim = _check_inputs(ensemble, obs, source, out, overwrite)
+    sample_dim = _check_inputs(ensemble, obs, source, out, overwrite, write_members)
     variables = _state_variables(ensemble, obs, sample_dim) if variables is None else variables
     base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
     layout = layout_of(base, variables, sample_dim=sample_dim, source=source)
@@ -440,20 +435,21 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     members_t, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, g, source)
     nmin = min(a.shape[0] for a in members_t)
     tvals = np.asarray(times) if times[0] is not None else np.arange(len(times))
-    if write_members is None:
-        ds = analysis_dataset(np.stack([a[:nmin] for a in members_t]), layout, like, tvals,
-                              attrs=attrs_of(seconds, nmin), keep_members=keep_members)
-    else:
-        ds = _written_members(members_t, nmin, write_members, layout, like, tvals, attrs_of(seconds, nmin), keep_members)
+    ds = _written_members(members_t, nmin, write_members, layout, like, tvals, attrs_of(seconds, nmin), keep_members)
     if "time" in ds.coords:
         ds["time"].attrs.update(time_attrs)
     return ds
 
 
-def _written_members(members_t: list[np.ndarray], n: int, keep: Sequence[int], layout: FieldLayout, like: xr.Dataset,
-                     times: np.ndarray, attrs: dict[str, Any], keep_members: bool) -> xr.Dataset:
-    """:func:`analyse_dataset`'s result holding only the members ``keep`` of the first ``n``, with the whole ensemble's
-    mean and spread (:func:`_moments`, time by time)."""
+def _written_members(members_t: list[np.ndarray], n: int, keep: Sequence[int] | None, layout: FieldLayout,
+                     like: xr.Dataset, times: np.ndarray, attrs: dict[str, Any], keep_members: bool) -> xr.Dataset:
+    """:func:`analyse_dataset`'s result from the first ``n`` members of every time: all of them (``keep`` None), or
+    only the members ``keep`` with the whole ensemble's mean and spread (:func:`_moments`, time by time; member
+    coordinate ``0..k-1``, attribute ``n_members``). Why: a 200-member EnOI kept whole for 20 written members
+    held 0.6 GB."""
+    if keep is None:
+        return analysis_dataset(np.stack([a[:n] for a in members_t]), layout, like, times, attrs=attrs,
+                                keep_members=keep_members)
     keep = np.asarray(keep, dtype=np.int64)
     if keep.ndim != 1 or keep.size == 0 or keep.min() < 0 or keep.max() >= n or np.unique(keep).size != keep.size:
         raise ConfigurationError(f"write_members: expected distinct member indices in [0, {n}); got {keep.tolist()[:8]}")
@@ -466,8 +462,11 @@ def _written_members(members_t: list[np.ndarray], n: int, keep: Sequence[int], l
     return ds
 
 
-def _check_inputs(ensemble: xr.Dataset, obs: xr.Dataset, source: str, out: Any, overwrite: bool) -> str:
+def _check_inputs(ensemble: xr.Dataset, obs: xr.Dataset, source: str, out: Any, overwrite: bool,
+                  write_members: Any = None) -> str:
     """The ensemble's sample dim, 2 samples or more; ``out`` neither an input nor (without overwrite) existing."""
+    if write_members is not None and out is not None:
+        raise ConfigurationError("analyse_dataset: write_members with out= is not supported; expected one of them")
     sample_dim = "member" if "member" in ensemble.dims else "time"
     if sample_dim not in ensemble.dims:
         raise DataValidationError(f"{source}: no 'member' (or 'time') dimension; expected an ensemble of states")
