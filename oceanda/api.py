@@ -676,7 +676,8 @@ def demo(out: PathLike = "demo_out", **settings: Any) -> Any:
     Parameters
     ----------
     out : output directory (appears only complete: built beside it, renamed into place)
-    **settings : ``train``, ``truth``, ``members``, ``modes``, ``days``, ``seed``, ``overwrite``, ``quiet``
+    **settings : ``train``, ``truth``, ``members``, ``modes``, ``days``, ``seed``, ``overwrite``, ``quiet``,
+        ``map_worker`` (half the report's maps drawn by a second process: for scripts with a main guard, the CLI)
 
     Returns
     -------

@@ -237,6 +237,7 @@ def run_demo(
     modes: Sequence[str] = ("local", "hybrid", "global"),
     sample_dir: str | Path | None = None,
     days: int | None = None,
+    map_worker: bool = False,
 ) -> DemoResult:
     """Run the whole chain on the bundled QG sample and write NetCDF analyses plus the evaluation report.
 
@@ -253,6 +254,8 @@ def run_demo(
     modes : contrastive modes to run
     sample_dir : the sample data (default: the bundled one)
     days : keep only the first days (a quick look; tests)
+    map_worker : draw half the report's maps in a second process (``report.evaluate(map_worker=True)``): the CLI
+        sets it; a script that sets it needs an ``if __name__ == "__main__":`` guard (the process imports it)
 
     Returns
     -------
@@ -265,7 +268,7 @@ def run_demo(
     data = Path(sample_dir) if sample_dir is not None else bundled_sample_dir("qg")
     with folders.build(out_dir, overwrite, "demo.json", "oceanda demo") as tmp:  # OUT appears only complete
         res = DemoResult(out_dir=tmp, metrics={})
-        _run_stages(res, data, train, overwrite, quiet, seed, truth, members, modes, days)
+        _run_stages(res, data, train, overwrite, quiet, seed, truth, members, modes, days, map_worker)
         res.seconds["total"] = _time.perf_counter() - t_start
         final = folders.final_path(out_dir)
         res.out_dir, res.files = final, folders.moved(res.files, tmp, final)
@@ -276,7 +279,7 @@ def run_demo(
 
 
 def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet: bool, seed: int, truth: str,
-                members: int, modes: Sequence[str], days: int | None) -> None:
+                members: int, modes: Sequence[str], days: int | None, map_worker: bool = False) -> None:
     """Every stage of :func:`run_demo`, written into ``res.out_dir`` (the temporary folder)."""
     from oceanda import report
 
@@ -301,7 +304,7 @@ def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet
     order = [f"contrastive_{m}" for m in modes] + ["enoi", "letkf_cycled", "contrastive_cycled", "enoi_cycled",
                                                    "climatology"]
     res.metrics = report.evaluate(inp.truth, save.in_order(order), res.out_dir / "report", variables=["ssh"],
-                                  obs=inp.obs, overwrite=overwrite, quiet=True)
+                                  obs=inp.obs, overwrite=overwrite, quiet=True, map_worker=map_worker)
     res.seconds["evaluation"] = _time.perf_counter() - tic
 
 

@@ -618,7 +618,7 @@ def _spread_note(ds: xr.Dataset) -> str:
 
 def _map_figures(
     out: Path, var: str, truth: xr.Dataset, analyses: Mapping[str, xr.Dataset], scored: Any, obs: xr.Dataset | None,
-    map_time: Any, plt: Any,
+    map_time: Any, worker: MapWorker,
 ) -> list[str]:
     """One map figure (truth, mean, error, spread) per scored analysis, error and spread colour scales
     shared by all of them; none on a grid without latitude/longitude or km axes."""
@@ -635,15 +635,80 @@ def _map_figures(
     planes = {n: _map_fields(analyses[n], var, truth[var], _label(n, analyses[n]), map_time) for n in names}
     limits = plotting.analysis_map_limits(t2d, [m for m, _ in planes.values()], [s for _, s in planes.values()])
     shared = f"Error and spread colour scales are shared by the maps of all {len(names)} methods." if len(names) > 1 else ""
-    files = []
+    jobs = []
     for name in names:
         m2d, s2d = planes[name]
         note = " ".join(t for t in (shared, _spread_note(analyses[name])) if t)
-        fig = plotting.plot_analysis_maps(t2d, m2d, s2d, lat, lon, points=points, units=units, variable=var,
-                                          title=f"{name}: {var}{level} at {when}", limits=limits, frame=frame,
-                                          note=note)
-        files.append(_save(fig, out / f"map_{_safe(name)}_{var}.png", plt))
-    return files
+        jobs.append((out / f"map_{_safe(name)}_{var}.png",
+                     dict(truth=t2d, mean=m2d, spread=s2d, lat=lat, lon=lon, points=points, units=units, variable=var,
+                          title=f"{name}: {var}{level} at {when}", limits=limits, frame=frame, note=note)))
+    return worker.draw(jobs)
+
+
+#: Reports of this many methods on may draw half their maps in a second process (``evaluate(map_worker=True)``).
+MAP_WORKER_FROM = 4
+
+
+def _draw_map(job: tuple[Path, dict[str, Any]]) -> str:
+    """One map figure (:func:`~oceanda.plotting.plot_analysis_maps` of ``job``'s arguments) saved to ``job``'s path."""
+    path, kwargs = job
+    return _save(plotting.plot_analysis_maps(**kwargs), path, plotting.pyplot())
+
+
+def _map_worker_start() -> None:
+    """The map worker's set-up: Agg, Ctrl-C left to the parent (which stops it), the map modules imported."""
+    import signal
+
+    import matplotlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    matplotlib.use("Agg")
+    plotting.configure_cartopy_offline()
+    import cartopy.crs  # noqa: F401 - imported while the parent scores, not when the first map is due
+    import cartopy.feature  # noqa: F401
+
+
+class MapWorker:
+    """A second process that draws every second map figure of a report while this one draws the others.
+
+    Why a process: drawing a figure is GIL-bound Python (two threads drew 8 maps in the time one did); on
+    2 cores the 8 maps of the demo were 7 s of its 12 s evaluation. The process starts when the report does,
+    so its imports overlap the scoring. Without one (``enabled`` False, one core, or none could be started)
+    every map is drawn here; a worker that dies has its maps drawn here too.
+    """
+
+    def __init__(self, enabled: bool):
+        self.pool = None
+        if enabled and (os.cpu_count() or 1) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            try:
+                self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_map_worker_start)
+                self.pool.submit(int)  # starts the process now
+            except (OSError, RuntimeError, ValueError, AssertionError):  # e.g. a daemonic process may not have children
+                self.pool = None
+
+    def __enter__(self) -> MapWorker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:  # before the report folder is kept or removed: no write after it
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def draw(self, jobs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
+        """Draw ``jobs`` (:func:`_draw_map`), every second one in the worker; their file names in order."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        far = {i: self.pool.submit(_draw_map, j) for i, j in enumerate(jobs) if i % 2} if self.pool else {}
+        names = {i: _draw_map(j) for i, j in enumerate(jobs) if i not in far}
+        for i, f in far.items():
+            try:
+                names[i] = f.result()
+            except BrokenProcessPool:  # the worker died (killed, out of memory): this process draws its maps
+                names[i] = _draw_map(jobs[i])
+        return [names[i] for i in range(len(jobs))]
 
 
 def _figures(
@@ -654,11 +719,12 @@ def _figures(
     results: dict[str, dict[str, Any]],
     obs: xr.Dataset | None,
     map_time: Any,
+    worker: MapWorker | None = None,
 ) -> list[str]:
     """Maps, RMSE/spread time series, rank histograms and spectra of the headline variable; the file names."""
     plt = plotting.pyplot()
     units = str(truth[var].attrs.get("units", ""))
-    files = _map_figures(out, var, truth, analyses, results, obs, map_time, plt)
+    files = _map_figures(out, var, truth, analyses, results, obs, map_time, worker or MapWorker(False))
     times = {n: r["_series"]["rmse_series"]["time"].values for n, r in results.items()}
     series = {
         n: {"rmse": r["_series"]["rmse_series"].values,
@@ -874,6 +940,7 @@ def evaluate(
     spectrum: str = "isotropic",
     quiet: bool = False,
     figures: bool = True,
+    map_worker: bool = False,
 ) -> dict[str, Any]:
     """Score every analysis against ``truth``; write ``metrics.json``, ``metrics.csv`` and PNG figures.
 
@@ -901,6 +968,9 @@ def evaluate(
         No progress bar.
     figures : bool
         False writes the numbers only.
+    map_worker : bool
+        Draw every second map figure in a second process (:class:`MapWorker`; from :data:`MAP_WORKER_FROM`
+        methods on). For scripts: it draws with matplotlib's default settings, not a notebook's own.
 
     Returns
     -------
@@ -920,10 +990,11 @@ def evaluate(
     map_time = _select_map_time(all_common, time_index)  # a bad --time fails before any folder or score
     work = [(n, v) for n in analyses for v in (scored_vars or present[n])]
     analyses = _checked_analyses(truth, analyses, times, work, tlabel)  # units, values, grids: before any folder
-    with _report_dir(out_dir, overwrite) as out:
+    worker = figures and map_worker and len(analyses) >= MAP_WORKER_FROM
+    with _report_dir(out_dir, overwrite) as out, MapWorker(worker) as mw:
         methods, headline_results = _score_all(truth, analyses, times, work, headline, spectrum, quiet)
         methods = {name: _method_entry(methods[name], ds, headline) for name, ds in analyses.items()}
-        figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time) if figures else []
+        figure_files = _figures(out, headline, truth, analyses, headline_results, obs, map_time, mw) if figures else []
         units = str(truth[headline].attrs.get("units", ""))
         _relative_to_climatology(methods)
         result = {"methods": methods, "meta": _meta((headline, rule), units, map_time, spectrum, figure_files)}

@@ -240,7 +240,7 @@ def test_the_current_folder_is_never_replaced(tmp_path, monkeypatch, capsys):
 # --- demo and reproduce: the folder wrappers around their (here faked) heavy stages ---------------------
 
 def _fake_stages(fail_with=None):
-    def stages(res, data, train, overwrite, quiet, seed, truth, members, modes, days):
+    def stages(res, data, train, overwrite, quiet, seed, truth, members, modes, days, map_worker=False):
         path = res.out_dir / "analyses" / "enoi.nc"
         io.write_text("analysis", io.make_dir(path.parent) / path.name)
         res.files["enoi"] = path

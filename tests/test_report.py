@@ -173,3 +173,56 @@ def test_grid_without_km_coordinates_scores_without_spectra(tmp_path):
     e = res["methods"]["e"]
     assert e["effective_resolution_km"] is None
     assert e["rmse"] == pytest.approx(float(metrics.rmse(ens["ssh_mean"], truth["ssh"])))
+
+
+def _png_pixels(folder):
+    from PIL import Image
+
+    return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+
+def test_a_map_worker_draws_every_second_map_and_the_figures_are_the_same(tmp_path, monkeypatch):
+    """evaluate(map_worker=True): a second process draws half the maps, pixel for pixel as this one would."""
+    import oceanda.report as report
+
+    truth = _truth()
+    analyses = {f"m{k}": _calibrated_analysis(truth, seed=k) for k in range(report.MAP_WORKER_FROM + 1)}
+    obs = _gridded_obs(truth)
+    here = []  # the maps this process draws (the worker's module is not patched)
+    orig = report.plotting.plot_analysis_maps
+    monkeypatch.setattr(report.plotting, "plot_analysis_maps",
+                        lambda *a, **k: (here.append(k["title"].split(":")[0]), orig(*a, **k))[1])
+    a = evaluate(truth, analyses, tmp_path / "serial", obs=obs, quiet=True)
+    assert len(here) == len(analyses)
+    here.clear()
+    b = evaluate(truth, analyses, tmp_path / "worker", obs=obs, quiet=True, map_worker=True)
+    assert here == [f"m{k}" for k in range(0, len(analyses), 2)]  # the others: the worker's
+    assert a["meta"]["figures"] == b["meta"]["figures"]
+    pa, pb = _png_pixels(tmp_path / "serial"), _png_pixels(tmp_path / "worker")
+    assert sorted(pa) == sorted(pb) and all(np.array_equal(pa[k], pb[k]) for k in pa)
+    assert sorted(p.name for p in (tmp_path / "worker").iterdir()) == sorted(p.name for p in (tmp_path / "serial").iterdir())
+
+
+def test_maps_of_a_dead_worker_are_drawn_here(tmp_path, monkeypatch):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    import oceanda.report as report
+
+    class DeadPool:
+        def submit(self, fn, *args):
+            f = Future()
+            f.set_exception(BrokenProcessPool("killed"))
+            return f
+
+        def shutdown(self, **kw):
+            pass
+
+    drawn = []
+    monkeypatch.setattr(report, "_draw_map", lambda job: drawn.append(job[0].name) or job[0].name)
+    mw = report.MapWorker(False)
+    assert mw.pool is None
+    mw.pool = DeadPool()
+    jobs = [(tmp_path / f"map_{k}.png", {}) for k in range(5)]
+    assert mw.draw(jobs) == [f"map_{k}.png" for k in range(5)]
+    assert drawn == ["map_0.png", "map_2.png", "map_4.png", "map_1.png", "map_3.png"]

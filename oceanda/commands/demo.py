@@ -49,7 +49,7 @@ def run(args) -> int:
     with cli_spelling(truth="--truth", members="--members", days="--days", seed="--seed"):
         res = api.demo(args.out, train=args.train, overwrite=args.overwrite, quiet=args.quiet, seed=args.seed,
                        truth=args.truth, members=args.members, days=args.days,
-                       modes=tuple(args.modes or ("local", "hybrid", "global")))
+                       modes=tuple(args.modes or ("local", "hybrid", "global")), map_worker=True)
     print(api.demo_table(res.metrics))
     print(f"\nSSH scores against {args.truth} (lower RMSE/CRPS is better; spread/skill near 1 is calibrated).")
     print(f"analyses: {res.out_dir / 'analyses'}")

@@ -91,7 +91,7 @@ def run(args) -> int:
             pass
     with cli_spelling(time="--time"):
         result = api.evaluate(truth, analyses, args.out, variables=args.variable, obs=obs, time_index=time_index,
-                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet)
+                              overwrite=args.overwrite, spectrum=args.spectrum, quiet=args.quiet, map_worker=True)
     print(summary(result))
     out = str(args.out).rstrip("/") or "/"
     print(f"report: {out}/metrics.json, metrics.csv and {len(result['meta']['figures'])} figures")
