@@ -194,7 +194,7 @@ def train(states: xr.Dataset, obs: xr.Dataset, out: PathLike, **settings: Any) -
 
 
 
-def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr.Dataset:
+def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> Any:
     """Contrastive analyses of every time of ``obs``: weight the library by softmax(similarity / tau).
 
     Parameters
@@ -211,7 +211,7 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
     Returns
     -------
     xarray.Dataset: ``<var>_mean``, ``<var>_spread``, ensemble ``<var>`` (``member``), ``ess``, attributes;
-    a list of them for a list ``obs``
+    a list of them for a list ``obs``; with ``with_local=True`` (mode hybrid) the pair ``(hybrid, local)`` of those
     """
     from oceanda.analysis.assimilate import assimilate as _assimilate
 
@@ -231,8 +231,10 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> xr
         _check_members_memory(settings.get("members"), like, g)
     _check_top_k(settings.get("top_k"), like)
     out = _assimilate(model, library, gridded if many else gridded[0], **settings)
-    for o, g in zip(out if many else [out], gridded):  # superobbed points: used/dropped counts, as enkf records
-        o.attrs.update({k: v for k, v in g.attrs.items() if str(k).startswith("superob_")})
+    parts = out if settings.get("with_local") else (out,)  # with_local: (hybrid, local), each a Dataset or a list
+    for part in parts:
+        for o, g in zip(part if many else [part], gridded):  # superobbed points: used/dropped counts, as enkf records
+            o.attrs.update({k: v for k, v in g.attrs.items() if str(k).startswith("superob_")})
     return out
 
 

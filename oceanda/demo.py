@@ -22,7 +22,6 @@ import contextlib
 import sys
 import threading
 import time as _time
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -129,11 +128,14 @@ class _Saver:
         self.dir = io.make_dir(res.out_dir / "analyses")
         self.analyses: dict[str, xr.Dataset] = {}
         self._lock = threading.Lock()  # the two stage threads save into the same dicts
+        self._write_lock = threading.Lock()
         self._cancel = threading.Event()
 
     def cancel(self) -> None:
-        """Make the other stage thread stop at its next stage (:meth:`check`) instead of writing on."""
+        """Make the other stage thread stop at its next stage (:meth:`check`); returns once no write is running."""
         self._cancel.set()
+        with self._write_lock:
+            pass
 
     def check(self) -> None:
         """Raise :class:`_Cancelled` once :meth:`cancel` was called."""
@@ -141,9 +143,10 @@ class _Saver:
             raise _Cancelled
 
     def __call__(self, name: str, ds: xr.Dataset, seconds: float) -> None:
-        self.check()
         path = self.dir / f"{name}.nc"
-        io.write_netcdf(ds, path, overwrite=self.overwrite, complevel=DEMO_COMPLEVEL)
+        with self._write_lock:  # one NetCDF write at a time (the HDF5 library is not thread-safe)
+            self.check()  # after cancel() returns, no write starts
+            io.write_netcdf(ds, path, overwrite=self.overwrite, complevel=DEMO_COMPLEVEL)
         with self._lock:
             self.res.files[name] = path
             self.res.seconds[name] = seconds
@@ -151,8 +154,9 @@ class _Saver:
             _log(f"  {name:<22s} {seconds:6.1f} s  -> {path.relative_to(self.res.out_dir)}", self.quiet)  # OUT/...
 
     def in_order(self, names: Sequence[str]) -> dict[str, xr.Dataset]:
-        """The saved analyses in the table's order (the threads finish in any order)."""
-        return {n: self.analyses[n] for n in names if n in self.analyses}
+        """The saved analyses in the table's order (the threads finish in any order), any others after them."""
+        first = {n: self.analyses[n] for n in names if n in self.analyses}
+        return {**first, **{n: ds for n, ds in self.analyses.items() if n not in first}}
 
 
 def _contrastive(inp: _Inputs, save: _Saver, models: tuple[Path, Path], modes: Sequence[str], members: int,
@@ -188,9 +192,9 @@ def _baselines(inp: _Inputs, save: _Saver, members: int, seed: int) -> None:
     from oceanda.kalman import analyse_dataset, tuned_filter
 
     tic = _time.perf_counter()
-    f, n_lib = tuned_filter("qg_enoi"), inp.library.sizes["time"]  # its static ensemble: f.members library states
+    f = tuned_filter("qg_enoi")
     ds = analyse_dataset(inp.library, inp.obs, f, periodic=True, rng=seed, keep_members=True,
-                         write_members=_thinned(min(f.members or n_lib, n_lib), members, np.random.default_rng(seed)))
+                         write_members=lambda n: _thinned(n, members, np.random.default_rng(seed)))
     save("enoi", ds, _time.perf_counter() - tic)
     tic = _time.perf_counter()
     ds = cycled_letkf(inp.library, inp.obs, rng=seed, quiet=True)  # a bar of its own would cut into the contrastive ones
@@ -290,16 +294,18 @@ def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet
         models = _train_models(data, res.out_dir / "models", quiet, seed)
         res.seconds["training"] = _time.perf_counter() - tic
     save = _Saver(res, overwrite, quiet)
-    with _two_stage_threads(), ThreadPoolExecutor(1, thread_name_prefix="oceanda-demo") as pool:
-        baselines = pool.submit(_baselines, inp, save, members, seed)
+    with _two_stage_threads():
+        baselines = _StageThread(_baselines, save, inp, save, members, seed)
         try:
             _contrastive(inp, save, models, modes, members, seed, quiet)
             _contrastive_cycled(inp, save, members, seed)
-        except BaseException:  # a failure or Ctrl-C: the baselines stop at their next stage, before the folder goes
+        except BaseException as exc:  # a failure or Ctrl-C: the baselines stop at their next stage, before the folder goes
             save.cancel()
-            wait([baselines])
+            baselines.join()
+            if isinstance(exc, _Cancelled) and baselines.error is not None:  # cancelled by the baselines' failure
+                raise baselines.error from None
             raise
-        baselines.result()  # its error, if any, surfaces here
+        baselines.join(reraise=True)  # its error, if any, surfaces here
     tic = _time.perf_counter()
     order = [f"contrastive_{m}" for m in modes] + ["enoi", "letkf_cycled", "contrastive_cycled", "enoi_cycled",
                                                    "climatology"]
@@ -308,18 +314,52 @@ def _run_stages(res: DemoResult, data: Path, train: bool, overwrite: bool, quiet
     res.seconds["evaluation"] = _time.perf_counter() - tic
 
 
+class _StageThread:
+    """``fn(*args)`` in a daemon thread; a failure there cancels ``save`` (the main thread's stages stop at their
+    next save) and is raised again by :meth:`join`.
+
+    Why not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a second Ctrl-C could not end
+    the process before the stage did.
+    """
+
+    def __init__(self, fn: Any, save: _Saver, *args: Any):
+        self.error: BaseException | None = None
+        self._save = save
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), name="oceanda-demo-baselines", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to join
+            self.error = exc
+            self._save.cancel()
+
+    def join(self, reraise: bool = False) -> None:
+        """Wait for the stage (in short waits, so Ctrl-C is seen); with ``reraise`` raise its error."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+        if reraise and self.error is not None:
+            raise self.error
+
+
 @contextlib.contextmanager
 def _two_stage_threads():
     """The Kalman baselines run in a thread beside the contrastive analyses, each on one core.
 
-    Why one BLAS thread and one dask worker: on 2 cores the two stage threads already fill the machine;
-    BLAS's own threads on top spin against each other (the demo's EnOI took 35 s instead of 11 beside the
-    contrastive analyses).
+    Why half the cores each (BLAS threads, dask workers): on 2 cores the two stage threads already fill the
+    machine; BLAS's own threads on top spin against each other (the demo's EnOI took 35 s instead of 11 beside
+    the contrastive analyses).
     """
     import dask
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1), dask.config.set(num_workers=1):
+    from oceanda.threads import physical_cores
+
+    half = max(1, physical_cores() // 2)  # each stage thread: half the cores (one each on the 2-core laptop)
+    with threadpool_limits(limits=half), dask.config.set(num_workers=half):
         yield
 
 

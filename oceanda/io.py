@@ -1980,7 +1980,7 @@ def save_figure(fig: Any, path: PathLike, overwrite: bool = True, dpi: int = 110
     tight = None if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine) else "tight"
     fmt = path.suffix.lstrip(".").lower() or "png"
     with atomic_path(path, overwrite=overwrite, suffix=path.suffix or ".png") as tmp:
-        if tight is None and fmt == "png":
+        if tight is None and fmt == "png" and _default_savefig_style():
             _print_png_once(fig, tmp, dpi)
         else:
             fig.savefig(tmp, dpi=dpi, bbox_inches=tight, format=fmt)
@@ -1996,11 +1996,25 @@ def _print_png_once(fig: Any, path: Path, dpi: int) -> None:
     import matplotlib as mpl
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    fig.set_dpi(dpi)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    mpl.image.imsave(path, canvas.buffer_rgba(), format="png", origin="upper", dpi=dpi,
-                     metadata={"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/"})
+    canvas, old_dpi = fig.canvas, fig.dpi  # the caller's figure is left as it was (a shown figure keeps its canvas)
+    try:
+        fig.set_dpi(dpi)
+        agg = FigureCanvasAgg(fig)
+        agg.draw()
+        mpl.image.imsave(path, agg.buffer_rgba(), format="png", origin="upper", dpi=dpi,
+                         metadata={"Software": f"Matplotlib version{mpl.__version__}, https://matplotlib.org/"})
+    finally:
+        fig.set_dpi(old_dpi)
+        fig.set_canvas(canvas)
+
+
+def _default_savefig_style() -> bool:
+    """Whether ``savefig`` would draw the figure as it is (no savefig face/edge colour, transparency or bbox set)."""
+    import matplotlib as mpl
+
+    rc = mpl.rcParams
+    return (rc["savefig.facecolor"] == "auto" and rc["savefig.edgecolor"] == "auto" and not rc["savefig.transparent"]
+            and rc["savefig.bbox"] in (None, "standard"))
 
 
 def prepare_output_dir(path: PathLike, overwrite: bool = False) -> Path:

@@ -678,30 +678,43 @@ class MapWorker:
     """
 
     def __init__(self, enabled: bool):
-        self.pool = None
-        if enabled and (os.cpu_count() or 1) > 1:
-            import multiprocessing
+        import multiprocessing
+
+        from oceanda.threads import physical_cores
+
+        self.pool = self._owned = None
+        # never from a child process (a script without a main guard, imported again by spawn: it would recurse)
+        if enabled and physical_cores() > 1 and multiprocessing.parent_process() is None:
             from concurrent.futures import ProcessPoolExecutor
 
             try:
                 self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_map_worker_start)
                 self.pool.submit(int)  # starts the process now
-            except (OSError, RuntimeError, ValueError, AssertionError):  # e.g. a daemonic process may not have children
+                self._owned = self.pool
+            except (OSError, RuntimeError, ValueError, AssertionError) as exc:  # a daemonic process has no children
+                warnings.warn(f"evaluate: no map worker ({' '.join(str(exc).split())}); drawing every map here",
+                              RuntimeWarning, stacklevel=2)
                 self.pool = None
 
     def __enter__(self) -> MapWorker:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.pool is not None:  # before the report folder is kept or removed: no write after it
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self._owned is not None:  # before the report folder is kept or removed: no write after it
+            self._owned.shutdown(wait=True, cancel_futures=True)
 
     def draw(self, jobs: list[tuple[Path, dict[str, Any]]]) -> list[str]:
         """Draw ``jobs`` (:func:`_draw_map`), every second one in the worker; their file names in order."""
         from concurrent.futures.process import BrokenProcessPool
 
-        far = {i: self.pool.submit(_draw_map, j) for i, j in enumerate(jobs) if i % 2} if self.pool else {}
+        far = {}
+        for i, j in enumerate(jobs):
+            if self.pool is not None and i % 2:
+                try:
+                    far[i] = self.pool.submit(_draw_map, j)
+                except (BrokenProcessPool, RuntimeError):  # it died before (start-up, killed): none of them there
+                    self.pool = None
         names = {i: _draw_map(j) for i, j in enumerate(jobs) if i not in far}
         for i, f in far.items():
             try:
@@ -970,7 +983,8 @@ def evaluate(
         False writes the numbers only.
     map_worker : bool
         Draw every second map figure in a second process (:class:`MapWorker`; from :data:`MAP_WORKER_FROM`
-        methods on). For scripts: it draws with matplotlib's default settings, not a notebook's own.
+        methods on). For the CLI and scripts with an ``if __name__ == "__main__":`` guard (the spawned process
+        imports the main module); it draws with matplotlib's default settings, not a notebook's own.
 
     Returns
     -------

@@ -60,6 +60,11 @@ def test_blend_refuses_a_geometry_that_leaves_pixels_uncovered():
     iy, ix = np.array([0, 8]), np.array([0, 0])
     with pytest.raises(DataValidationError, match="uncovered"):
         W.blend(np.ones((2, 4, 4)), iy, ix, (12, 4), spec)
+    spec = W.WindowSpec(size=8, stride=4, halo=2, periodic=True)
+    iy, ix = W.positions(16, 16, spec)
+    for bad in ((len(iy), 2, 4, 16), (len(iy) - 1, 8, 8)):  # a window shape the spec does not have: refused
+        with pytest.raises(DataValidationError, match="windows of shape"):
+            W.blend(np.ones(bad), iy, ix, (16, 16), spec)
 
 
 def test_extract_then_blend_reproduces_a_field_and_wraps_periodically():

@@ -119,6 +119,13 @@ def test_with_local_returns_the_hybrids_backgrounds_as_local_mode_returns_them(t
             assert {k: v for k, v in a.attrs.items() if k not in timing} == {
                 k: v for k, v in b.attrs.items() if k not in timing}
     assert loc2[0].attrs["mode"] == "local" and "hybrid_alpha" not in loc2[0].attrs
+    from oceanda import api
+
+    pair = api.assimilate(mdir, ds, obs[1], mode="hybrid", with_local=True, **kw)  # the front door passes it on
+    xr.testing.assert_identical(pair[1].drop_attrs(), loc[1].drop_attrs())
+    far = assimilate(mdir, ds, obs[1], mode="hybrid", with_local=True, scheduler="local:1", **kw)  # dask workers
+    xr.testing.assert_identical(far[1].drop_attrs(), loc[1].drop_attrs())
+    xr.testing.assert_identical(far[0].drop_attrs(), hyb[1].drop_attrs())
     assert 0 < loc2[0].attrs["seconds_per_analysis"] < hyb2[0].attrs["seconds_per_analysis"]
     with pytest.raises(ConfigurationError, match="with_local"):
         assimilate(mdir, ds, obs[0], mode="local", with_local=True)

@@ -132,6 +132,36 @@ def test_a_failing_baseline_fails_the_demo_after_the_contrastive_stage(tmp_path,
     assert ran == ["contrastive"] and list(tmp_path.iterdir()) == []
 
 
+def test_a_failing_baseline_stops_the_contrastive_stages_and_its_error_is_raised(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    import oceanda.demo as demo
+
+    _fake_inputs(monkeypatch, demo)
+    started, seen = threading.Event(), {}
+
+    def baselines(*a):
+        started.wait(5)
+        raise _Boom("EnOI failed")
+
+    def contrastive(inp, save, *a):
+        started.set()
+        try:
+            for _ in range(500):  # stages that save now and then
+                save.check()
+                time.sleep(0.01)
+        except demo._Cancelled:
+            seen["cancelled"] = True
+            raise
+
+    monkeypatch.setattr(demo, "_baselines", baselines)
+    monkeypatch.setattr(demo, "_contrastive", contrastive)
+    with pytest.raises(_Boom, match="EnOI"):
+        run_demo(tmp_path / "demo", quiet=True)
+    assert seen == {"cancelled": True} and list(tmp_path.iterdir()) == []
+
+
 def test_the_report_sees_the_analyses_in_the_table_order_whichever_thread_saved_first(tmp_path, monkeypatch):
     import oceanda.demo as demo
 

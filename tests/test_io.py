@@ -85,6 +85,11 @@ def test_constrained_figure_is_saved_in_one_draw_as_savefig_would(tmp_path, monk
     a, b = np.asarray(Image.open(tmp_path / "ref.png")), np.asarray(Image.open(tmp_path / "one.png"))
     assert a.shape == b.shape and np.array_equal(a, b)
     assert Image.open(tmp_path / "one.png").info.get("dpi", (0,))[0] == pytest.approx(90, abs=0.5)
+    fig = figure()
+    canvas, dpi = fig.canvas, fig.dpi
+    io.save_figure(fig, tmp_path / "again.png", dpi=55)
+    assert fig.canvas is canvas and fig.dpi == dpi  # the caller's figure is left as it was
+    plt.close(fig)
 
 
 def test_open_states_concatenates_files_along_time(tmp_path):

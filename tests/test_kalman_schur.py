@@ -222,6 +222,11 @@ def test_write_members_keeps_those_members_and_the_whole_ensembles_moments(tmp_p
         for key in ("mean", "spread"):  # of all 30 members, not of the 4 written
             np.testing.assert_array_equal(part[f"{v}_{key}"].values, full[f"{v}_{key}"].values)
     assert not np.allclose(part["ssh"].std("member", ddof=1).values[:, 2:, 2:], part["ssh_spread"].values[:, 2:, 2:])
+    seen = []
+    picked = analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, alpha=0.8, rng=0,
+                             write_members=lambda n: seen.append(n) or keep)  # chosen once n is known
+    assert seen == [30]
+    np.testing.assert_array_equal(picked["ssh"].values, part["ssh"].values)
     for bad in ([0, 0], [30], [-1], []):
         with pytest.raises(ConfigurationError, match="write_members"):
             analyse_dataset(lib, obs, "enoi", loc_radius_km=15.0, rng=0, write_members=bad)

@@ -218,6 +218,10 @@ def test_maps_of_a_dead_worker_are_drawn_here(tmp_path, monkeypatch):
         def shutdown(self, **kw):
             pass
 
+    class BrokenPool(DeadPool):
+        def submit(self, fn, *args):
+            raise BrokenProcessPool("died during start-up")
+
     drawn = []
     monkeypatch.setattr(report, "_draw_map", lambda job: drawn.append(job[0].name) or job[0].name)
     mw = report.MapWorker(False)
@@ -226,3 +230,6 @@ def test_maps_of_a_dead_worker_are_drawn_here(tmp_path, monkeypatch):
     jobs = [(tmp_path / f"map_{k}.png", {}) for k in range(5)]
     assert mw.draw(jobs) == [f"map_{k}.png" for k in range(5)]
     assert drawn == ["map_0.png", "map_2.png", "map_4.png", "map_1.png", "map_3.png"]
+    drawn.clear()
+    mw.pool = BrokenPool()  # submit itself refuses: every map drawn here, in order
+    assert mw.draw(jobs) == [f"map_{k}.png" for k in range(5)] and drawn == [f"map_{k}.png" for k in range(5)]

@@ -174,6 +174,9 @@ def _keeping_local(sampler: Sampler, with_local: bool) -> Sampler:
 def _local_datasets(sampler: Sampler, inputs: Sequence[Sequence[TimeObs]], analyses: Sequence[Analysis],
                     attrs: dict[str, Any]) -> list[xr.Dataset]:
     """The hybrid's local analyses as mode ``local``'s Datasets; their seconds the local part's share."""
+    if any(a.local is None for a in analyses):
+        raise OceandaError("with_local=True: an analysis came back without its local analysis (a sampler that does "
+                           "not keep them)")
     share = float(np.mean([a.local_share for a in analyses])) if analyses else 0.0
     return _datasets(sampler, inputs, [a.local for a in analyses], **{**attrs, "seconds": attrs["seconds"] * share},
                      as_local=True)
@@ -358,6 +361,7 @@ class _Remote:
         self.encoders, self.settings, self.mode = sampler.encoders, sampler.settings, sampler.mode
         self.allowed = getattr(sampler, "allowed_positions", None)
         self.library, self.seed = sampler.library, seed
+        self.keep_local = getattr(sampler, "keep_local", False)  # with_local: the workers keep them too
         self._prepared: Sampler | None = None
 
     def __getstate__(self) -> dict:
@@ -369,7 +373,8 @@ class _Remote:
                 import torch
 
                 torch.set_num_threads(1)  # single-threaded, as the library embedding tasks
-                s = sampler_for(self.mode, self.encoders, self.settings, self.allowed)
+                s = _keeping_local(sampler_for(self.mode, self.encoders, self.settings, self.allowed),
+                                   self.keep_local)
                 self._prepared = s.prepare(self.library, cache_dir=None, quiet=True, seed=self.seed)
         return self._prepared
 

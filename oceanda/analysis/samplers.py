@@ -432,7 +432,7 @@ class HybridSampler(LocalSampler):
                         float(np.mean(la.ess)), float(np.mean(la.dropped_mass)), over_windows=True,
                         background_mean=la.mean, background_spread=la.spread, search=la.search,
                         recall=float(np.mean(la.recall)), local=local,
-                        local_share=local_seconds / max(_time.perf_counter() - tic, 1e-12) if local else None)
+                        local_share=None if local is None else local_seconds / max(_time.perf_counter() - tic, 1e-12))
 
     def geometry(self) -> dict[str, Any]:
         """Attributes of the window geometry and of the hybrid's settings (``hybrid_alpha``, ...).

@@ -261,14 +261,17 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
     lead = windows.shape[1:-2]
     if nan_aware:
         return _blend_finite(windows, iy, ix, shape, spec, taper)
-    op = _blend_operator(tuple(int(v) for v in iy), tuple(int(v) for v in ix), (int(ny), int(nx)), spec)
+    if windows.shape[0] != len(iy) or windows.shape[-2:] != (size, size):
+        raise DataValidationError(f"blend: windows of shape {windows.shape}; expected [{len(iy)}, ..., {size}, {size}]")
+    op = _blend_operator(tuple(int(v) for v in iy), tuple(int(v) for v in ix), (int(ny), int(nx)),
+                         (size, spec.stride, spec.periodic))
     cols = np.asarray(windows).reshape(len(iy), -1, size * size).transpose(0, 2, 1).astype(np.float64, order="C")  # one copy
     out = op @ cols.reshape(len(iy) * size * size, -1)  # [Y * X, lead]
     return np.ascontiguousarray(out.T).reshape(*lead, ny, nx)
 
 
-@functools.lru_cache(maxsize=16)
-def _blend_operator(iy: tuple, ix: tuple, shape: tuple[int, int], spec: WindowSpec):
+@functools.lru_cache(maxsize=4)
+def _blend_operator(iy: tuple, ix: tuple, shape: tuple[int, int], geometry: tuple[int, int, bool]):
     """:func:`blend` as one sparse matrix ``[Y * X, P * size * size]`` (taper / summed taper), built once per geometry.
 
     Why: the blend is linear and its geometry fixed for a grid, so one sparse product replaces a Python
@@ -277,13 +280,13 @@ def _blend_operator(iy: tuple, ix: tuple, shape: tuple[int, int], spec: WindowSp
     from scipy import sparse
 
     ny, nx = shape
-    size = spec.size
-    t1 = taper_1d(size, spec.stride)
+    size, stride, periodic = geometry
+    t1 = taper_1d(size, stride)
     taper = (t1[:, None] * t1[None, :]).ravel()
     dy, dx = np.divmod(np.arange(size * size), size)
     y = (np.asarray(iy)[:, None] + dy[None]).ravel()
     x = (np.asarray(ix)[:, None] + dx[None]).ravel()
-    if spec.periodic:
+    if periodic:
         y, x = y % ny, x % nx
     inside = (y < ny) & (x < nx)
     pix = y * nx + x

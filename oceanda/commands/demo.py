@@ -18,7 +18,8 @@ held-out truth run) and compare, on the same observations:
 
 Writes OUT/analyses/*.nc (CF NetCDF: <var>_mean, <var>_spread, member ensemble), OUT/report/
 (metrics.json, metrics.csv, maps with coastlines, time series, rank histograms, spectra) and
-OUT/demo.json, then prints a table. Takes a few minutes on a 2-core laptop.
+OUT/demo.json, then prints a table. Takes under a minute on a 2-core laptop: the Kalman baselines run
+beside the contrastive analyses, and a second process draws half of the report's maps.
 
 OUT appears only complete: it is built in a temporary folder beside it and renamed into place at the
 end; a failure or Ctrl-C leaves no OUT (with --overwrite, the old OUT as it was)."""

@@ -225,10 +225,11 @@ class MaskedCNNEncoder(Encoder):
         return self.embed_checked(x)
 
     def embed_checked(self, x):
-        """:meth:`forward` without its checks, for inputs built NaN-free in the built shape (local mode's windows).
+        """:meth:`forward` without its NaN scan, for inputs built NaN-free (local mode's windows); the shape is checked.
 
         Why: the NaN scan cost 7 % of the encoder on the 64 windows of a local analysis.
         """
+        x = self.check(x)
         if self.pad != (0, 0):
             x = torch.nn.functional.pad(x, (0, self.pad[1], 0, self.pad[0]))
         h = self.trunk(x)
