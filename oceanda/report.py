@@ -732,12 +732,12 @@ def _figures(
     results: dict[str, dict[str, Any]],
     obs: xr.Dataset | None,
     map_time: Any,
-    worker: MapWorker | None = None,
+    worker: MapWorker,
 ) -> list[str]:
     """Maps, RMSE/spread time series, rank histograms and spectra of the headline variable; the file names."""
     plt = plotting.pyplot()
     units = str(truth[var].attrs.get("units", ""))
-    files = _map_figures(out, var, truth, analyses, results, obs, map_time, worker or MapWorker(False))
+    files = _map_figures(out, var, truth, analyses, results, obs, map_time, worker)
     times = {n: r["_series"]["rmse_series"]["time"].values for n, r in results.items()}
     series = {
         n: {"rmse": r["_series"]["rmse_series"].values,

@@ -289,13 +289,11 @@ def _blend_operator(iy: tuple, ix: tuple, shape: tuple[int, int], geometry: tupl
     if periodic:
         y, x = y % ny, x % nx
     inside = (y < ny) & (x < nx)
-    pix = y * nx + x
-    wsum = np.bincount(pix[inside], weights=np.tile(taper, len(iy))[inside], minlength=ny * nx)
+    pix, w = (y * nx + x)[inside], np.tile(taper, len(iy))[inside]
+    wsum = np.bincount(pix, weights=w, minlength=ny * nx)
     if np.any(wsum <= 0):
         raise DataValidationError("the analysis windows leave pixels uncovered; expected stride <= size")
-    vals = np.tile(taper, len(iy))[inside] / wsum[pix[inside]]
-    cols = np.flatnonzero(inside)
-    return sparse.csr_matrix((vals, (pix[inside], cols)), shape=(ny * nx, len(iy) * size * size))
+    return sparse.csr_matrix((w / wsum[pix], (pix, np.flatnonzero(inside))), shape=(ny * nx, len(iy) * size * size))
 
 
 def _fold(a: np.ndarray, ny: int, nx: int, size: int, periodic: bool) -> np.ndarray:
