@@ -63,6 +63,44 @@ def test_embed_checked_is_forward_without_the_checks():
         cnn(x)
 
 
+@pytest.mark.parametrize("periodic,activation,packed", [(False, "gelu", True), (False, "relu", True),
+                                                        (True, "gelu", False), (False, "silu", False)])
+def test_inference_trunk_is_the_trunk_bit_for_bit_and_follows_the_weights(periodic, activation, packed):
+    """Without gradients the trunk runs on prepacked oneDNN weights where that is exact (zero padding, GELU/ReLU)."""
+    torch.manual_seed(0)
+    enc = MaskedCNNEncoder((3, 16, 16), 8, width=4, depth=2, periodic=periodic, activation=activation).eval()
+    x = torch.randn(5, 3, 16, 16)
+    want = enc.embed_checked(x)  # gradients on: the eager trunk
+    with torch.inference_mode():
+        got = enc.embed_checked(x)
+    torch.testing.assert_close(got, want.detach(), rtol=0, atol=0)
+    assert (enc.__dict__["_packed"][1][None] is not None) == (packed and torch.backends.mkldnn.is_available())
+    opt = torch.optim.SGD(enc.parameters(), lr=0.5)
+    enc.embed_checked(x).square().sum().backward()
+    opt.step()  # new weights: the packed copy is rebuilt
+    with torch.no_grad():
+        torch.testing.assert_close(enc.embed_checked(x), enc.trunk(x).flatten(1) @ enc.head.weight.T + enc.head.bias,
+                                   rtol=0, atol=1e-5)
+        assert not torch.equal(enc.embed_checked(x), got)
+
+
+def test_inference_trunk_skips_all_zero_channels_with_the_same_embeddings():
+    """Channels zero in every input (variables never observed) are dropped from the first convolution."""
+    torch.manual_seed(1)
+    enc = MaskedCNNEncoder((5, 16, 16), 8, width=4, depth=2).eval()
+    x = torch.randn(6, 5, 16, 16)
+    x[:, [0, 3]] = 0.0
+    x[2, 1] = 0.0  # zero in one input only: kept
+    want = enc.embed_checked(x).detach()
+    with torch.no_grad():
+        got = enc.embed_checked(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        if torch.backends.mkldnn.is_available():
+            assert (1, 2, 4) in enc.__dict__["_packed"][1]
+        torch.testing.assert_close(enc.embed_checked(torch.zeros(2, 5, 16, 16)), enc.head(enc.trunk(torch.zeros(2, 5, 16, 16)).flatten(1)),
+                                   rtol=0, atol=0)
+
+
 def test_periodic_cnn_trunk_is_shift_equivariant():
     cnn = MaskedCNNEncoder((1, 16, 16), 4, width=4, depth=2, periodic=True)
     x = torch.randn(2, 1, 16, 16, generator=_g(2))
