@@ -425,10 +425,11 @@ REFERENCE = {
     # sampler tau 0.06 chosen on the tuning truth); issue 16: the mass criterion (keep 1 - 1e-3, no cap)
     (W, "local", "exact"): ((0.0013242759741842747, -0.0002428355801384896, 0.0195285864174366),
                             0.4191664972305288, 82.71581811163924),
-    # the default arithmetic (float32, low-rank window means, the pilot's mass threshold: it keeps a little more
-    # than the smallest set holding 1 - 1e-3, so the 5 members are drawn from slightly wider candidate sets)
-    (W, "local", "fast"): ((0.0013221263652667403, -0.00024250330170616508, 0.019520020112395287),
-                           0.418719519582506, 83.52410684683127),
+    # the default arithmetic (float32, window means in a basis of the standardised table, the mass cut by
+    # whole log-spaced bins: a little more than the smallest set holding 1 - 1e-3, so the 5 members are drawn
+    # from slightly wider candidate sets; closer to exact than the pilot threshold it replaced: 0.41873, 83.524)
+    (W, "local", "fast"): ((0.0013183319242671132, -0.00024409986508544534, 0.019525814801454544),
+                           0.4191533683144842, 82.82497590710409),
     (F, "global", None): ((0.0003218809433747083, -0.008303063921630383, -0.004739117808640003),
                           1.2778429652130776, 46.80512487021042),
 }

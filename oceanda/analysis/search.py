@@ -35,7 +35,6 @@ logit is at least its threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,11 +57,6 @@ _BLOCK = 32768
 _FUSED_BLOCK = 4096
 #: Library rows the fused search's pilot scores first to place the provisional thresholds.
 _PILOT = 8192
-#: Entries of a query-major row the fast rows search's pilot sorts (:func:`threshold_rows32`).
-_ROWS_PILOT = 2048
-#: Its threshold drops this share of the allowed weight (at 0.75 the pilot missed 7 % of the bundled
-#: sample's windows, each then redone exactly; at 0.5 none of 192)
-_ROWS_SAFETY = 0.5
 #: The pilot's threshold drops this share of the allowed weight (the rest absorbs its sampling error; at 0.75
 #: 3 of the 192 windows of the 1e6-window benchmark were redone exactly, ~20 ms each; at 0.6 none).
 _PILOT_SAFETY = 0.6
@@ -258,17 +252,13 @@ class RowsResult:
     ess: np.ndarray
 
 
-def threshold_rows32(L, keep_mass: float, max_keep: int | None = None,
-                     row_logits: Callable[[int], np.ndarray] | None = None) -> tuple:
+def threshold_rows32(L, keep_mass: float, max_keep: int | None = None) -> tuple:
     """The mass criterion on query-major float32 logits ``L`` ``[Q, N]`` (torch, overwritten), all queries at once.
 
     Why not :func:`mass_threshold`'s rule: its histogram and boundary sort were 40 % of a fast local
-    analysis. As the fused search does, a pilot of :data:`_ROWS_PILOT` evenly spaced entries places each
-    query's threshold where it drops :data:`_ROWS_SAFETY` of the allowed ``1 - keep_mass``; the kept share
-    is then summed exactly, and a query the pilot missed (kept < ``keep_mass``) gets the exact rule. So
-    every query keeps at least ``keep_mass`` (the smallest such set plus a boundary band worth about
-    ``(1 - _ROWS_SAFETY)(1 - keep_mass)``); the whole pass is six float32 sweeps of ``L``.
-    ``row_logits(q)`` gives query ``q``'s logits again for that exact rule (None: a copy of ``L`` is kept).
+    analysis. Weights ``exp(L - max)`` are cut per query by :func:`~oceanda.analysis.kernels.mass_cut`: the
+    smallest whole log-spaced bins (1.6-3.1 % wide) holding at most ``1 - keep_mass`` are dropped, so every
+    query keeps at least ``keep_mass`` (checked in float64) and a superset of the smallest such set.
 
     Returns
     -------
@@ -278,46 +268,22 @@ def threshold_rows32(L, keep_mass: float, max_keep: int | None = None,
     import torch
     import torch.nn.functional as F
 
-    Q, N = L.shape
-    if row_logits is None:
-        L0 = L.numpy().copy()
-        row_logits = L0.__getitem__
+    from oceanda.analysis.kernels import mass_cut
+
     m = L.amax(dim=1, keepdim=True)
     m64 = m[:, 0].double().numpy()
     E = L.sub_(m).exp_()  # in place: the logits are m + log(E) from here on
-    En = E.numpy()
-    total = E.sum(dim=1).double().numpy()
-    z2 = np.einsum("qn,qn->q", En, En)
-    et = _pilot_rows(En, keep_mass)
-    scale = np.where(et > 0, et, 1.0).astype(np.float32)
-    E.div_(torch.from_numpy(scale)[:, None])  # the threshold is 1 in every row: one scalar threshold pass
-    F.threshold_(E, float(np.nextafter(np.float32(1), np.float32(0))) if keep_mass < 1.0 else -1.0, 0.0)
-    thr = np.where(et > 0, np.log(np.maximum(et, 1e-45)) + m64, -np.inf)
-    if max_keep is not None and max_keep < N:
-        for q in np.flatnonzero((E > 0).sum(dim=1).numpy() > max_keep):
+    total, z2, zk, count, cut = mass_cut(E.numpy(), min(float(keep_mass), 1.0))
+    cut = cut.astype(np.float64)
+    thr = np.where(cut > 0, np.log(np.maximum(cut, 1e-300)) + m64, -np.inf)
+    if max_keep is not None and max_keep < E.shape[1]:
+        for q in np.flatnonzero(count > max_keep):
             kth = float(torch.topk(E[q], int(max_keep)).values[-1])
             E[q] = F.threshold(E[q], float(np.nextafter(np.float32(kth), np.float32(0))), 0.0)
-            thr[q] = np.log(kth * float(scale[q])) + m64[q]
-    zk = E.sum(dim=1).double().numpy()
-    kept = np.minimum(zk * scale / total, 1.0)
-    for q in np.flatnonzero(kept < keep_mass):  # the pilot missed: the exact rule on this query's logits
-        Lq = np.asarray(row_logits(q), dtype=np.float32)[:, None] - np.float32(m64[q])
-        t, _, _ = _threshold_chunk(Lq, keep_mass, None, max_keep)
-        En[q] = np.where(Lq[:, 0] >= t[0], np.exp(Lq[:, 0]), 0.0)
-        scale[q], zk[q], thr[q] = 1.0, En[q].sum(dtype=np.float64), float(t[0]) + m64[q]
-        kept[q] = min(zk[q] / total[q], 1.0)
+            thr[q] = np.log(kth) + m64[q]
+            zk[q] = float(E[q].sum(dtype=torch.float64))
+    kept = np.minimum(zk / total, 1.0)
     return E, zk, thr, np.log(total) + m64, kept, total ** 2 / z2
-
-
-def _pilot_rows(En: np.ndarray, keep_mass: float) -> np.ndarray:
-    """Per row of weights ``En`` ``[Q, N]``, the weight below which evenly spaced entries drop
-    :data:`_ROWS_SAFETY` of ``1 - keep_mass`` of the pilot's total (0: keep every entry)."""
-    Q, N = En.shape
-    if keep_mass >= 1.0:
-        return np.zeros(Q, np.float32)
-    step = max(1, N // _ROWS_PILOT)
-    srt = np.sort(En[:, step // 2::step], axis=1)
-    return srt[np.arange(Q), _pilot_cut(srt, keep_mass, _ROWS_SAFETY)]
 
 
 def _pilot_cut(w: np.ndarray, keep_mass: float, safety: float) -> np.ndarray:
@@ -446,7 +412,7 @@ class WindowIndex:
             self.x, self.sq = keep
 
     def search_rows32(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None) -> RowsResult:
-        """Every score as one float32 torch product ``[Q, N]`` and :func:`threshold_rows32` (``precision='fast'``).
+        """Every score as one float32 product ``[Q, N]`` and :func:`threshold_rows32` (``precision='fast'``).
 
         Scores and weights are float32 (the loop path's float64 numbers to float32 rounding); the rule is
         the exact search's. Not for ``'ivf'`` (it scores every row).
@@ -455,9 +421,9 @@ class WindowIndex:
 
         self.prepare_rows32()
         qs, _ = self._fused_queries(np.atleast_2d(np.asarray(zo)))
-        L = torch.mm(torch.from_numpy(qs), self.xt.T)  # [Q, N]
-        Wu, zk, thr, log_total, kept, ess = threshold_rows32(
-            L, keep_mass, max_keep, row_logits=lambda q: torch.mv(self.xt, torch.from_numpy(qs[q])).numpy())
+        # numpy's BLAS (OpenBLAS): 0.70 of torch.mm's time on this shape ([64, 65] @ [65, 26112], AVX2)
+        L = torch.from_numpy(qs @ self.xt.numpy().T)  # [Q, N]
+        Wu, zk, thr, log_total, kept, ess = threshold_rows32(L, keep_mass, max_keep)
         return RowsResult("exact32", Wu, zk, thr, log_total, kept, ess)
 
     def _exact_scores(self, zo: np.ndarray, chunk: int = 65536) -> np.ndarray:

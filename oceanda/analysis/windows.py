@@ -263,11 +263,28 @@ def blend(windows: np.ndarray, iy: np.ndarray, ix: np.ndarray, shape: tuple[int,
         return _blend_finite(windows, iy, ix, shape, spec, taper)
     if windows.shape[0] != len(iy) or windows.shape[-2:] != (size, size):
         raise DataValidationError(f"blend: windows of shape {windows.shape}; expected [{len(iy)}, ..., {size}, {size}]")
-    op = _blend_operator(tuple(int(v) for v in iy), tuple(int(v) for v in ix), (int(ny), int(nx)),
-                         (size, spec.stride, spec.periodic))
-    cols = np.asarray(windows).reshape(len(iy), -1, size * size).transpose(0, 2, 1).astype(np.float64, order="C")  # one copy
+    geometry = (tuple(int(v) for v in iy), tuple(int(v) for v in ix), (int(ny), int(nx)), (size, spec.stride, spec.periodic))
+    win = np.asarray(windows).reshape(len(iy), -1, size * size)
+    if win.dtype == np.float32:  # the analyses' windows: scattered in the sparse product's order, no float64 copy
+        from oceanda.analysis.kernels import blend_scatter
+
+        pix, wt = _blend_scatter_weights(*geometry)
+        return blend_scatter(np.ascontiguousarray(win), pix, wt, ny * nx).reshape(*lead, ny, nx)
+    op = _blend_operator(*geometry)
+    cols = win.transpose(0, 2, 1).astype(np.float64, order="C")  # one copy
     out = op @ cols.reshape(len(iy) * size * size, -1)  # [Y * X, lead]
     return np.ascontiguousarray(out.T).reshape(*lead, ny, nx)
+
+
+@functools.lru_cache(maxsize=4)
+def _blend_scatter_weights(iy: tuple, ix: tuple, shape: tuple[int, int], geometry: tuple[int, int, bool]):
+    """:func:`_blend_operator` as per-window pixel indices ``[P, size * size]`` (-1 off the grid) and weights."""
+    op = _blend_operator(iy, ix, shape, geometry).tocsc()  # column p * size * size + j: window p's pixel j
+    pix = np.full(op.shape[1], -1, np.int64)
+    wt = np.zeros(op.shape[1])
+    has = np.diff(op.indptr) > 0
+    pix[has], wt[has] = op.indices[op.indptr[:-1][has]], op.data[op.indptr[:-1][has]]
+    return pix.reshape(len(iy), -1), wt.reshape(len(iy), -1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,0 +1,78 @@
+"""The fast engine's compiled loops against their definitions (brute force, float64)."""
+
+import numpy as np
+import pytest
+
+from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, mass_cut, ranked_picks, ranked_picks_affine
+from oceanda.analysis.local_mode import ranked_quantiles_rows
+
+
+def _smallest_kept_set(e: np.ndarray, keep: float) -> np.ndarray:
+    """The exact rule: drop the smallest weights while what is dropped stays within 1 - keep of the total."""
+    o = np.argsort(e, kind="stable")
+    dropped = np.cumsum(e[o].astype(np.float64))
+    n_drop = int(np.searchsorted(dropped, (1 - keep) * e.sum(dtype=np.float64), side="right"))
+    keep_mask = np.ones(e.size, bool)
+    keep_mask[o[:n_drop]] = False
+    return keep_mask
+
+
+@pytest.mark.parametrize("keep", [0.9, 0.999, 1.0])
+def test_mass_cut_keeps_the_mass_a_superset_of_the_smallest_set_and_cuts_within_a_bin(keep):
+    rng = np.random.default_rng(3)
+    rows = [rng.normal(size=5000) * 3, rng.normal(size=30000), np.r_[np.zeros(10) + 12, rng.normal(size=4000)],
+            np.full(777, 0.5), rng.gumbel(size=2000) * 8]
+    Q, N = len(rows), max(len(r) for r in rows)
+    L = np.full((Q, N), -np.inf)
+    for q, r in enumerate(rows):
+        L[q, :len(r)] = r
+    E = np.exp(L - L.max(axis=1, keepdims=True)).astype(np.float32)
+    E0 = E.copy()
+    total, z2, zk, count, cut = mass_cut(E, keep)
+    e64 = E0.astype(np.float64)
+    np.testing.assert_allclose(total, e64.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(z2, (e64 ** 2).sum(axis=1), rtol=1e-12)
+    for q in range(Q):
+        kept = E[q] > 0
+        np.testing.assert_array_equal(E[q][kept], E0[q][kept])  # kept weights untouched, the rest zeroed
+        assert count[q] == kept.sum() and zk[q] == pytest.approx(e64[q, kept].sum(), rel=1e-12)
+        assert zk[q] >= keep * total[q] * (1 - 1e-12)
+        exact = _smallest_kept_set(E0[q], keep) & (E0[q] > 0)
+        assert np.all(kept[exact])  # a superset of the smallest set
+        if keep < 1 and (~exact & (E0[q] > 0)).any():
+            t_exact = E0[q][exact].min()
+            assert cut[q] <= t_exact and cut[q] * (1 + 1 / CUT_BINS_PER_OCTAVE) >= t_exact * (1 - 1e-6)
+
+
+def test_ranked_picks_are_the_reference_picks():
+    """Against :func:`ranked_quantiles_rows` (float64 numpy): continuous positions, sparse weights, and ties."""
+    rng = np.random.default_rng(5)
+    P, n, bins = 7, 20000, 1024
+    x = rng.uniform(0, bins, size=(P, n)).astype(np.float32)
+    x[3] = np.floor(x[3])  # many equal positions: ties are broken by entry order
+    w = rng.gamma(0.3, size=(P, n)).astype(np.float32)
+    w[rng.random((P, n)) < 0.4] = 0
+    q = np.sort(rng.random((P, 16)), axis=1)
+    got = ranked_picks(x, w, q, bins)
+    ref = ranked_quantiles_rows(x.astype(np.float64), w.astype(np.float64), w > 0, q, bins)
+    np.testing.assert_array_equal(got, ref)
+    for p in range(P):  # the definition: weighted entries by position (stable), first cumulative share past q
+        o = np.argsort(x[p], kind="stable")
+        o = o[w[p, o] > 0]
+        c = np.cumsum(w[p, o].astype(np.float64)) / w[p].sum(dtype=np.float64)
+        np.testing.assert_array_equal(got[p], o[np.minimum(np.searchsorted(c, q[p], side="right"), len(o) - 1)])
+
+
+def test_affine_picks_are_the_picks_of_the_positions_product():
+    """Positions ``coef @ rows`` made per row in the kernel: the picks of the same float32 product made in numpy."""
+    rng = np.random.default_rng(8)
+    P, K, n, bins = 5, 4, 9000, 2048
+    rows = np.vstack([rng.normal(size=(K - 1, n)), np.ones((1, n))]).astype(np.float32)
+    coef = np.hstack([rng.uniform(50, 200, size=(P, K - 1)), rng.uniform(900, 1100, size=(P, 1))]).astype(np.float32)
+    x = coef[:, :1] * rows[0]
+    for k in range(1, K):
+        x = x + coef[:, k:k + 1] * rows[k]  # float32, k = 0..K-1 in order
+    w = rng.gamma(0.5, size=(P, n)).astype(np.float32)
+    w[rng.random((P, n)) < 0.3] = 0
+    q = np.sort(rng.random((P, 12)), axis=1)
+    np.testing.assert_array_equal(ranked_picks_affine(coef, rows, w, q, bins), ranked_picks(x.astype(np.float32), w, q, bins))
