@@ -125,3 +125,17 @@ def test_a_torch_verb_runs_on_the_chosen_threads_and_they_come_back(monkeypatch)
     # inter-op threads can be set once per process, before torch's parallel work: 1 unless that was too late
     assert seen["interop"] == 1 or seen["interop"] == torch.get_num_interop_threads()
     assert cli.main(["plain"]) == 0 and seen["threads"] == before  # a verb without torch is left alone
+
+
+def test_one_torch_thread_also_holds_numpys_blas_to_one_thread():
+    """The fast local engine's scores are a numpy product: one BLAS thread inside, the count restored after."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas" and "numpy" in i["filepath"]]
+
+    before, torch_before = blas(), torch.get_num_threads()
+    with threads.one_torch_thread():
+        assert torch.get_num_threads() == 1 and blas() and all(n == 1 for n in blas())
+    assert blas() == before and torch.get_num_threads() == torch_before
