@@ -30,7 +30,8 @@ the library's size, so :class:`WindowIndex` hides the choice behind one ``search
 The mass criterion (:func:`mass_threshold`) is the truncation of :func:`oceanda.analysis.posterior.truncate`
 (the smallest set holding ``keep_mass``) without a sort of the whole library: a histogram of log-weights
 finds the boundary bin and only that bin is sorted. A query's candidates are then the scored rows whose
-logit is at least its threshold.
+logit is at least its threshold. The fast local engine (:meth:`WindowIndex.search_rows32`) scores every row
+in one float32 product and cuts each query's weights by whole bins (:func:`~oceanda.analysis.kernels.mass_cut`).
 """
 
 from __future__ import annotations
