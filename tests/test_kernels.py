@@ -76,3 +76,20 @@ def test_affine_picks_are_the_picks_of_the_positions_product():
     w[rng.random((P, n)) < 0.3] = 0
     q = np.sort(rng.random((P, 12)), axis=1)
     np.testing.assert_array_equal(ranked_picks_affine(coef, rows, w, q, bins), ranked_picks(x.astype(np.float32), w, q, bins))
+
+
+def test_warm_compiles_the_specialisations_a_fast_analysis_uses():
+    """kernels.warm compiles with the engine's argument types: a fast local analysis then compiles nothing new."""
+    from test_local_dense import _fast_case
+
+    from oceanda.analysis import kernels
+    from oceanda.analysis.local_mode import analyse_local
+
+    kernels.warm().join()
+    names = ("mass_cut", "ranked_picks_affine", "blend_scatter")
+    before = {n: set(getattr(kernels, n).signatures) for n in names}
+    assert all(before.values())
+    wlib, embed, z, obs = _fast_case()
+    analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(0), kind="neg_sq_distance", tau=2.0, members=4,
+                  coupling="copula", engine="dense", precision="fast")
+    assert {n: set(getattr(kernels, n).signatures) for n in names} == before

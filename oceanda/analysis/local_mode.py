@@ -264,7 +264,8 @@ class WindowTable:
         a64 = a.double().numpy()
         lo, hi = a64 @ lo_c, a64 @ hi_c
         scale = np.where(hi > lo, (bins - 1.5) / np.where(hi > lo, hi - lo, 1.0), 0.0)
-        return np.concatenate([a64 * scale[:, None], (-lo * scale)[:, None]], axis=1).astype(np.float32), rows
+        coef = np.ascontiguousarray(np.concatenate([a64 * scale[:, None], (-lo * scale)[:, None]], axis=1), np.float32)
+        return coef, rows  # C order: the kernel's one compiled layout (kernels.warm)
 
     def _channel_scale(self, mu: np.ndarray) -> np.ndarray:
         """Each column's channel spread ``[D]`` (float32; 1 where a channel is constant).

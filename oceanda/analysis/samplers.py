@@ -285,6 +285,10 @@ class LocalSampler(Sampler):
         -------
         self
         """
+        if self.settings.precision == "fast":
+            from oceanda.analysis import kernels
+
+            kernels.warm()  # the fast engine's compiled loops, compiled while the library loads and embeds
         lib = _library(library, load=True)  # in memory when it fits (2 GB): windows are then views
         enc = self.encoders
         self.library = lib
