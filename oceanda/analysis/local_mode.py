@@ -267,30 +267,29 @@ class WindowTable:
         coef = np.ascontiguousarray(np.concatenate([a64 * scale[:, None], (-lo * scale)[:, None]], axis=1), np.float32)
         return coef, rows  # C order: the kernel's one compiled layout (kernels.warm)
 
-    def _channel_scale(self, mu: np.ndarray) -> np.ndarray:
-        """Each column's channel spread ``[D]`` (float32; 1 where a channel is constant).
+    def _channel_scale(self, var: np.ndarray) -> np.ndarray:
+        """Each column's channel spread ``[D]`` (float32; 1 where a channel is constant), from the columns'
+        summed squared deviations ``var`` ``[D]`` (the Gram matrix's diagonal).
 
         Why: the basis keeps all but ``tol`` of the *standardised* variance, so every variable counts alike
         whatever its units (psi's m2 s-1 would otherwise leave SSH's metres to the discarded tail).
         """
         C = self.shape[0]
-        ss = np.zeros(C)
-        for a in range(0, len(self.x), 8192):
-            ss += (((self.x[a:a + 8192] - mu).astype(np.float64)) ** 2).reshape(-1, C, self.x.shape[1] // C).sum(axis=(0, 2))
-        sd = np.sqrt(ss / max(1, len(self.x) * (self.x.shape[1] // C)))
-        sd = np.where(sd > 0, sd, 1.0).astype(np.float32)
-        return np.repeat(sd, self.x.shape[1] // C)
+        per = var.reshape(C, -1)
+        sd = np.sqrt(per.sum(axis=1) / max(1, len(self.x) * per.shape[1]))
+        return np.repeat(np.where(sd > 0, sd, 1.0).astype(np.float32), per.shape[1])
 
     def _basis(self, tol: float) -> tuple:
         """:meth:`lowrank`'s computation (float64 Gram matrix of the centred rows, its leading eigenvectors)."""
         import torch
 
         mu = self.x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        sd = self._channel_scale(mu)
         G = np.zeros((self.x.shape[1],) * 2)
         for a in range(0, len(self.x), 8192):
-            c = ((self.x[a:a + 8192] - mu) / sd).astype(np.float64)
+            c = (self.x[a:a + 8192] - mu).astype(np.float64)
             G += c.T @ c
+        sd = self._channel_scale(np.diag(G))
+        G /= np.outer(sd, sd)  # the Gram matrix of the standardised rows
         ev, V = np.linalg.eigh(G)
         ev, V = np.maximum(ev[::-1], 0), V[:, ::-1]
         frac = np.cumsum(ev) / max(ev.sum(), 1e-300)
