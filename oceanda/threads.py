@@ -19,6 +19,7 @@ and that wins. Many analyses use many cores through dask (``assimilate --schedul
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -118,14 +119,10 @@ def one_torch_thread() -> Iterator[None]:
             torch.set_num_threads(old)
 
 
-_CONTROLLER: list = []
-
-
+@functools.cache
 def _blas():
     """One threadpoolctl controller for the process (building one scans the loaded libraries: ~1 ms; its
     ``limit`` then costs ~0.04 ms)."""
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController
 
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    return ThreadpoolController()
