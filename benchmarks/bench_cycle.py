@@ -5,12 +5,15 @@ scheme; SSH RMSE over climatology (the library mean), all 31 days and days 11-31
 
 - ``letkf``: the LETKF with the settings tuned for its N (``tuned.json`` ``qg_altimetry`` ``by_members``),
   climatological initial ensemble (library states) -- the baseline to beat;
-- ``warm``: the same LETKF started from the one-shot contrastive hybrid analysis of the first day;
+- ``warm``: the same LETKF started from the one-shot contrastive hybrid analysis of the first day (N of its
+  members, shifted and scaled element by element to its mean and spread: ``warm_draw='matched'``);
 - ``warm_hybrid``: warm start plus hybrid covariance, (1 - beta) P_f + beta P_extra, beta and the extra
   members' source (contrastive posterior members of the same day, or static library states) chosen on
   the TUNING truth only;
 - ``enoi_control`` / ``enoi_hybrid_control``: the same with an EnOI warm start (no contrastive model);
-  ``warm_hybrid`` over ``enoi_hybrid_control`` is the contrastive model's own share.
+  ``warm_hybrid`` over ``enoi_hybrid_control`` is the contrastive model's own share;
+- ``warm_hybrid_resampled``: ``warm_hybrid`` with the N members drawn as they are (``warm_draw='resampled'``,
+  the draw before the matched one), for the record of what matching the moments gives.
 
 Ratios to ``letkf`` pool the daily RMSE of the evaluation truths (eval_1-3, 93 days) and carry a
 paired block-bootstrap 95 % interval (blocks of ``--block`` consecutive days within each truth).
@@ -86,7 +89,9 @@ def schemes(N: int, beta: float, extra: str) -> dict[str, qc.CycleChoice]:
             "warm_hybrid": qc.CycleChoice(members=N, initial="contrastive", hybrid_beta=beta, extra=extra),
             "enoi_control": qc.CycleChoice(members=N, initial="enoi"),
             "enoi_hybrid_control": qc.CycleChoice(members=N, initial="enoi", hybrid_beta=beta,
-                                                  extra="library")}
+                                                  extra="library"),
+            "warm_hybrid_resampled": qc.CycleChoice(members=N, initial="contrastive", hybrid_beta=beta, extra=extra,
+                                                    warm_draw="resampled")}
 
 
 def tune(tr: Truth, N: int, seed: int) -> tuple[float, str, list[dict]]:
@@ -158,10 +163,12 @@ def write_tuned(result: dict) -> None:
     table = json.loads(path.read_text())
     table[TUNED] = {
         "_note": "QG sample, cycled LETKF (settings of qg_altimetry by_members) started from the one-shot contrastive "
-                 "hybrid analysis of the first day; hybrid covariance (1 - beta) P_f + beta P_extra with extra members "
+                 "hybrid analysis of the first day (its members drawn with matched mean and spread); hybrid covariance "
+                 "(1 - beta) P_f + beta P_extra with extra members "
                  "from 'contrastive' (posterior members of the same day) or 'library' (static states); beta and extra "
                  "chosen on truth_tune by benchmarks/bench_cycle.py, scored on eval_1-3.",
         "initial": "contrastive",
+        "warm_draw": "matched",
         "by_members": {N: {"hybrid_beta": ev["beta"], "extra": ev["extra"],
                            "evaluation": {k: round(v["ratio_all"], 4) for k, v in ev["schemes"].items()},
                            "vs_letkf": [round(x, 4) for x in ev["schemes"]["warm_hybrid"]["vs_letkf"]]}

@@ -21,7 +21,7 @@ from oceanda import fields
 from oceanda.errors import ConfigurationError, DataValidationError
 from oceanda.kalman import (Observations, cycle, make_filter, observations_from_dataset, ring_localizer, tuned_filter,
                             tuned_settings)
-from oceanda.experiments.qg_cycle import Setup, cycle_facts, resample_members
+from oceanda.experiments.qg_cycle import Setup, cycle_facts, warm_members
 from oceanda.testbeds.lorenz96 import Lorenz96
 
 #: The state variable of the Lorenz-96 files.
@@ -117,7 +117,8 @@ def lorenz96_filter(method: str, members: int | None = None, **overrides: Any) -
     return tuned_filter("lorenz96", method, **overrides), members
 
 
-def _initial(setup: L96Setup, kind: str, members: int, radius: float, g: np.random.Generator) -> tuple[np.ndarray, bool]:
+def _initial(setup: L96Setup, kind: str, members: int, radius: float, g: np.random.Generator,
+             draw: str = "matched") -> tuple[np.ndarray, bool]:
     """Library states (forecast to the first time) or members of the EnOI analysis of the first observations."""
     size = setup.library.sizes["time"]
     if kind == "climatology":
@@ -125,7 +126,7 @@ def _initial(setup: L96Setup, kind: str, members: int, radius: float, g: np.rand
     E = make_filter("enoi", radius=radius).assimilate(setup.library_states(np.arange(size)), setup.observations[0],
                                                       rng=int(g.integers(2**31)),
                                                       localizer=ring_localizer(setup.model.n, radius))
-    return resample_members(E, members, g), True
+    return warm_members(E, members, g, draw), True
 
 
 def run_cycle(setup: L96Setup, choice: Any, *, seed: int = 0, quiet: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
@@ -149,7 +150,7 @@ def run_cycle(setup: L96Setup, choice: Any, *, seed: int = 0, quiet: bool = True
     f, N = lorenz96_filter(choice.method, choice.members)
     radius = float(getattr(f, "radius", None) or tuned_settings("lorenz96")["letkf"]["radius"])
     g = np.random.default_rng(seed)
-    E0, warm = _initial(setup, choice.initial, N, radius, g)
+    E0, warm = _initial(setup, choice.initial, N, radius, g, choice.warm_draw)
     obs = setup.observations
     first = int(warm)
     step = obs[1].time - obs[0].time if len(obs) > 1 else setup.model.dt
