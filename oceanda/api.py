@@ -297,8 +297,8 @@ def cycle(forecast: Callable[..., Any], initial: Any, observations: Sequence[Any
 
 def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, model: Any = None, method: str = "letkf",
                   initial: str = "climatology", hybrid_beta: float = 0.0, extra: str | None = None,
-                  members: int | None = None, seed: int = 0, quiet: bool = True, cache_dir: PathLike | None = None
-                  ) -> xr.Dataset:
+                  members: int | None = None, seed: int = 0, quiet: bool = True, cache_dir: PathLike | None = None,
+                  warm_draw: str = "matched") -> xr.Dataset:
     """A cycled filter through the observation files of a bundled testbed (``oceanda cycle``).
 
     QG: QG forecasts between the (daily) analyses of the state psi (+ ssh); the LETKF's radius and
@@ -316,7 +316,7 @@ def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, mo
     model : a window model folder (QG): needed by ``initial='contrastive'`` and by contrastive hybrid members
     method : ``letkf`` or ``etkf``
     initial : ``climatology`` (library states forecast to the first time), ``enoi`` (members of the EnOI
-        analysis of the first observations) or ``contrastive`` (members resampled from the one-shot
+        analysis of the first observations) or ``contrastive`` (members drawn from the one-shot
         contrastive hybrid analysis of the first observations; QG only)
     hybrid_beta : weight of the extra members' covariance in every analysis, ``(1 - beta) P_f + beta P_extra``
         (0 = the plain filter, bit for bit; below 1)
@@ -326,6 +326,9 @@ def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, mo
     seed : seed of the initial draw (the filter uses ``seed + 1``) and of the contrastive resampling
     quiet : no progress bars
     cache_dir : where the library embedding is cached (default: the user cache)
+    warm_draw : how a warm start (``enoi``, ``contrastive``) draws its members from the analysis':
+        ``matched`` (resampled, then shifted and scaled element by element to the analysis' mean and
+        spread) or ``resampled`` (as drawn)
 
     Returns
     -------
@@ -339,7 +342,7 @@ def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, mo
         check_cache_dir(cache_dir, model, files)
     return _cycle_testbed(testbed, library, obs, truth=truth, model=model, method=method, initial=initial,
                           hybrid_beta=hybrid_beta, extra=extra, members=members, seed=seed, quiet=quiet,
-                          cache_dir=cache_dir)
+                          cache_dir=cache_dir, warm_draw=warm_draw)
 
 
 def run_twin(testbed: str, method: str = "letkf", **settings: Any) -> tuple[Any, dict[str, Any]]:
@@ -791,10 +794,11 @@ def choices(what: str) -> list[str]:
         from oceanda.analysis.obs_patterns import FAMILIES
 
         return list(FAMILIES)
-    if what in ("initial", "extra", "cycle_method", "cycle_testbed"):
+    if what in ("initial", "extra", "cycle_method", "cycle_testbed", "warm_draw"):
         from oceanda.experiments import qg_cycle, testbed_cycle
 
         return list({"initial": qg_cycle.INITIALS, "extra": qg_cycle.EXTRAS, "cycle_method": qg_cycle.METHODS,
+                     "warm_draw": qg_cycle.WARM_DRAWS,
                      "cycle_testbed": testbed_cycle.TESTBEDS}[what])
     raise OceandaError(f"no choices for '{what}'")
 

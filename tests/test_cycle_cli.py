@@ -151,6 +151,8 @@ def _one_line_error(capsys, argv, *words):
     (["--model", str(MODEL)], ["--model", "unused"]),
     (["--members", "1"], ["--members=1"]),
     (["--members", "5000"], ["--members=5000", "408"]),
+    (["--warm-draw", "resampled"], ["--warm-draw resampled", "--initial enoi"]),
+    (["--initial", "enoi", "--warm-draw", "shuffled"], ["--warm-draw", "shuffled"]),
 ])
 def test_bad_options_are_one_line_errors(qg, tmp_path, capsys, extra, words):
     _one_line_error(capsys, ["cycle", "--testbed", "qg", "--library", qg["library"], "--obs", qg["obs4"],
@@ -198,6 +200,12 @@ def test_lorenz96_cycle_writes_rmse_per_time(l96, tmp_path, capsys):
         late = float(ds["X_rmse"][-10:].mean())
         assert late < 0.2 * float(ds["X_rmse_climatology"].mean())  # half the variables observed: the filter tracks
     assert cli.main([*argv, "--method", "etkf", "--hybrid-beta", "0.1", "--overwrite", "--quiet"]) == 0
+    for draw in ("matched", "resampled"):  # the warm start's draw: recorded, and it changes the first analysis
+        assert cli.main([*argv, "--initial", "enoi", "--warm-draw", draw, "--out", str(tmp_path / f"{draw}.nc"),
+                         "--quiet"]) == 0
+    with xr.open_dataset(tmp_path / "matched.nc") as m, xr.open_dataset(tmp_path / "resampled.nc") as r:
+        assert m.attrs["warm_draw"] == "matched" and r.attrs["warm_draw"] == "resampled"
+        assert not np.allclose(m["X"].isel(time=0), r["X"].isel(time=0))
     with xr.open_dataset(out) as ds:
         assert ds.attrs["method"] == "etkf" and ds.attrs["extra"] == "library" and np.isfinite(ds["X_rmse"]).all()
 

@@ -34,6 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("fast", "exact"),
     "initial": ("climatology", "enoi", "contrastive"),
     "extra": ("contrastive", "library"),
+    "warm_draw": ("matched", "resampled"),
     "cycle_method": ("letkf", "etkf"),
     "cycle_testbed": ("qg", "lorenz96"),
     "patterns": ("tracks", "clouds", "points", "swaths"),

@@ -158,9 +158,10 @@ def _scores(ds: xr.Dataset, library: xr.Dataset, truth: xr.Dataset, variables: l
 
 def cycle_testbed(testbed: str, library: Any, obs: Any, *, truth: Any = None, model: Any = None, method: str = "letkf",
                   initial: str = "climatology", hybrid_beta: float = 0.0, extra: str | None = None,
-                  members: int | None = None, seed: int = 0, quiet: bool = True, cache_dir: Any = None) -> xr.Dataset:
+                  members: int | None = None, seed: int = 0, quiet: bool = True, cache_dir: Any = None,
+                  warm_draw: str = "matched") -> xr.Dataset:
     """See :func:`oceanda.api.cycle_testbed` (the documented front door): every check before the run."""
-    choice = qc.CycleChoice(method, members, initial, hybrid_beta, resolve_extra(extra, model))
+    choice = qc.CycleChoice(method, members, initial, hybrid_beta, resolve_extra(extra, model), warm_draw)
     check_request(testbed, choice, model, seed)
     lib, lib_name = _opened(library, "library", io.open_states)
     ob, obs_name = _opened(obs, "obs", lambda p: to_grid(io.open_obs(p, like=lib), lib))  # points: superobbed
