@@ -151,3 +151,23 @@ def test_learned_update_tempers_each_window_to_the_target_ess():
     np.testing.assert_allclose(w[:, 0], softmax_weights(logits[:, 0], 1.0))
     assert effective_sample_size(softmax_weights(logits[:, 1], 1.0)) < 8.0
     assert ess[1] == pytest.approx(8.0, rel=1e-6) and ess[0] > 19.0
+
+
+def test_the_bundled_pattern_model_reads_observations_of_one_variable_and_their_errors():
+    """The bundled window model was trained on a pattern mixture (SSH and psi observed, error channel): SSH
+    tracks alone are read with psi unobserved, and the tracks' own ``ssh_error`` enters the logits."""
+    from pathlib import Path
+
+    from oceanda import io
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data"
+    lib = io.open_states(sample / "qg" / "library.nc")
+    truth = io.open_states(sample / "qg" / "truth_eval_1.nc").isel(time=5).load()
+    obs = io.open_obs(sample / "qg" / "obs_altimetry_eval_1.nc", like=lib).isel(time=5).load()
+    ens = lib.isel(time=slice(0, 4)).rename(time="member").drop_vars("member", errors="ignore")[["psi", "ssh"]].load()
+    assert "psi" not in obs.data_vars
+    r = likelihood_resolution(sample / "models" / "qg_window", ens, truth, obs)
+    assert np.isfinite(r.logits).all() and r.logits.shape[0] == 4
+    noisier = obs.assign(ssh_error=obs["ssh_error"] * 10)
+    r10 = likelihood_resolution(sample / "models" / "qg_window", ens, truth, noisier)
+    assert np.abs(r10.logits - r.logits).max() > 1e-3

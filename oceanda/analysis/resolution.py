@@ -42,16 +42,19 @@ class EncoderCritic:
         self.window = self.pair.window
         self.state_channels, self.obs_channels = self.pair.state_channels, self.pair.obs_channels
         self.kind = self.pair.kind
+        # a pattern-trained model (error channel) reads any subset of its observed variables, and their errors
+        self.reads_any_subset = self.reads_errors = bool(getattr(self.pair, "error_channel", False))
         # the sampler's temperature (the stored calibration), as local mode uses it
         self.tau = float(tau) if tau is not None else resolve_settings(model, self.pair.where).temperature(self.pair.tau)
 
-    def logits(self, states: np.ndarray, obs: np.ndarray) -> np.ndarray:
-        """``[N, P]`` logits ``s(g_state(member window), g_obs(obs window)) / tau``."""
+    def logits(self, states: np.ndarray, obs: np.ndarray, errors: np.ndarray | None = None) -> np.ndarray:
+        """``[N, P]`` logits ``s(g_state(member window), g_obs(obs window)) / tau`` (``errors``: the obs windows'
+        error std, read by models with an error channel; None: the model's ``obs_sigma``)."""
         from oceanda.contrastive.similarity import numpy_scores
 
         n, p = states.shape[:2]
         zs = self.pair.embed_state(states.reshape(n * p, *states.shape[2:])).reshape(n, p, -1)
-        zo = self.pair.embed_obs(obs)
+        zo = self.pair.embed_obs(obs, errors)
         return np.stack([numpy_scores(zs[:, k], zo[k], kind=self.kind, tau=self.tau) for k in range(p)], axis=1)
 
 
@@ -146,11 +149,14 @@ def _critic(model: Any, tau: float | None) -> Any:
     return EncoderCritic(model, tau)
 
 
-def _channels_array(x: Any, channels: list, what: str, sample_dim: str | None) -> np.ndarray:
-    """``[S, C, Y, X]`` (``sample_dim`` given) or ``[C, Y, X]`` of a Dataset or an array, in ``channels``' order."""
+def _channels_array(x: Any, channels: list, what: str, sample_dim: str | None, any_subset: bool = False) -> np.ndarray:
+    """``[S, C, Y, X]`` (``sample_dim`` given) or ``[C, Y, X]`` of a Dataset or an array, in ``channels``' order
+    (``any_subset``: variables the Dataset lacks are unobserved, NaN, as a pattern-trained model reads them)."""
     if isinstance(x, xr.Dataset):
         names = list(dict.fromkeys(v for v, _ in channels))
         missing = [v for v in names if v not in x.data_vars]
+        if missing and any_subset and len(missing) < len(names):
+            return _subset_array(x, channels, what, sample_dim, missing)
         if missing:
             raise DataValidationError(f"{what}: lacks {missing}; expected the variables {names} the critic encodes")
         ds = x[names]
@@ -175,6 +181,25 @@ def _channels_array(x: Any, channels: list, what: str, sample_dim: str | None) -
         shape = "[N, C, Y, X] (or [N, Y, X])" if sample_dim is not None else "[C, Y, X] (or [Y, X])"
         raise DataValidationError(f"{what}: array of shape {a.shape}; expected {shape} with C = {len(channels)}")
     return a
+
+
+def _subset_array(x: xr.Dataset, channels: list, what: str, sample_dim: str | None, missing: list) -> np.ndarray:
+    """:func:`_channels_array` of the channels ``x`` has, NaN in those of the ``missing`` variables."""
+    have = [c for c in channels if c[0] not in missing]
+    arr = _channels_array(x, have, what, sample_dim)
+    out = np.full((*arr.shape[:-3], len(channels), *arr.shape[-2:]), np.nan)
+    out[..., [channels.index(c) for c in have], :, :] = arr
+    return out
+
+
+def _encoder_obs_errors(obs: Any, critic: Any, ob: np.ndarray) -> np.ndarray | None:
+    """``[C_obs, Y, X]`` error std of ``ob`` for a critic that reads errors: the obs Dataset's ``<var>_error``,
+    else the model's ``obs_sigma``; None for other critics or array observations (the model's default)."""
+    if not getattr(critic, "reads_errors", False) or not isinstance(obs, xr.Dataset):
+        return None
+    from oceanda.analysis.encoding import obs_error_arrays
+
+    return obs_error_arrays(obs, critic.pair, ob[None].astype(np.float32))[0]
 
 
 def _window_errors(ens: np.ndarray, truth: np.ndarray, iy: np.ndarray, ix: np.ndarray, spec: W.WindowSpec) -> np.ndarray:
@@ -236,7 +261,8 @@ def likelihood_resolution(model: Any, ensemble: Any, truth: Any, obs: Any, *, ta
     tr = _channels_array(truth, critic.state_channels, "truth", None)
     if isinstance(obs, xr.Dataset) and obs_time is not None:
         obs = obs.isel(time=int(obs_time))
-    ob = _channels_array(obs, critic.obs_channels, "observations", None)
+    ob = _channels_array(obs, list(critic.obs_channels), "observations", None,
+                         any_subset=getattr(critic, "reads_any_subset", False))
     if ens.shape[0] < 2:
         raise DataValidationError(f"ensemble: {ens.shape[0]} member; expected at least 2 members to rank")
     ny, nx = ens.shape[-2:]
@@ -245,8 +271,11 @@ def likelihood_resolution(model: Any, ensemble: Any, truth: Any, obs: Any, *, ta
             raise GridMismatchError(f"{what}: grid {a.shape[-2]} x {a.shape[-1]}; expected the ensemble's grid {ny} x {nx}")
     spec.check(ny, nx, "ensemble")
     iy, ix = W.positions(ny, nx, spec)
-    logits = np.asarray(critic.logits(W.extract(ens, iy, ix, spec.size, 0, spec.periodic),
-                                      W.extract(ob, iy, ix, spec.size, spec.halo, spec.periodic)), dtype=np.float64)
+    cut = (iy, ix, spec.size, spec.halo, spec.periodic)
+    errs = _encoder_obs_errors(obs, critic, ob)
+    kw = {} if errs is None else {"errors": W.extract(errs, *cut)}
+    logits = np.asarray(critic.logits(W.extract(ens, iy, ix, spec.size, 0, spec.periodic), W.extract(ob, *cut), **kw),
+                        dtype=np.float64)
     errors = _window_errors(ens, tr, iy, ix, spec)
     sigma = _obs_error(obs, list(critic.obs_channels), obs_error)
     oracle = None if sigma is None else _oracle(ens, ob, sigma, critic, iy, ix, spec)
