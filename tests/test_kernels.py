@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, mass_cut, ranked_picks, ranked_picks_affine
+from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, mass_cut, ranked_picks, ranked_picks_affine, relative_sums
 from oceanda.analysis.local_mode import ranked_quantiles_rows
 
 
@@ -93,3 +93,28 @@ def test_warm_compiles_the_specialisations_a_fast_analysis_uses():
     analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(0), kind="neg_sq_distance", tau=2.0, members=4,
                   coupling="copula", engine="dense", precision="fast")
     assert {n: set(getattr(kernels, n).signatures) for n in names} == before
+
+
+def test_relative_sums_are_the_float64_sums_of_the_weights():
+    """Sum, squares and the weight below each query's threshold, over 1000 rows (four float32 partial sums)."""
+    rng = np.random.default_rng(4)
+    L = (rng.standard_normal((1000, 7)) * 4).astype(np.float32)
+    L[::97, 3] = -500.0  # far below: weight ~0 (floored at e^-87)
+    t = rng.standard_normal(7).astype(np.float32)
+    t[5] = L[10, 5]  # a row exactly at the threshold counts as kept, not below
+    sums = np.full((3, 7), 0.5)  # added to, not overwritten
+    relative_sums(L, t, sums)
+    e = np.exp(L.astype(np.float64) - t)
+    want = np.stack([e.sum(0), (e * e).sum(0), np.where(L < t, e, 0.0).sum(0)]) + 0.5
+    np.testing.assert_allclose(sums, want, rtol=4e-6)
+
+
+def test_relative_sums_exp_is_accurate_over_the_whole_range():
+    """exp(d) for d from -87 to 38 nats (the relative pass's headroom) within 4e-6, one weight per row."""
+    d = np.linspace(-87.0, 38.0, 40001).astype(np.float32)
+    got = np.empty_like(d, dtype=np.float64)
+    for i, x in enumerate(d[:, None, None]):
+        s = np.zeros((3, 1))
+        relative_sums(x, np.zeros(1, np.float32), s)
+        got[i] = s[0, 0]
+    np.testing.assert_allclose(got, np.exp(d.astype(np.float64)), rtol=4e-6)
