@@ -99,20 +99,26 @@ def _real_embeddings() -> tuple[np.ndarray, np.ndarray, str, float]:
     return np.load(zpath, mmap_mode="r"), np.load(qpath), meta["kind"], float(meta["tau"])
 
 
-def _gemm_ms(index, zo, repeats: int) -> float:
-    """CPU ms of the float32 product alone (blocked like the fused pass): the arithmetic floor of an exact search."""
+def _gemm_ms(index, zo, repeats: int, low: bool = False) -> float | None:
+    """CPU ms of the float32 product alone (blocked like the fused pass): the arithmetic floor of an exact search
+    (``low``: of the low-rank rows the search scores, None without them)."""
     import torch
 
     from oceanda.analysis import search as S
 
     qs, _ = index._fused_queries(zo)
+    rows = index.xt
+    if low:
+        if index.low is None:
+            return None
+        qs, rows = index.low.queries(qs, index.low.basis.shape[0])[0], index.low.rows
     qT = torch.from_numpy(np.ascontiguousarray(qs.T))
     buf = torch.empty(S._FUSED_BLOCK, len(qs))
     ts = []
     for _ in range(repeats):
         t = time.process_time()
         for a in range(0, index.n, S._FUSED_BLOCK):
-            xb = index.xt[a:a + S._FUSED_BLOCK]
+            xb = rows[a:a + S._FUSED_BLOCK]
             torch.mm(xb, qT, out=buf[:len(xb)])
         ts.append(time.process_time() - t)
     return 1e3 * float(np.median(ts))
@@ -130,7 +136,9 @@ def search_sweep(sizes=(10**4, 10**5, 10**6), kinds=("exact", "flat", "ivf", "fu
     -------
     list of dicts with ``size``, ``kind``, ``threads``, ``ms`` (median CPU ms), ``wall_ms``, ``build_s``,
     ``kept_mass`` (exact, mean over queries), ``kept_mass_min``, ``kept_mass_estimate``, ``recall_estimate``,
-    ``candidates`` (mean share of the library), ``gemm_ms`` (fused: the float32 product alone), ``load``
+    ``candidates`` (mean share of the library), ``gemm_ms`` (fused: the float32 product of the full rows alone),
+    ``gemm_low_ms`` and ``rank`` (fused: of its low-rank rows, None without), ``logit_error_max`` (the
+    search's bound on its logits' error, nats; 0 for full-rank searches), ``load``
     """
     import torch
 
@@ -154,7 +162,9 @@ def search_sweep(sizes=(10**4, 10**5, 10**6), kinds=("exact", "flat", "ivf", "fu
                 torch.set_num_threads(nt)
                 rows.append(_time_search(index, zo_days[:repeats], truth, keep_mass) | {
                     "size": len(z), "kind": k, "threads": nt, "build_s": build, "load": os.getloadavg()[0],
-                    "gemm_ms": _gemm_ms(index, zo_days[0], repeats) if k == "fused" else None})
+                    "gemm_ms": _gemm_ms(index, zo_days[0], repeats) if k == "fused" else None,
+                    "gemm_low_ms": _gemm_ms(index, zo_days[0], repeats, low=True) if k == "fused" else None,
+                    "rank": None if getattr(index, "low", None) is None else int(index.low.basis.shape[1])})
             del index
         torch.set_num_threads(before)
     return rows
@@ -163,7 +173,7 @@ def search_sweep(sizes=(10**4, 10**5, 10**6), kinds=("exact", "flat", "ivf", "fu
 def _time_search(index, queries, truth, keep_mass: float) -> dict:
     """Median CPU and wall ms of ``index.search`` over ``queries`` (one warm-up) and the kept mass against ``truth``."""
     res = index.search(queries[0], keep_mass)  # warm-up: first-touch pages, thread pools
-    ts, ws, kept, kmin, est, rec, cand = [], [], [], [], [], [], []
+    ts, ws, kept, kmin, est, rec, cand, lerr = [], [], [], [], [], [], [], []
     for zo, Wt in zip(queries, truth):
         res = None  # released before the next search, as local mode does
         t, w = time.process_time(), time.perf_counter()
@@ -173,10 +183,11 @@ def _time_search(index, queries, truth, keep_mass: float) -> dict:
         kept.append(np.mean(got)), kmin.append(np.min(got))
         est.append(res.kept_mass.mean()), rec.append(res.recall.mean())
         cand.append(np.mean((res.logits >= res.threshold[None]).sum(axis=0)) / index.n)
+        lerr.append(0.0 if res.logit_error is None else float(res.logit_error.max()))
     return {"ms": 1e3 * float(np.median(ts)), "wall_ms": 1e3 * float(np.median(ws)),
             "kept_mass": float(np.mean(kept)), "kept_mass_min": float(np.min(kmin)),
             "kept_mass_estimate": float(np.mean(est)), "recall_estimate": float(np.mean(rec)),
-            "candidates": float(np.mean(cand))}
+            "candidates": float(np.mean(cand)), "logit_error_max": float(np.max(lerr))}
 
 
 def query_1e6(repeats: int = 3, threads: int = 1, kind: str = "auto") -> dict:
@@ -185,8 +196,9 @@ def query_1e6(repeats: int = 3, threads: int = 1, kind: str = "auto") -> dict:
     Returns
     -------
     dict: ``query_ms_1e6`` (median CPU ms), ``query_wall_ms_1e6``, ``kept_mass_1e6`` (exact, mean over
-    windows), ``kept_mass_min_1e6``, ``query_gemm_ms_1e6`` (the float32 product alone), ``query_kind_1e6``,
-    ``query_threads_1e6``, ``load_average``
+    windows), ``kept_mass_min_1e6``, ``query_gemm_ms_1e6`` (the float32 product of the full rows alone),
+    ``query_gemm_low_ms_1e6``, ``query_rank_1e6`` and ``query_logit_error_1e6`` (the low-rank rows' product,
+    their rank and the search's logit error bound), ``query_kind_1e6``, ``query_threads_1e6``, ``load_average``
     """
     from oceanda.analysis.search import auto_kind
 
@@ -194,6 +206,8 @@ def query_1e6(repeats: int = 3, threads: int = 1, kind: str = "auto") -> dict:
     r = search_sweep((10**6,), (kind,), repeats=repeats, threads=(threads,))[0]
     return {"query_ms_1e6": r["ms"], "query_wall_ms_1e6": r["wall_ms"], "kept_mass_1e6": r["kept_mass"],
             "kept_mass_min_1e6": r["kept_mass_min"], "query_gemm_ms_1e6": r["gemm_ms"], "query_kind_1e6": kind,
+            "query_gemm_low_ms_1e6": r.get("gemm_low_ms"), "query_rank_1e6": r.get("rank"),
+            "query_logit_error_1e6": r["logit_error_max"],
             "query_threads_1e6": threads, "load_average": r["load"]}
 
 

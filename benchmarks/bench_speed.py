@@ -203,7 +203,8 @@ def search_row() -> dict:
               f"kept mass {r['kept_mass']:.5f}", file=sys.stderr, flush=True)
     top = rows[-1]
     return {"search_sweep": rows, "query_ms_1e6": top["ms"], "kept_mass_1e6": top["kept_mass"],
-            "query_gemm_ms_1e6": top.get("gemm_ms"), "query_kind_1e6": top["kind"]}
+            "query_gemm_ms_1e6": top.get("gemm_ms"), "query_kind_1e6": top["kind"],
+            "query_rank_1e6": top.get("rank"), "query_logit_error_1e6": top.get("logit_error_max")}
 
 
 def _print(res: dict) -> None:

@@ -270,3 +270,32 @@ def test_fast_precision_in_groups_of_windows_equals_all_windows_at_once(monkeypa
     np.testing.assert_allclose(grouped.ess, whole.ess, rtol=1e-6)
     assert all(np.array_equal(a, b) for a, b in zip(grouped.retrieved, whole.retrieved))
     assert len(grouped.retrieved) == len(whole.retrieved) == len(whole.iy)
+
+
+def test_low_rank_search_gives_the_exact_searchs_analysis_and_says_its_logit_error(monkeypatch):
+    from oceanda.analysis import search as S
+
+    monkeypatch.setattr(S, "LOW_RANK_MIN", 100)
+    lib, f = _library()
+    wlib = WindowLibrary(lib, W.WindowSpec(size=8, stride=4, halo=2), stride=2)
+    embed = _embed(np.random.default_rng(7).normal(size=(16, 32)) * 0.3)  # rank 16 in 32 dimensions
+    z = wlib.embeddings(embed, "t")
+    obs = f[7, :1] + 0.05 * np.random.default_rng(8).normal(size=(1, 16, 16))
+    kw = dict(kind="neg_sq_distance", tau=2.0, members=12, keep_mass=0.999, engine="dense")
+    index = S.WindowIndex(z, "neg_sq_distance", 2.0, "fused")
+    assert index.low is not None and index.low.basis.shape[1] < 32  # smooth windows: fewer than 16 directions
+    low = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), index=index, **kw)
+    full = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw,
+                         index=S.WindowIndex(z, "neg_sq_distance", 2.0, "fused", logit_tol=0))
+    assert low.search == "fused" and 0 < low.logit_error.max() <= S.LOGIT_TOL and full.logit_error.max() == 0
+    scale = np.nanmax(np.abs(full.mean))
+    # the same search on the full rows: weights within e^(+-0.03) of each other (1.7e-4 measured)
+    np.testing.assert_allclose(low.mean, full.mean, atol=1e-3 * scale)
+    assert (low.dropped_mass <= 1e-3 + 1e-9).all()
+    an = [Analysis(low.members, low.mean, low.spread, 10.0, 1e-3, over_windows=True, search="fused", recall=1.0,
+                   logit_error=0.02), Analysis(low.members, low.mean, low.spread, 10.0, 1e-3, over_windows=True,
+                                               search="fused", recall=1.0, logit_error=0.0)]
+    ds = analyses_to_dataset(an, lib, np.arange(2), {"mode": "local"})
+    assert ds.attrs["search_logit_error_max"] == pytest.approx(0.02)
+    an[0].logit_error = 0.0
+    assert "search_logit_error_max" not in analyses_to_dataset(an, lib, np.arange(2), {"mode": "local"}).attrs

@@ -231,3 +231,53 @@ def test_fused_weights_relative_to_the_thresholds_give_the_shifted_passs_numbers
         np.testing.assert_allclose(getattr(rel, f), getattr(old, f), rtol=1e-6, atol=1e-9)
     for q in range(6):
         np.testing.assert_array_equal(rel.candidates(q)[0], old.candidates(q)[0])
+
+
+def _low_rank_library(n: int, d: int, r: int, noise: float, seed: int = 5):
+    """Embeddings that use ``r`` of their ``d`` dimensions (plus small isotropic noise), as trained ones do."""
+    rng = np.random.default_rng(seed)
+    B = np.linalg.qr(rng.normal(size=(d, r)))[0]
+    z = rng.normal(size=(n, r)) @ B.T + noise * rng.normal(size=(n, d))
+    zo = rng.normal(size=(12, r)) @ B.T + noise * rng.normal(size=(12, d))
+    return z.astype(np.float32), zo.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind,tau", [("cosine", 0.1), ("neg_sq_distance", 2.0), ("inner", 0.5)])
+def test_low_rank_search_stays_within_its_logit_bound_and_keeps_the_mass_it_reports(kind, tau, monkeypatch):
+    from oceanda.analysis import search as S
+
+    monkeypatch.setattr(S, "LOW_RANK_MIN", 1000)
+    z, zo = _low_rank_library(20000, 48, 16, 2e-3)
+    index = WindowIndex(z, kind, tau, "fused", logit_tol=0.05)
+    assert index.low is not None and index.low.basis.shape[1] == 16  # the smallest rank that holds the rows
+    res = index.search(zo, keep_mass=0.999)
+    assert res.logit_error is not None and 0 < res.logit_error.max() <= 0.05
+    L = numpy_scores(z, zo, kind, tau)
+    err = np.abs(res.logits - L).max(axis=0)
+    slack = 2e-5 * np.abs(L).max()  # float32 rounding, as the full rows' product has
+    assert (err <= res.logit_error + slack).all() and err.max() > 0  # the low-rank rows were scored
+    W = softmax_weights(L)
+    true_kept = np.array([W[res.candidates(q)[0], q].sum() for q in range(len(zo))])
+    assert (res.kept_mass >= 0.999).all() and (true_kept >= res.kept_mass - 1e-6).all()  # a guaranteed lower bound
+
+
+def test_low_rank_search_scores_the_full_rows_for_queries_off_the_library_subspace(monkeypatch):
+    from oceanda.analysis import search as S
+
+    monkeypatch.setattr(S, "LOW_RANK_MIN", 1000)
+    z, _ = _low_rank_library(20000, 48, 16, 1e-3)
+    off = np.random.default_rng(6).normal(size=(4, 48)).astype(np.float32)
+    index = WindowIndex(z, "cosine", 0.1, "fused")
+    assert index.low is not None
+    res = index.search(off, keep_mass=0.999)
+    assert res.logit_error is None
+    np.testing.assert_allclose(res.logits, numpy_scores(z, off, "cosine", 0.1), rtol=1e-5, atol=1e-4)
+
+
+def test_no_low_rank_copy_for_a_library_that_uses_every_dimension(monkeypatch):
+    from oceanda.analysis import search as S
+
+    monkeypatch.setattr(S, "LOW_RANK_MIN", 1000)
+    z = np.random.default_rng(7).normal(size=(5000, 48)).astype(np.float32)
+    assert WindowIndex(z, "cosine", 0.1, "fused").low is None
+    assert WindowIndex(z, "cosine", 0.1, "fused", logit_tol=0).low is None

@@ -319,6 +319,7 @@ class LocalAnalysis:
     search: str = "exact"  # how the candidates were found (loop: 'exact')
     recall: np.ndarray | None = None  # [P] share of the weight in the scored windows (estimated for 'ivf')
     engine: str = "loop"
+    logit_error: np.ndarray | None = None  # [P] bound on the search's logit error (nats; low-rank search), else None
 
     @property
     def spread(self) -> np.ndarray:
@@ -618,7 +619,8 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
         rows = np.where(table.ok[picks.ravel()].reshape(rows.shape) > 0, rows, mean[:, None])
     return (mean.reshape(P, C, s, s), rows.reshape(P, members, C, s, s),
             dict(ess=ess, dropped_mass=dropped, retrieved=_retrieved(top, cands, Wd if rows_mode else None, P),
-                 search=res.kind, recall=res.recall, engine="dense"))
+                 search=res.kind, recall=res.recall, engine="dense",
+                 logit_error=np.zeros(P) if res.logit_error is None else res.logit_error))
 
 
 def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,

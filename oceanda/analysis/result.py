@@ -42,6 +42,8 @@ class Analysis:
     local : the hybrid's local analysis as mode ``local`` returns it (when the sampler keeps it:
         ``HybridSampler.keep_local``), else None
     local_share : the share of this time's analysis seconds its local analysis took (with ``local``)
+    logit_error : local and hybrid modes: bound on any logit's error (nats) of a low-rank window search
+        (:class:`~oceanda.analysis.search.LowRank`; 0: full rows), None where not measured
     """
 
     members: np.ndarray
@@ -57,6 +59,7 @@ class Analysis:
     recall: float | None = None
     local: Analysis | None = None
     local_share: float | None = None
+    logit_error: float | None = None
 
 
 def _diag(values, dims, long_name: str, units: str = "1") -> xr.DataArray:
@@ -113,6 +116,9 @@ def _add_mass_attrs(ds: xr.Dataset, analyses: Sequence[Analysis]) -> None:
     if all(a.search is not None for a in analyses):
         ds.attrs["search"] = ",".join(sorted({str(a.search) for a in analyses}))
         ds.attrs["search_recall"] = float(np.mean([a.recall for a in analyses]))
+    err = max((a.logit_error for a in analyses if a.logit_error is not None), default=0.0)
+    if err > 0:  # a low-rank search scored the windows: its logits are within err nats of the exact ones
+        ds.attrs["search_logit_error_max"] = err
 
 
 def _fields(arr: np.ndarray, library: Library, like: xr.Dataset, times: Any) -> xr.Dataset:

@@ -330,7 +330,8 @@ class LocalSampler(Sampler):
     def _analysis_of(la: LocalAnalysis) -> Analysis:
         """A local analysis as an :class:`Analysis` (ESS and dropped mass: means over the windows)."""
         return Analysis(la.members, la.mean, la.spread, float(np.mean(la.ess)), float(np.mean(la.dropped_mass)),
-                        over_windows=True, search=la.search, recall=float(np.mean(la.recall)))
+                        over_windows=True, search=la.search, recall=float(np.mean(la.recall)),
+                        logit_error=None if la.logit_error is None else float(np.max(la.logit_error, initial=0.0)))
 
     def geometry(self) -> dict[str, Any]:
         """Attributes of the window geometry (``window_size``, ``window_stride``, ...).
@@ -436,6 +437,7 @@ class HybridSampler(LocalSampler):
                         float(np.mean(la.ess)), float(np.mean(la.dropped_mass)), over_windows=True,
                         background_mean=la.mean, background_spread=la.spread, search=la.search,
                         recall=float(np.mean(la.recall)), local=local,
+                        logit_error=None if la.logit_error is None else float(np.max(la.logit_error, initial=0.0)),
                         local_share=None if local is None else local_seconds / max(_time.perf_counter() - tic, 1e-12))
 
     def geometry(self) -> dict[str, Any]:

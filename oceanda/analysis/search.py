@@ -18,7 +18,11 @@ the library's size, so :class:`WindowIndex` hides the choice behind one ``search
   :func:`oceanda.analysis.posterior.truncate` keeps plus the rows between its threshold and the
   provisional one (a boundary band worth at most ``(1 - _PILOT_SAFETY)(1 - keep_mass)`` of the weight
   when the pilot is right). Logits are retained (``[N, Q]`` float32, as ``'flat'``: 256 MB for 64 queries
-  x 1e6 windows).
+  x 1e6 windows). From :data:`LOW_RANK_MIN` rows the library also keeps its rows in their leading
+  principal directions (:class:`LowRank`, half the bundled model's 64 dimensions); a search whose queries
+  lie close enough to them that no logit moves by more than ``logit_tol`` (:data:`LOGIT_TOL` nats, bounded
+  per query) scores those instead, tightens the cut by that bound and reports the kept mass as a guaranteed
+  lower bound and the bound itself (``logit_error``; output attribute ``search_logit_error_max``).
 - ``'ivf'``: an inverted file. The embeddings are cut into k-means cells (faiss when
   installed, else numpy Lloyd steps); each cell keeps a stratified sample of its members (up to
   :data:`CELL_SAMPLE`), whose mean exp(s / tau) times the cell's size estimates the cell's weight without
@@ -69,6 +73,12 @@ _EXP_HEADROOM = 30.0
 _REL_HEADROOM = 38.0
 _LOG2E = 1.4426950408889634
 KINDS = SEARCH_KINDS
+#: Libraries from this size get a low-rank copy of the fused search's rows (:class:`LowRank`).
+LOW_RANK_MIN = 100_000
+#: Largest logit error (nats) a low-rank search may make: above it, a search scores the full rows.
+LOGIT_TOL = 0.03
+#: A rank is worth keeping when no row's residual exceeds this share of the largest row norm.
+_LOW_RANK_REL = 0.05
 
 
 def auto_kind(n: int) -> str:
@@ -106,6 +116,8 @@ class SearchResult:
     nprobe: np.ndarray | None = None
     #: ``[R, Q]`` float64 ``exp(logits - column max)`` when the search computed them (exact): reused, not redone
     exp_logits: np.ndarray | None = None
+    #: ``[Q]`` bound on any logit's error (nats) of a low-rank search (:class:`LowRank`); None: float32 rounding only
+    logit_error: np.ndarray | None = None
 
     def candidates(self, q: int) -> tuple[np.ndarray, np.ndarray]:
         """Library entries of query ``q``'s candidates and their renormalised weights (float64).
@@ -287,13 +299,6 @@ def threshold_rows32(L, keep_mass: float, max_keep: int | None = None) -> tuple:
     return E, zk, thr, np.log(total) + m64, kept, total ** 2 / z2
 
 
-def _pilot_cut(w: np.ndarray, keep_mass: float, safety: float) -> np.ndarray:
-    """Per row of a pilot's ascending weights ``w`` ``[Q, S]``, the first entry kept: the entries before it hold
-    at most ``safety`` of the ``1 - keep_mass`` that may be dropped (of the pilot's own total)."""
-    cum = np.cumsum(w, axis=1, dtype=np.float64)
-    return np.minimum((cum <= (safety * (1.0 - keep_mass) * cum[:, -1])[:, None]).sum(axis=1), w.shape[1] - 1)
-
-
 def _cap(L: np.ndarray, thr: np.ndarray, max_keep: int | None) -> np.ndarray:
     """Raise the thresholds of columns with more than ``max_keep`` candidates to their ``max_keep``-th logit."""
     if max_keep is None or max_keep >= L.shape[0]:
@@ -347,6 +352,73 @@ def scores32(x: np.ndarray, sq: np.ndarray | None, zo: np.ndarray, kind: str, ta
     return out
 
 
+@dataclass
+class LowRank:
+    """The fused search's rows in their leading ``r`` principal directions, with a bound on what that drops.
+
+    Why: trained embeddings use few of their dimensions (the bundled model's 64-dimensional library holds
+    99.97 % of its second moment in 32), and the scores' product costs in proportion to the rank. Each
+    library row is ``x = P a + r_x`` with ``P`` ``[d, r]`` orthonormal and ``|r_x| <= rmax``; a query
+    ``q = P b + r_q`` then has ``x . q = a . b + r_x . r_q``, so every logit of the low-rank product
+    ``a . b`` is within ``rmax |r_q|`` of the exact one (Cauchy-Schwarz; ``q`` already carries ``1/tau``).
+    The extra columns of the negative squared distance (``-|x|^2/2``, ``1``) are kept exactly.
+
+    Attributes
+    ----------
+    basis : ``[d, r]`` float64 orthonormal directions (the leading eigenvectors of the rows' second moment)
+    rmax : largest residual norm of a library row outside them
+    rows : ``[N, r + extra]`` float32 torch rows ``[x P, extra columns]``
+    """
+
+    basis: np.ndarray
+    rmax: float
+    rows: object
+
+    def queries(self, qs: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled (augmented) queries ``[Q, d + extra]`` as low-rank queries ``[Q, r + extra]`` and their logit error bounds ``[Q]``."""
+        q = qs[:, :d].astype(np.float64)
+        b = q @ self.basis
+        err = self.rmax * np.linalg.norm(q - b @ self.basis.T, axis=1)
+        low = np.concatenate([b.astype(np.float32), qs[:, d:]], axis=1)
+        return np.ascontiguousarray(low, dtype=np.float32), err
+
+
+def low_rank(x: np.ndarray, d: int, block: int = 65536) -> LowRank | None:
+    """The smallest rank (a multiple of 8, at most ``d - 16``) whose residuals stay below :data:`_LOW_RANK_REL`
+    of the largest row norm, for the first ``d`` columns of ``x`` ``[N, d + extra]``; None when none does.
+
+    Two float64 passes over the rows: the second moment, then every row's residual at every rank (its
+    squared norm minus the cumulative squares of its rotated coordinates).
+    """
+    import torch
+
+    if d < 24 or len(x) == 0:
+        return None
+    C = np.zeros((d, d))
+    for a in range(0, len(x), block):
+        b = x[a:a + block, :d].astype(np.float64)
+        C += b.T @ b
+    V = np.linalg.eigh(C)[1][:, ::-1]
+    res2, norm2 = np.zeros(d), 0.0
+    for a in range(0, len(x), block):
+        c = x[a:a + block, :d].astype(np.float64) @ V
+        sq = c * c
+        tot = sq.sum(axis=1)
+        res2 = np.maximum(res2, (tot[:, None] - np.cumsum(sq, axis=1)).max(axis=0))
+        norm2 = max(norm2, float(tot.max()))
+    ok = [r for r in range(8, d - 15, 8) if np.sqrt(max(res2[r - 1], 0.0)) <= _LOW_RANK_REL * np.sqrt(norm2)]
+    if not ok:
+        return None
+    r = ok[0]
+    P = np.ascontiguousarray(V[:, :r])
+    rows = np.empty((len(x), r + x.shape[1] - d), np.float32)
+    for a in range(0, len(x), block):
+        rows[a:a + block, :r] = x[a:a + block, :d].astype(np.float64) @ P
+        rows[a:a + block, r:] = x[a:a + block, d:]
+    # the truncation's bound; float32 rounding of the product is the full rows' (as for 'flat')
+    return LowRank(P, float(np.sqrt(max(res2[r - 1], 0.0))), torch.from_numpy(rows))
+
+
 class WindowIndex:
     """Search of library window embeddings ``z_lib`` ``[N, ne]`` for the windows holding ``keep_mass``.
 
@@ -356,10 +428,12 @@ class WindowIndex:
     kind : similarity kind (:func:`~oceanda.contrastive.similarity.canonical_kind`), ``tau`` its temperature
     method : ``'auto'`` (exact below :data:`EXACT_BELOW` entries, else ``'ivf'``), ``'exact'``, ``'flat'``, ``'ivf'``
     nlist : IVF cells (default ``4 sqrt(N)``); ``seed`` their k-means and member samples
+    logit_tol : ``'fused'`` from :data:`LOW_RANK_MIN` rows: largest logit error (nats) of a low-rank search
+        (:class:`LowRank`; 0: always the full rows)
     """
 
     def __init__(self, z_lib: np.ndarray, kind: str, tau: float, method: str = "auto", nlist: int | None = None,
-                 seed: int = 0):
+                 seed: int = 0, logit_tol: float = LOGIT_TOL):
         from oceanda.settings import check_choice
 
         check_choice("search", method, KINDS)
@@ -369,10 +443,13 @@ class WindowIndex:
         self.x = self.sq = None
         self._buf = None  # the fused search's logits, reused (see _logits_buffer)
         self._z64 = None  # 'exact': the float64 rows numpy_scores prepares, prepared once (see _exact_scores)
+        self.logit_tol, self.low = float(logit_tol), None
         if self.method in ("flat", "ivf", "fused"):
             self.x, self.sq = _prepare(z_lib, self.kind)
         if self.method == "fused":
             self._build_fused()
+            if self.n >= LOW_RANK_MIN and self.logit_tol > 0:
+                self.low = low_rank(self.xt.numpy(), len(z_lib[0]))
         if self.method == "ivf":
             self._build_ivf(nlist or int(np.clip(4 * np.sqrt(self.n), 8, 65536)), seed)
 
@@ -483,47 +560,66 @@ class WindowIndex:
         bound = self.xmax * np.linalg.norm(q.astype(np.float64), axis=1) / self.tau
         return np.ascontiguousarray(q * inv), bound
 
-    def _pilot(self, qT, bound: np.ndarray, keep_mass: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _pilot(self, rows, qT, bound: np.ndarray, keep_mass: float) -> tuple[np.ndarray, np.ndarray, bool]:
         """Reference logits ``[Q]``, provisional float32 thresholds ``[Q]`` and whether the reference bounds every block.
 
         Evenly spaced rows estimate each query's weight below every logit (a ratio estimate: the pilot's own
-        total is the denominator); the threshold drops :data:`_PILOT_SAFETY` of ``1 - keep_mass`` there.
+        total is the denominator); the threshold drops at most :data:`_PILOT_SAFETY` of ``1 - keep_mass``
+        there, by whole log-spaced bins (:func:`~oceanda.analysis.kernels.mass_cut`: no sort of the pilot).
         """
         import torch
 
+        from oceanda.analysis.kernels import mass_cut
+
         step = max(1, self.n // _PILOT)
-        Ls = torch.mm(self.xt[step // 2::step], qT).numpy().T  # [Q, S] float32
-        srt = np.sort(Ls, axis=1)
-        ref = srt[:, -1].astype(np.float64)
+        Ls = np.ascontiguousarray(torch.mm(rows[step // 2::step], qT).numpy().T)  # [Q, S] float32
+        ref32 = Ls.max(axis=1)
+        ref = ref32.astype(np.float64)
         bounded = bool(np.all(bound - ref < _EXP_HEADROOM))
         if keep_mass >= 1.0:
             return ref, np.full(len(ref), -np.inf, np.float32), bounded
-        j = _pilot_cut(np.exp(srt - ref[:, None].astype(np.float32)), keep_mass, _PILOT_SAFETY)
-        return ref, srt[np.arange(len(srt)), j], bounded
+        cut = mass_cut(np.exp(Ls - ref32[:, None]), 1.0 - _PILOT_SAFETY * (1.0 - keep_mass))[4]
+        with np.errstate(divide="ignore"):
+            thr = np.log(cut) + ref32
+        return ref, np.where(cut > 0, thr, Ls.min(axis=1)).astype(np.float32), bounded
 
     def _search_fused(self, zo: np.ndarray, keep_mass: float, max_keep: int | None) -> SearchResult:
-        """One blocked float32 pass (:meth:`_fused_pass`), exact kept mass; misses and caps redone per query."""
+        """One blocked float32 pass (:meth:`_fused_pass`), exact kept mass; misses and caps redone per query.
+
+        With a low-rank copy (:class:`LowRank`) whose error bound ``delta`` stays within ``logit_tol`` for
+        every query, the pass scores the low-rank rows, the cut keeps ``1 - (1 - keep_mass) e^(-2 delta)`` of
+        the approximate weights, and ``kept_mass`` is the guaranteed ``1 - (1 - kept) e^(2 delta)``: weights off
+        by at most ``e^(+-delta)`` each change a dropped share by at most ``e^(2 delta)``.
+        """
         import torch
 
         qs, bound = self._fused_queries(zo)
+        rows, err, keep = self.xt, None, keep_mass
+        if self.low is not None:
+            ql, e = self.low.queries(qs, self.low.basis.shape[0])
+            if float(e.max()) <= self.logit_tol:
+                qs, rows, err, bound = ql, self.low.rows, e, bound + e
+                keep = 1.0 - (1.0 - keep_mass) * float(np.exp(-2.0 * e.max()))
         Q = len(qs)
         qT = torch.from_numpy(np.ascontiguousarray(qs.T))
-        ref, thr32, bounded = self._pilot(qT, bound, keep_mass)
+        ref, thr32, bounded = self._pilot(rows, qT, bound, keep)
         L = self._logits_buffer(Q)  # [N, Q] like 'flat' (a query-major copy costs 5x the store)
         if bounded and np.all(np.isfinite(thr32)) and np.all(bound - thr32 < _REL_HEADROOM):
-            ref, z, z2, below = self._fused_pass_relative(qT, thr32, ref, torch.from_numpy(L))
+            ref, z, z2, below = self._fused_pass_relative(rows, qT, thr32, ref, torch.from_numpy(L))
         else:
-            ref, z, z2, below = self._fused_pass(qT, thr32, ref, bounded, torch.from_numpy(L))
+            ref, z, z2, below = self._fused_pass(rows, qT, thr32, ref, bounded, torch.from_numpy(L))
         log_total = np.log(z) + ref
         thr = thr32.astype(np.float64)
         kept = np.minimum(1.0 - below / z, 1.0)
-        redo = kept < keep_mass
+        redo = kept < keep
         if max_keep is not None:
             redo |= (L >= thr32[None]).sum(axis=0) > max_keep
         for q in np.flatnonzero(redo):  # the pilot missed (or a cap): the exact rule on this query's logits
-            t, k, _ = _threshold_chunk(L[:, q:q + 1].copy(), keep_mass, log_total[q:q + 1], max_keep)
+            t, k, _ = _threshold_chunk(L[:, q:q + 1].copy(), keep, log_total[q:q + 1], max_keep)
             thr[q], kept[q] = t[0], k[0]
-        return SearchResult("fused", None, L, thr, log_total, kept, np.ones(Q), z * z / z2)
+        if err is not None:
+            kept = 1.0 - (1.0 - kept) * np.exp(2.0 * err)
+        return SearchResult("fused", None, L, thr, log_total, kept, np.ones(Q), z * z / z2, logit_error=err)
 
     def _logits_buffer(self, Q: int) -> np.ndarray:
         """The ``[N, Q]`` float32 logits of a search: the previous search's array when nothing else holds it.
@@ -543,7 +639,7 @@ class WindowIndex:
         self._buf = np.empty((self.n, Q), np.float32)
         return self._buf
 
-    def _fused_pass(self, qT, thr32: np.ndarray, ref: np.ndarray, bounded: bool, out) -> tuple:
+    def _fused_pass(self, rows, qT, thr32: np.ndarray, ref: np.ndarray, bounded: bool, out) -> tuple:
         """Score every block of rows into ``out`` ``[N, Q]``; sum its weights, squared weights and weights below ``thr32``.
 
         The general pass (:meth:`_fused_pass_relative` where the logits are bounded near the thresholds).
@@ -561,7 +657,7 @@ class WindowIndex:
         t = torch.from_numpy(thr32)[None]
         neg = torch.from_numpy((-ref * _LOG2E).astype(np.float32))[None]
         sums = np.zeros((3, Q))
-        for lb in self._scored_blocks(qT, out):
+        for lb in self._scored_blocks(rows, qT, out):
             eb, hb = eb_[:len(lb)], hb_[:len(lb)]
             if not bounded:
                 m = lb.amax(dim=0).numpy().astype(np.float64)
@@ -575,16 +671,16 @@ class WindowIndex:
             sums += torch.stack([s1, s2, hb.sum(dim=0)]).numpy().astype(np.float64)
         return ref, sums[0], sums[1], sums[2]
 
-    def _scored_blocks(self, qT, out):
-        """Score every block of :data:`_FUSED_BLOCK` library rows into its rows of ``out`` ``[N, Q]``; yield each block."""
+    def _scored_blocks(self, rows, qT, out):
+        """Score every block of :data:`_FUSED_BLOCK` of ``rows`` (``self.xt`` or the low-rank rows) into ``out`` ``[N, Q]``; yield each block."""
         import torch
 
         for a in range(0, self.n, _FUSED_BLOCK):
             lb = out[a:a + _FUSED_BLOCK]  # rows a:a+n of out are contiguous
-            torch.mm(self.xt[a:a + len(lb)], qT, out=lb)
+            torch.mm(rows[a:a + len(lb)], qT, out=lb)
             yield lb
 
-    def _fused_pass_relative(self, qT, thr32: np.ndarray, ref: np.ndarray, out) -> tuple:
+    def _fused_pass_relative(self, rows, qT, thr32: np.ndarray, ref: np.ndarray, out) -> tuple:
         """:meth:`_fused_pass` with weights relative to each query's threshold: ``exp(logit - thr)``.
 
         Why: each block is then reduced by one compiled pass (:func:`~oceanda.analysis.kernels.relative_sums`:
@@ -596,7 +692,7 @@ class WindowIndex:
 
         sums = np.zeros((3, qT.shape[1]))
         t = np.ascontiguousarray(thr32, dtype=np.float32)
-        for lb in self._scored_blocks(qT, out):
+        for lb in self._scored_blocks(rows, qT, out):
             relative_sums(lb.numpy(), t, sums)
         f = np.exp(thr32.astype(np.float64) - ref)  # back to weights relative to exp(ref)
         return ref, sums[0] * f, sums[1] * f * f, sums[2] * f
