@@ -387,36 +387,44 @@ def low_rank(x: np.ndarray, d: int, block: int = 65536) -> LowRank | None:
     """The smallest rank (a multiple of 8, at most ``d - 16``) whose residuals stay below :data:`_LOW_RANK_REL`
     of the largest row norm, for the first ``d`` columns of ``x`` ``[N, d + extra]``; None when none does.
 
-    Two float64 passes over the rows: the second moment, then every row's residual at every rank (its
-    squared norm minus the cumulative squares of its rotated coordinates).
+    Two float64 passes over the rows: the second moment, then the rows' rotated coordinates, which give
+    the low-rank rows and every row's residual (its squared tail coordinates) at each rank from the first
+    one the eigenvalues allow (whose mean residual is at most the largest one allowed).
     """
-    import torch
-
     if d < 24 or len(x) == 0:
         return None
     C = np.zeros((d, d))
     for a in range(0, len(x), block):
         b = x[a:a + block, :d].astype(np.float64)
         C += b.T @ b
-    V = np.linalg.eigh(C)[1][:, ::-1]
-    res2, norm2 = np.zeros(d), 0.0
+    lam, V = np.linalg.eigh(C)
+    lam, V = np.maximum(lam[::-1], 0.0), np.ascontiguousarray(V[:, ::-1])
+    tail = np.cumsum(lam[::-1])[::-1]  # tail[r]: the rows' summed squares outside the leading r directions
+    ranks = [r for r in range(8, d - 15, 8) if tail[r] <= _LOW_RANK_REL ** 2 * lam.sum()]
+    if not ranks:
+        return None
+    rows = np.empty((len(x), ranks[0] + x.shape[1] - d), np.float32)
+    res2, norm2 = np.zeros(len(ranks)), 0.0
     for a in range(0, len(x), block):
         c = x[a:a + block, :d].astype(np.float64) @ V
-        sq = c * c
-        tot = sq.sum(axis=1)
-        res2 = np.maximum(res2, (tot[:, None] - np.cumsum(sq, axis=1)).max(axis=0))
-        norm2 = max(norm2, float(tot.max()))
-    ok = [r for r in range(8, d - 15, 8) if np.sqrt(max(res2[r - 1], 0.0)) <= _LOW_RANK_REL * np.sqrt(norm2)]
-    if not ok:
+        rows[a:a + block, :ranks[0]], rows[a:a + block, ranks[0]:] = c[:, :ranks[0]], x[a:a + block, d:]
+        groups = np.add.reduceat(c[:, ranks[0]:] ** 2, np.arange(0, d - ranks[0], 8), axis=1)
+        res2 = np.maximum(res2, np.cumsum(groups[:, ::-1], axis=1)[:, ::-1][:, :len(ranks)].max(axis=0))
+        norm2 = max(norm2, float(np.einsum("nd,nd->n", c, c).max()))
+    ok = np.flatnonzero(np.sqrt(res2) <= _LOW_RANK_REL * np.sqrt(norm2))
+    if not len(ok):
         return None
-    r = ok[0]
-    P = np.ascontiguousarray(V[:, :r])
-    rows = np.empty((len(x), r + x.shape[1] - d), np.float32)
-    for a in range(0, len(x), block):
-        rows[a:a + block, :r] = x[a:a + block, :d].astype(np.float64) @ P
-        rows[a:a + block, r:] = x[a:a + block, d:]
+    r = ranks[ok[0]]
+    if r != ranks[0]:  # the eigenvalues allowed a rank the largest residual does not: the rows again
+        rows = np.concatenate([(x[:, :d].astype(np.float64) @ V[:, :r]).astype(np.float32), x[:, d:]], axis=1)
     # the truncation's bound; float32 rounding of the product is the full rows' (as for 'flat')
-    return LowRank(P, float(np.sqrt(max(res2[r - 1], 0.0))), torch.from_numpy(rows))
+    return LowRank(np.ascontiguousarray(V[:, :r]), float(np.sqrt(res2[ok[0]])), _torch_rows(rows))
+
+
+def _torch_rows(rows: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
 
 
 class WindowIndex:
