@@ -32,6 +32,7 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -168,6 +169,7 @@ def paired_64(days: int, rounds: int = 5) -> dict:
     analyses and the next (the two ratios of back-to-back runs here ranged 0.85-1.95); a pair measured
     within a second sees the same load.
     """
+    from oceanda.analysis.local_mode import BF16_ENV, bf16_products
     from oceanda.kalman import analyse_dataset, tuned_filter
 
     lib, obs, _ = _inputs(SAMPLE, days)
@@ -175,20 +177,44 @@ def paired_64(days: int, rounds: int = 5) -> dict:
     inputs = s.read_obs(obs, s.library)
     ens = _letkf_members(lib)
     filters = {"tiles": tuned_filter("qg_altimetry", block=2), "points": tuned_filter("qg_altimetry", block=1)}
-    ratios: dict = {"tiles": [], "points": []}
+    ratios: dict = {"tiles": [], "points": [], "f32": []}
+    bf16 = bf16_products()
     for r in range(rounds):
         for d, inp in enumerate(inputs):
-            t = time.process_time()
-            s.analyse(inp, np.random.default_rng([0, d]))
-            local = time.process_time() - t
-            for k, f in filters.items():
-                t = time.process_time()
-                analyse_dataset(ens, obs.isel(time=[d]), f, periodic=True, rng=0)
-                ratios[k].append(local / (time.process_time() - t))
-    q = {k: np.percentile(v, [25, 50, 75]) for k, v in ratios.items()}
+            local = _cpu(lambda: s.analyse(inp, np.random.default_rng([0, d])))
+            letkf = {k: _cpu(lambda: analyse_dataset(ens, obs.isel(time=[d]), f, periodic=True, rng=0))
+                     for k, f in filters.items()}
+            if bf16:  # the same analysis with float32 window means, for the record
+                with _env(BF16_ENV, "0"):
+                    ratios["f32"].append(_cpu(lambda: s.analyse(inp, np.random.default_rng([0, d]))) / letkf["tiles"])
+            for k, v in letkf.items():
+                ratios[k].append(local / v)
+    q = {k: np.percentile(v, [25, 50, 75]) if v else [np.nan] * 3 for k, v in ratios.items()}
     return {"local_over_letkf_64_paired": float(q["tiles"][1]), "local_over_letkf_64_paired_iqr": q["tiles"][[0, 2]].tolist(),
             "local_over_letkf_points_64_paired": float(q["points"][1]),
-            "local_over_letkf_points_64_paired_iqr": q["points"][[0, 2]].tolist(), "paired_analyses": len(ratios["tiles"])}
+            "local_over_letkf_points_64_paired_iqr": q["points"][[0, 2]].tolist(), "paired_analyses": len(ratios["tiles"]),
+            "local_bf16_means": bf16, "local_float32_means_over_letkf_64_paired": float(q["f32"][1])}
+
+
+def _cpu(fn) -> float:
+    """CPU seconds of one call."""
+    t = time.process_time()
+    fn()
+    return time.process_time() - t
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """``os.environ[name] = value`` inside the block."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
 
 
 def search_row() -> dict:
@@ -218,11 +244,13 @@ def _print(res: dict) -> None:
         print(f"{r['nx']:>4}x{r['nx']:<3} {secs}   {skill}")
     for k in ("local_over_letkf_64", "local_over_letkf_points_64", "local_other_over_letkf_64", "hybrid_over_letkf_64",
               "local_over_letkf_64_paired", "local_over_letkf_points_64_paired",
-              "letkf_256_over_64", "letkf_tiles_256_over_64",
+              "local_float32_means_over_letkf_64_paired", "letkf_256_over_64", "letkf_tiles_256_over_64",
               "local_256_over_64",
               "query_ms_1e6", "kept_mass_1e6"):
         if k in res:
             print(f"{k:>24}: {res[k]:.4g}")
+    if "local_bf16_means" in res:
+        print(f"{'local_bf16_means':>24}: {res['local_bf16_means']}")
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -46,7 +46,8 @@ Start with `oceanda demo`; every verb has its own --help."""
 
 EPILOG = """\
 Environment: OCEANDA_NUM_THREADS=N torch threads of the verbs that run torch (train, assimilate, cycle,
-demo, reproduce; default one per physical core, or OMP_NUM_THREADS when set)."""
+demo, reproduce; default one per physical core, or OMP_NUM_THREADS when set). OCEANDA_BF16=0|1 local
+mode's window means in float32 | bfloat16 products (default: bfloat16 where the CPU has the instructions)."""
 
 
 def _load_verbs() -> dict[str, object]:

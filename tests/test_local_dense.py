@@ -147,8 +147,9 @@ def _fast_case():
 
 
 @pytest.mark.parametrize("coupling", ["copula", "systematic"])
-def test_fast_precision_gives_the_exact_means_and_draws_members_like_the_exact_engine(coupling):
+def test_fast_precision_gives_the_exact_means_and_draws_members_like_the_exact_engine(monkeypatch, coupling):
     """Without truncation (keep_mass 1) both engines weigh the same candidates: the same means and picks."""
+    monkeypatch.setenv(LM.BF16_ENV, "0")  # float32 window means (bfloat16's: the next test)
     wlib, embed, z, obs = _fast_case()
     kw = dict(kind="neg_sq_distance", tau=2.0, members=12, coupling=coupling, keep_mass=1.0, engine="dense")
     ex = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
@@ -169,6 +170,26 @@ def test_fast_precision_gives_the_exact_means_and_draws_members_like_the_exact_e
         assert np.mean(got["fast"] == got["exact"]) >= 0.99
     # measured: 6e-7 (the same picks; members recentred on the float32-rounded mean)
     np.testing.assert_allclose(fa.members.std(axis=0), ex.members.std(axis=0), atol=1e-4 * scale)
+
+
+def test_bfloat16_window_means_stay_within_their_rounding_of_the_float32_ones(monkeypatch):
+    """bfloat16 coefficients and weights (2^-9 relative each), float32 sums: means within 2^-8 of the anomaly."""
+    wlib, embed, z, obs = _fast_case()
+    kw = dict(kind="neg_sq_distance", tau=2.0, members=12, keep_mass=1.0, engine="dense", precision="fast")
+    got = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv(LM.BF16_ENV, flag)
+        got[flag] = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
+    f32, b16 = got["0"], got["1"]
+    assert (f32.engine, b16.engine) == ("dense-fast", "dense-fast-bf16")
+    scale = np.abs(f32.mean - wlib.library.mean_state()).max()
+    err = np.abs(b16.mean - f32.mean).max() / scale
+    assert 0 < err <= 2.0 ** -8  # measured 1.1e-3: rounded, and by no more than the rounding
+    np.testing.assert_allclose(b16.ess, f32.ess, rtol=1e-6)  # the weights themselves stay float32
+    np.testing.assert_allclose(b16.members.std(axis=0), f32.members.std(axis=0), atol=2.0 ** -8 * scale)
+    monkeypatch.setenv(LM.BF16_ENV, "yes")
+    with pytest.raises(ConfigurationError, match="OCEANDA_BF16"):
+        analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
 
 
 def test_fast_precision_keeps_at_least_keep_mass_and_every_exact_candidate():
@@ -263,7 +284,7 @@ def test_fast_precision_in_groups_of_windows_equals_all_windows_at_once(monkeypa
     whole = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
     monkeypatch.setattr(LM, "ROWS_MAX", 5 * len(wlib))  # 16 windows in groups of 5, 5, 5 and 1
     grouped = analyse_local(obs, wlib, z, embed, rng=np.random.default_rng(3), **kw)
-    assert grouped.engine == whole.engine == "dense-fast"
+    assert grouped.engine == whole.engine and whole.engine.startswith("dense-fast")
     # the same picks; the low-rank product of fewer rows rounds differently (float32: measured 7e-8)
     np.testing.assert_allclose(grouped.mean, whole.mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grouped.members, whole.members, rtol=1e-5, atol=1e-6)

@@ -362,7 +362,10 @@ def _sample_subset(path: Path, name: str, times: int, change=None) -> Path:
     return _write(sub, path)
 
 
-def test_cli_assimilate_library_in_cm_analyses_as_in_m(tmp_path):
+def test_cli_assimilate_library_in_cm_analyses_as_in_m(tmp_path, monkeypatch):
+    # float32 window means: an ulp's change of input can move a bfloat16 rounding by 2^-9 (its own test bounds that)
+    monkeypatch.setenv("OCEANDA_BF16", "0")
+
     def in_cm(ds):
         ds["ssh"] = (100 * ds.ssh).assign_attrs({**ds.ssh.attrs, "units": "cm"})
         return ds
@@ -407,8 +410,10 @@ def _smooth_library(n=60, size=16, seed=0) -> xr.Dataset:
                               "y": np.arange(size) * 10.0, "x": np.arange(size) * 10.0})
 
 
-def test_window_training_records_units_and_a_cm_library_analyses_alike(tmp_path):
+def test_window_training_records_units_and_a_cm_library_analyses_alike(tmp_path, monkeypatch):
     import torch
+
+    monkeypatch.setenv("OCEANDA_BF16", "0")  # float32 window means, as in the CLI's units test
 
     from oceanda.analysis.assimilate import assimilate
     from oceanda.analysis.window_training import WindowTrainingConfig, train_window_model
