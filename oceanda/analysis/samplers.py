@@ -287,7 +287,9 @@ class LocalSampler(Sampler):
         """
         if self.settings.precision == "fast":
             from oceanda.analysis import kernels
+            from oceanda.analysis.local_mode import bf16_products
 
+            bf16_products()  # a bad OCEANDA_BF16 is refused now, not after the library is embedded
             kernels.warm()  # the fast engine's compiled loops, compiled while the library loads and embeds
         lib = _library(library, load=True)  # in memory when it fits (2 GB): windows are then views
         enc = self.encoders
