@@ -32,11 +32,11 @@ for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_v] = "1"
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -185,7 +185,7 @@ def paired_64(days: int, rounds: int = 5) -> dict:
             letkf = {k: _cpu(lambda: analyse_dataset(ens, obs.isel(time=[d]), f, periodic=True, rng=0))
                      for k, f in filters.items()}
             if bf16:  # the same analysis with float32 window means, for the record
-                with _env(BF16_ENV, "0"):
+                with mock.patch.dict(os.environ, {BF16_ENV: "0"}):
                     ratios["f32"].append(_cpu(lambda: s.analyse(inp, np.random.default_rng([0, d]))) / letkf["tiles"])
             for k, v in letkf.items():
                 ratios[k].append(local / v)
@@ -201,20 +201,6 @@ def _cpu(fn) -> float:
     t = time.process_time()
     fn()
     return time.process_time() - t
-
-
-@contextlib.contextmanager
-def _env(name: str, value: str):
-    """``os.environ[name] = value`` inside the block."""
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = old
 
 
 def search_row() -> dict:
