@@ -106,7 +106,7 @@ def _gemm_ms(index, zo, repeats: int, low: bool = False) -> float | None:
 
     from oceanda.analysis import search as S
 
-    qs, _ = index._fused_queries(zo)
+    qs, _ = index._fused_queries(zo, index.tau)
     rows = index.xt
     if low:
         if index.low is None:

@@ -82,20 +82,16 @@ def assimilate(
     top_k: int | None = None,
     seed: int | None = 0,
     cache_dir: str | Path | None = None,
-    spread_factor: float | None = None,
-    min_ess: float | None = None,
-    tempering: bool | None = None,
-    max_keep: int | None = None,
-    library_stride: int | None = None,
+    spread_factor: float | None = None, min_ess: float | None = None, tempering: bool | None = None,
+    max_keep: int | None = None, library_stride: int | None = None,
     allowed_positions: np.ndarray | None = None,
     hybrid: HybridConfig | None = None,
-    scheduler: Any = None,
-    batch: int = 4,
-    quiet: bool = True,
+    scheduler: Any = None, batch: int = 4, quiet: bool = True,
     command: str | None = None,
     times: Sequence[int] | None = None,
     tau: float | None = None,
     precision: str | None = None, keep_mass: float | None = None, search: str | None = None, with_local: bool = False,
+    sparse_cells: int | None = None, sparse_power: float | None = None,
 ) -> xr.Dataset | list[xr.Dataset] | tuple:
     """Analyse every time of ``obs`` (or the indices ``times``) with the contrastive sampler.
 
@@ -110,7 +106,8 @@ def assimilate(
     obs : gridded observations (NaN where unobserved; ``<var>_error`` for the hybrid), or a list of them
         (one analysis Dataset each, as if analysed one by one, in one run)
     mode : ``global``, ``local`` or ``hybrid`` (default: ``local`` for window models, else ``global``)
-    members, top_k, spread_factor, min_ess, tempering, max_keep, library_stride, hybrid, tau, precision, keep_mass, search :
+    members, top_k, spread_factor, min_ess, tempering, max_keep, library_stride, hybrid, tau, precision, keep_mass, search,
+    sparse_cells, sparse_power :
         sampler settings (:class:`~oceanda.analysis.settings.SamplerSettings`; ``spread_factor`` acts in local and
         hybrid modes)
     seed : per-time random streams ``[seed, t]`` (the hybrid's static ensemble: ``[seed, 99]``); None = fresh
@@ -137,7 +134,8 @@ def assimilate(
     lib, obs_list = _in_model_units(enc, lib, list(obs) if many else [obs])
     settings = _settings(model, model_dir, lib, members=members, top_k=top_k, tau=tau, spread_factor=spread_factor,
                          min_ess=min_ess, tempering=tempering, max_keep=max_keep, library_stride=library_stride,
-                         hybrid=hybrid, precision=precision, keep_mass=keep_mass, search=search)
+                         hybrid=hybrid, precision=precision, keep_mass=keep_mass, search=search,
+                         sparse_cells=sparse_cells, sparse_power=sparse_power)
     sampler = _keeping_local(sampler_for(mode, enc, settings, allowed_positions), with_local)
     inputs = [sampler.read_obs(o, lib, times) for o in obs_list]
     labels = [f"{_source(o, i if many else None)} {x.label}".strip()  # how a failure names its time

@@ -454,7 +454,8 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
                   coherence: float = 1.5, spread_factor: float = 1.0, keep_mass: float = LOCAL_KEEP_MASS,
                   max_keep: int | None = None, min_ess: float | None = None, tempering: bool = False,
                   top: int = 0, window_chunk: int = 16, engine: str = "auto",
-                  index: WindowIndex | None = None, precision: str = "exact") -> LocalAnalysis:
+                  index: WindowIndex | None = None, precision: str = "exact",
+                  window_tau: np.ndarray | None = None) -> LocalAnalysis:
     """Local analysis of one observation field.
 
     Members: ``coupling='copula'`` (default) ranks each window's candidates by their mean anomaly
@@ -480,6 +481,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     precision : ``'exact'`` (float64 search and picks: the loop engine's numbers) or ``'fast'`` (dense engine on a
         table without land, search not ``'ivf'``: float32 search and picks, means in the table's low-rank basis
         :meth:`WindowTable.lowrank`; otherwise the exact engine)
+    window_tau : ``[P]`` a temperature per analysis window (:func:`window_tau`), instead of ``tau`` (or the index's)
 
     Returns
     -------
@@ -495,7 +497,12 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     q = member_quantiles(coupling, members, iy, ix, rng, coherence, spec.periodic)  # [M, P]
     t1 = W.taper_1d(spec.size, spec.stride)
     taper = t1[:, None] * t1[None, :]
-    post = dict(keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering, top=top)
+    if window_tau is not None:
+        window_tau = np.asarray(window_tau, dtype=np.float64)
+        if window_tau.shape != (len(iy),) or not np.all(window_tau > 0):
+            raise ValueError(f"window_tau: expected {len(iy)} positive temperatures, got shape {window_tau.shape}")
+    post = dict(keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering, top=top,
+                tau=window_tau)
     table = wlib.table() if engine in ("auto", "dense") else None
     if engine == "dense" and table is None:
         raise ValueError("engine='dense': the window table does not fit in memory; expected engine='loop' or 'auto'")
@@ -510,7 +517,8 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         else:
             win_mean, win_members, diag = _dense_windows(zo, q, wlib, table, index, taper, coupling, (iy, ix), **post)
     else:
-        win_mean, win_members, diag = _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, (iy, ix),
+        post["tau"] = tau if window_tau is None else window_tau
+        win_mean, win_members, diag = _loop_windows(zo, q, wlib, z_lib, kind, taper, coupling, (iy, ix),
                                                     window_chunk, **post)
     mean = W.blend(win_mean, iy, ix, (ny, nx), spec, nan_aware=wlib.has_nan)
     mem = W.blend(win_members, iy, ix, (ny, nx), spec, nan_aware=wlib.has_nan)
@@ -518,6 +526,30 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
         mean, mem = _ocean_only(mean, mem, wlib)
     mem = mean[None] + spread_factor * (mem - mem.mean(axis=0, keepdims=True))
     return LocalAnalysis(mean=mean.astype(np.float32), members=mem.astype(np.float32), iy=iy, ix=ix, **diag)
+
+
+def window_tau(observed: np.ndarray, spec, tau: float, cells: int, power: float) -> np.ndarray:
+    """The temperature of every analysis window ``[P]``: ``tau (cells / n) ** power`` where its observation window
+    (its size plus the halo each side) has ``n < cells`` observed cells, else ``tau``.
+
+    Why: the contrastive logits ``s / tau`` of a cosine similarity are bounded by ``1 / tau`` whatever the number of
+    observations, so without this a window with three profiles is as sharply weighted as one crossed by a track
+    (:class:`~oceanda.analysis.settings.SamplerSettings` ``sparse_cells``).
+
+    Parameters
+    ----------
+    observed : ``[Y, X]`` bool, cells with an observation (any variable or day)
+    spec : the window geometry (:class:`~oceanda.analysis.windows.WindowSpec`)
+    tau, cells, power : the rule above
+
+    Returns
+    -------
+    float64 ``[P]``, in the order of :func:`~oceanda.analysis.windows.positions`
+    """
+    iy, ix = W.positions(*observed.shape, spec)
+    win = W.extract(np.asarray(observed, np.float32)[None], iy, ix, spec.size, spec.halo, spec.periodic)
+    n = np.nansum(win, axis=tuple(range(1, win.ndim)), dtype=np.float64)  # NaN: beyond a non-periodic grid
+    return float(tau) * (cells / np.clip(n, 1.0, cells)) ** float(power)
 
 
 def fast_applies(wlib: WindowLibrary, table: WindowTable | None, index: WindowIndex) -> bool:
@@ -538,14 +570,16 @@ def prepare_fast(wlib: WindowLibrary, index: WindowIndex) -> None:
         index.prepare_rows32()
 
 
-def _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
+def _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering, tau=None):
     """Windows whose ESS is below ``min_ess``: warned or tempered by the per-window posterior of all scores.
 
     Yields ``(p, posterior)`` after updating ``ess[p]`` and ``dropped[p]``; the engine replaces window p's weights.
+    ``tau``: ``[P]`` the windows' temperatures (None: the index's).
     """
     iy, ix = where
     for p in np.flatnonzero(ess < min_ess):
-        post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=index.tau), 1.0,
+        t = index.tau if tau is None else float(tau[p])
+        post = posterior_from_scores(numpy_scores(index.z, zo[p], kind=index.kind, tau=t), 1.0,
                                      keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering,
                                      where=f"window ({iy[p]}, {ix[p]})")
         ess[p], dropped[p] = post.ess, post.dropped_mass
@@ -562,8 +596,10 @@ def _in_groups(fn, zo, q, wlib, table, index, taper, coupling, where, **post):
     step = max(1, ROWS_MAX // max(len(wlib), 1))
     if len(iy) <= step:
         return fn(zo, q, wlib, table, index, taper, coupling, where, **post)
+    tau = post.pop("tau", None)
     parts = [fn(zo[a:a + step], q[:, a:a + step], wlib, table, index, taper, coupling,
-                (iy[a:a + step], ix[a:a + step]), **post) for a in range(0, len(iy), step)]
+                (iy[a:a + step], ix[a:a + step]), tau=None if tau is None else tau[a:a + step], **post)
+             for a in range(0, len(iy), step)]
     diag = {}
     for k, v in parts[0][2].items():
         if isinstance(v, np.ndarray):
@@ -575,9 +611,12 @@ def _in_groups(fn, zo, q, wlib, table, index, taper, coupling, where, **post):
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), diag
 
 
-def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_chunk, *, keep_mass, max_keep,
-                  min_ess, tempering, top):
-    """The loop engine: score, truncate, gather every candidate window and average, one window at a time."""
+def _loop_windows(zo, q, wlib, z_lib, kind, taper, coupling, where, window_chunk, *, keep_mass, max_keep,
+                  min_ess, tempering, top, tau):
+    """The loop engine: score, truncate, gather every candidate window and average, one window at a time.
+
+    ``tau``: the temperature, a number or ``[P]`` one per window.
+    """
     iy, ix = where
     P, members = len(iy), q.shape[0]
     C, size = wlib.library.layout.n_channels, wlib.spec.size
@@ -585,7 +624,8 @@ def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_
     win_members = np.empty((P, members, C, size, size))
     ess, dropped, retrieved = np.empty(P), np.empty(P), []
     for a in range(0, P, window_chunk):
-        logits = numpy_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=tau)
+        t = tau if np.ndim(tau) == 0 else np.asarray(tau)[a:a + window_chunk]
+        logits = numpy_scores(z_lib, zo[a:a + window_chunk], kind=kind, tau=t)
         for j in range(logits.shape[1]):
             p = a + j
             post = posterior_from_scores(logits[:, j], 1.0, top=top, keep_mass=keep_mass,
@@ -600,7 +640,7 @@ def _loop_windows(zo, q, wlib, z_lib, kind, tau, taper, coupling, where, window_
 
 
 def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,
-                   top):
+                   top, tau=None):
     """The dense engine: one search, one product for every window mean, the members' rows only.
 
     Below :data:`ROWS_MAX` weights the candidates stay ``[P, N]`` rows (weights, mask) and the copula's
@@ -608,7 +648,7 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
     """
     P, members = len(where[0]), q.shape[0]
     C, s, _ = table.shape
-    res = index.search(zo, keep_mass, max_keep)
+    res = index.search(zo, keep_mass, max_keep, tau=tau)
     rows_mode = P * len(wlib) <= ROWS_MAX
     if rows_mode:
         Wd, cand = res.dense_weights(len(wlib))
@@ -617,7 +657,7 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
         cands = [res.candidates(p) for p in range(P)]
     dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
     if min_ess is not None:
-        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
+        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering, tau):
             if rows_mode:
                 Wd[p], cand[p] = 0.0, False
                 Wd[p, post.indices], cand[p, post.indices] = post.weights, True
@@ -646,7 +686,7 @@ def _dense_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_ma
 
 
 def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mass, max_keep, min_ess, tempering,
-                  top):
+                  top, tau=None):
     """The dense engine at ``precision='fast'``: float32 search and picks, window means in a low-rank basis.
 
     Why: the exact engine's float64 threshold, ranking and full ``[P, N] @ [N, D]`` product were 85 % of an
@@ -656,11 +696,11 @@ def _fast_windows(zo, q, wlib, table, index, taper, coupling, where, *, keep_mas
 
     P = len(where[0])
     C, s, _ = table.shape
-    res = index.search_rows32(zo, keep_mass, max_keep)
+    res = index.search_rows32(zo, keep_mass, max_keep, tau=tau)
     Wu, zk = res.weights, res.total.copy()
     dropped, ess = 1.0 - res.kept_mass, res.ess.copy()
     if min_ess is not None:
-        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering):
+        for p, post in _degenerate(index, zo, where, ess, dropped, keep_mass, max_keep, min_ess, tempering, tau):
             zk[p] = 1.0
             Wu[p] = 0.0
             Wu[p, torch.from_numpy(post.indices)] = torch.from_numpy(post.weights.astype(np.float32))

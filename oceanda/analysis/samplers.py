@@ -27,7 +27,7 @@ from oceanda.analysis.encoding import EncoderPair, obs_arrays, obs_error_arrays
 from oceanda.analysis.global_mode import analyse_global
 from oceanda.analysis.hybrid import hybrid_update, localizer_for, static_states
 from oceanda.analysis.library import Library
-from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local, prepare_fast
+from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local, prepare_fast, window_tau
 from oceanda.analysis.result import Analysis
 from oceanda.analysis.search import WindowIndex
 from oceanda.analysis.settings import LOCAL_KEEP_MASS, SamplerSettings
@@ -307,11 +307,15 @@ class LocalSampler(Sampler):
     def _local(self, values: np.ndarray, rng: np.random.Generator, errors: np.ndarray | None = None) -> LocalAnalysis:
         s, enc = self.settings, self.encoders
         inputs = enc.obs_field_input(values, errors)  # the encoder's input channels, cut into windows by local mode
+        wt = None
+        if s.sparse_cells is not None and s.sparse_power > 0:
+            seen = np.isfinite(np.asarray(values, dtype=np.float64)).reshape(-1, *np.shape(values)[-2:]).any(axis=0)
+            wt = window_tau(seen, self.windows.spec, self.tau, s.sparse_cells, s.sparse_power)
         return analyse_local(inputs, self.windows, self.embeddings, enc.embed_obs_input, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
                              keep_mass=LOCAL_KEEP_MASS if s.keep_mass is None else s.keep_mass, max_keep=s.max_keep,
                              min_ess=s.min_ess, tempering=s.tempering, engine=self.engine, index=self.index,
-                             precision=s.precision)
+                             precision=s.precision, window_tau=wt)
 
     def analyse(self, obs: TimeObs | np.ndarray, rng: np.random.Generator) -> Analysis:
         """Analysis of one time.
@@ -342,7 +346,11 @@ class LocalSampler(Sampler):
         -------
         dict
         """
-        return {f"window_{k}": int(v) for k, v in self.encoders.window.to_dict().items()}
+        out = {f"window_{k}": int(v) for k, v in self.encoders.window.to_dict().items()}
+        s = self.settings
+        if s.sparse_cells is not None and s.sparse_power > 0:  # the per-window temperature rule (window_tau)
+            out.update(tau_sparse_cells=int(s.sparse_cells), tau_sparse_power=float(s.sparse_power))
+        return out
 
 
 class HybridSampler(LocalSampler):

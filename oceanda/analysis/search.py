@@ -325,7 +325,7 @@ def scores32(x: np.ndarray, sq: np.ndarray | None, zo: np.ndarray, kind: str, ta
     ----------
     x : ``[R, ne]`` prepared rows; ``sq`` their squared norms (negative squared distance)
     zo : ``[Q, ne]`` query embeddings
-    kind, tau : the similarity and the temperature
+    kind, tau : the similarity and the temperature (a number, or one per query ``[Q]``)
     out : ``[R, Q]`` float32 array to fill (None: a new one)
 
     Returns
@@ -337,7 +337,7 @@ def scores32(x: np.ndarray, sq: np.ndarray | None, zo: np.ndarray, kind: str, ta
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     qT = np.ascontiguousarray(q.T)
     out = np.empty((len(x), q.shape[0]), np.float32) if out is None else out
-    inv = np.float32(1.0 / tau)
+    inv = (1.0 / np.asarray(tau, np.float64)).astype(np.float32)  # [] or [Q]: broadcast along the rows
     q_sq = np.einsum("qd,qd->q", q, q)
     for a in range(0, len(x), _BLOCK):
         blk = out[a:a + _BLOCK]
@@ -462,7 +462,7 @@ class WindowIndex:
             self._build_ivf(nlist or int(np.clip(4 * np.sqrt(self.n), 8, 65536)), seed)
 
     def search(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None,
-               search_mass: float = SEARCH_MASS) -> SearchResult:
+               search_mass: float = SEARCH_MASS, tau: float | np.ndarray | None = None) -> SearchResult:
         """The candidates of queries ``zo`` ``[Q, ne]`` holding ``keep_mass`` of each query's weight.
 
         Parameters
@@ -471,22 +471,36 @@ class WindowIndex:
         keep_mass : share of the weight to keep (the mass criterion)
         max_keep : at most this many candidates per query (None: no cap)
         search_mass : ``'ivf'``: estimated share of the weight the probed cells must hold
+        tau : the temperature of these queries, a number or one per query ``[Q]`` (None: the index's)
 
         Returns
         -------
         SearchResult
         """
         zo = np.atleast_2d(np.asarray(zo))
+        tau = self._tau(tau, len(zo))
         if self.method == "ivf":
-            return self._search_ivf(zo, keep_mass, max_keep, search_mass)
+            return self._search_ivf(zo, keep_mass, max_keep, search_mass, tau)
         if self.method == "fused":
-            return self._search_fused(zo, keep_mass, max_keep)
+            return self._search_fused(zo, keep_mass, max_keep, tau)
         if self.method == "exact":
-            L = self._exact_scores(zo)
+            L = self._exact_scores(zo, tau)
         else:
-            L = scores32(self.x, self.sq, zo, self.kind, self.tau)
+            L = scores32(self.x, self.sq, zo, self.kind, tau)
         thr, kept, ess, log_total, E = _mass_threshold(L, keep_mass, max_keep=max_keep, keep_exp=L.dtype == np.float64)
         return SearchResult(self.method, None, L, thr, log_total, kept, np.ones(len(zo)), ess, exp_logits=E)
+
+    def _tau(self, tau: float | np.ndarray | None, Q: int) -> float | np.ndarray:
+        """The temperature of ``Q`` queries: the index's, a number, or ``[Q]`` (why per query: local mode's
+        windows see different numbers of observations, :func:`~oceanda.analysis.local_mode.window_tau`)."""
+        if tau is None:
+            return self.tau
+        t = np.asarray(tau, dtype=np.float64)
+        if t.ndim == 0:
+            return float(t)
+        if t.shape != (Q,) or not np.all(t > 0):
+            raise ValueError(f"tau: expected a positive number or {Q} positive values, got shape {t.shape}")
+        return t
 
     def prepare_rows32(self) -> None:
         """The fused search's augmented float32 rows (``self.xt``) for :meth:`search_rows32`, once; ``self.x`` is kept."""
@@ -497,22 +511,24 @@ class WindowIndex:
             self._build_fused()
             self.x, self.sq = keep
 
-    def search_rows32(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None) -> RowsResult:
+    def search_rows32(self, zo: np.ndarray, keep_mass: float, max_keep: int | None = None,
+                      tau: float | np.ndarray | None = None) -> RowsResult:
         """Every score as one float32 product ``[Q, N]`` and :func:`threshold_rows32` (``precision='fast'``).
 
         Scores and weights are float32 (the loop path's float64 numbers to float32 rounding); the rule is
-        the exact search's. Not for ``'ivf'`` (it scores every row).
+        the exact search's. Not for ``'ivf'`` (it scores every row). ``tau`` as for :meth:`search`.
         """
         import torch
 
         self.prepare_rows32()
-        qs, _ = self._fused_queries(np.atleast_2d(np.asarray(zo)))
+        zo = np.atleast_2d(np.asarray(zo))
+        qs, _ = self._fused_queries(zo, self._tau(tau, len(zo)))
         # numpy's BLAS (OpenBLAS): 0.70 of torch.mm's time on this shape ([64, 65] @ [65, 26112], AVX2)
         L = torch.from_numpy(qs @ self.xt.numpy().T)  # [Q, N]
         Wu, zk, thr, log_total, kept, ess = threshold_rows32(L, keep_mass, max_keep)
         return RowsResult("exact32", Wu, zk, thr, log_total, kept, ess)
 
-    def _exact_scores(self, zo: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    def _exact_scores(self, zo: np.ndarray, tau: float | np.ndarray, chunk: int = 65536) -> np.ndarray:
         """:func:`~oceanda.contrastive.similarity.numpy_scores` bit for bit, the library side prepared once.
 
         Why: normalising (cosine) or squaring (distance) every float64 library row again on every search
@@ -534,9 +550,9 @@ class WindowIndex:
         for i, block in enumerate(blocks):
             dot = block @ zoT
             if self.kind == "neg_sq_distance":
-                out[i * chunk:i * chunk + len(block)] = -(sq[i][:, None] - 2 * dot + zo_sq[None, :]) / (2 * self.tau)
+                out[i * chunk:i * chunk + len(block)] = -(sq[i][:, None] - 2 * dot + zo_sq[None, :]) / (2 * tau)
             else:
-                np.divide(dot, self.tau, out=out[i * chunk:i * chunk + len(block)])
+                np.divide(dot, tau, out=out[i * chunk:i * chunk + len(block)])
         return out
 
     def _build_fused(self) -> None:
@@ -555,17 +571,17 @@ class WindowIndex:
         self.xt = torch.from_numpy(x if x.flags.writeable else x.copy())  # torch refuses read-only memory
         self.xmax = float(np.sqrt(np.einsum("nd,nd->n", x, x).max())) if self.kind == "inner" and self.n else 1.0
 
-    def _fused_queries(self, zo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _fused_queries(self, zo: np.ndarray, tau: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Queries scaled by ``1 / tau`` (unit for cosine, augmented for the distance) and an upper bound of their logits."""
         q = np.asarray(zo, dtype=np.float32)
         if self.kind == "cosine":
             q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        inv = np.float32(1.0 / self.tau)
+        inv = np.broadcast_to((1.0 / np.asarray(tau, np.float64)).astype(np.float32).reshape(-1, 1), (len(q), 1))
         if self.kind == "neg_sq_distance":
             q_sq = np.einsum("qd,qd->q", q, q)
-            qs = np.concatenate([q * inv, np.full((len(q), 1), inv, np.float32), (-0.5 * inv) * q_sq[:, None]], axis=1)
+            qs = np.concatenate([q * inv, inv, (-0.5 * inv) * q_sq[:, None]], axis=1)
             return np.ascontiguousarray(qs, dtype=np.float32), np.zeros(len(q))
-        bound = self.xmax * np.linalg.norm(q.astype(np.float64), axis=1) / self.tau
+        bound = self.xmax * np.linalg.norm(q.astype(np.float64), axis=1) / tau
         return np.ascontiguousarray(q * inv), bound
 
     def _pilot(self, rows, qT, bound: np.ndarray, keep_mass: float) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -591,7 +607,8 @@ class WindowIndex:
             thr = np.log(cut) + ref32
         return ref, np.where(cut > 0, thr, Ls.min(axis=1)).astype(np.float32), bounded
 
-    def _search_fused(self, zo: np.ndarray, keep_mass: float, max_keep: int | None) -> SearchResult:
+    def _search_fused(self, zo: np.ndarray, keep_mass: float, max_keep: int | None,
+                      tau: float | np.ndarray) -> SearchResult:
         """One blocked float32 pass (:meth:`_fused_pass`), exact kept mass; misses and caps redone per query.
 
         With a low-rank copy (:class:`LowRank`) whose error bound ``delta`` stays within ``logit_tol`` for
@@ -601,7 +618,7 @@ class WindowIndex:
         """
         import torch
 
-        qs, bound = self._fused_queries(zo)
+        qs, bound = self._fused_queries(zo, tau)
         rows, err, keep = self.xt, None, keep_mass
         if self.low is not None:
             ql, e = self.low.queries(qs, self.low.basis.shape[0])
@@ -723,10 +740,10 @@ class WindowIndex:
         self.sample_cell = self.cell[self.sample]
         self.nlist = nlist
 
-    def _cell_estimates(self, zo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _cell_estimates(self, zo: np.ndarray, tau: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimated weight ``[nlist, Q]`` of every cell (relative to ``exp(ref)``) and the reference ``[Q]``."""
         sq = None if self.sqs is None else self.sqs[self.sample]
-        Ls = scores32(self.xs[self.sample], sq, zo, self.kind, self.tau).astype(np.float64)
+        Ls = scores32(self.xs[self.sample], sq, zo, self.kind, tau).astype(np.float64)
         ref = Ls.max(axis=0)
         e = np.exp(Ls - ref[None])
         starts = np.searchsorted(self.sample_cell, np.arange(self.nlist))
@@ -734,9 +751,10 @@ class WindowIndex:
         counts = np.diff(np.append(starts, len(self.sample)))[:, None]
         return sums / np.maximum(counts, 1) * self.sizes[:, None], ref
 
-    def _search_ivf(self, zo: np.ndarray, keep_mass: float, max_keep: int | None, search_mass: float) -> SearchResult:
+    def _search_ivf(self, zo: np.ndarray, keep_mass: float, max_keep: int | None, search_mass: float,
+                    tau: float | np.ndarray) -> SearchResult:
         """Probe cells by decreasing estimated weight until ``search_mass``; score the union of probed cells."""
-        est, ref = self._cell_estimates(zo)
+        est, ref = self._cell_estimates(zo, tau)
         order = np.argsort(-est, axis=0, kind="stable")
         cum = np.cumsum(np.take_along_axis(est, order, axis=0), axis=0)
         nprobe = np.minimum((cum < search_mass * cum[-1][None]).sum(axis=0) + 1, self.nlist)
@@ -746,7 +764,7 @@ class WindowIndex:
         cells = np.flatnonzero(probed.any(axis=1))
         rows = np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1]) for c in cells])
         sq = None if self.sqs is None else self.sqs[rows]
-        L = scores32(self.xs[rows], sq, zo, self.kind, self.tau)
+        L = scores32(self.xs[rows], sq, zo, self.kind, tau)
         L[~probed[self.cell[rows]]] = -np.inf
         m = L.max(axis=0).astype(np.float64)
         z_probed = np.exp(L - m[None].astype(np.float32)).sum(axis=0, dtype=np.float64)

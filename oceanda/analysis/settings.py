@@ -113,6 +113,12 @@ class SamplerSettings(Settings):
         low-rank basis holding all but 1e-6 of the window table's variance; 2-3x cheaper, RMSE the same to 4
         digits on the bundled sample) or ``'exact'`` (float64 search and picks, the loop engine's numbers bit for
         bit; :func:`oceanda.analysis.local_mode.analyse_local`)
+    sparse_cells : local and hybrid modes: an analysis window whose observation window has ``n`` observed cells,
+        fewer than this, gets the temperature ``tau (sparse_cells / n) ** sparse_power`` (None: one tau for all).
+        Why: a cosine similarity bounds every logit by ``1 / tau`` however few the observations, so a window
+        seeing a handful of profiles is weighted as sharply as one seeing a whole track; measured in
+        docs/observations.md
+    sparse_power : the exponent of that rule (0: off)
     hybrid : the hybrid's Kalman settings
     """
 
@@ -130,6 +136,8 @@ class SamplerSettings(Settings):
     search: str = "auto"
     library_stride: int | None = None
     precision: str = "fast"
+    sparse_cells: int | None = None
+    sparse_power: float = 0.3
     hybrid: HybridSettings = field(default_factory=HybridSettings)
 
     def __post_init__(self) -> None:
@@ -150,6 +158,8 @@ class SamplerSettings(Settings):
         check_choice("search", self.search, SEARCH_KINDS)
         check_number("library_stride", self.library_stride, lo=1, integer=True, optional=True)
         check_choice("precision", self.precision, PRECISIONS)
+        check_number("sparse_cells", self.sparse_cells, lo=1, integer=True, optional=True)
+        check_number("sparse_power", self.sparse_power, lo=0, hi=4)
         if not isinstance(self.hybrid, HybridSettings):
             _type_error("hybrid", self.hybrid, "HybridSettings or a dict of its settings")
 

@@ -38,6 +38,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=choices("precision"), default=None,
                         help="local/hybrid arithmetic: fast (default; float32, low-rank window means) or exact "
                              "(float64, bit for bit the reference engine)")
+    parser.add_argument("--sparse-cells", type=positive_int, default=None, metavar="N",
+                        help="local/hybrid: a window whose observation window has n < N observed cells gets the "
+                             "temperature tau (N / n)^P, flatter where observations are few (default: the model's; "
+                             "the bundled QG model: 60)")
+    parser.add_argument("--sparse-power", type=number(lo=0.0, hi=4.0), default=None, metavar="P",
+                        help="the exponent P of --sparse-cells (default: the model's, else 0.3; 0 turns the rule off)")
     parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -52,7 +58,8 @@ def add_arguments(parser) -> None:
 
 #: API keywords -> the options they come from (errors that depend on the data name the option).
 SPELLING = {"members": "--members", "top_k": "--top-k", "seed": "--seed", "tau": "--tau",
-            "spread_factor": "--spread-factor", "min_ess": "--min-ess", "scheduler": "--scheduler"}
+            "spread_factor": "--spread-factor", "min_ess": "--min-ess", "scheduler": "--scheduler",
+            "sparse_cells": "--sparse-cells", "sparse_power": "--sparse-power"}
 
 
 def run(args) -> int:
@@ -69,7 +76,7 @@ def run(args) -> int:
         api.check_units(units, [library, obs], [*args.library, *args.obs])
         command = api.command_line()
         settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
-                         "precision", top_k="top_k", tempering="temper")
+                         "precision", "sparse_cells", "sparse_power", top_k="top_k", tempering="temper")
         ds = api.assimilate(args.model, library, obs, quiet=args.quiet, command=command, **settings)
     api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:
