@@ -42,7 +42,7 @@ import numpy as np
 import oceanda.analysis.windows as W
 from oceanda.analysis.library import Library
 from oceanda.analysis.posterior import posterior_from_scores, quantile_indices
-from oceanda.analysis.search import WindowIndex
+from oceanda.analysis.search import WindowIndex, query_tau
 from oceanda.analysis.settings import LOCAL_KEEP_MASS, LOCAL_MAX_KEEP, PRECISIONS
 from oceanda.contrastive.similarity import numpy_scores
 
@@ -498,9 +498,7 @@ def analyse_local(obs: np.ndarray, wlib: WindowLibrary, z_lib: np.ndarray,
     t1 = W.taper_1d(spec.size, spec.stride)
     taper = t1[:, None] * t1[None, :]
     if window_tau is not None:
-        window_tau = np.asarray(window_tau, dtype=np.float64)
-        if window_tau.shape != (len(iy),) or not np.all(window_tau > 0):
-            raise ValueError(f"window_tau: expected {len(iy)} positive temperatures, got shape {window_tau.shape}")
+        window_tau = query_tau(window_tau, len(iy), "window_tau")
     post = dict(keep_mass=keep_mass, max_keep=max_keep, min_ess=min_ess, tempering=tempering, top=top,
                 tau=window_tau)
     table = wlib.table() if engine in ("auto", "dense") else None

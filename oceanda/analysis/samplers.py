@@ -308,8 +308,8 @@ class LocalSampler(Sampler):
         s, enc = self.settings, self.encoders
         inputs = enc.obs_field_input(values, errors)  # the encoder's input channels, cut into windows by local mode
         wt = None
-        if s.sparse_cells is not None and s.sparse_power > 0:
-            seen = np.isfinite(np.asarray(values, dtype=np.float64)).reshape(-1, *np.shape(values)[-2:]).any(axis=0)
+        if s.sparse_tau:
+            seen = np.isfinite(np.asarray(values)).reshape(-1, *np.shape(values)[-2:]).any(axis=0)
             wt = window_tau(seen, self.windows.spec, self.tau, s.sparse_cells, s.sparse_power)
         return analyse_local(inputs, self.windows, self.embeddings, enc.embed_obs_input, kind=enc.kind, tau=self.tau,
                              members=s.members, rng=rng, spread_factor=s.spread_factor,
@@ -348,7 +348,7 @@ class LocalSampler(Sampler):
         """
         out = {f"window_{k}": int(v) for k, v in self.encoders.window.to_dict().items()}
         s = self.settings
-        if s.sparse_cells is not None and s.sparse_power > 0:  # the per-window temperature rule (window_tau)
+        if s.sparse_tau:  # the per-window temperature rule (window_tau)
             out.update(tau_sparse_cells=int(s.sparse_cells), tau_sparse_power=float(s.sparse_power))
         return out
 

@@ -309,6 +309,14 @@ def _cap(L: np.ndarray, thr: np.ndarray, max_keep: int | None) -> np.ndarray:
     return thr
 
 
+def query_tau(tau: np.ndarray, Q: int, name: str) -> np.ndarray:
+    """``tau`` as ``Q`` positive float64 temperatures, one per query (or window); else a ValueError naming ``name``."""
+    t = np.asarray(tau, dtype=np.float64)
+    if t.shape != (Q,) or not np.all(t > 0):
+        raise ValueError(f"{name}: expected {Q} positive temperatures, got shape {t.shape}")
+    return t
+
+
 def _prepare(z: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray | None]:
     """float32 rows for scoring: unit rows for cosine, squared norms for the negative squared distance."""
     x = np.ascontiguousarray(z, dtype=np.float32)
@@ -496,11 +504,7 @@ class WindowIndex:
         if tau is None:
             return self.tau
         t = np.asarray(tau, dtype=np.float64)
-        if t.ndim == 0:
-            return float(t)
-        if t.shape != (Q,) or not np.all(t > 0):
-            raise ValueError(f"tau: expected a positive number or {Q} positive values, got shape {t.shape}")
-        return t
+        return float(t) if t.ndim == 0 else query_tau(t, Q, "tau")
 
     def prepare_rows32(self) -> None:
         """The fused search's augmented float32 rows (``self.xt``) for :meth:`search_rows32`, once; ``self.x`` is kept."""

@@ -163,6 +163,11 @@ class SamplerSettings(Settings):
         if not isinstance(self.hybrid, HybridSettings):
             _type_error("hybrid", self.hybrid, "HybridSettings or a dict of its settings")
 
+    @property
+    def sparse_tau(self) -> bool:
+        """Whether local and hybrid modes give each window its own temperature (``sparse_cells`` set, power > 0)."""
+        return self.sparse_cells is not None and self.sparse_power > 0
+
     def temperature(self, trained: float) -> float:
         """The temperature of the weights: ``tau`` when set (given, or tuned and stored), else ``trained``.
 
