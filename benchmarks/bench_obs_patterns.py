@@ -10,10 +10,14 @@ to:
 - with ``--leave-out``, a model trained like it (``--seconds`` each) without that family, evaluated on it;
 - EnOI at its tuned settings (``tuned.json`` ``qg_enoi``).
 
+With ``--obs-window N`` the hybrid's Kalman step and EnOI both use N days of observations per analysis
+(``obs_window``: the days before each time, errors grown with age); the rows then also give EnOI of one day
+(``enoi_1day``) and the hybrid's ratio to it.
+
 Score: SSH RMSE / climatology (the library mean) over all days of the three truths; ratios to EnOI with paired
 bootstrap 95 % intervals over (truth, day) blocks of 5 days, 2000 resamples.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_obs_patterns.py [--leave-out] [--work DIR] [--json out.json]
+    OMP_NUM_THREADS=1 python benchmarks/bench_obs_patterns.py [--leave-out] [--obs-window N] [--work DIR] [--json out.json]
 
 About 10 min for the bundled model alone; add ~(training, 15-20 min, + 2 min) per left-out family (models cached
 in ``--work``: a rerun only evaluates).
@@ -71,19 +75,20 @@ def bootstrap_ratio(a: np.ndarray, b: np.ndarray, truth_id: np.ndarray, block: i
     return float(np.sqrt(a.sum() / b.sum())), float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
 
 
-def enoi_errors(lib, obs_path: Path, truth, clim) -> tuple[np.ndarray, np.ndarray]:
+def enoi_errors(lib, obs_path: Path, truth, clim, window: int = 1) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = oceanda.open_obs(obs_path, like=lib, superob=False).load()
-    ds = analyse_dataset(lib, raw, tuned_filter("qg_enoi"), periodic=True, rng=0, keep_members=False)
+    ds = analyse_dataset(lib, raw, tuned_filter("qg_enoi"), periodic=True, rng=0, keep_members=False, obs_window=window)
     return squared_errors(ds, truth, clim)
 
 
-def contrastive_errors(model: Path, lib, obs_path: Path, truth, clim, mode: str, cache: Path):
+def contrastive_errors(model: Path, lib, obs_path: Path, truth, clim, mode: str, cache: Path, window: int = 1):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         obs = oceanda.open_obs(obs_path, like=lib).load()
-        ds = oceanda.assimilate(model, lib, obs, mode=mode, quiet=True, cache_dir=cache)
+        extra = {"obs_window": window} if mode == "hybrid" else {}
+        ds = oceanda.assimilate(model, lib, obs, mode=mode, quiet=True, cache_dir=cache, **extra)
     return squared_errors(ds, truth, clim)
 
 
@@ -100,25 +105,33 @@ def leave_out_model(family: str, work: Path, seconds: float | None, data: Path) 
     return out
 
 
-def evaluate(model: Path, family: str, lib, truths: dict, work: Path, data: Path, enoi_cache: dict) -> dict:
-    """Local, hybrid and EnOI RMSE / climatology of one family on eval_1-3, with the ratios' intervals."""
+def evaluate(model: Path, family: str, lib, truths: dict, work: Path, data: Path, enoi_cache: dict,
+             window: int = 1) -> dict:
+    """Local, hybrid and EnOI RMSE / climatology of one family on eval_1-3, with the ratios' intervals.
+
+    ``window`` > 1: hybrid and EnOI both use that many days of observations per analysis (``obs_window``);
+    EnOI of one day is kept as ``enoi_1day`` (the issue's baseline) with the hybrid's ratio to it.
+    """
     clim = lib["ssh"].mean("time").values
-    rows = {"local": [], "hybrid": [], "enoi": [], "clim": [], "truth": []}
+    rows = {"local": [], "hybrid": [], "enoi": [], "enoi_1day": [], "clim": [], "truth": []}
     for k, (name, truth) in enumerate(truths.items()):
         path = observations(data, lib, work, family, name, truth)
-        if (family, name) not in enoi_cache:
-            enoi_cache[(family, name)] = enoi_errors(lib, path, truth, clim)
-        e, c = enoi_cache[(family, name)]
+        for w in dict.fromkeys((window, 1)):
+            if (family, name, w) not in enoi_cache:
+                enoi_cache[(family, name, w)] = enoi_errors(lib, path, truth, clim, w)
+        e, c = enoi_cache[(family, name, window)]
         rows["enoi"].append(e)
+        rows["enoi_1day"].append(enoi_cache[(family, name, 1)][0])
         rows["clim"].append(c)
         rows["truth"].append(np.full(len(e), k))
         for mode in ("local", "hybrid"):
-            rows[mode].append(contrastive_errors(model, lib, path, truth, clim, mode, work / "cache")[0])
+            rows[mode].append(contrastive_errors(model, lib, path, truth, clim, mode, work / "cache", window)[0])
     r = {k: np.concatenate(v) for k, v in rows.items()}
-    out = {m: float(np.sqrt(r[m].sum() / r["clim"].sum())) for m in ("local", "hybrid", "enoi")}
+    out = {m: float(np.sqrt(r[m].sum() / r["clim"].sum())) for m in ("local", "hybrid", "enoi", "enoi_1day")}
     for m in ("local", "hybrid"):
         out[f"{m}_over_enoi"] = bootstrap_ratio(r[m], r["enoi"], r["truth"])
-    out["days"] = int(len(r["enoi"]))
+    out["hybrid_over_enoi_1day"] = bootstrap_ratio(r["hybrid"], r["enoi_1day"], r["truth"])
+    out["days"], out["obs_window"] = int(len(r["enoi"])), int(window)
     return out
 
 
@@ -131,6 +144,8 @@ def main() -> None:
                     help="training budget of each left-out model (default: the bundled model's, 200 epochs or 1200 s)")
     ap.add_argument("--work", type=Path, default=None, help="folder for generated files and models (kept)")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON")
+    ap.add_argument("--obs-window", type=int, default=1, metavar="DAYS",
+                    help="days of observations in each Kalman step of the hybrid and of EnOI alike (default 1)")
     args = ap.parse_args()
     data = bundled_sample_dir("qg")
     model = args.model or data.parent / "models" / "qg_window"
@@ -142,12 +157,12 @@ def main() -> None:
     results: dict = {"model": str(model), "truths": list(TRUTHS), "rows": []}
     t0 = time.perf_counter()
     for family in args.families.split(","):
-        res = evaluate(model, family, lib, truths, work, data, enoi_cache)
+        res = evaluate(model, family, lib, truths, work, data, enoi_cache, args.obs_window)
         results["rows"].append({"family": family, "model": "all families", **res})
         print(_row(family, "all families", res), flush=True)
         if args.leave_out and family in DEFAULT_FAMILIES:
             held = leave_out_model(family, work, args.seconds, data)
-            res = evaluate(held, family, lib, truths, work, data, enoi_cache)
+            res = evaluate(held, family, lib, truths, work, data, enoi_cache, args.obs_window)
             results["rows"].append({"family": family, "model": f"without {family}", **res})
             print(_row(family, f"without {family}", res), flush=True)
     results["seconds"] = time.perf_counter() - t0
@@ -156,9 +171,10 @@ def main() -> None:
 
 
 def _row(family: str, model: str, r: dict) -> str:
-    lo, li = r["local_over_enoi"], r["hybrid_over_enoi"]
+    lo, li, l1 = r["local_over_enoi"], r["hybrid_over_enoi"], r["hybrid_over_enoi_1day"]
+    one = f"  hybrid/EnOI(1 day) {l1[0]:.3f} [{l1[1]:.3f}, {l1[2]:.3f}]" if r["obs_window"] > 1 else ""
     return (f"{family:<7s} {model:<16s} local {r['local']:.3f}  hybrid {r['hybrid']:.3f}  EnOI {r['enoi']:.3f}  "
-            f"local/EnOI {lo[0]:.3f} [{lo[1]:.3f}, {lo[2]:.3f}]  hybrid/EnOI {li[0]:.3f} [{li[1]:.3f}, {li[2]:.3f}]")
+            f"local/EnOI {lo[0]:.3f} [{lo[1]:.3f}, {lo[2]:.3f}]  hybrid/EnOI {li[0]:.3f} [{li[1]:.3f}, {li[2]:.3f}]{one}")
 
 
 if __name__ == "__main__":

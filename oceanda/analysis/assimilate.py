@@ -91,7 +91,7 @@ def assimilate(
     times: Sequence[int] | None = None,
     tau: float | None = None,
     precision: str | None = None, keep_mass: float | None = None, search: str | None = None, with_local: bool = False,
-    sparse_cells: int | None = None, sparse_power: float | None = None,
+    sparse_cells: int | None = None, sparse_power: float | None = None, obs_window: int | None = None,
 ) -> xr.Dataset | list[xr.Dataset] | tuple:
     """Analyse every time of ``obs`` (or the indices ``times``) with the contrastive sampler.
 
@@ -119,6 +119,8 @@ def assimilate(
     command : recorded in the ``command`` attribute (default: this process's command line)
     times : indices of the times of ``obs`` to analyse (default: all; of every Dataset of a list)
     with_local : mode ``hybrid``: also return ``(hybrid, local)``, its Kalman backgrounds = mode ``local``'s result
+    obs_window : mode ``hybrid``: days of observations in each Kalman step (``HybridSettings.obs_window``; None: the
+        model's)
 
     Returns
     -------
@@ -135,8 +137,8 @@ def assimilate(
     settings = _settings(model, model_dir, lib, members=members, top_k=top_k, tau=tau, spread_factor=spread_factor,
                          min_ess=min_ess, tempering=tempering, max_keep=max_keep, library_stride=library_stride,
                          hybrid=hybrid, precision=precision, keep_mass=keep_mass, search=search,
-                         sparse_cells=sparse_cells, sparse_power=sparse_power)
-    sampler = _keeping_local(sampler_for(mode, enc, settings, allowed_positions), with_local)
+                         sparse_cells=sparse_cells, sparse_power=sparse_power, obs_window=obs_window)
+    sampler = _keeping_local(sampler_for(mode, enc, settings, allowed_positions), with_local, obs_window)
     inputs = [sampler.read_obs(o, lib, times) for o in obs_list]
     labels = [f"{_source(o, i if many else None)} {x.label}".strip()  # how a failure names its time
               for i, (o, per) in enumerate(zip(obs_list, inputs)) for x in per]
@@ -159,8 +161,11 @@ def _shaped(out: list[xr.Dataset], local: list[xr.Dataset] | None, many: bool) -
     return (out, local) if many else (out[0], local[0])
 
 
-def _keeping_local(sampler: Sampler, with_local: bool) -> Sampler:
-    """``sampler``, set to keep its local analyses when ``with_local`` (a hybrid's only)."""
+def _keeping_local(sampler: Sampler, with_local: bool, obs_window: int | None = None) -> Sampler:
+    """``sampler``, set to keep its local analyses when ``with_local``; both that and ``obs_window``: a hybrid's only."""
+    if obs_window is not None and sampler.mode != "hybrid":
+        raise ConfigurationError(f"obs_window={obs_window}: a setting of mode 'hybrid' (its Kalman step); got mode "
+                                 f"'{sampler.mode}'")
     if with_local:
         if sampler.mode != "hybrid":
             raise ConfigurationError(f"with_local=True: expected mode 'hybrid' (its local backgrounds); got mode "
@@ -180,10 +185,13 @@ def _local_datasets(sampler: Sampler, inputs: Sequence[Sequence[TimeObs]], analy
                      as_local=True)
 
 
-def _settings(model: Any, model_dir: Path | None, lib: Library, **given: Any) -> SamplerSettings:
-    """The run's sampler settings (:func:`resolve_settings`), a tempering target the library can reach."""
+def _settings(model: Any, model_dir: Path | None, lib: Library, obs_window: int | None = None,
+              **given: Any) -> SamplerSettings:
+    """The run's sampler settings (:func:`resolve_settings`; ``obs_window``: the hybrid's), a reachable tempering target."""
     settings = resolve_settings(model, str(model_dir / "config.json") if model_dir is not None else "model config",
                                 **given)
+    if obs_window is not None:
+        settings = settings.replace(hybrid=settings.hybrid.replace(obs_window=obs_window))
     if settings.tempering and settings.min_ess is not None and settings.min_ess > lib.n:
         raise ConfigurationError(f"min_ess={settings.min_ess:g} (--min-ess); expected at most the {lib.n} states of "
                                  f"{lib.source}: tempering can never reach a larger effective sample size")

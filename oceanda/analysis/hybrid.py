@@ -31,7 +31,7 @@ from oceanda.kalman import schur_enoi
 #: The former name of :class:`~oceanda.analysis.settings.HybridSettings` (kept for callers).
 HybridConfig = HybridSettings
 
-__all__ = ["HybridConfig", "HybridSettings", "grid_localizer_for", "hybrid_update", "localizer_for",
+__all__ = ["HybridConfig", "HybridSettings", "grid_localizer_for", "hybrid_update", "kalman_window", "localizer_for",
            "schur_enoi", "static_states"]
 
 
@@ -51,6 +51,36 @@ def static_states(library, members: int, rng: np.random.Generator) -> np.ndarray
     m = min(int(members), library.n)
     idx = np.sort(rng.choice(library.n, size=m, replace=False))
     return library.read(idx).reshape(m, -1).astype(np.float64)
+
+
+def kalman_window(obs_list: list, library, config: HybridSettings) -> tuple[list, float | None]:
+    """The Kalman step's observations of every time with the ``config.obs_window`` days before it.
+
+    Errors grow with age by ``config.obs_age_growth`` (None: :func:`~oceanda.kalman.obswindow.age_growth` of the
+    library's first consecutive states) times the library's std at each observation
+    (:func:`~oceanda.kalman.obswindow.windowed`).
+
+    Parameters
+    ----------
+    obs_list : one :class:`oceanda.kalman.Observations` per time of the observation file, in time order
+    library : the :class:`~oceanda.analysis.library.Library`
+    config : the hybrid's settings
+
+    Returns
+    -------
+    list of Observations, one per time; the growth used (None with ``obs_window`` 1)
+    """
+    from oceanda.kalman.obswindow import WINDOW_STATES, age_growth, windowed
+
+    if config.obs_window == 1:
+        return obs_list, None
+    sd = np.std(static_states(library, config.static_members, np.random.default_rng([0, 99])), axis=0, ddof=1)
+    growth = config.obs_age_growth
+    if growth is None:
+        k = min(library.n, WINDOW_STATES)
+        times = library.ds[library.sample_dim].values[:k]
+        growth = age_growth(library.read(np.arange(k)).reshape(k, -1), times, source=f"{library.source} (obs_window)")
+    return windowed(obs_list, config.obs_window, growth, sd, option="hybrid obs_window"), float(growth)
 
 
 def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any, *, localizer: Any,

@@ -25,7 +25,7 @@ import xarray as xr
 
 from oceanda.analysis.encoding import EncoderPair, obs_arrays, obs_error_arrays
 from oceanda.analysis.global_mode import analyse_global
-from oceanda.analysis.hybrid import hybrid_update, localizer_for, static_states
+from oceanda.analysis.hybrid import hybrid_update, kalman_window, localizer_for, static_states
 from oceanda.analysis.library import Library
 from oceanda.analysis.local_mode import LocalAnalysis, WindowLibrary, analyse_local, prepare_fast, window_tau
 from oceanda.analysis.result import Analysis
@@ -373,6 +373,8 @@ class HybridSampler(LocalSampler):
         #: also return each time's local analysis (``Analysis.local``): mode ``local``'s result at no extra cost,
         #: since the local analysis is the Kalman step's background drawn from the same random stream
         self.keep_local = False
+        #: the observation error growth per day of the Kalman step's window (set by :meth:`read_obs`)
+        self.obs_age_growth: float | None = None
 
     def prepare(self, library: Library | xr.Dataset, cache_dir=None, quiet: bool = True, seed: int | None = 0):
         """As :meth:`LocalSampler.prepare`, then the static ensemble and the localizer of the Kalman step.
@@ -410,11 +412,15 @@ class HybridSampler(LocalSampler):
         from oceanda.kalman import observations_from_dataset
 
         inputs = super().read_obs(obs, library, times)
-        sel = obs.isel(time=[o.index for o in inputs]) if "time" in obs.dims else obs
+        window = self.settings.hybrid.obs_window > 1 and "time" in obs.dims
+        sel = obs.isel(time=[o.index for o in inputs]) if "time" in obs.dims and not window else obs
         src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
         kalman = observations_from_dataset(sel, library.layout, library.ds, source=src,
                                            variables=[v for v in dict.fromkeys(v for v, _ in self.encoders.obs_channels)
                                                       if v in obs.data_vars])
+        if window:  # every time's observations, then each analysed time with the days before it
+            full, self.obs_age_growth = kalman_window(kalman, library, self.settings.hybrid)
+            kalman = [full[o.index] for o in inputs]
         return [replace(o, kalman=k) for o, k in zip(inputs, kalman)]
 
     def analyse(self, obs: TimeObs | np.ndarray, rng: np.random.Generator) -> Analysis:
@@ -459,7 +465,9 @@ class HybridSampler(LocalSampler):
         """
         h = self.settings.hybrid
         hyb = {f"hybrid_{f.name}": (v if isinstance(v, str) else float(v))
-               for f in fields(h) for v in [getattr(h, f.name)]}
+               for f in fields(h) for v in [getattr(h, f.name)] if v is not None}
+        if self.obs_age_growth is not None:  # the growth the window used (estimated from the library when not given)
+            hyb["hybrid_obs_age_growth"] = self.obs_age_growth
         return {**super().geometry(), **hyb}
 
 

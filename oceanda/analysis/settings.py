@@ -55,6 +55,9 @@ class HybridSettings(Settings):
     spread_channels : ``'observed'`` (Kalman spread on observed channels only) or ``'all'``
     spread : ``'reduction'`` (contrastive spread x Kalman variance reduction) or ``'kalman'`` (EnOI's own)
     spread_factor : anomalies x this after the update (calibrated on a tuning run)
+    obs_window : the Kalman step also uses the observations of the ``obs_window - 1`` days before each analysis
+        time, their errors grown with age (:mod:`oceanda.kalman.obswindow`); 1: that day's only
+    obs_age_growth : that growth per day, a fraction of the climatological std (None: estimated from the library)
     """
 
     SCHEMA: ClassVar[str] = "oceanda.analysis.HybridSettings"
@@ -70,6 +73,8 @@ class HybridSettings(Settings):
     spread_channels: str = "observed"
     spread: str = "reduction"
     spread_factor: float = 1.0
+    obs_window: int = 1
+    obs_age_growth: float | None = None
 
     def validate(self) -> None:
         check_choice("ensemble", self.ensemble, ("static", "local", "both"))
@@ -82,6 +87,10 @@ class HybridSettings(Settings):
         check_choice("spread_channels", self.spread_channels, ("observed", "all"))
         check_choice("spread", self.spread, ("reduction", "kalman"))
         check_number("spread_factor", self.spread_factor, lo=0, lo_open=True, hi=MAX_SCALING)
+        from oceanda.kalman.obswindow import MAX_OBS_DAYS
+
+        check_number("obs_window", self.obs_window, lo=1, hi=MAX_OBS_DAYS, integer=True)
+        check_number("obs_age_growth", self.obs_age_growth, lo=0, hi=MAX_SCALING, optional=True)
 
     @property
     def uses_schur(self) -> bool:

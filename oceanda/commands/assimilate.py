@@ -44,6 +44,9 @@ def add_arguments(parser) -> None:
                              "the bundled QG model: 60)")
     parser.add_argument("--sparse-power", type=number(lo=0.0, hi=4.0), default=None, metavar="P",
                         help="the exponent P of --sparse-cells (default: the model's, else 0.3; 0 turns the rule off)")
+    parser.add_argument("--obs-window", type=positive_int, default=None, metavar="DAYS",
+                        help="hybrid: the Kalman step also uses the observations of the DAYS - 1 days before each "
+                             "analysis, their errors grown with age (default: the model's; the bundled QG model: 3)")
     parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -59,7 +62,7 @@ def add_arguments(parser) -> None:
 #: API keywords -> the options they come from (errors that depend on the data name the option).
 SPELLING = {"members": "--members", "top_k": "--top-k", "seed": "--seed", "tau": "--tau",
             "spread_factor": "--spread-factor", "min_ess": "--min-ess", "scheduler": "--scheduler",
-            "sparse_cells": "--sparse-cells", "sparse_power": "--sparse-power"}
+            "sparse_cells": "--sparse-cells", "sparse_power": "--sparse-power", "obs_window": "--obs-window"}
 
 
 def run(args) -> int:
@@ -76,7 +79,7 @@ def run(args) -> int:
         api.check_units(units, [library, obs], [*args.library, *args.obs])
         command = api.command_line()
         settings = given(args, "mode", "members", "seed", "tau", "spread_factor", "min_ess", "scheduler", "cache_dir",
-                         "precision", "sparse_cells", "sparse_power", top_k="top_k", tempering="temper")
+                         "precision", "sparse_cells", "sparse_power", "obs_window", top_k="top_k", tempering="temper")
         ds = api.assimilate(args.model, library, obs, quiet=args.quiet, command=command, **settings)
     api.write(ds, out, overwrite=args.overwrite, command=command)
     if not args.quiet:

@@ -53,6 +53,12 @@ def add_arguments(parser) -> None:
                         help="EnOI: static members drawn from the library (default all); --cycle: ensemble size (default 20)")
     parser.add_argument("--variables", nargs="+", default=None, metavar="VAR", help="state variables to analyse (default: all)")
     add_units_argument(parser)
+    parser.add_argument("--obs-window", type=positive_int, default=None, metavar="DAYS",
+                        help="each analysis also uses the observations of the DAYS - 1 days before it, their errors "
+                             "grown with age (default 1: that day's only)")
+    parser.add_argument("--obs-age-growth", type=number(lo=0.0, hi=100.0), default=None, metavar="G",
+                        help="--obs-window: error growth per day of age, a fraction of the ensemble's std (default: "
+                             "estimated from the library's consecutive states; required for a member ensemble)")
     parser.add_argument("--periodic", action="store_true", help="doubly periodic domain: distances from y/x km with wrap-around")
     parser.add_argument("--block", type=positive_int, default=None, metavar="B", help="LETKF: one local analysis per B x B tile of points (default 1)")
     parser.add_argument("--no-members", action="store_true", help="write only mean and spread, not the member ensemble")
@@ -69,12 +75,13 @@ def add_arguments(parser) -> None:
 
 
 #: Options of one-shot analyses only, and of cycled runs only (refused in the other mode: never silently ignored).
-ONE_SHOT_ONLY = ("ensemble", "obs", "rtpp", "alpha", "variables", "units", "block")
+ONE_SHOT_ONLY = ("ensemble", "obs", "rtpp", "alpha", "variables", "units", "block", "obs_window", "obs_age_growth")
 CYCLE_ONLY = ("cycles", "burn_in", "checkpoint_dir", "checkpoint_every")
 #: API keywords -> the options they come from (errors that depend on the data name the option).
 SPELLING = {"loc_radius_km": "--loc-radius", "radius": "--loc-radius", "rng": "--seed",
             **{k: "--" + k.replace("_", "-") for k in ("members", "seed", "cycles", "burn_in", "block", "alpha",
-                                                       "inflation", "rtps", "rtpp", "checkpoint_every")}}
+                                                       "inflation", "rtps", "rtpp", "checkpoint_every", "obs_window",
+                                                       "obs_age_growth")}}
 
 
 def _not_applying(args) -> None:
@@ -113,7 +120,7 @@ def _run_once(args) -> int:
     obs = api.open_obs(args.obs, like=ens, units=units, superob=False)  # points: the exact bilinear operator
     api.check_units(units, [ens, obs], [*args.ensemble, *args.obs])
     settings = given(args, "taper", "inflation", "rtps", "rtpp", "alpha", "members", "variables", "block",
-                     loc_radius_km="loc_radius", rng="seed")
+                     "obs_window", "obs_age_growth", loc_radius_km="loc_radius", rng="seed")
     # written time by time as analysed (atomically): one time's ensemble in memory, not the record's
     ds = api.analyse(ens, obs, args.method, periodic=args.periodic, keep_members=not args.no_members,
                      source=" + ".join(args.ensemble), out=out, overwrite=args.overwrite, command=command, **settings)

@@ -28,6 +28,7 @@ from oceanda.kalman._core import as_rng
 from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, block_groups, estimate_radius
 from oceanda.kalman.methods import METHODS, Filter, make_filter
 from oceanda.kalman.obsspace import Observations, observations_from_dataset
+from oceanda.settings import check_number
 
 
 def grid_metric(ds: xr.Dataset, periodic: bool = False) -> tuple[np.ndarray, str, list[float] | None]:
@@ -363,9 +364,10 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
                     loc_radius_km: float | None = None, taper: str | None = None, inflation: float | None = None,
                     rtps: float | None = None, rtpp: float | None = None, alpha: float | None = None,
                     members: int | None = None, variables: Sequence[str] | None = None, block: int | None = None,
-                    periodic: bool = False, rng: Any = 0, keep_members: bool = True,
-                    source: str = "ensemble", attrs: dict[str, Any] | None = None, out: Any = None,
-                    overwrite: bool = False, command: str | None = None, write_members: Any = None) -> xr.Dataset:
+                    periodic: bool = False, rng: Any = 0, keep_members: bool = True, source: str = "ensemble",
+                    attrs: dict[str, Any] | None = None, out: Any = None, overwrite: bool = False,
+                    command: str | None = None, write_members: Any = None, obs_window: int = 1,
+                    obs_age_growth: float | None = None) -> xr.Dataset:
     """Analyse ``ensemble`` with every time of ``obs``; returns the common analysis layout (times = obs times).
 
     ``ensemble`` has a ``member`` dimension (and optionally ``time``: then the member set at each
@@ -401,6 +403,8 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     out : write the result to this NetCDF file as the times are analysed (one time's ensemble in memory,
         not the record's; atomic through :func:`oceanda.io.write_netcdf`) and return it opened lazily
     overwrite, command : ``out`` may replace an existing file; the command line in its history
+    obs_window, obs_age_growth : days of observations in each analysis, those before it with errors grown by
+        ``obs_age_growth`` x the ensemble's std a day (None: from a library's states; :mod:`oceanda.kalman.obswindow`)
 
     Returns
     -------
@@ -412,27 +416,24 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
     variables = _state_variables(ensemble, obs, sample_dim) if variables is None else variables
     base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
     layout = layout_of(base, variables, sample_dim=sample_dim, source=source)
-    g = as_rng(rng)
-    observed, obs_list, used = _observations(obs, layout, ensemble, periodic)
+    observed, obs_list, used = _observations(obs, layout, ensemble, periodic, (obs_window, obs_age_growth, source))
     if not radius_source:  # a localised method and no radius: never silently unlocalised
         est, radius_source = _estimate_radius(ensemble, layout, f, observed, obs_list[0].time if obs_list else None,
                                               periodic, source)
         f = f.replace(radius=est)
     radius = getattr(f, "radius", None)
     loc = localizer_for_dataset(ensemble, radius, taper=f.taper, block=f.block, periodic=periodic) if radius else None
-    like = ensemble.isel(member=0, drop=True) if "member" in ensemble.dims else ensemble
-    if "time" in like.dims:
-        like = like.isel(time=0, drop=True)
+    like = base.isel({sample_dim: 0}, drop=True)  # one state: the grid
     time_attrs = dict(obs["time"].attrs) if "time" in obs.coords else {}
 
     def attrs_of(seconds: list[float], n: int) -> dict[str, Any]:
         return {**_attrs(f, seconds, n, loc_radius_km, taper, radius_source), **used, **(attrs or {})}
 
     if out is not None:
-        _stream(out, _analyses(ensemble, layout, obs_list, f, loc, g, source), layout, like, attrs_of, keep_members,
-                time_attrs, overwrite, command)
+        _stream(out, _analyses(ensemble, layout, obs_list, f, loc, as_rng(rng), source), layout, like, attrs_of,
+                keep_members, time_attrs, overwrite, command)
         return xr.open_dataset(out)
-    members_t, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, g, source)
+    members_t, times, seconds = _analyse_times(ensemble, layout, obs_list, f, loc, as_rng(rng), source)
     nmin = min(a.shape[0] for a in members_t)
     tvals = np.asarray(times) if times[0] is not None else np.arange(len(times))
     ds = _written_members(members_t, nmin, write_members, layout, like, tvals, attrs_of(seconds, nmin), keep_members)
@@ -478,9 +479,43 @@ def _check_inputs(ensemble: xr.Dataset, obs: xr.Dataset, source: str, out: Any, 
     return sample_dim
 
 
-def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset,
-                  periodic: bool) -> tuple[list[str], list[Observations], dict[str, Any]]:
-    """``(observed variables, one Observations per time, how they were used)``; none on the grid is refused."""
+def _time_window(obs_list: list[Observations], ensemble: xr.Dataset, layout: FieldLayout, sample_dim: str, days: int,
+                 growth: float | None, source: str, used: dict[str, Any]) -> list[Observations]:
+    """Each time's observations with the ``days - 1`` days before it (:func:`~oceanda.kalman.obswindow.windowed`).
+
+    The error growth scales with the ensemble's std (at most :data:`WINDOW_STATES` states of it); without
+    ``growth`` it is estimated from a library's first consecutive states. Recorded in ``used``.
+    """
+    from oceanda.kalman.obswindow import MAX_OBS_DAYS, WINDOW_STATES, age_growth, windowed
+
+    check_number("obs_window", days, lo=1, hi=MAX_OBS_DAYS, integer=True)
+    check_number("obs_age_growth", growth, lo=0, hi=100.0, optional=True)
+    if days == 1:
+        return obs_list
+    base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
+    n = base.sizes[sample_dim]
+
+    def flat(sel: Any) -> np.ndarray:
+        x = to_array(base.isel({sample_dim: sel}), layout, dtype=np.float64)[0]
+        return x.reshape(len(x), -1)
+
+    sd = np.nan_to_num(np.nanstd(flat(slice(None, None, max(1, n // WINDOW_STATES))), axis=0, ddof=1))
+    if growth is None:
+        if sample_dim != "time":
+            raise ConfigurationError(f"obs_window={days}: {source} is a member ensemble; give obs_age_growth "
+                                     "(the error growth per day), or a library along time to estimate it from")
+        k = min(n, WINDOW_STATES)
+        growth = age_growth(flat(slice(0, k)), base["time"].values[:k], source=source)
+    used.update(obs_window_days=int(days), obs_age_growth=float(growth))
+    return windowed(obs_list, days, growth, sd, option="obs_window")
+
+
+def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset, periodic: bool,
+                  window: tuple = (1, None, "ensemble")) -> tuple[list[str], list[Observations], dict[str, Any]]:
+    """``(observed variables, one Observations per time, how they were used)``; none on the grid is refused.
+
+    ``window``: ``(obs_window, obs_age_growth, source)`` of :func:`_time_window`.
+    """
     observed = [str(v) for v in obs.data_vars if str(v) in layout.variables]
     used: dict[str, Any] = {}  # how the observations were used (operator, point counts): into the attributes
     src = " + ".join(obs.encoding.get("oceanda_sources", [])) or "observations"
@@ -491,4 +526,5 @@ def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset,
                            if str(k).startswith("points_") and isinstance(v, (int, np.integer)))
         raise DataValidationError(f"{src}: no observation falls on the ensemble's grid{f' ({counts})' if counts else ''}; "
                                   "expected observations inside the grid and its times")
-    return observed, obs_list, used
+    sample_dim = "member" if "member" in ensemble.dims else "time"
+    return observed, _time_window(obs_list, ensemble, layout, sample_dim, *window[:2], window[2], used), used

@@ -1,0 +1,123 @@
+"""An observation time window: each analysis also uses the previous days' observations, their errors grown with age.
+
+Why: ocean states change slowly (the QG sample's SSH changes by about 5 % of its variability a day), so
+yesterday's observations still say much about today's state -- with gappy patterns (clouds, profiles, tracks)
+several days together cover far more of the field than one. An observation of age ``a`` days is used as one of
+today's state with the error of that change added: ``sqrt(error^2 + (growth * a * sd)^2)``, ``sd`` the
+climatological standard deviation at its location and ``growth`` the change per day as a fraction of it
+(:func:`age_growth` estimates it from consecutive library states). The window looks back only (a filter, not
+a smoother), as the contrastive encoders' multi-day stacks do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from oceanda.errors import ConfigurationError, DataValidationError
+from oceanda.kalman.obsspace import Observations, apply_operator
+
+__all__ = ["MAX_OBS_DAYS", "WINDOW_STATES", "age_days", "age_growth", "windowed"]
+
+#: the longest observation window, in days
+MAX_OBS_DAYS = 60
+#: states read to estimate the climatological std and (consecutive ones) the error growth with age
+WINDOW_STATES = 366
+
+
+def age_days(later: Any, earlier: Any) -> float:
+    """``later - earlier`` in days, for numpy datetime64 and cftime times alike (plain numbers: days)."""
+    d = later - earlier
+    if isinstance(d, np.timedelta64):  # before the numbers: numpy's timedelta64 is an integer type
+        return float(d / np.timedelta64(1, "s")) / 86400.0
+    if isinstance(d, (int, float, np.integer, np.floating)):
+        return float(d)
+    return float(d.total_seconds()) / 86400.0
+
+
+def windowed(obs_list: Sequence[Observations], days: int, growth: float, sd: np.ndarray,
+             option: str = "obs_window") -> list[Observations]:
+    """Each time's observations with those of the ``days - 1`` days before it, errors grown with their age.
+
+    Parameters
+    ----------
+    obs_list : one :class:`Observations` per analysis time, in time order, each with its ``time``
+    days : window length in days (1: the list unchanged); observations ``0 <= age < days`` days old are used
+    growth : error growth per day, a fraction of ``sd``
+    sd : ``[n]`` climatological standard deviation of the flat state (taken at each observation through its ``H``)
+    option : the setting's name, for errors
+
+    Returns
+    -------
+    list of Observations, one per time of ``obs_list``
+    """
+    if days == 1 or len(obs_list) < 2:
+        return list(obs_list)
+    if any(o.time is None for o in obs_list):
+        raise DataValidationError(f"{option}={days}: the observations have no times; expected a time coordinate")
+    if any(callable(o.H) and not sp.issparse(o.H) for o in obs_list):
+        raise ConfigurationError(f"{option}={days}: nonlinear observation operators cannot be stacked; use {option}=1")
+    sd = np.asarray(sd, dtype=np.float64)
+    out = []
+    for i, o in enumerate(obs_list):
+        parts = []
+        for j in range(i, -1, -1):
+            age = age_days(o.time, obs_list[j].time)
+            if age >= days - 1e-6:
+                break
+            parts.append((obs_list[j], max(age, 0.0)))
+        out.append(parts[0][0] if len(parts) == 1 else _stack(parts, growth, sd))
+    return out
+
+
+def _stack(parts: list[tuple[Observations, float]], growth: float, sd: np.ndarray) -> Observations:
+    """One Observations of ``(observations, age)`` pairs; the first pair's time."""
+    errors = [np.sqrt(o.error ** 2 + (growth * age * apply_operator(o.H, sd[None])[0]) ** 2) if age > 0 else o.error
+              for o, age in parts]
+    obs = [o for o, _ in parts]
+    if any(sp.issparse(o.H) for o in obs):
+        n = sd.size
+        H = sp.vstack([o.H if sp.issparse(o.H) else _selection(o.H, n) for o in obs]).tocsr()
+    else:
+        H = np.concatenate([np.asarray(o.H, dtype=np.int64) for o in obs])
+    located = all(o.coords is not None for o in obs)
+    coords = np.concatenate([o.coords for o in obs]) if located else None
+    return Observations(np.concatenate([o.y for o in obs]), np.concatenate(errors), H, coords=coords, time=obs[0].time)
+
+
+def _selection(index: np.ndarray, n: int) -> sp.csr_matrix:
+    index = np.asarray(index, dtype=np.int64)
+    return sp.csr_matrix((np.ones(index.size), (np.arange(index.size), index)), shape=(index.size, n))
+
+
+def age_growth(states: np.ndarray, times: Sequence[Any], source: str = "library") -> float:
+    """The change of the state per day, a fraction of its climatological spread, from consecutive states.
+
+    ``median over consecutive pairs of rms((x[t+1] - x[t]) / sd) / gap``, ``sd`` each point's std over the states: the ``growth`` of
+    :func:`windowed` (a linear growth of the change with age, as smooth ocean fields show over a few days).
+
+    Parameters
+    ----------
+    states : ``[T, n]`` states in time order (NaN allowed: land)
+    times : their ``T`` times (datetime64 or cftime)
+    source : what to call the states in errors
+
+    Returns
+    -------
+    float
+    """
+    x = np.asarray(states, dtype=np.float64)
+    if len(x) < 3 or len(times) != len(x):
+        raise DataValidationError(f"{source}: {len(x)} states; expected at least 3 in time order to estimate the "
+                                  "observation error growth with age (or give obs_age_growth)")
+    gaps = np.array([age_days(times[t + 1], times[t]) for t in range(len(x) - 1)])
+    if not np.all(gaps > 0):
+        raise DataValidationError(f"{source}: times not strictly increasing; expected consecutive states to estimate "
+                                  "the observation error growth with age (or give obs_age_growth)")
+    sd = np.nanstd(x, axis=0)
+    z = np.where(sd > 0, x / np.where(sd > 0, sd, 1.0), np.nan)  # in units of each point's spread: no variable dominates
+    change = np.sqrt(np.nanmean((z[1:] - z[:-1]) ** 2, axis=1)) / gaps
+    return float(np.nanmedian(change)) if np.isfinite(change).any() else 0.0
