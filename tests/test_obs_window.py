@@ -156,3 +156,11 @@ def test_hybrid_window_uses_the_days_before_each_time_and_records_its_growth(tmp
     np.testing.assert_allclose(last.ssh_mean.values[0], two.ssh_mean.values[2], atol=1e-6)
     with pytest.raises(ConfigurationError, match="obs_window=2: a setting of mode 'hybrid'"):
         assimilate(mdir, ds, obs, mode="local", obs_window=2)
+
+
+def test_window_never_takes_later_observations_whatever_the_order():
+    sd = np.ones(2)
+    later, earlier = _obs(T0 + DAY, [1], [2.0], [0.2]), _obs(T0, [0], [1.0], [0.1])
+    first, second = windowed([later, earlier], 2, 0.5, sd)  # given latest first
+    np.testing.assert_array_equal(first.H, [1, 0])  # the later time: itself, then the day before
+    assert second is earlier  # the earlier time: nothing after it is used

@@ -44,7 +44,7 @@ def windowed(obs_list: Sequence[Observations], days: int, growth: float, sd: np.
 
     Parameters
     ----------
-    obs_list : one :class:`Observations` per analysis time, in time order, each with its ``time``
+    obs_list : one :class:`Observations` per analysis time, each with its ``time`` (any order)
     days : window length in days (1: the list unchanged); observations ``0 <= age < days`` days old are used
     growth : error growth per day, a fraction of ``sd``
     sd : ``[n]`` climatological standard deviation of the flat state (taken at each observation through its ``H``)
@@ -61,15 +61,14 @@ def windowed(obs_list: Sequence[Observations], days: int, growth: float, sd: np.
     if any(callable(o.H) and not sp.issparse(o.H) for o in obs_list):
         raise ConfigurationError(f"{option}={days}: nonlinear observation operators cannot be stacked; use {option}=1")
     sd = np.asarray(sd, dtype=np.float64)
+    t = np.array([age_days(o.time, obs_list[0].time) for o in obs_list])  # days since the first
     out = []
     for i, o in enumerate(obs_list):
-        parts = []
-        for j in range(i, -1, -1):
-            age = age_days(o.time, obs_list[j].time)
-            if age >= days - 1e-6:
-                break
-            parts.append((obs_list[j], max(age, 0.0)))
-        out.append(parts[0][0] if len(parts) == 1 else _stack(parts, growth, sd))
+        age = t[i] - t
+        near = np.flatnonzero((age > -1e-6) & (age < days - 1e-6))  # earlier within the window (never later)
+        near = near[np.argsort(age[near], kind="stable")]
+        parts = [(obs_list[j], max(float(age[j]), 0.0)) for j in [i, *near[near != i]]]
+        out.append(o if len(parts) == 1 else _stack(parts, growth, sd))
     return out
 
 
