@@ -164,3 +164,20 @@ def test_window_never_takes_later_observations_whatever_the_order():
     first, second = windowed([later, earlier], 2, 0.5, sd)  # given latest first
     np.testing.assert_array_equal(first.H, [1, 0])  # the later time: itself, then the day before
     assert second is earlier  # the earlier time: nothing after it is used
+
+
+def test_assimilate_cli_refuses_obs_window_outside_the_hybrid(tmp_path, capsys):
+    from test_assimilate import _obs, _save_model
+
+    ds = smooth_library()
+    mdir = _save_model(tmp_path / "w", ds, window={"size": 4, "stride": 2, "halo": 2, "periodic": True}, tau=1.0)
+    ds.to_netcdf(tmp_path / "lib.nc")
+    _obs(ds, [3, 4], frac=0.3).to_netcdf(tmp_path / "obs.nc")
+    argv = ["assimilate", "--model", str(mdir), "--library", str(tmp_path / "lib.nc"), "--obs", str(tmp_path / "obs.nc"),
+            "--members", "6", "--obs-window", "2", "--quiet"]
+    assert main([*argv, "--mode", "local", "--out", str(tmp_path / "a.nc")]) == 2
+    assert "--obs-window=2: a setting of mode 'hybrid'" in capsys.readouterr().err
+    assert not (tmp_path / "a.nc").exists()
+    assert main([*argv, "--mode", "hybrid", "--out", str(tmp_path / "b.nc")]) == 0
+    with xr.open_dataset(tmp_path / "b.nc") as b:
+        assert b.attrs["hybrid_obs_window"] == 2 and b.attrs["hybrid_obs_age_growth"] > 0

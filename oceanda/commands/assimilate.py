@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
                         help="the exponent P of --sparse-cells (default: the model's, else 0.3; 0 turns the rule off)")
     parser.add_argument("--obs-window", type=positive_int, default=None, metavar="DAYS",
                         help="hybrid: the Kalman step also uses the observations of the DAYS - 1 days before each "
-                             "analysis, their errors grown with age (default: the model's; the bundled QG model: 3)")
+                             "analysis, their errors grown with age (default: the model's; the bundled QG model: 1)")
     parser.add_argument("--min-ess", type=nonnegative, default=None, help="warn when the effective sample size falls below this")
     parser.add_argument("--temper", action="store_true", default=None, help="raise tau until the ESS reaches --min-ess instead of warning")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
