@@ -74,7 +74,8 @@ def kalman_window(obs_list: list, library, config: HybridSettings) -> tuple[list
 
     if config.obs_window == 1:
         return obs_list, None
-    sd = np.std(static_states(library, config.static_members, np.random.default_rng([0, 99])), axis=0, ddof=1)
+    static = static_states(library, config.static_members, np.random.default_rng([0, 99]))
+    sd = np.nan_to_num(np.nanstd(static, axis=0, ddof=1))  # land: NaN in every state, never observed
     growth = config.obs_age_growth
     if growth is None:
         k = min(library.n, WINDOW_STATES)
