@@ -204,7 +204,8 @@ def assimilate(model: Any, library: Any, obs: xr.Dataset, **settings: Any) -> An
     obs : gridded observations (NaN where unobserved), or a list of observation Datasets / files: one
         analysis Dataset each (as if analysed one by one), all in one run with the sampler prepared once
     **settings : ``mode`` (global, local, hybrid; default by model), ``members``, ``seed``, ``tau``,
-        ``spread_factor``, ``min_ess``, ``tempering``, ``hybrid``, ``cache_dir``, ``scheduler`` (a
+        ``spread_factor``, ``min_ess``, ``tempering``, ``hybrid``, ``obs_window`` (the hybrid's Kalman step: days of
+        observations per analysis), ``cache_dir``, ``scheduler`` (a
         dask.distributed address, ``local:N`` for N local worker processes, or a Client: results identical
         to the local run), ``quiet``, ... (see :func:`oceanda.analysis.assimilate.assimilate`)
 
@@ -253,7 +254,8 @@ def analyse(ensemble: xr.Dataset, obs: xr.Dataset, method: str = "letkf", **sett
     obs : gridded or point observations
     method : ``enkf``, ``etkf``, ``letkf`` or ``enoi``
     **settings : ``loc_radius_km``, ``taper``, ``inflation``, ``rtps``, ``rtpp``, ``alpha``, ``members``,
-        ``block``, ``periodic``, ``rng``, ``out`` (write to this file time by time, one time's ensemble in
+        ``block``, ``periodic``, ``rng``, ``obs_window`` (days of observations per analysis: the days before it too,
+        errors grown with age), ``obs_age_growth``, ``out`` (write to this file time by time, one time's ensemble in
         memory; returns it opened lazily), ``overwrite``, ``command``, ... (see :func:`oceanda.kalman.analyse_dataset`)
 
     Returns
