@@ -70,18 +70,17 @@ def kalman_window(obs_list: list, library, config: HybridSettings) -> tuple[list
     -------
     list of Observations, one per time; the growth used (None with ``obs_window`` 1)
     """
-    from oceanda.kalman.obswindow import WINDOW_STATES, age_growth, windowed
+    from oceanda.kalman.obswindow import WINDOW_STATES, from_states
 
-    if config.obs_window == 1:
-        return obs_list, None
-    static = static_states(library, config.static_members, np.random.default_rng([0, 99]))
-    sd = np.nan_to_num(np.nanstd(static, axis=0, ddof=1))  # land: NaN in every state, never observed
-    growth = config.obs_age_growth
-    if growth is None:
+    def spread() -> np.ndarray:
+        return static_states(library, config.static_members, np.random.default_rng([0, 99]))
+
+    def series() -> tuple:
         k = min(library.n, WINDOW_STATES)
-        times = library.ds[library.sample_dim].values[:k]
-        growth = age_growth(library.read(np.arange(k)).reshape(k, -1), times, source=f"{library.source} (obs_window)")
-    return windowed(obs_list, config.obs_window, growth, sd, option="hybrid obs_window"), float(growth)
+        return (library.read(np.arange(k)).reshape(k, -1), library.ds[library.sample_dim].values[:k],
+                f"{library.source} (obs_window)")
+
+    return from_states(obs_list, config.obs_window, config.obs_age_growth, spread, series, option="hybrid obs_window")
 
 
 def hybrid_update(mean: np.ndarray, local_members: np.ndarray, observations: Any, *, localizer: Any,

@@ -28,7 +28,6 @@ from oceanda.kalman._core import as_rng
 from oceanda.kalman.localization import DEFAULT_TAPER, Localizer, block_groups, estimate_radius
 from oceanda.kalman.methods import METHODS, Filter, make_filter
 from oceanda.kalman.obsspace import Observations, observations_from_dataset
-from oceanda.settings import check_number
 
 
 def grid_metric(ds: xr.Dataset, periodic: bool = False) -> tuple[np.ndarray, str, list[float] | None]:
@@ -414,7 +413,7 @@ def analyse_dataset(ensemble: xr.Dataset, obs: xr.Dataset, method: str | Filter 
                                                        "rtpp": rtpp, "alpha": alpha, "members": members, "block": block})
     sample_dim = _check_inputs(ensemble, obs, source, out, overwrite, write_members)
     variables = _state_variables(ensemble, obs, sample_dim) if variables is None else variables
-    base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
+    base = _one_set(ensemble, sample_dim)
     layout = layout_of(base, variables, sample_dim=sample_dim, source=source)
     observed, obs_list, used = _observations(obs, layout, ensemble, periodic, (obs_window, obs_age_growth, source))
     if not radius_source:  # a localised method and no radius: never silently unlocalised
@@ -479,35 +478,40 @@ def _check_inputs(ensemble: xr.Dataset, obs: xr.Dataset, source: str, out: Any, 
     return sample_dim
 
 
-def _time_window(obs_list: list[Observations], ensemble: xr.Dataset, layout: FieldLayout, sample_dim: str, days: int,
+def _one_set(ensemble: xr.Dataset, sample_dim: str) -> xr.Dataset:
+    """The ensemble's states along ``sample_dim``: a member ensemble per time gives its first time's members."""
+    return ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
+
+
+def _time_window(obs_list: list[Observations], ensemble: xr.Dataset, layout: FieldLayout, days: int,
                  growth: float | None, source: str, used: dict[str, Any]) -> list[Observations]:
-    """Each time's observations with the ``days - 1`` days before it (:func:`~oceanda.kalman.obswindow.windowed`).
+    """Each time's observations with the ``days - 1`` days before it (:func:`~oceanda.kalman.obswindow.from_states`).
 
     The error growth scales with the ensemble's std (at most :data:`WINDOW_STATES` states of it); without
     ``growth`` it is estimated from a library's first consecutive states. Recorded in ``used``.
     """
-    from oceanda.kalman.obswindow import MAX_OBS_DAYS, WINDOW_STATES, age_growth, windowed
+    from oceanda.kalman.obswindow import WINDOW_STATES, from_states
 
-    check_number("obs_window", days, lo=1, hi=MAX_OBS_DAYS, integer=True)
-    check_number("obs_age_growth", growth, lo=0, hi=100.0, optional=True)
-    if days == 1:
-        return obs_list
-    base = ensemble.isel(time=0, drop=True) if sample_dim == "member" and "time" in ensemble.dims else ensemble
-    n = base.sizes[sample_dim]
+    dim = layout.sample_dim
+    base = _one_set(ensemble, dim)
+    n = base.sizes[dim]
 
     def flat(sel: Any) -> np.ndarray:
-        x = to_array(base.isel({sample_dim: sel}), layout, dtype=np.float64)[0]
+        x = to_array(base.isel({dim: sel}), layout, dtype=np.float64)[0]
         return x.reshape(len(x), -1)
 
-    sd = np.nan_to_num(np.nanstd(flat(slice(None, None, max(1, n // WINDOW_STATES))), axis=0, ddof=1))
-    if growth is None:
-        if sample_dim != "time":
+    def series() -> tuple:
+        if dim != "time":
             raise ConfigurationError(f"obs_window={days}: {source} is a member ensemble; give obs_age_growth "
                                      "(the error growth per day), or a library along time to estimate it from")
         k = min(n, WINDOW_STATES)
-        growth = age_growth(flat(slice(0, k)), base["time"].values[:k], source=source)
-    used.update(obs_window_days=int(days), obs_age_growth=float(growth))
-    return windowed(obs_list, days, growth, sd, option="obs_window")
+        return flat(slice(0, k)), base["time"].values[:k], source
+
+    out, used_growth = from_states(obs_list, days, growth, lambda: flat(slice(None, None, max(1, n // WINDOW_STATES))),
+                                   series)
+    if used_growth is not None:
+        used.update(obs_window_days=int(days), obs_age_growth=used_growth)
+    return out
 
 
 def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset, periodic: bool,
@@ -526,5 +530,4 @@ def _observations(obs: xr.Dataset, layout: FieldLayout, ensemble: xr.Dataset, pe
                            if str(k).startswith("points_") and isinstance(v, (int, np.integer)))
         raise DataValidationError(f"{src}: no observation falls on the ensemble's grid{f' ({counts})' if counts else ''}; "
                                   "expected observations inside the grid and its times")
-    sample_dim = "member" if "member" in ensemble.dims else "time"
-    return observed, _time_window(obs_list, ensemble, layout, sample_dim, *window[:2], window[2], used), used
+    return observed, _time_window(obs_list, ensemble, layout, *window, used), used

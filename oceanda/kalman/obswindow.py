@@ -18,12 +18,15 @@ import numpy as np
 import scipy.sparse as sp
 
 from oceanda.errors import ConfigurationError, DataValidationError
-from oceanda.kalman.obsspace import Observations, apply_operator
+from oceanda.kalman.obsspace import Observations, apply_operator, selection_operator
+from oceanda.settings import check_number
 
-__all__ = ["MAX_OBS_DAYS", "WINDOW_STATES", "age_days", "age_growth", "windowed"]
+__all__ = ["MAX_AGE_GROWTH", "MAX_OBS_DAYS", "WINDOW_STATES", "age_days", "age_growth", "from_states", "windowed"]
 
 #: the longest observation window, in days
 MAX_OBS_DAYS = 60
+#: the largest error growth per day (a fraction of the std): far beyond any state's change
+MAX_AGE_GROWTH = 100.0
 #: states read to estimate the climatological std and (consecutive ones) the error growth with age
 WINDOW_STATES = 366
 
@@ -78,8 +81,7 @@ def _stack(parts: list[tuple[Observations, float]], growth: float, sd: np.ndarra
               for o, age in parts]
     obs = [o for o, _ in parts]
     if any(sp.issparse(o.H) for o in obs):
-        n = sd.size
-        H = sp.vstack([o.H if sp.issparse(o.H) else _selection(o.H, n) for o in obs]).tocsr()
+        H = sp.vstack([o.H if sp.issparse(o.H) else selection_operator(o.H, sd.size) for o in obs]).tocsr()
     else:
         H = np.concatenate([np.asarray(o.H, dtype=np.int64) for o in obs])
     located = all(o.coords is not None for o in obs)
@@ -87,9 +89,33 @@ def _stack(parts: list[tuple[Observations, float]], growth: float, sd: np.ndarra
     return Observations(np.concatenate([o.y for o in obs]), np.concatenate(errors), H, coords=coords, time=obs[0].time)
 
 
-def _selection(index: np.ndarray, n: int) -> sp.csr_matrix:
-    index = np.asarray(index, dtype=np.int64)
-    return sp.csr_matrix((np.ones(index.size), (np.arange(index.size), index)), shape=(index.size, n))
+def from_states(obs_list: Sequence[Observations], days: int, growth: float | None, spread: Any,
+                series: Any, option: str = "obs_window") -> tuple[list[Observations], float | None]:
+    """:func:`windowed` with ``sd`` the std of ``spread()`` states and, without ``growth``, :func:`age_growth` of ``series()``.
+
+    Why callables: the states are read only when the window is on (and the growth not given), after the checks.
+
+    Parameters
+    ----------
+    obs_list : one :class:`Observations` per analysis time
+    days, growth : the window in days and the error growth per day (None: estimated from ``series``)
+    spread : a callable returning ``[m, n]`` flat states whose std scales the growth (NaN where land)
+    series : a callable returning ``(states [T, n], times, source)``, consecutive states to estimate the growth from
+    option : the setting's name, for errors
+
+    Returns
+    -------
+    the windowed list; the growth used (None with ``days`` 1)
+    """
+    check_number(option, days, lo=1, hi=MAX_OBS_DAYS, integer=True)
+    check_number("obs_age_growth", growth, lo=0, hi=MAX_AGE_GROWTH, optional=True)
+    if days == 1:
+        return list(obs_list), None
+    sd = np.nan_to_num(np.nanstd(np.asarray(spread(), dtype=np.float64), axis=0, ddof=1))  # land: never observed
+    if growth is None:
+        states, times, source = series()
+        growth = age_growth(states, times, source=source)
+    return windowed(obs_list, days, growth, sd, option=option), float(growth)
 
 
 def age_growth(states: np.ndarray, times: Sequence[Any], source: str = "library") -> float:
