@@ -40,6 +40,7 @@ from oceanda.analysis.library import CACHE_DIRNAME, Library, embedding_client
 from oceanda.analysis.result import DIAGNOSTIC_ATTR, Analysis, analyses_to_dataset
 from oceanda.analysis.samplers import MODES, LocalSampler, Sampler, TimeObs, sampler_for
 from oceanda.analysis.settings import SamplerSettings, stored_settings
+from oceanda.analysis.tasks import run_tasks
 
 __all__ = ["DIAGNOSTIC_ATTR", "MODES", "analyse_times", "assimilate", "check_model_grid", "load_model", "local_cluster",
            "model_fingerprint", "obs_arrays", "resolve_settings"]
@@ -397,36 +398,20 @@ def _analyse_remote(remote: _Remote, obs: TimeObs) -> tuple[Analysis, list]:
 def _run_distributed(client, remote: _Remote, inputs: Sequence[TimeObs], labels: Sequence[str],
                      quiet: bool) -> list[Analysis]:
     """Every time as a task on ``client``'s workers (the sampler sent once); a few per worker in flight."""
-    from distributed import as_completed
-
     results: list = [None] * len(inputs)
     if not inputs:
         return results
-    remote_f = client.scatter(remote, broadcast=True, hash=False)
-    limit = max(2 * sum(client.nthreads().values()), 2)  # bounded: observations and analyses not all at once
-    pending = iter(range(len(inputs)))
-    queue = as_completed([])
-    running: dict = {}  # future key -> (time position, future)
-
-    def submit() -> None:
-        for k in pending:
-            fut = client.submit(_analyse_remote, remote_f, inputs[k], pure=False)
-            running[fut.key] = (k, fut)
-            queue.add(fut)
-            return
-
     bar = _progress(len(inputs), quiet, "analyses (dask)")
-    try:
-        for _ in range(limit):
-            submit()
-        for fut in queue:
-            k, _ = running.pop(fut.key)
-            results[k] = _result(fut, labels[k])
-            bar.update(1)
-            submit()
+
+    def done(k: int, fut) -> None:
+        results[k] = _result(fut, labels[k])
+        bar.update(1)
+
+    try:  # bounded: observations and analyses not all at once
+        run_tasks(client, _analyse_remote, [remote], [(o,) for o in inputs], done, lambda k: labels[k],
+                  limit=max(2 * sum(client.nthreads().values()), 2))
     finally:
         bar.close()
-        client.cancel([remote_f, *[f for _, f in running.values()]])
     return results
 
 

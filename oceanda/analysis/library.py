@@ -36,6 +36,7 @@ import xarray as xr
 from oceanda import fields, io
 from oceanda.errors import DataValidationError, OceandaError
 from oceanda.grid import time_days
+from oceanda.analysis.tasks import run_tasks
 
 #: Sub-directory of a model directory holding cached library embeddings.
 CACHE_DIRNAME = "library_cache"
@@ -484,31 +485,28 @@ class Library:
         a chunk's bounds. Blocks come back float32 and are joined in chunk order, so the result is the
         local one bit for bit (the workers' torch runs single-threaded, as :func:`_embed_block` sets).
         """
-        from distributed import as_completed
-
         starts = list(range(0, self.n, chunk))
         if not starts:
             return np.zeros((0, 0), np.float32)
-        lib_f, embed_f = client.scatter([self, embed], broadcast=True, hash=False)
-        futures = [client.submit(_embed_block, lib_f, embed_f, a, min(a + chunk, self.n), pure=False) for a in starts]
-        where = {f.key: i for i, f in enumerate(futures)}
         blocks: list = [None] * len(starts)
         bar = _progress(None, len(starts), f"{desc} (dask)", quiet)
+
+        def span(i: int) -> str:
+            return f"{self.source}: embedding {self.sample_dim} indices {starts[i]}-{min(starts[i] + chunk, self.n) - 1}"
+
+        def done(i: int, fut) -> None:
+            try:
+                blocks[i] = fut.result()
+            except Exception as exc:  # noqa: BLE001 -- a worker's failure, named by the states it had
+                raise OceandaError(f"{span(i)} failed on a dask worker ({type(exc).__name__}: "
+                                   f"{' '.join(str(exc).split())}); expected workers that can read the library "
+                                   "file at this path") from None
+            bar.update(1)
+
         try:
-            for fut in as_completed(futures):
-                i = where[fut.key]
-                try:
-                    blocks[i] = fut.result()
-                except Exception as exc:  # noqa: BLE001 -- a worker's failure, named by the states it had
-                    a = starts[i]
-                    raise OceandaError(f"{self.source}: embedding {self.sample_dim} indices {a}-"
-                                       f"{min(a + chunk, self.n) - 1} failed on a dask worker ({type(exc).__name__}: "
-                                       f"{' '.join(str(exc).split())}); expected workers that can read the library "
-                                       "file at this path") from None
-                bar.update(1)
+            run_tasks(client, _embed_block, [self, embed], [(a, min(a + chunk, self.n)) for a in starts], done, span)
         finally:
             bar.close()
-            client.cancel(futures + [lib_f, embed_f])
         return np.ascontiguousarray(np.concatenate(blocks, axis=0))
 
     def _cached(self, path: Path, key: str, rows: int) -> np.ndarray | None:
