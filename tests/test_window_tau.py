@@ -60,7 +60,8 @@ def test_the_rows_search_takes_a_temperature_per_query():
     both = index.search_rows32(zo, 0.999, tau=tau)
     for q in range(3):
         one = index.search_rows32(zo[q:q + 1], 0.999, tau=float(tau[q]))
-        np.testing.assert_allclose(both.weights[q].numpy(), one.weights[0].numpy(), rtol=1e-6, atol=1e-30)
+        # float32 products of 3 and of 1 query round differently: logits up to 5 differ by ~1e-6 (CI saw 1.03e-6)
+        np.testing.assert_allclose(both.weights[q].numpy(), one.weights[0].numpy(), rtol=1e-5, atol=1e-30)
     assert both.ess[0] < both.ess[1] < both.ess[2]  # a warmer window spreads its weight wider
 
 
