@@ -95,7 +95,7 @@ def test_every_task_once_with_the_shared_objects_sent_once():
 def test_no_more_than_limit_tasks_in_flight(monkeypatch):
     c, most = _Client(), []
     submit = tasks._Run.submit
-    monkeypatch.setattr(tasks._Run, "submit", lambda self, k, a: (most.append(len(self.running) + 1), submit(self, k, a)))
+    monkeypatch.setattr(tasks._Run, "submit", lambda self, k: (most.append(len(self.running) + 1), submit(self, k)))
     assert _run(c, n=7, limit=2) == {k: 100 + k for k in range(7)}
     assert max(most) == 2
 

@@ -10,6 +10,7 @@ objects (the per-time random streams are ``[seed, t]``), so a resubmitted task g
 
 from __future__ import annotations
 
+import itertools
 import queue
 import time
 from collections.abc import Callable, Sequence
@@ -41,27 +42,25 @@ def run_tasks(client, fn: Callable, shared: Sequence[Any], args: Sequence[tuple]
     ------
     OceandaError : a task not run after ``RESUBMITS`` resubmissions, named by ``label``
     """
-    run = _Run(client, fn, shared, limit or max(len(args), 1))
+    run = _Run(client, fn, shared, args, label)
+    stall = STALL_SECONDS if stall_seconds is None else stall_seconds
     pending = iter(range(len(args)))
     try:
-        for k in pending:
-            run.submit(k, args[k])
-            if len(run.running) >= run.limit:
-                break
+        for k in itertools.islice(pending, limit or len(args)):
+            run.submit(k)
         last = time.monotonic()
         while run.running:
             k, fut = run.next_done()
             if fut is None:
-                if time.monotonic() - last >= (STALL_SECONDS if stall_seconds is None else stall_seconds) \
-                        and run.idle():
-                    run.resubmit(args, label)
+                if time.monotonic() - last >= stall and run.idle():
+                    run.resubmit()
                     last = time.monotonic()
                 continue
             last = time.monotonic()
             on_done(k, fut)
-            for k2 in pending:
-                run.submit(k2, args[k2])
-                break
+            k = next(pending, None)
+            if k is not None:
+                run.submit(k)
     finally:
         run.cancel()
 
@@ -69,8 +68,8 @@ def run_tasks(client, fn: Callable, shared: Sequence[Any], args: Sequence[tuple]
 class _Run:
     """The futures in flight, the queue their done-callbacks fill, and the shared objects' futures."""
 
-    def __init__(self, client, fn: Callable, shared: Sequence[Any], limit: int):
-        self.client, self.fn, self.shared, self.limit = client, fn, list(shared), limit
+    def __init__(self, client, fn: Callable, shared: Sequence[Any], args: Sequence[tuple], label: Callable[[int], str]):
+        self.client, self.fn, self.shared, self.args, self.label = client, fn, list(shared), args, label
         self.shared_f = self._scatter()
         self.running: dict[int, Any] = {}
         self.tries: dict[int, int] = {}
@@ -79,8 +78,8 @@ class _Run:
     def _scatter(self) -> list:
         return list(self.client.scatter(self.shared, broadcast=True, hash=False)) if self.shared else []
 
-    def submit(self, k: int, a: tuple) -> None:
-        fut = self.client.submit(self.fn, *self.shared_f, *a, pure=False)
+    def submit(self, k: int) -> None:
+        fut = self.client.submit(self.fn, *self.shared_f, *self.args[k], pure=False)
         self.running[k] = fut
         fut.add_done_callback(lambda f, k=k: self.done.put((k, f)))
 
@@ -101,17 +100,17 @@ class _Run:
         busy = {key for ks in self.client.processing().values() for key in ks}
         return not keys & busy
 
-    def resubmit(self, args: Sequence[tuple], label: Callable[[int], str]) -> None:
+    def resubmit(self) -> None:
         """Every task in flight submitted again, with the shared objects scattered afresh."""
         for k in self.running:
             self.tries[k] = self.tries.get(k, 0) + 1
             if self.tries[k] > RESUBMITS:
-                raise OceandaError(f"{label(k)}: no dask worker ran this task ({RESUBMITS + 1} submissions, none "
+                raise OceandaError(f"{self.label(k)}: no dask worker ran this task ({RESUBMITS + 1} submissions, none "
                                    "reported back); expected a cluster whose workers are alive and can reach each other")
         self.client.cancel([*self.running.values(), *self.shared_f])
         self.shared_f = self._scatter()
         for k in list(self.running):
-            self.submit(k, args[k])
+            self.submit(k)
 
     def cancel(self) -> None:
         self.client.cancel([*self.running.values(), *self.shared_f])
