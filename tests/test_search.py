@@ -281,3 +281,25 @@ def test_no_low_rank_copy_for_a_library_that_uses_every_dimension(monkeypatch):
     z = np.random.default_rng(7).normal(size=(5000, 48)).astype(np.float32)
     assert WindowIndex(z, "cosine", 0.1, "fused").low is None
     assert WindowIndex(z, "cosine", 0.1, "fused", logit_tol=0).low is None
+
+
+@pytest.mark.parametrize("kind,tau", [("cosine", 0.1), ("neg_sq_distance", 2.0)])
+def test_fused_search_on_several_threads_gives_the_one_thread_numbers_bit_for_bit(kind, tau, monkeypatch):
+    """Blocks summed on 3 threads (runs of 2 blocks, taken in any order) against one thread, and the exact mass."""
+    import oceanda.analysis.search as S
+
+    monkeypatch.setattr(S, "_BLOCKS_PER_TASK", 2)
+    rng = np.random.default_rng(12)
+    z, zo = rng.normal(size=(45000, 16)).astype(np.float32), rng.normal(size=(5, 16)).astype(np.float32)
+    one, three = WindowIndex(z, kind, tau, "fused", workers=1), WindowIndex(z, kind, tau, "fused", workers=3)
+    calls = []
+    monkeypatch.setattr(S, "_run_blocks", lambda fn, n, w, _f=S._run_blocks: calls.append(w) or _f(fn, n, w))
+    a, b = one.search(zo, 0.999), three.search(zo, 0.999)
+    assert calls == [1, 3]  # both took the threshold-relative pass
+    np.testing.assert_array_equal(a.logits, b.logits)
+    for f in ("threshold", "log_total", "kept_mass", "ess"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+    W = softmax_weights(numpy_scores(z, zo, kind, tau))
+    got = np.array([W[b.candidates(q)[0], q].sum() for q in range(len(zo))])
+    np.testing.assert_allclose(b.kept_mass, got, rtol=1e-5)
+    assert (got >= 0.999 - 1e-5).all()

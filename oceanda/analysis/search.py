@@ -446,11 +446,15 @@ class WindowIndex:
     nlist : IVF cells (default ``4 sqrt(N)``); ``seed`` their k-means and member samples
     logit_tol : ``'fused'`` from :data:`LOW_RANK_MIN` rows: largest logit error (nats) of a low-rank search
         (:class:`LowRank`; 0: always the full rows)
+    workers : threads of the ``'fused'`` pass (None: :func:`oceanda.threads.intra_op_threads`, i.e. the physical
+        cores unless ``OCEANDA_NUM_THREADS`` or ``OMP_NUM_THREADS`` say otherwise; dask workers set the latter
+        to 1). The numbers do not depend on it.
     """
 
     def __init__(self, z_lib: np.ndarray, kind: str, tau: float, method: str = "auto", nlist: int | None = None,
-                 seed: int = 0, logit_tol: float = LOGIT_TOL):
+                 seed: int = 0, logit_tol: float = LOGIT_TOL, workers: int | None = None):
         from oceanda.settings import check_choice
+        from oceanda.threads import intra_op_threads
 
         check_choice("search", method, KINDS)
         self.kind, self.tau, self.n = canonical_kind(kind), float(tau), int(len(z_lib))
@@ -460,6 +464,7 @@ class WindowIndex:
         self._buf = None  # the fused search's logits, reused (see _logits_buffer)
         self._z64 = None  # 'exact': the float64 rows numpy_scores prepares, prepared once (see _exact_scores)
         self.logit_tol, self.low = float(logit_tol), None
+        self.workers = intra_op_threads() if workers is None else max(1, int(workers))
         if self.method in ("flat", "ivf", "fused"):
             self.x, self.sq = _prepare(z_lib, self.kind)
         if self.method == "fused":
@@ -700,29 +705,39 @@ class WindowIndex:
             sums += torch.stack([s1, s2, hb.sum(dim=0)]).numpy().astype(np.float64)
         return ref, sums[0], sums[1], sums[2]
 
-    def _scored_blocks(self, rows, qT, out):
-        """Score every block of :data:`_FUSED_BLOCK` of ``rows`` (``self.xt`` or the low-rank rows) into ``out`` ``[N, Q]``; yield each block."""
+    def _scored_blocks(self, rows, qT, out, starts=None):
+        """Score every block of :data:`_FUSED_BLOCK` of ``rows`` (``self.xt`` or the low-rank rows) into ``out``
+        ``[N, Q]`` (or the blocks from ``starts``); yield each block (with its number among ``starts``, if given)."""
         import torch
 
-        for a in range(0, self.n, _FUSED_BLOCK):
+        for j, a in enumerate(range(0, self.n, _FUSED_BLOCK) if starts is None else starts):
             lb = out[a:a + _FUSED_BLOCK]  # rows a:a+n of out are contiguous
             torch.mm(rows[a:a + len(lb)], qT, out=lb)
-            yield lb
+            yield lb if starts is None else (j, lb)
 
     def _fused_pass_relative(self, rows, qT, thr32: np.ndarray, ref: np.ndarray, out) -> tuple:
-        """:meth:`_fused_pass` with weights relative to each query's threshold: ``exp(logit - thr)``.
+        """:meth:`_fused_pass` with weights relative to each query's threshold: ``exp(logit - thr)``, on
+        :attr:`workers` threads.
 
         Why: each block is then reduced by one compiled pass (:func:`~oceanda.analysis.kernels.relative_sums`:
         total, squares and the weight below the threshold, with the block in the cache) instead of seven
         torch sweeps (a fifth of the time). Needs the logits bounded within :data:`_REL_HEADROOM` nats of
-        the thresholds (block sums of squares stay below e^85).
+        the thresholds (block sums of squares stay below e^85). Every block is scored by a one-thread
+        product and summed into its own row of partial sums, added up in block order afterwards, so the
+        numbers do not depend on how many threads ran the blocks.
         """
         from oceanda.analysis.kernels import relative_sums
 
-        sums = np.zeros((3, qT.shape[1]))
+        starts = np.arange(0, self.n, _FUSED_BLOCK)
+        part = np.zeros((len(starts), 3, qT.shape[1]))
         t = np.ascontiguousarray(thr32, dtype=np.float32)
-        for lb in self._scored_blocks(rows, qT, out):
-            relative_sums(lb.numpy(), t, sums)
+
+        def blocks(js):
+            for j, lb in self._scored_blocks(rows, qT, out, starts[js]):
+                relative_sums(lb.numpy(), t, part[js[0] + j])
+
+        _run_blocks(blocks, len(starts), self.workers)
+        sums = part.sum(axis=0)
         f = np.exp(thr32.astype(np.float64) - ref)  # back to weights relative to exp(ref)
         return ref, sums[0] * f, sums[1] * f * f, sums[2] * f
 
@@ -777,6 +792,30 @@ class WindowIndex:
         thr, kept, ess = mass_threshold(L, keep_mass, log_total, max_keep)
         return SearchResult("ivf", self.order[rows], L, thr, log_total, kept, z_probed / (z_probed + z_unprobed),
                             ess, nprobe)
+
+
+#: Blocks of the fused pass one thread takes at a time (~4 ms of work: the hand-over costs ~0.05 ms).
+_BLOCKS_PER_TASK = 8
+
+
+def _run_blocks(fn, n_blocks: int, workers: int) -> None:
+    """``fn(block numbers)`` over ``range(n_blocks)`` in runs of :data:`_BLOCKS_PER_TASK`, on ``workers`` threads.
+
+    Why threads: the block products and :func:`~oceanda.analysis.kernels.relative_sums` release the GIL, so
+    a 1e6-window search runs on every core of a laptop; each product runs on one torch thread
+    (:func:`oceanda.threads.one_torch_thread`), so its digits are those of a one-thread search.
+    """
+    runs = [np.arange(a, min(a + _BLOCKS_PER_TASK, n_blocks)) for a in range(0, n_blocks, _BLOCKS_PER_TASK)]
+    if workers <= 1 or len(runs) <= 1:
+        fn(np.arange(n_blocks))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from oceanda.threads import one_torch_thread
+
+    with one_torch_thread(), ThreadPoolExecutor(min(workers, len(runs)), thread_name_prefix="oceanda-search") as ex:
+        for f in [ex.submit(fn, js) for js in runs]:
+            f.result()
 
 
 def _kmeans(x: np.ndarray, k: int, seed: int, iters: int = 12) -> np.ndarray:
