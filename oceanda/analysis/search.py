@@ -707,13 +707,13 @@ class WindowIndex:
 
     def _scored_blocks(self, rows, qT, out, starts=None):
         """Score every block of :data:`_FUSED_BLOCK` of ``rows`` (``self.xt`` or the low-rank rows) into ``out``
-        ``[N, Q]`` (or the blocks from ``starts``); yield each block (with its number among ``starts``, if given)."""
+        ``[N, Q]`` (or only the blocks starting at ``starts``); yield each block."""
         import torch
 
-        for j, a in enumerate(range(0, self.n, _FUSED_BLOCK) if starts is None else starts):
+        for a in range(0, self.n, _FUSED_BLOCK) if starts is None else starts:
             lb = out[a:a + _FUSED_BLOCK]  # rows a:a+n of out are contiguous
             torch.mm(rows[a:a + len(lb)], qT, out=lb)
-            yield lb if starts is None else (j, lb)
+            yield lb
 
     def _fused_pass_relative(self, rows, qT, thr32: np.ndarray, ref: np.ndarray, out) -> tuple:
         """:meth:`_fused_pass` with weights relative to each query's threshold: ``exp(logit - thr)``, on
@@ -733,8 +733,8 @@ class WindowIndex:
         t = np.ascontiguousarray(thr32, dtype=np.float32)
 
         def blocks(js):
-            for j, lb in self._scored_blocks(rows, qT, out, starts[js]):
-                relative_sums(lb.numpy(), t, part[js[0] + j])
+            for j, lb in zip(js, self._scored_blocks(rows, qT, out, starts[js])):
+                relative_sums(lb.numpy(), t, part[j])
 
         _run_blocks(blocks, len(starts), self.workers)
         sums = part.sum(axis=0)
@@ -805,14 +805,14 @@ def _run_blocks(fn, n_blocks: int, workers: int) -> None:
     a 1e6-window search runs on every core of a laptop; each product runs on one torch thread
     (:func:`oceanda.threads.one_torch_thread`), so its digits are those of a one-thread search.
     """
-    runs = [np.arange(a, min(a + _BLOCKS_PER_TASK, n_blocks)) for a in range(0, n_blocks, _BLOCKS_PER_TASK)]
-    if workers <= 1 or len(runs) <= 1:
+    if workers <= 1 or n_blocks <= _BLOCKS_PER_TASK:
         fn(np.arange(n_blocks))
         return
     from concurrent.futures import ThreadPoolExecutor
 
     from oceanda.threads import one_torch_thread
 
+    runs = [np.arange(a, min(a + _BLOCKS_PER_TASK, n_blocks)) for a in range(0, n_blocks, _BLOCKS_PER_TASK)]
     with one_torch_thread(), ThreadPoolExecutor(min(workers, len(runs)), thread_name_prefix="oceanda-search") as ex:
         for f in [ex.submit(fn, js) for js in runs]:
             f.result()
