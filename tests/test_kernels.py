@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, mass_cut, ranked_picks, ranked_picks_affine, relative_sums
+from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, exp_mass_cut, mass_cut, ranked_picks, ranked_picks_affine, relative_sums
 from oceanda.analysis.local_mode import ranked_quantiles_rows
 
 
@@ -42,6 +42,30 @@ def test_mass_cut_keeps_the_mass_a_superset_of_the_smallest_set_and_cuts_within_
         if keep < 1 and (~exact & (E0[q] > 0)).any():
             t_exact = E0[q][exact].min()
             assert cut[q] <= t_exact and cut[q] * (1 + 1 / CUT_BINS_PER_OCTAVE) >= t_exact * (1 - 1e-6)
+
+
+def test_exp_mass_cut_is_the_cut_of_the_exact_weights():
+    """The fused exp: weights within 1.5e-7 per nat of float64 exp(L - m), then the very cut of :func:`mass_cut` on them."""
+    rng = np.random.default_rng(9)
+    L = np.vstack([rng.normal(size=20000) * 4, rng.gumbel(size=20000) * 10, np.full(20000, 2.5),
+                   np.r_[np.zeros(5) + 40, rng.normal(size=19995) * 30]]).astype(np.float32)
+    m = L.max(axis=1)
+    exact = np.exp(L.astype(np.float64) - m[:, None].astype(np.float64))
+    E = L.copy()
+    got = exp_mass_cut(E, m, 0.999)
+    live = exact > 1e-37  # below e^-87 a weight is e^-87 by design (it adds nothing a float64 sum sees)
+    W = L.copy()
+    from oceanda.analysis.kernels import _exp_row
+
+    for q in range(len(W)):
+        _exp_row(W[q], m[q], np.empty(W.shape[1], np.int32))
+    nats = np.abs(L.astype(np.float64) - m[:, None])[live]  # float32 rounding of the argument: ~1e-7 per nat
+    assert np.all(np.abs(W[live] - exact[live]) <= exact[live] * (2e-7 + 1.5e-7 * nats))
+    ref = mass_cut(W, 0.999)
+    np.testing.assert_array_equal(E, W)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(a, b)
+    assert np.all(got[2] >= 0.999 * got[0] * (1 - 1e-12))
 
 
 def test_ranked_picks_are_the_reference_picks():
