@@ -22,6 +22,12 @@ _NBINS = 1 << 13  # every positive float32
 #: The float32 bin sums may be off by up to n x 6e-8 (1.6e-3 of a sum of 26112 weights): the cut allows a
 #: little less than ``1 - keep_mass`` to be dropped, and the kept sum is checked in float64 anyway.
 _MARGIN = 4e-3
+#: 2^f on [-1/2, 1/2] (minimax-like least squares fit of the relative error at Chebyshev nodes, highest first):
+#: relative error below 8e-8 there, so float32 rounding of the argument (4e-6 at 87 nats) dominates.
+_EXP2_COEF = (1.3266970e-3, 9.6754597e-3, 5.5507426e-2, 2.4022122e-1, 6.9314695e-1, 1.0000001)
+#: Below this many nats a relative weight is taken as e^-87 (about 1.6e-38, the smallest normal float32 region):
+#: the float32 exponent trick stays in range, and such weights add nothing a float64 sum would see.
+_EXP_FLOOR = -87.0
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -88,20 +94,26 @@ def mass_cut(E, keep_mass):
     return total, z2, zk, count, edges.view(np.float32)
 
 
+@njit(inline="always", fastmath=True)
+def _exp_split(d):
+    """``e^d`` (float32 ``d <= 0``) as ``2^f`` and the exponent bits of ``2^k`` (``k << 23``), to be added to the
+    float's bits in a separate loop; ``d`` below :data:`_EXP_FLOOR` counts as the floor."""
+    c0, c1, c2, c3, c4, c5 = _EXP2_COEF
+    y = max(d, np.float32(_EXP_FLOOR)) * np.float32(1.4426950408889634)
+    k = np.floor(y + np.float32(0.5))
+    f = y - k
+    p = np.float32(c0) * f + np.float32(c1)
+    p = p * f + np.float32(c2)
+    p = p * f + np.float32(c3)
+    p = p * f + np.float32(c4)
+    return p * f + np.float32(c5), np.int32(k) << 23
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _exp_row(row, m, sh):
     """``row <- exp(row - m)`` in place (float32; relative error ~1e-7 per nat below ``m``, see :func:`relative_sums`)."""
-    c0, c1, c2, c3, c4, c5 = _EXP2_COEF
-    for k in range(row.shape[0]):  # 2^f for y = k + f, and k's exponent bits
-        y = max(row[k] - m, np.float32(_EXP_FLOOR)) * np.float32(1.4426950408889634)
-        kf = np.floor(y + np.float32(0.5))
-        f = y - kf
-        p = np.float32(c0) * f + np.float32(c1)
-        p = p * f + np.float32(c2)
-        p = p * f + np.float32(c3)
-        p = p * f + np.float32(c4)
-        row[k] = p * f + np.float32(c5)
-        sh[k] = np.int32(kf) << 23
+    for k in range(row.shape[0]):
+        row[k], sh[k] = _exp_split(row[k] - m)
     bits = row.view(np.int32)
     for k in range(row.shape[0]):  # times 2^k: a separate loop, or the float and int views keep it scalar
         bits[k] += sh[k]
@@ -280,13 +292,6 @@ def blend_scatter(win, pix, wt, npix):
     return out
 
 
-#: 2^f on [-1/2, 1/2] (minimax-like least squares fit of the relative error at Chebyshev nodes, highest first):
-#: relative error below 8e-8 there, so float32 rounding of the argument (4e-6 at 87 nats) dominates.
-_EXP2_COEF = (1.3266970e-3, 9.6754597e-3, 5.5507426e-2, 2.4022122e-1, 6.9314695e-1, 1.0000001)
-#: Below this many nats a relative weight is taken as e^-87 (about 1.6e-38, the smallest normal float32 region):
-#: the float32 exponent trick stays in range, and such weights add nothing a float64 sum would see.
-_EXP_FLOOR = -87.0
-
 
 @njit(cache=True, nogil=True, fastmath=True)
 def relative_sums(L, t, sums):
@@ -301,7 +306,6 @@ def relative_sums(L, t, sums):
     speed). Weights are float32 (relative error below 4e-6; differences below :data:`_EXP_FLOOR` nats
     count as e^-87), summed in float32 over 256 rows and then in float64.
     """
-    c0, c1, c2, c3, c4, c5 = _EXP2_COEF
     n, Q = L.shape
     e = np.empty(Q, np.float32)
     bits = e.view(np.int32)
@@ -309,16 +313,8 @@ def relative_sums(L, t, sums):
     a1, a2, a3 = np.zeros(Q, np.float32), np.zeros(Q, np.float32), np.zeros(Q, np.float32)
     for i in range(n):
         row = L[i]
-        for q in range(Q):  # 2^f for y = k + f, and k's exponent bits
-            y = max(row[q] - t[q], np.float32(_EXP_FLOOR)) * np.float32(1.4426950408889634)
-            k = np.floor(y + np.float32(0.5))
-            f = y - k
-            p = np.float32(c0) * f + np.float32(c1)
-            p = p * f + np.float32(c2)
-            p = p * f + np.float32(c3)
-            p = p * f + np.float32(c4)
-            e[q] = p * f + np.float32(c5)
-            shift[q] = np.int32(k) << 23
+        for q in range(Q):
+            e[q], shift[q] = _exp_split(row[q] - t[q])
         for q in range(Q):  # times 2^k, and the sums
             bits[q] += shift[q]
             v = e[q]
