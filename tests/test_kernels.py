@@ -110,7 +110,7 @@ def test_warm_compiles_the_specialisations_a_fast_analysis_uses():
     from oceanda.analysis.local_mode import analyse_local
 
     kernels.warm().join()
-    names = ("mass_cut", "ranked_picks_affine", "blend_scatter")
+    names = ("mass_cut", "exp_mass_cut", "ranked_picks_affine", "blend_scatter")
     before = {n: set(getattr(kernels, n).signatures) for n in names}
     assert all(before.values())
     wlib, embed, z, obs = _fast_case()
