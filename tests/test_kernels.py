@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from oceanda.analysis.kernels import CUT_BINS_PER_OCTAVE, exp_mass_cut, mass_cut, ranked_picks, ranked_picks_affine, relative_sums
+from oceanda.analysis.kernels import (CUT_BINS_PER_OCTAVE, _exp_row, exp_mass_cut, mass_cut, ranked_picks, ranked_picks_affine,
+                                      relative_sums)
 from oceanda.analysis.local_mode import ranked_quantiles_rows
 
 
@@ -55,8 +56,6 @@ def test_exp_mass_cut_is_the_cut_of_the_exact_weights():
     got = exp_mass_cut(E, m, 0.999)
     live = exact > 1e-37  # below e^-87 a weight is e^-87 by design (it adds nothing a float64 sum sees)
     W = L.copy()
-    from oceanda.analysis.kernels import _exp_row
-
     for q in range(len(W)):
         _exp_row(W[q], m[q], np.empty(W.shape[1], np.int32))
     nats = np.abs(L.astype(np.float64) - m[:, None])[live]  # float32 rounding of the argument: ~1e-7 per nat
